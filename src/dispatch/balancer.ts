@@ -1,0 +1,87 @@
+// The seam between "choose a daemon and account for flows" and "move packets".
+// A Balancer owns the configuration tree, one scheduler per cluster port and
+// the per-daemon flow counts; a data plane (the TUN dispatcher, or netfilter's
+// queue and conntrack events) asks it for a daemon and tells it when flows
+// start and end. It never sees a packet.
+
+import { ConfigTree, type ClusterPort, type Daemon, type DispatchSpec } from './config-tree.js';
+import { Rng } from './rng.js';
+import { createScheduler } from './schedulers/index.js';
+import type { Scheduler, SchedulerContext } from './schedulers/scheduler.js';
+import { D_ACTIVE_FLOWS, D_NEW_FLOWS, DAEMON_COLUMNS, Stats } from './stats.js';
+
+export interface BalancerOptions {
+  /** Seeds the random and p2c schedulers, so a simulation repeats exactly. */
+  seed?: number;
+  /** Maglev table size (prime). Default 65537. */
+  maglevTableSize?: number;
+}
+
+export class Balancer implements SchedulerContext {
+  tree = new ConfigTree();
+  readonly stats = new Stats();
+  private schedulers: (Scheduler | undefined)[] = [];
+  private readonly rng: Rng;
+  private readonly maglevTableSize: number | undefined;
+
+  constructor(options: BalancerOptions = {}) {
+    this.rng = new Rng(options.seed ?? 1);
+    this.maglevTableSize = options.maglevTableSize;
+  }
+
+  /**
+   * Control path: replaces the configuration with `spec`, atomically. Daemons
+   * and ports that remain keep their ids, counters and flows; a port whose
+   * scheduler changes gets a fresh scheduler (existing flows keep their daemon,
+   * since records, not schedulers, say where a flow goes). Throws ConfigError
+   * and changes nothing when the spec is invalid.
+   */
+  configure(spec: DispatchSpec): ConfigTree {
+    const tree = ConfigTree.build(spec, this.tree);
+    // Build every scheduler before touching live state, so a failure here changes nothing.
+    const schedulers = this.schedulers.slice();
+    for (const cluster of tree.clusters) {
+      for (const port of cluster.ports) {
+        let scheduler = schedulers[port.id];
+        if (!scheduler || scheduler.name !== port.scheduler) {
+          scheduler = createScheduler(port.scheduler, this, { maglevTableSize: this.maglevTableSize });
+        }
+        scheduler.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: d.weight })));
+        schedulers[port.id] = scheduler;
+      }
+    }
+    this.stats.ensureDaemons(tree.daemonsById.length);
+    this.stats.ensurePorts(tree.portsById.length);
+    this.schedulers = schedulers;
+    this.tree = tree;
+    return tree;
+  }
+
+  /** Packet path: the daemon for a new flow on `port`, or null when none takes new flows. */
+  choose(port: ClusterPort, flowHash: number, sourceHash: number): Daemon | null {
+    const scheduler = this.schedulers[port.id];
+    if (scheduler === undefined) return null;
+    const id = scheduler.pick(flowHash, sourceHash);
+    return id < 0 ? null : this.tree.daemonsById[id];
+  }
+
+  /** A flow to daemon `id` began (it counts as new and as active). */
+  flowStarted(id: number): void {
+    const d = this.stats.daemon;
+    d[id * DAEMON_COLUMNS + D_NEW_FLOWS]++;
+    d[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
+  }
+
+  /** A flow to daemon `id` ended (it no longer counts as active). */
+  flowEnded(id: number): void {
+    this.stats.daemon[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]--;
+  }
+
+  activeFlows(id: number): number {
+    return this.stats.daemon[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS];
+  }
+
+  random(): number {
+    return this.rng.next();
+  }
+}

@@ -1,0 +1,204 @@
+// The TUN data plane's packet path: takes a batch of raw IP packets, tells
+// inbound (to a cluster port) from outbound (a daemon's reply), translates each
+// in place and lists what to send on in an output batch. Parsing and
+// classification live here; Figure 8 is inbound.ts, Figure 9 outbound.ts.
+// Time comes in as a number (ms); nothing here reads a clock or a device.
+
+import type { PacketBatch } from '../link/link.js';
+import { PACKET_FLAG_PARTIAL_CSUM } from '../link/link.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP, Ipv4Packet } from '../wire/ipv4.js';
+import { Ipv6Packet } from '../wire/ipv6.js';
+import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpPacket } from '../wire/tcp.js';
+import { UdpPacket } from '../wire/udp.js';
+import { WireError } from '../wire/wire-error.js';
+import { Balancer, type BalancerOptions } from './balancer.js';
+import type { ConfigTree, DispatchSpec } from './config-tree.js';
+import { ConnTable, REC_WORDS, R_DAEMON_ID, R_STATE, type RemoveReason } from './conn-table.js';
+import { Drop } from './drop-reason.js';
+import { createFlowKey, KEY_ADDR_B } from './flow-hash.js';
+import { translateInbound } from './inbound.js';
+import { translateOutbound } from './outbound.js';
+import { DEFAULT_TIMEOUTS, FLAG_ACTIVE, timeoutTable, type Timeouts } from './tcp-state.js';
+
+export const VERDICT_DROP = 0;
+export const VERDICT_FORWARD = 1;
+
+export interface DispatcherOptions extends BalancerOptions {
+  /** Most connection records held at once. */
+  capacity: number;
+  /** Per-state timeouts in seconds; missing ones take DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<Timeouts>;
+  /** Seeds the flow hash (a fixed seed keeps consistent hashing stable across restarts). */
+  hashSeed?: number;
+}
+
+export class Dispatcher {
+  readonly table: ConnTable;
+  readonly balancer: Balancer;
+  /** Timeout per ConnState in ms. */
+  timeouts: Float64Array;
+  readonly timeoutSeconds: Timeouts;
+
+  // Reusable views and scratch: nothing below is allocated per packet.
+  readonly ip4 = new Ipv4Packet();
+  readonly ip6 = new Ipv6Packet();
+  readonly tcp = new TcpPacket();
+  readonly udp = new UdpPacket();
+  /** Flow key of the packet being processed, in forward or reverse form. */
+  readonly key = createFlowKey();
+
+  // The packet being processed, as parsed by classify().
+  family = 0;
+  ipOff = 0;
+  /** Bytes of the IP packet (without link padding), for byte counters. */
+  ipLen = 0;
+  l4Off = 0;
+  protocol = 0;
+  srcPort = 0;
+  dstPort = 0;
+  tcpFlags = 0;
+  partial = false;
+
+  constructor(options: DispatcherOptions) {
+    this.table = new ConnTable(options.capacity, options.hashSeed);
+    this.balancer = new Balancer(options);
+    this.timeoutSeconds = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.timeouts = timeoutTable(this.timeoutSeconds);
+    this.table.setListener({ recordRemoved: (id: number, reason: RemoveReason) => this.recordRemoved(id, reason) });
+  }
+
+  get tree(): ConfigTree {
+    return this.balancer.tree;
+  }
+
+  /** Control path: see Balancer.configure. Throws ConfigError and changes nothing on a bad spec. */
+  configure(spec: DispatchSpec): ConfigTree {
+    return this.balancer.configure(spec);
+  }
+
+  /** Control path: new timeouts apply to each record at its next packet. */
+  setTimeouts(timeouts: Partial<Timeouts>): void {
+    const merged = { ...this.timeoutSeconds, ...timeouts };
+    this.timeouts = timeoutTable(merged);
+    Object.assign(this.timeoutSeconds, merged);
+  }
+
+  /**
+   * Translates every packet of `input` in place and lists the ones to send in
+   * `output` (which must share input's buffer; see createSiblingBatch).
+   * Dropped packets are counted and left out. Returns output.count.
+   */
+  process(input: PacketBatch, output: PacketBatch, now: number): number {
+    const buf = input.buffer;
+    let n = 0;
+    for (let i = 0; i < input.count; i++) {
+      const off = input.offsets[i];
+      if (this.processPacket(buf, off, input.lengths[i], input.flags[i], now) === VERDICT_FORWARD) {
+        output.offsets[n] = off;
+        output.lengths[n] = this.ipLen;
+        output.flags[n] = input.flags[i];
+        n++;
+      }
+    }
+    output.count = n;
+    return n;
+  }
+
+  /** One packet at `buf[off, off + len)`: rewrites it in place and returns a verdict. Never throws. */
+  processPacket(buf: Uint8Array, off: number, len: number, linkFlags: number, now: number): number {
+    this.partial = (linkFlags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
+    const reason = this.classify(buf, off, len);
+    if (reason !== 0) {
+      this.balancer.stats.drop(reason);
+      return VERDICT_DROP;
+    }
+    const key = this.key;
+    const port = this.balancer.tree.findPort(this.family, key, KEY_ADDR_B, this.protocol, this.dstPort);
+    if (port !== undefined) return translateInbound(this, port, buf, now);
+    return translateOutbound(this, buf, now);
+  }
+
+  /** Removes expired records: at most `budget` of them, in bounded work. Returns how many. */
+  collect(now: number, budget: number): number {
+    return this.table.collect(now, budget);
+  }
+
+  /**
+   * Parses the packet into this object's fields and fills `key` in forward
+   * form [src, dst, srcPort<<16|dstPort, proto<<8|family]. Returns 0, or the
+   * drop reason.
+   */
+  private classify(buf: Uint8Array, off: number, len: number): number {
+    if (len < 1) return WireError.Truncated;
+    const version = buf[off] >>> 4;
+    const key = this.key;
+    let l4Len: number;
+    if (version === 4) {
+      const ip = this.ip4;
+      const err = ip.wrap(buf, off, len);
+      if (err !== WireError.None) return err;
+      if (!ip.verifyChecksum()) return WireError.BadChecksum;
+      // Fragments need a fragment table to follow their first piece (not built yet).
+      if (ip.isFragment) return Drop.Fragment;
+      this.family = 4;
+      this.protocol = ip.protocol;
+      this.ipLen = ip.totalLen;
+      this.l4Off = ip.payloadOffset;
+      l4Len = ip.totalLen - ip.headerLen;
+      key[0] = ip.srcAddr; key[1] = 0; key[2] = 0; key[3] = 0;
+      key[4] = ip.dstAddr; key[5] = 0; key[6] = 0; key[7] = 0;
+    } else if (version === 6) {
+      const ip = this.ip6;
+      const err = ip.wrap(buf, off, len);
+      if (err !== WireError.None) return err;
+      if (ip.isFragment) return Drop.Fragment;
+      this.family = 6;
+      this.protocol = ip.transportProtocol;
+      this.ipLen = 40 + ip.payloadLen;
+      this.l4Off = ip.transportOffset;
+      l4Len = ip.transportLen;
+      const s = off + 8;
+      for (let w = 0; w < 8; w++) {
+        const o = s + 4 * w;
+        key[w] = ((buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3]) >>> 0;
+      }
+    } else {
+      return WireError.BadVersion;
+    }
+    this.ipOff = off;
+
+    if (this.protocol === IP_PROTO_TCP) {
+      const tcp = this.tcp;
+      const err = tcp.wrap(buf, this.l4Off, l4Len);
+      if (err !== WireError.None) return err;
+      const flags = tcp.flags;
+      // RFC 9293 allows none of these: scans and attacks, never a real stack.
+      if ((flags & (TCP_SYN | TCP_FIN)) === (TCP_SYN | TCP_FIN) || (flags & (TCP_SYN | TCP_RST)) === (TCP_SYN | TCP_RST) ||
+          (flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_ACK_FLAG)) === 0 ||
+          (flags & (TCP_FIN | TCP_PSH | TCP_URG)) === (TCP_FIN | TCP_PSH | TCP_URG)) {
+        return Drop.BadTcpFlags;
+      }
+      this.tcpFlags = flags;
+      this.srcPort = tcp.srcPort;
+      this.dstPort = tcp.dstPort;
+    } else if (this.protocol === IP_PROTO_UDP) {
+      const udp = this.udp;
+      const err = udp.wrap(buf, this.l4Off, l4Len);
+      if (err !== WireError.None) return err;
+      this.tcpFlags = 0;
+      this.srcPort = udp.srcPort;
+      this.dstPort = udp.dstPort;
+    } else {
+      return Drop.UnknownProtocol;
+    }
+    key[8] = ((this.srcPort << 16) | this.dstPort) >>> 0;
+    key[9] = (this.protocol << 8) | this.family;
+    return 0;
+  }
+
+  private recordRemoved(id: number, _reason: RemoveReason): void {
+    const b = id * REC_WORDS;
+    const u32 = this.table.u32;
+    if (u32[b + R_STATE] & FLAG_ACTIVE) this.balancer.flowEnded(u32[b + R_DAEMON_ID]);
+  }
+}

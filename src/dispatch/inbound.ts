@@ -1,0 +1,109 @@
+// Inbound translation (seed Figure 8): a client's packet to a cluster port.
+// Find its connection record; on a miss, a TCP SYN or any UDP datagram asks the
+// port's scheduler for a daemon and creates one. Then rewrite the destination
+// to the daemon, drive the record's state and count the packet.
+
+import { IP_PROTO_TCP, IPV4_DST_ADDR } from '../wire/ipv4.js';
+import { IPV6_DST_ADDR } from '../wire/ipv6.js';
+import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_SYN } from '../wire/tcp.js';
+import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
+import type { ClusterPort } from './config-tree.js';
+import {
+  INSERT_FULL, INSERT_REVERSE_TAKEN, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
+  R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_STATE,
+} from './conn-table.js';
+import type { Dispatcher } from './dispatcher.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
+import { Drop } from './drop-reason.js';
+import { hashAddress } from './flow-hash.js';
+import { rewriteAddressAndPort } from './rewrite.js';
+import { D_BYTES_IN, D_PACKETS_IN, DAEMON_COLUMNS } from './stats.js';
+import { ConnState, evictionList, FLAG_ACTIVE, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
+
+const REC_F64 = REC_WORDS / 2;
+const SOURCE_HASH_SEED = 0x5bd1e995;
+
+/** Figure 8 for the packet parsed into `d`, bound for `port`. Returns a verdict. */
+export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Array, now: number): number {
+  const table = d.table;
+  const key = d.key;
+  const hash = table.hashKey(key);
+  const tcp = d.protocol === IP_PROTO_TCP;
+  let id = table.findForward(key, hash);
+
+  if (id !== -1) {
+    const b = id * REC_WORDS;
+    const state = table.u32[b + R_STATE] & STATE_MASK;
+    const expired = table.f64[id * REC_F64 + RF_EXPIRES] <= now;
+    // A new SYN on an ended connection (client port reuse) starts a new flow,
+    // as does any packet of a record whose time ran out before collection.
+    const reopened = tcp && (d.tcpFlags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN && isEnded(state);
+    if (expired || reopened) {
+      table.remove(id, expired ? RemoveReason.Expired : RemoveReason.Ended);
+      id = -1;
+    }
+  }
+
+  if (id === -1) {
+    if (tcp && (d.tcpFlags & (TCP_SYN | TCP_ACK_FLAG)) !== TCP_SYN) {
+      d.balancer.stats.dropAt(port.id, Drop.NoRecord);
+      return VERDICT_DROP;
+    }
+    const daemon = d.balancer.choose(port, hash, hashAddress(key, 0, SOURCE_HASH_SEED));
+    if (daemon === null) {
+      d.balancer.stats.dropAt(port.id, Drop.NoDaemon);
+      return VERDICT_DROP;
+    }
+    const state = tcp ? ConnState.SynRecv : ConnState.Udp;
+    id = table.insert(key, hash, daemon.addrWords, 0, daemon.port, daemon.id, port.id, state | FLAG_ACTIVE, now,
+      now + d.timeouts[state]);
+    if (id < 0) {
+      d.balancer.stats.dropAt(port.id, id === INSERT_FULL ? Drop.TableFull : Drop.ReverseTaken);
+      return VERDICT_DROP;
+    }
+    table.setList(id, evictionList(state, 0));
+    d.balancer.flowStarted(daemon.id);
+  } else if (tcp) {
+    advanceTcp(d, id, false);
+  }
+
+  const u32 = table.u32;
+  const b = id * REC_WORDS;
+  const f = id * REC_F64;
+  const f64 = table.f64;
+  const daemonId = u32[b + R_DAEMON_ID];
+  f64[f + RF_EXPIRES] = now + d.timeouts[u32[b + R_STATE] & STATE_MASK];
+  f64[f + RF_LAST_SEEN] = now;
+  f64[f + RF_PACKETS_IN]++;
+  f64[f + RF_BYTES_IN] += d.ipLen;
+  const stats = d.balancer.stats.daemon;
+  stats[daemonId * DAEMON_COLUMNS + D_PACKETS_IN]++;
+  stats[daemonId * DAEMON_COLUMNS + D_BYTES_IN] += d.ipLen;
+  d.balancer.stats.forwardedIn++;
+
+  rewriteAddressAndPort(
+    buf, d.family, d.ipOff, d.ipOff + (d.family === 4 ? IPV4_DST_ADDR : IPV6_DST_ADDR),
+    u32, b + R_DAEMON_ADDR, d.l4Off + (tcp ? TCP_DST_PORT : UDP_DST_PORT), u32[b + R_META] >>> 16,
+    d.l4Off + (tcp ? TCP_CHECKSUM : UDP_CHECKSUM), !tcp, d.partial,
+  );
+  return VERDICT_FORWARD;
+}
+
+/**
+ * Moves record `id` to its next TCP state for the packet in `d`, keeping its
+ * eviction list and its daemon's active count in step. Shared with outbound.
+ */
+export function advanceTcp(d: Dispatcher, id: number, outbound: boolean): void {
+  const table = d.table;
+  const at = id * REC_WORDS + R_STATE;
+  const word = table.u32[at];
+  let next = nextTcpState(word, d.tcpFlags, outbound);
+  if (next === word) return;
+  const state = next & STATE_MASK;
+  if (isEnded(state) && (next & FLAG_ACTIVE)) {
+    next &= ~FLAG_ACTIVE;
+    d.balancer.flowEnded(table.u32[id * REC_WORDS + R_DAEMON_ID]);
+  }
+  table.u32[at] = next >>> 0;
+  if (state !== (word & STATE_MASK)) table.setList(id, evictionList(state, next));
+}

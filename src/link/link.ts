@@ -1,0 +1,96 @@
+// The seam packets cross. A Link moves batches of raw IP packets (no link-layer
+// header) between the dispatcher and whatever carries them: the TUN device in
+// production, a MemoryLink in tests and simulation. dispatch/ knows only this file.
+
+/**
+ * A batch is one large preallocated buffer plus parallel typed arrays that say
+ * where each packet lives in it. The same shape serves reads and writes, so the
+ * dispatcher rewrites packets in place and hands the same buffer back.
+ *
+ * Contract:
+ * - `count` packets are valid; packet i occupies
+ *   `buffer[offsets[i], offsets[i] + lengths[i])`.
+ * - `capacity` is the most packets the arrays hold; `slotSize` is the most
+ *   bytes one packet may occupy when a link fills the batch (packet i is read
+ *   into `buffer[i * slotSize, (i + 1) * slotSize)`).
+ * - `flags[i]` carries per-packet metadata from the link (PACKET_FLAG_*).
+ * - The caller owns the batch; a link never keeps a reference after a call returns.
+ */
+export interface PacketBatch {
+  readonly buffer: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  readonly flags: Uint8Array;
+  readonly capacity: number;
+  readonly slotSize: number;
+  count: number;
+}
+
+/**
+ * The transport checksum field holds the folded pseudo-header sum, not a full
+ * checksum (virtio-net NEEDS_CSUM, once offloads are on). See DESIGN.md.
+ */
+export const PACKET_FLAG_PARTIAL_CSUM = 1;
+
+/** Default slot: the largest IP packet a TUN device without offloads delivers. */
+export const DEFAULT_SLOT_SIZE = 65536;
+
+/** Allocates a batch of `capacity` slots of `slotSize` bytes each. Control path only. */
+export function createBatch(capacity: number, slotSize = DEFAULT_SLOT_SIZE): PacketBatch {
+  if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`batch capacity must be a positive integer, got ${capacity}`);
+  if (!Number.isInteger(slotSize) || slotSize < 64) throw new RangeError(`batch slotSize must be an integer >= 64, got ${slotSize}`);
+  const offsets = new Uint32Array(capacity);
+  for (let i = 0; i < capacity; i++) offsets[i] = i * slotSize;
+  return {
+    buffer: new Uint8Array(capacity * slotSize),
+    offsets,
+    lengths: new Uint32Array(capacity),
+    flags: new Uint8Array(capacity),
+    capacity,
+    slotSize,
+    count: 0,
+  };
+}
+
+/**
+ * A packet carrier. Reads fill a batch's slots; writes send `count` packets
+ * described by a batch's offsets and lengths (which may point anywhere in its
+ * buffer, so rewritten packets are sent from where they were read).
+ */
+export interface Link {
+  /** A name for logs and errors (the device name for TUN). */
+  readonly name: string;
+  /** Largest packet the link carries, in bytes. */
+  readonly mtu: number;
+  /**
+   * Reads as many ready packets as fit (at most `batch.capacity`) into the
+   * batch's slots, sets `batch.count` and returns it. Returns 0 when nothing is
+   * ready; never blocks. Throws only when the link itself fails (closed device).
+   */
+  read(batch: PacketBatch): number;
+  /**
+   * Sends the first `batch.count` packets of the batch. Returns how many were
+   * accepted; a packet the carrier refuses (full queue) is dropped, not retried.
+   */
+  write(batch: PacketBatch): number;
+  /** Calls `onReadable` whenever packets may be ready; replaces an earlier callback. */
+  onReadable(onReadable: (() => void) | null): void;
+  /** Releases the carrier. Further reads return 0; further writes accept 0. */
+  close(): void;
+}
+
+/**
+ * A batch over another batch's buffer, with its own offsets and lengths: the
+ * dispatcher lists the packets it forwards here, in place, without copying.
+ */
+export function createSiblingBatch(batch: PacketBatch): PacketBatch {
+  return {
+    buffer: batch.buffer,
+    offsets: new Uint32Array(batch.capacity),
+    lengths: new Uint32Array(batch.capacity),
+    flags: new Uint8Array(batch.capacity),
+    capacity: batch.capacity,
+    slotSize: batch.slotSize,
+    count: 0,
+  };
+}

@@ -1,0 +1,81 @@
+// Loads the TUN addon (native/tun.cc, built by node-gyp into build/Release/) and
+// states its surface as types. Only tun-link.ts calls it; errors from here are
+// raw (errno names) and get mapped to LinkError codes there, once.
+
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** A system error thrown by the addon: `code` is the errno name ('EPERM', 'EBUSY', 'ENOENT'). */
+export interface NativeSystemError extends Error {
+  code: string;
+  errno?: number;
+  syscall?: string;
+}
+
+/** The addon's functions. All take the fd `open` returned; none keep state beyond poll handles. */
+export interface TunAddon {
+  /**
+   * Opens /dev/net/tun and attaches it to device `name` (created when missing)
+   * with IFF_TUN | IFF_NO_PI; the fd is O_NONBLOCK and FD_CLOEXEC. `name` is
+   * the kernel's copy (a "%d" template comes back filled in).
+   */
+  open(name: string): { fd: number; name: string };
+  /** TUNSETPERSIST: whether the device outlives the close of its last fd. */
+  setPersist(fd: number, on: boolean): void;
+  /** The device's MTU in bytes (SIOCGIFMTU in the caller's network namespace). */
+  getMtu(name: string): number;
+  /** Sets the device's MTU in bytes (SIOCSIFMTU). */
+  setMtu(name: string, mtu: number): void;
+  /**
+   * Reads packets with read(2), packet i into `buffer[offsets[i], offsets[i] + slotSize)`,
+   * until EAGAIN or `maxPackets`; stores each length in `lengths[i]` (clamped to
+   * the slot) and returns the count. Throws only when nothing was read and the
+   * fd failed (EBADF, EBADFD). One call per batch.
+   */
+  readBatch(fd: number, buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, maxPackets: number, slotSize: number): number;
+  /**
+   * Writes packets 0..count-1 (`buffer[offsets[i], offsets[i] + lengths[i])`),
+   * one write(2) each, and returns how many the kernel accepted. A full queue
+   * or a down device (EAGAIN, ENOBUFS, EIO) drops the rest of the batch; a
+   * packet the kernel rejects (EINVAL, EMSGSIZE) is dropped alone. Throws only
+   * when the fd itself failed.
+   */
+  writeBatch(fd: number, buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  /**
+   * Calls `callback` whenever the fd is readable (libuv uv_poll_t, level-
+   * triggered: again on the next loop turn while packets remain). A poll error
+   * is passed once as an Error with an errno `code`, after which polling stops.
+   * Replaces an earlier watch of the same fd. The handle keeps the loop alive.
+   */
+  watch(fd: number, callback: (error?: NativeSystemError) => void): void;
+  /** Stops watching `fd`; no-op when not watched. */
+  unwatch(fd: number): void;
+  /** Stops any watch, then closes `fd`. */
+  close(fd: number): void;
+}
+
+/** Where node-gyp puts the addon, relative to this file's compiled location (dist/src/link/). */
+export const TUN_ADDON_PATH = fileURLToPath(new URL('../../../build/Release/hostlb_tun.node', import.meta.url));
+
+let loaded: TunAddon | null = null;
+
+/**
+ * Loads the addon once and caches it. Throws an Error with code
+ * 'TUN_ADDON_NOT_BUILT' when the build output is missing or does not load.
+ */
+export function loadTunAddon(): TunAddon {
+  if (loaded !== null) return loaded;
+  const require = createRequire(import.meta.url);
+  try {
+    loaded = require(TUN_ADDON_PATH) as TunAddon;
+  } catch (cause) {
+    const error = new Error(
+      `the TUN addon is not built (${TUN_ADDON_PATH}): run npm install to build the native addon ` +
+        `(it needs a C++ compiler, make and python3)`,
+      { cause },
+    ) as NativeSystemError;
+    error.code = 'TUN_ADDON_NOT_BUILT';
+    throw error;
+  }
+  return loaded;
+}

@@ -1,0 +1,256 @@
+// The Link over a Linux TUN device: batches of raw IP packets through the
+// native addon, readiness through libuv's poll. Owns the mapping of OS errors to
+// LinkError codes (once, here); routes and rules for the device live in src/net/.
+
+import { HostlbError } from '../errors.js';
+import type { Link, PacketBatch } from './link.js';
+import { loadTunAddon, type NativeSystemError, type TunAddon } from './native.js';
+
+/** Stable codes for every way opening or using a TUN device fails. */
+export type LinkErrorCode =
+  | 'TUN_ADDON_NOT_BUILT'
+  | 'TUN_BAD_NAME'
+  | 'TUN_PERMISSION'
+  | 'TUN_NOT_AVAILABLE'
+  | 'TUN_BUSY'
+  | 'TUN_NAME_CONFLICT'
+  | 'TUN_OPEN_FAILED'
+  | 'TUN_CONFIG_FAILED'
+  | 'TUN_IO_FAILED';
+
+/** An error at the link boundary. `code` is stable; the message says what to do. `cause` is the OS error. */
+export class LinkError extends HostlbError {
+  declare readonly code: LinkErrorCode;
+  /** The device the error is about. */
+  readonly device: string;
+
+  constructor(code: LinkErrorCode, device: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.device = device;
+  }
+}
+
+export interface TunLinkOptions {
+  /**
+   * Sets TUNSETPERSIST: a persistent device and its routes outlive this
+   * process, so a restart does not leak untranslated replies (DESIGN.md).
+   * Undefined leaves the flag as it is (a new device is not persistent).
+   */
+  persist?: boolean;
+  /** Sets the device MTU in bytes (68..65535). Undefined keeps the device's MTU (1500 for a new one). */
+  mtu?: number;
+}
+
+/** Longest device name the kernel keeps: IFNAMSIZ (16) less the terminating NUL. */
+export const MAX_DEVICE_NAME_BYTES = 15;
+
+/**
+ * The kernel's dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or
+ * whitespace. Returns a sentence saying what is wrong, or null.
+ */
+export function checkDeviceName(name: string): string | null {
+  const bytes = Buffer.byteLength(name);
+  if (bytes === 0) return 'a device name must not be empty';
+  if (bytes > MAX_DEVICE_NAME_BYTES) return `device name "${name}" is ${bytes} bytes long; Linux allows at most ${MAX_DEVICE_NAME_BYTES}`;
+  if (name === '.' || name === '..') return `"${name}" is not a valid device name`;
+  if (/[/:\s]/.test(name)) return `device name "${name}" must not contain '/', ':' or whitespace`;
+  return null;
+}
+
+export class TunLink implements Link {
+  readonly name: string;
+  readonly mtu: number;
+  private readonly addon: TunAddon;
+  private fd: number;
+  private readableCallback: (() => void) | null = null;
+  private watching = false;
+
+  private constructor(addon: TunAddon, fd: number, name: string, mtu: number) {
+    this.addon = addon;
+    this.fd = fd;
+    this.name = name;
+    this.mtu = mtu;
+  }
+
+  /**
+   * Opens (creating when missing) the TUN device `name`, non-blocking. Needs
+   * CAP_NET_ADMIN in the current network namespace. The device starts down and
+   * without addresses; src/net/ brings it up and routes into it.
+   * Throws LinkError (TUN_BAD_NAME, TUN_PERMISSION, TUN_NOT_AVAILABLE, TUN_BUSY,
+   * TUN_NAME_CONFLICT, TUN_ADDON_NOT_BUILT, TUN_OPEN_FAILED, TUN_CONFIG_FAILED).
+   */
+  static open(name: string, options: TunLinkOptions = {}): TunLink {
+    const problem = checkDeviceName(name);
+    if (problem !== null) throw new LinkError('TUN_BAD_NAME', name, `${problem}: choose a shorter device name such as "hlb0"`);
+    if (options.mtu !== undefined && !(Number.isInteger(options.mtu) && options.mtu >= 68 && options.mtu <= 65535)) {
+      // 68 is the IPv4 minimum (RFC 791); 65535 the largest IP packet without jumbograms.
+      throw new LinkError('TUN_CONFIG_FAILED', name, `TUN MTU must be an integer from 68 to 65535, got ${options.mtu}`);
+    }
+
+    let addon: TunAddon;
+    try {
+      addon = loadTunAddon();
+    } catch (cause) {
+      throw new LinkError('TUN_ADDON_NOT_BUILT', name, (cause as Error).message, { cause });
+    }
+
+    let opened: { fd: number; name: string };
+    try {
+      opened = addon.open(name);
+    } catch (cause) {
+      throw openError(name, cause as NativeSystemError);
+    }
+
+    try {
+      // MTU before persistence: if configuring fails, closing the fd removes a
+      // device this call created instead of leaving a persistent one behind.
+      if (options.mtu !== undefined) addon.setMtu(opened.name, options.mtu);
+      const mtu = addon.getMtu(opened.name);
+      if (options.persist !== undefined) addon.setPersist(opened.fd, options.persist);
+      return new TunLink(addon, opened.fd, opened.name, mtu);
+    } catch (cause) {
+      addon.close(opened.fd);
+      const error = cause as NativeSystemError;
+      if (error.code === 'EPERM' || error.code === 'EACCES') throw permissionError(opened.name, error);
+      throw new LinkError('TUN_CONFIG_FAILED', opened.name, `configuring TUN device ${opened.name} failed (${error.message})`, { cause });
+    }
+  }
+
+  /** True after close(). */
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  /**
+   * Makes the device persistent (or not) from now on. A persistent device stays
+   * after close() and process exit; `ip link del <name>` or setPersist(false)
+   * before close() removes it. Throws LinkError TUN_CONFIG_FAILED or TUN_PERMISSION.
+   */
+  setPersist(on: boolean): void {
+    if (this.fd < 0) throw new LinkError('TUN_IO_FAILED', this.name, `TUN device ${this.name} is closed`);
+    try {
+      this.addon.setPersist(this.fd, on);
+    } catch (cause) {
+      const error = cause as NativeSystemError;
+      if (error.code === 'EPERM') throw permissionError(this.name, error);
+      throw new LinkError('TUN_CONFIG_FAILED', this.name, `TUNSETPERSIST on ${this.name} failed (${error.message})`, { cause });
+    }
+  }
+
+  read(batch: PacketBatch): number {
+    if (this.fd < 0) {
+      batch.count = 0;
+      return 0;
+    }
+    // The contract puts packet i in slot i; a previous write may have pointed
+    // offsets elsewhere, so restore them (capacity integer stores, no allocation).
+    const { offsets, slotSize, capacity } = batch;
+    for (let i = 0; i < capacity; i++) offsets[i] = i * slotSize;
+    let count: number;
+    try {
+      count = this.addon.readBatch(this.fd, batch.buffer, offsets, batch.lengths, capacity, slotSize);
+    } catch (cause) {
+      throw ioError(this.name, 'reading from', cause as NativeSystemError);
+    }
+    // Without a virtio-net header the kernel hands over complete checksums only.
+    for (let i = 0; i < count; i++) batch.flags[i] = 0;
+    batch.count = count;
+    return count;
+  }
+
+  write(batch: PacketBatch): number {
+    if (this.fd < 0 || batch.count === 0) return 0;
+    try {
+      return this.addon.writeBatch(this.fd, batch.buffer, batch.offsets, batch.lengths, batch.count);
+    } catch (cause) {
+      throw ioError(this.name, 'writing to', cause as NativeSystemError);
+    }
+  }
+
+  onReadable(onReadable: (() => void) | null): void {
+    this.readableCallback = onReadable;
+    if (this.fd < 0) return;
+    if (onReadable !== null && !this.watching) {
+      this.addon.watch(this.fd, this.handlePoll);
+      this.watching = true;
+    } else if (onReadable === null && this.watching) {
+      this.addon.unwatch(this.fd);
+      this.watching = false;
+    }
+  }
+
+  /**
+   * Stops polling and closes the fd. A persistent device stays (with its
+   * routes); otherwise the kernel deletes it. Idempotent.
+   */
+  close(): void {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    this.watching = false;
+    this.readableCallback = null;
+    try {
+      this.addon.close(fd);
+    } catch {
+      // close(2) releases the fd even when it reports an error; there is
+      // nothing left for the caller to do about it.
+    }
+  }
+
+  // One bound function for the link's life: no closure per readiness event.
+  private readonly handlePoll = (): void => {
+    // A poll error stops libuv's handle; the owner's next read() reports it.
+    if (this.readableCallback !== null) this.readableCallback();
+  };
+}
+
+function permissionError(name: string, cause: NativeSystemError): LinkError {
+  return new LinkError(
+    'TUN_PERMISSION',
+    name,
+    `hostlb needs CAP_NET_ADMIN to open /dev/net/tun: run it as root (sudo) or grant the capability (${cause.message})`,
+    { cause },
+  );
+}
+
+function openError(name: string, cause: NativeSystemError): LinkError {
+  switch (cause.code) {
+    case 'EPERM':
+    case 'EACCES':
+      return permissionError(name, cause);
+    case 'ENOENT':
+    case 'ENODEV':
+    case 'ENXIO':
+      return new LinkError(
+        'TUN_NOT_AVAILABLE',
+        name,
+        `/dev/net/tun is not available: load the tun module (modprobe tun), or in a container pass the device in (--device /dev/net/tun) (${cause.message})`,
+        { cause },
+      );
+    case 'EBUSY':
+      return new LinkError(
+        'TUN_BUSY',
+        name,
+        `TUN device ${name} is attached to another process: stop the other hostlb instance or choose another device name (${cause.message})`,
+        { cause },
+      );
+    case 'EINVAL':
+      // tun_set_iff(): the name belongs to a device that is not a TUN device of
+      // this kind (an Ethernet NIC, a TAP, a multi-queue TUN).
+      return new LinkError(
+        'TUN_NAME_CONFLICT',
+        name,
+        `device ${name} exists and is not a single-queue TUN device: choose another device name, or delete it (ip link del ${name}) if it is a leftover (${cause.message})`,
+        { cause },
+      );
+    case 'ENAMETOOLONG':
+      return new LinkError('TUN_BAD_NAME', name, `${cause.message}: choose a shorter device name such as "hlb0"`, { cause });
+    default:
+      return new LinkError('TUN_OPEN_FAILED', name, `opening TUN device ${name} failed (${cause.message})`, { cause });
+  }
+}
+
+function ioError(name: string, doing: string, cause: NativeSystemError): LinkError {
+  // EBADFD: the device was deleted under us (ip link del); EBADF: fd closed elsewhere.
+  return new LinkError('TUN_IO_FAILED', name, `${doing} TUN device ${name} failed (${cause.message}); reopen the link`, { cause });
+}
