@@ -61,7 +61,8 @@ export class Balancer implements SchedulerContext {
   choose(port: ClusterPort, flowHash: number, sourceHash: number): Daemon | null {
     const scheduler = this.schedulers[port.id];
     if (scheduler === undefined) return null;
-    const id = scheduler.pick(flowHash, sourceHash);
+    // As int32: a uint32 above 2^31 would be boxed as a heap number on every call.
+    const id = scheduler.pick(flowHash | 0, sourceHash | 0);
     return id < 0 ? null : this.tree.daemonsById[id];
   }
 

@@ -9,7 +9,7 @@ import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_SYN } from '../wire/tcp.j
 import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
 import type { ClusterPort } from './config-tree.js';
 import {
-  INSERT_FULL, INSERT_REVERSE_TAKEN, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
+  INSERT_FULL, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
   R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_STATE,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';

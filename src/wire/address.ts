@@ -108,7 +108,8 @@ export function parseEndpoint(text: string): Endpoint | null {
   const address = parseIp(m[1]);
   const port = Number(m[2]);
   if (!address || port < 1 || port > 65535) return null;
-  if (address.family === 6 && !text.startsWith('[')) return null;
+  // Brackets belong to IPv6 only (RFC 3986 §3.2.2), and IPv6 needs them: its colons would swallow the port.
+  if ((address.family === 6) !== text.startsWith('[')) return null;
   return { address, port };
 }
 

@@ -64,8 +64,10 @@ export function deltaBytes(oldBuf: Uint8Array, oldOff: number, newBuf: Uint8Arra
 
 /**
  * Applies a delta to a complete checksum field at `buf[off]`, RFC 1624 eqn. 3:
- * HC' = ~(~HC + ~m + m'). Equals a full recomputation for every input, since
- * end-around-carry addition of non-zero terms never produces +0.
+ * HC' = ~(~HC + ~m + m'). Equals a full recomputation whenever the covered
+ * data does not sum to +0 (all zero) before or after the change, since
+ * end-around-carry addition of non-zero terms never produces +0; IP headers and
+ * pseudo-headers never sum to +0 (version, protocol).
  */
 export function applyComplete(buf: Uint8Array, off: number, delta: number): void {
   const hc = read16(buf, off);

@@ -39,7 +39,7 @@ export class IcmpPacket {
     this.buf = buf;
     this.off = off;
     this.len = len;
-    if (len < ICMP_HEADER_LEN || off + len > buf.length) return WireError.Truncated;
+    if (len < ICMP_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
     return WireError.None;
   }
 

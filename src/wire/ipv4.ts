@@ -40,7 +40,7 @@ export class Ipv4Packet {
   wrap(buf: Uint8Array, off: number, len: number): WireError {
     this.buf = buf;
     this.off = off;
-    if (len < IPV4_HEADER_LEN || off + len > buf.length) return WireError.Truncated;
+    if (len < IPV4_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
     const vihl = buf[off];
     if (vihl >>> 4 !== 4) return WireError.BadVersion;
     const headerLen = (vihl & 0x0f) << 2;

@@ -47,7 +47,7 @@ export class Ipv6Packet {
     this.transportProtocol = IPV6_NO_NEXT_HEADER;
     this.transportOffset = off + IPV6_HEADER_LEN;
     this.nextHeaderFieldOffset = off + IPV6_NEXT_HEADER;
-    if (len < IPV6_HEADER_LEN || off + len > buf.length) return WireError.Truncated;
+    if (len < IPV6_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
     if (buf[off] >>> 4 !== 6) return WireError.BadVersion;
     const end = off + IPV6_HEADER_LEN + read16(buf, off + IPV6_PAYLOAD_LEN);
     if (end > off + len) return WireError.Truncated;

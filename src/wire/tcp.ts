@@ -37,7 +37,7 @@ export class TcpPacket {
     this.buf = buf;
     this.off = off;
     this.len = len;
-    if (len < TCP_HEADER_LEN || off + len > buf.length) return WireError.Truncated;
+    if (len < TCP_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
     const headerLen = (buf[off + TCP_DATA_OFFSET] >>> 4) << 2;
     if (headerLen < TCP_HEADER_LEN) return WireError.BadHeaderLen;
     if (headerLen > len) return WireError.Truncated;

@@ -21,7 +21,7 @@ export class UdpPacket {
   wrap(buf: Uint8Array, off: number, len: number): WireError {
     this.buf = buf;
     this.off = off;
-    if (len < UDP_HEADER_LEN || off + len > buf.length) return WireError.Truncated;
+    if (len < UDP_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
     const length = read16(buf, off + UDP_LENGTH);
     if (length < UDP_HEADER_LEN) return WireError.BadLength;
     if (length > len) return WireError.Truncated;

@@ -33,7 +33,11 @@ export class MaglevScheduler implements Scheduler {
     this.tableSize = tableSize;
   }
 
-  /** Control path: O(tableSize · log tableSize) for equal weights; allocates a new table. */
+  /**
+   * Control path: allocates a new table. About O(tableSize · log tableSize),
+   * more when weights are skewed (measured: 3 ms for 10 daemons, 35 ms for
+   * 1000 daemons with one at weight 10000 and the rest near 50).
+   */
   setDaemons(daemons: readonly SchedulerDaemon[]): void {
     const live: SchedulerDaemon[] = [];
     for (const { id, weight } of daemons) {

@@ -28,8 +28,8 @@ export class SourceHashScheduler implements Scheduler {
   }
 
   /**
-   * Control path: O(tableSize · daemons) hashes (10 daemons: about 5 ms, 100:
-   * 30 ms, 1000: 300 ms). Allocates a new table.
+   * Control path: O(tableSize · daemons) hashes (measured: 10 daemons about
+   * 10 ms, 100 about 45 ms, 1000 about 0.3 s). Allocates a new table.
    */
   setDaemons(daemons: readonly SchedulerDaemon[]): void {
     const live: SchedulerDaemon[] = [];

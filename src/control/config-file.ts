@@ -1,0 +1,90 @@
+// Reading the configuration file: YAML in, a validated HostlbConfig out, or a
+// ConfigError that names the file, the line, the key and what was expected.
+// Nothing is set up until a whole file has passed.
+
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { ConfigError } from '../errors.js';
+import { validate as validateTree } from '../dispatch/config-tree.js';
+import { configSchema, type HostlbConfig } from './config-schema.js';
+
+/** Formats a key path the way messages show it: clusters[0].ports[1].scheduler. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+/** Parses "clusters[0].ports[1].daemons[2].address" back into a key path. */
+function parsePath(path: string): (string | number)[] {
+  const keys: (string | number)[] = [];
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) keys.push(m[2] !== undefined ? Number(m[2]) : m[1]);
+  return keys;
+}
+
+/**
+ * Validates a configuration given as text. `file` names it in errors. Throws
+ * ConfigError (code CONFIG_INVALID, or CONFIG_SYNTAX for bad YAML) with the
+ * line of the offending key when it can be found.
+ */
+export function parseConfig(text: string, file = '<config>'): HostlbConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const err = new ConfigError('', `${file}:${e.linePos?.[0].line ?? '?'}: ${e.message.split('\n')[0]}`, 'CONFIG_SYNTAX');
+    err.file = file;
+    err.line = e.linePos?.[0].line;
+    throw err;
+  }
+  const lineOf = (path: (string | number)[]): number | undefined => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n), true);
+      if (isNode(node) && node.range) return lineCounter.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
+  const fail = (path: (string | number)[], message: string): never => {
+    const line = lineOf(path);
+    const where = line ? `${file}:${line}` : file;
+    const key = formatPath(path);
+    const err = new ConfigError(key, message);
+    err.message = `${where}: ${key ? `${key}: ` : ''}${message}`;
+    err.file = file;
+    err.line = line;
+    throw err;
+  };
+
+  const result = configSchema.safeParse(doc.toJS() ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue.path.map((p) => (typeof p === 'number' ? p : String(p)));
+    if (issue.code === 'unrecognized_keys') {
+      return fail([...path, issue.keys[0]], `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}; check the spelling against docs/configuration.md`);
+    }
+    return fail(path, issue.message);
+  }
+  try {
+    validateTree(result.data);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      const path = parsePath(e.path);
+      return fail(path, e.message.slice(e.path.length + 2));
+    }
+    throw e;
+  }
+  return result.data;
+}
+
+/** Reads and validates a configuration file. Throws ConfigError (CONFIG_UNREADABLE when it cannot be read). */
+export function loadConfig(file: string): HostlbConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const err = new ConfigError('', `cannot read configuration file ${file}: ${(e as Error).message}`, 'CONFIG_UNREADABLE');
+    err.file = file;
+    throw err;
+  }
+  return parseConfig(text, file);
+}

@@ -1,0 +1,63 @@
+// The shape of hostlb's configuration file, as a zod schema: every key, its
+// type, its default. Meaning beyond shape (addresses parse, daemons share their
+// cluster's family, no port served twice) is checked by dispatch/config-tree.
+
+import { z } from 'zod';
+import { SCHEDULER_NAMES } from '../dispatch/schedulers/scheduler.js';
+import { DEFAULT_TIMEOUTS } from '../dispatch/tcp-state.js';
+
+/** A duration: a number of seconds, or text such as "900s", "15m", "2h", "500ms". */
+export const duration = z.union([
+  z.number().nonnegative(),
+  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'expected a duration such as 30s, 15m, 2h or 500ms'),
+]).transform((v) => {
+  if (typeof v === 'number') return v;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v)!;
+  const n = Number(m[1]);
+  return m[2] === 'ms' ? n / 1000 : m[2] === 's' ? n : m[2] === 'm' ? n * 60 : n * 3600;
+});
+
+const daemon = z.strictObject({
+  address: z.string().describe('daemon address:port, IPv6 in brackets'),
+  weight: z.number().int().min(0).max(10000).default(1),
+});
+
+const port = z.strictObject({
+  port: z.number().int().min(1).max(65535),
+  protocol: z.enum(['tcp', 'udp', 'any']).default('tcp'),
+  scheduler: z.enum(SCHEDULER_NAMES).default('wlc'),
+  daemons: z.array(daemon).default([]),
+});
+
+const cluster = z.strictObject({
+  address: z.string(),
+  ports: z.array(port).min(1),
+});
+
+const timeouts = z.strictObject({
+  established: duration.default(DEFAULT_TIMEOUTS.established),
+  synRecv: duration.default(DEFAULT_TIMEOUTS.synRecv),
+  finWait: duration.default(DEFAULT_TIMEOUTS.finWait),
+  closeWait: duration.default(DEFAULT_TIMEOUTS.closeWait),
+  lastAck: duration.default(DEFAULT_TIMEOUTS.lastAck),
+  timeWait: duration.default(DEFAULT_TIMEOUTS.timeWait),
+  close: duration.default(DEFAULT_TIMEOUTS.close),
+  udp: duration.default(DEFAULT_TIMEOUTS.udp),
+});
+
+export const configSchema = z.strictObject({
+  /** TUN device name (Linux allows 15 characters). */
+  device: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected a device name of 1-15 letters, digits, "_", "." or "-"').default('hlb0'),
+  dataplane: z.enum(['tun']).default('tun'),
+  /** Policy-routing table hostlb owns for daemon replies. */
+  routeTable: z.number().int().min(1).max(252).default(100),
+  table: z.strictObject({
+    capacity: z.number().int().min(1).max(1 << 26).default(1 << 20),
+    timeouts: timeouts.default(() => timeouts.parse({})),
+  }).default(() => ({ capacity: 1 << 20, timeouts: timeouts.parse({}) })),
+  /** Seed for flow hashing and random schedulers; fixed so consistent hashing survives a restart. */
+  seed: z.number().int().min(0).max(0xffffffff).default(0x686c62),
+  clusters: z.array(cluster).min(1),
+});
+
+export type HostlbConfig = z.output<typeof configSchema>;

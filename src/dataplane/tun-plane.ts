@@ -1,0 +1,84 @@
+// The TUN data plane at run time: whenever the link has packets, read a batch,
+// let the dispatcher translate it in place, write what it forwards, and repeat
+// until the link is empty. A timer collects expired records in bounded slices.
+// The clock is read here, once per batch, and handed down as a number.
+
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { createBatch, createSiblingBatch, type Link, type PacketBatch } from '../link/link.js';
+
+export interface TunPlaneOptions {
+  /** Packets per batch (one native read and one native write each). Default 64. */
+  batchSize?: number;
+  /** Batches handled before yielding to the event loop, so timers and the admin API stay responsive. Default 32. */
+  batchesPerTurn?: number;
+  /** How often to collect expired records, ms. Default 100. */
+  collectIntervalMs?: number;
+  /** Most records removed per collection slice. Default 8192. */
+  collectBudget?: number;
+  /** Milliseconds on the clock records are stamped with. Default Date.now. */
+  clock?: () => number;
+}
+
+export class TunPlane {
+  readonly input: PacketBatch;
+  readonly output: PacketBatch;
+  /** Packets read from and written to the link, and link writes that refused packets. */
+  packetsRead = 0;
+  packetsWritten = 0;
+  writeShortfall = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private running = false;
+  private readonly batchesPerTurn: number;
+  private readonly clock: () => number;
+
+  constructor(readonly link: Link, readonly dispatcher: Dispatcher, private readonly options: TunPlaneOptions = {}) {
+    this.input = createBatch(options.batchSize ?? 64, Math.max(link.mtu, 1500));
+    this.output = createSiblingBatch(this.input);
+    this.batchesPerTurn = options.batchesPerTurn ?? 32;
+    this.clock = options.clock ?? Date.now;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.link.onReadable(this.wake);
+    const budget = this.options.collectBudget ?? 8192;
+    this.timer = setInterval(() => this.dispatcher.collect(this.clock(), budget), this.options.collectIntervalMs ?? 100);
+    this.timer.unref();
+    this.wake();
+  }
+
+  /** Stops reading; the link stays open (its owner closes it). */
+  stop(): void {
+    this.running = false;
+    this.link.onReadable(null);
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private readonly wake = (): void => {
+    if (!this.running || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.drain);
+  };
+
+  private readonly drain = (): void => {
+    this.scheduled = false;
+    if (!this.running) return;
+    const { input, output, link, dispatcher } = this;
+    for (let turn = 0; turn < this.batchesPerTurn; turn++) {
+      const n = link.read(input);
+      if (n === 0) return;
+      this.packetsRead += n;
+      dispatcher.process(input, output, this.clock());
+      if (output.count > 0) {
+        const written = link.write(output);
+        this.packetsWritten += written;
+        this.writeShortfall += output.count - written;
+      }
+    }
+    // More may be waiting: come back after other work had its turn.
+    this.wake();
+  };
+}

@@ -1,0 +1,224 @@
+// Runs planned steps against the host and keeps a journal of them, so a
+// deliberate stop undoes exactly what was done and the next start after a
+// crash can undo what the crashed run left. Planning lives in plan.ts.
+
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { NetError } from './net-error.js';
+import { formatCommand, type NetCommand, type NetStep } from './net-step.js';
+
+/** Where journals live by default: tmpfs, so a reboot (which resets the network) also forgets them. */
+export const JOURNAL_DIR = '/run/hostlb';
+
+const IP_TIMEOUT_MS = 10_000;
+
+/** The journal of device `device`: `/run/hostlb/<device>.journal.json`. */
+export function journalPathFor(device: string, dir = JOURNAL_DIR): string {
+  return `${dir}/${device}.journal.json`;
+}
+
+/** The journal file's content. `steps` are in the order they were applied. */
+export interface Journal {
+  version: 1;
+  /** The process that last applied steps to it. */
+  pid: number;
+  updatedAt: string;
+  steps: NetStep[];
+}
+
+/** Runs one command; throws the child's error (with `stderr`) or the fs error. */
+function run(command: NetCommand): void {
+  if (command[0] === 'ip') {
+    execFileSync('ip', command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+    return;
+  }
+  if (command[0] === 'sysctl' && command.length === 3 && /^[\w.-]+(\/[\w.-]+)*$/.test(command[1]) && !command[1].split('/').includes('..')) {
+    writeFileSync(`/proc/sys/${command[1]}`, `${command[2]}\n`);
+    return;
+  }
+  throw new NetError('NET_JOURNAL_INVALID', `not a command hostlb runs: ${JSON.stringify(command)}`);
+}
+
+/** stderr of a failed ip(8), or the message of a failed /proc/sys write. */
+function failureText(error: unknown): string {
+  const stderr = (error as { stderr?: unknown }).stderr;
+  if (typeof stderr === 'string' && stderr.trim() !== '') return stderr.trim();
+  return (error as Error).message;
+}
+
+/**
+ * Undo outcomes that mean "already as it was": a deleted route ("No such
+ * process", ESRCH), rule ("No such file or directory") or device ("Cannot find
+ * device") is gone, or a re-added rule is there ("File exists").
+ */
+export function isAlreadyUndone(error: unknown): boolean {
+  if ((error as { code?: unknown }).code === 'ENOENT') return true;
+  return /No such file or directory|No such process|Cannot find device|does not exist|File exists/i.test(failureText(error));
+}
+
+function writeJournal(path: string, steps: NetStep[]): void {
+  const journal: Journal = { version: 1, pid: process.pid, updatedAt: new Date().toISOString(), steps };
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify(journal, null, 1)}\n`);
+      // On disk before the step runs: a crash right after must still find it.
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (cause) {
+    rmSync(tmp, { force: true });
+    throw new NetError('NET_JOURNAL_INVALID', `cannot write the journal ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Reads a journal; null when there is none. Throws NET_JOURNAL_INVALID when it is unreadable. */
+export function readJournal(path: string): Journal | null {
+  if (!existsSync(path)) return null;
+  try {
+    const journal = JSON.parse(readFileSync(path, 'utf8')) as Journal;
+    if (journal.version !== 1 || !Array.isArray(journal.steps)) throw new Error('unknown journal format');
+    for (const step of journal.steps) {
+      if (!Array.isArray(step.apply) || !Array.isArray(step.undo)) throw new Error('a step without apply/undo commands');
+    }
+    return journal;
+  } catch (cause) {
+    throw new NetError('NET_JOURNAL_INVALID', `the journal ${path} cannot be read (${(cause as Error).message}): undo its changes by hand, then delete it`, { cause });
+  }
+}
+
+/** Undoes `steps` last to first, tolerating "already gone". Returns the steps whose undo failed, with why. */
+function undoSteps(steps: NetStep[]): Array<{ step: NetStep; error: unknown }> {
+  const failed: Array<{ step: NetStep; error: unknown }> = [];
+  for (let i = steps.length - 1; i >= 0; i--) {
+    try {
+      run(steps[i].undo);
+    } catch (error) {
+      if (!isAlreadyUndone(error)) failed.unshift({ step: steps[i], error });
+    }
+  }
+  return failed;
+}
+
+function describeFailures(failed: Array<{ step: NetStep; error: unknown }>): string {
+  return failed.map(({ step, error }) => `${formatCommand(step.undo)}: ${failureText(error)}`).join('; ');
+}
+
+/**
+ * Applies `steps` in order. Each step is written to the journal at
+ * `journalPath` (directory created with mode 0700) before it runs, so a crash
+ * at any point leaves a journal that covers everything done; undoing a step
+ * that never ran is harmless ("already gone"). An existing journal (left by a
+ * crashed run) is kept and appended to: its changes are adopted, and undone
+ * with these. Throws NET_INSTANCE_RUNNING when a live process owns the journal.
+ *
+ * On the first failure, undoes the steps this call applied and throws NetError
+ * NET_STEP_FAILED naming the step, its command and ip's stderr (or
+ * NET_ROLLBACK_FAILED when undoing failed too; the journal then keeps what is left).
+ */
+export function applyPlan(steps: readonly NetStep[], journalPath: string): void {
+  const previous = readJournal(journalPath);
+  if (previous !== null && previous.pid !== process.pid && processAlive(previous.pid)) {
+    throw new NetError('NET_INSTANCE_RUNNING', `process ${previous.pid} is applying or holding ${journalPath}: stop that hostlb first (hostlb stop)`);
+  }
+  const adopted = previous?.steps ?? [];
+  const done: NetStep[] = [];
+  for (const step of steps) {
+    writeJournal(journalPath, [...adopted, ...done, step]);
+    try {
+      run(step.apply);
+    } catch (cause) {
+      const why = failureText(cause);
+      const hint = /Cannot find device|ENOENT/.test(why) ? ' (does the TUN device exist? open it before applying the plan)' : '';
+      const failed = undoSteps(done);
+      const remaining = [...adopted, ...failed.map((f) => f.step)];
+      if (remaining.length > 0) writeJournal(journalPath, remaining);
+      else rmSync(journalPath, { force: true });
+      const message = `could not ${step.description}: ${formatCommand(step.apply)} failed: ${why}${hint}`;
+      if (failed.length > 0) {
+        throw new NetError('NET_ROLLBACK_FAILED', `${message}; undoing the earlier steps failed too (${describeFailures(failed)}); ${journalPath} keeps them`, { cause, step, stderr: why });
+      }
+      throw new NetError('NET_STEP_FAILED', `${message}; the ${done.length} step(s) applied before it were undone`, { cause, step, stderr: why });
+    }
+    done.push(step);
+  }
+}
+
+/**
+ * Undoes every step in the journal, last first, tolerating "already gone",
+ * then deletes the journal. No journal: nothing to do. Returns how many steps
+ * it undid. When some undo fails, the journal keeps just those and NetError
+ * NET_UNDO_FAILED says which.
+ */
+export function undoJournal(journalPath: string): number {
+  const journal = readJournal(journalPath);
+  if (journal === null) return 0;
+  const failed = undoSteps(journal.steps);
+  if (failed.length > 0) {
+    writeJournal(journalPath, failed.map((f) => f.step));
+    throw new NetError('NET_UNDO_FAILED', `${failed.length} change(s) could not be undone: ${describeFailures(failed)}; ${journalPath} keeps them`, { cause: failed[0].error });
+  }
+  rmSync(journalPath, { force: true });
+  return journal.steps.length;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** What cleanupLeftovers found and removed. */
+export interface CleanupReport {
+  /** Steps undone from a crashed run's journal. */
+  undone: number;
+  /** A leftover persistent TUN device of that name was deleted. */
+  deviceRemoved: boolean;
+}
+
+/**
+ * Called at start, before opening the device: undoes the journal a crashed run
+ * left for `device` and deletes a leftover persistent TUN device of that name
+ * (only a TUN device, and only one no process holds).
+ * Throws NetError NET_INSTANCE_RUNNING when the journal's process is still
+ * alive or the device is in use, NET_UNDO_FAILED when undoing fails.
+ */
+export function cleanupLeftovers(device: string, options: { journalPath?: string } = {}): CleanupReport {
+  const journalPath = options.journalPath ?? journalPathFor(device);
+  const journal = readJournal(journalPath);
+  if (journal !== null && journal.pid !== process.pid && processAlive(journal.pid)) {
+    throw new NetError('NET_INSTANCE_RUNNING', `process ${journal.pid} still owns ${journalPath}: stop that hostlb first (hostlb stop), or delete the journal if that process is not hostlb`);
+  }
+  const undone = journal === null ? 0 : undoJournal(journalPath);
+
+  let link: Record<string, unknown> | undefined;
+  try {
+    const out = execFileSync('ip', ['-j', '-d', 'link', 'show', 'dev', device], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: IP_TIMEOUT_MS });
+    link = (JSON.parse(out) as Array<Record<string, unknown>>)[0];
+  } catch {
+    return { undone, deviceRemoved: false }; // no such device
+  }
+  const kind = (link?.linkinfo as { info_kind?: string } | undefined)?.info_kind;
+  if (kind !== 'tun') return { undone, deviceRemoved: false };
+  // A TUN device that is up with carrier has a process attached (the kernel
+  // turns the carrier off when the last fd closes).
+  const flags = (link?.flags as string[] | undefined) ?? [];
+  if (flags.includes('UP') && !flags.includes('NO-CARRIER')) {
+    throw new NetError('NET_INSTANCE_RUNNING', `TUN device ${device} is held by a running process: stop it first (hostlb stop)`);
+  }
+  try {
+    execFileSync('ip', ['link', 'del', 'dev', device], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+  } catch (cause) {
+    if (!isAlreadyUndone(cause)) throw new NetError('NET_UNDO_FAILED', `could not delete the leftover TUN device ${device}: ${failureText(cause)}`, { cause, stderr: failureText(cause) });
+  }
+  return { undone, deviceRemoved: true };
+}

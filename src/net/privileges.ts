@@ -1,0 +1,28 @@
+// Whether this process may change the network: creating the TUN device,
+// routes, rules and sysctls all need CAP_NET_ADMIN in its network namespace.
+// Checked up front so the user gets one sentence instead of an EPERM later.
+
+import { readFileSync } from 'node:fs';
+
+/** linux/capability.h */
+export const CAP_NET_ADMIN = 12;
+
+/**
+ * Null when the process holds CAP_NET_ADMIN (bit 12 of CapEff in
+ * /proc/self/status), otherwise one sentence telling the user what to do.
+ * Without a readable /proc it falls back to "is this root".
+ */
+export function checkNetAdmin(statusText?: string): null | string {
+  let status = statusText;
+  if (status === undefined) {
+    try {
+      status = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      status = '';
+    }
+  }
+  const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(status);
+  const allowed = m !== null ? ((BigInt(`0x${m[1]}`) >> BigInt(CAP_NET_ADMIN)) & 1n) === 1n : process.getuid?.() === 0;
+  if (allowed) return null;
+  return 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.';
+}
