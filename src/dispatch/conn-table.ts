@@ -151,7 +151,8 @@ export class ConnTable {
         const b = (id1 - 1) * REC_WORDS;
         if (u32[b + 8] === key[0] && u32[b + 9] === key[1] && u32[b + 10] === key[2] && u32[b + 11] === key[3] &&
             u32[b] === key[4] && u32[b + 1] === key[5] && u32[b + 2] === key[6] && u32[b + 3] === key[7] &&
-            ((u32[b + R_META] & 0xffff0000) | (u32[b + R_PORTS] >>> 16)) === key[8] &&
+            // >>> 0: `&` and `|` give int32, negative for a daemon port above 32767; key words are uint32.
+            (((u32[b + R_META] & 0xffff0000) | (u32[b + R_PORTS] >>> 16)) >>> 0) === key[8] &&
             (u32[b + R_META] & 0xffff) === key[9]) {
           return id1 - 1;
         }

@@ -112,6 +112,7 @@ describe('simulation: 1200 clients, clean network', () => {
     assert.deepEqual(nonZeroDrops(d), {});
     assert.equal(sim.stats.dropped, 0);
     assert.equal(sim.stats.retransmits, 0);
+    assert.equal(sim.stats.reordered, 0);
     assert.equal(sim.stats.forwarded, sim.stats.sent);
     assert.equal(sim.stats.delivered, sim.stats.sent);
     assert.equal(sim.collected, 0, 'collect() removed a record of a live flow');
@@ -230,6 +231,7 @@ describe('simulation: lossy, reordering network', () => {
     // The run did exercise loss and retransmission (and with 20 ms of jitter, reordering).
     assert.ok(sim.stats.lost > 20, `lost ${sim.stats.lost}`);
     assert.ok(sim.stats.retransmits > 20, `retransmits ${sim.stats.retransmits}`);
+    assert.ok(sim.stats.reordered > 20, `reordered ${sim.stats.reordered}`);
     const done = sim.clients.filter((c) => c.done && !c.failed).length;
     assert.ok(done >= 0.9 * sim.clients.length, `only ${done} of ${sim.clients.length} conversations completed`);
     for (const c of sim.clients) assert.deepEqual([...c.seenFrom].filter((s) => s !== c.cluster.text), [], c.endpoint);

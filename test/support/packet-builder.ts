@@ -41,7 +41,7 @@ export interface IpOptions {
    */
   extensionHeaders?: readonly ExtensionHeader[];
   /**
-   * Fragment fields: IPv4 header flags/offset, or the IPv6 fragment header
+   * Fragment fields: IPv4 identification/flags/offset, or the IPv6 fragment header
    * (appended to the chain when `extensionHeaders` lists none). The transport
    * header is still written and checksummed as if this were a whole first
    * fragment. `offset` in bytes (a multiple of 8).

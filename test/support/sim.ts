@@ -32,7 +32,8 @@
 //   sim.collectAll(budget?)         calls dispatcher.collect(now, budget) until every expired record is gone
 //   sim.daemons                     Map<endpoint text, VirtualDaemon>
 //   sim.clients                     every client, in creation order
-//   sim.stats                       totals: sent, lost, forwarded, dropped (by the dispatcher), delivered, retransmits
+//   sim.stats                       totals: sent, lost, offered, forwarded, dropped (by the dispatcher), delivered,
+//                                   retransmits, reordered
 //   sim.anomalies                   protocol surprises (unexpected segments, unknown flows); empty in a clean run
 //   sim.flowMoves                   flows that reached a second daemon during their life; empty when flows stick
 //
@@ -95,6 +96,8 @@ export interface SimStats {
   /** Packets that reached an endpoint. */
   delivered: number;
   retransmits: number;
+  /** Packets that reached the dispatcher after a later packet of the same sender. */
+  reordered: number;
 }
 
 /** "198.18.0.1:40000" or "[2001:db8::1]:40000", from canonical address text. */
@@ -148,6 +151,8 @@ abstract class Endpoint {
   readonly received: Counts = { packets: 0, bytes: 0 };
   /** Its own packets the dispatcher forwarded. */
   readonly forwarded: Counts = { packets: 0, bytes: 0 };
+  /** Send order of the latest of its packets offered to the dispatcher (to count reordering). */
+  lastOffered = -1;
   constructor(protected readonly sim: Sim, readonly address: string, readonly port: number, keys: string) {
     this.endpoint = endpointText(address, port);
     this.key = keys;
@@ -580,7 +585,7 @@ export class Sim {
   collected = 0;
   readonly clients: VirtualClient[] = [];
   readonly daemons = new Map<string, VirtualDaemon>();
-  readonly stats: SimStats = { sent: 0, lost: 0, offered: 0, forwarded: 0, dropped: 0, delivered: 0, retransmits: 0 };
+  readonly stats: SimStats = { sent: 0, lost: 0, offered: 0, forwarded: 0, dropped: 0, delivered: 0, retransmits: 0, reordered: 0 };
   /** Protocol surprises, first 1000 kept; `anomalyCount` counts them all. */
   readonly anomalies: string[] = [];
   anomalyCount = 0;
@@ -728,7 +733,12 @@ export class Sim {
       input.offsets[i] = i * slot;
       input.lengths[i] = p.length;
       input.flags[i] = 0;
-      this.senders[i] = packets[i].sender;
+      const sender = packets[i].sender;
+      this.senders[i] = sender;
+      if (sender) {
+        if (packets[i].order < sender.lastOffered) this.stats.reordered++;
+        else sender.lastOffered = packets[i].order;
+      }
     }
     input.count = packets.length;
     this.stats.offered += packets.length;
