@@ -49,6 +49,8 @@ export const configSchema = z.strictObject({
   /** TUN device name (Linux allows 15 characters). */
   device: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected a device name of 1-15 letters, digits, "_", "." or "-"').default('hlb0'),
   dataplane: z.enum(['tun']).default('tun'),
+  /** Where the journal of host changes lives (undone at stop, or at the next start after a crash). */
+  stateDir: z.string().regex(/^\//, 'expected an absolute directory path').default('/run/hostlb'),
   /** Policy-routing table hostlb owns for daemon replies. */
   routeTable: z.number().int().min(1).max(252).default(100),
   table: z.strictObject({

@@ -13,9 +13,11 @@ import { UdpPacket } from '../wire/udp.js';
 import { WireError } from '../wire/wire-error.js';
 import { Balancer, type BalancerOptions } from './balancer.js';
 import type { ConfigTree, DispatchSpec } from './config-tree.js';
-import { ConnTable, REC_WORDS, R_DAEMON_ID, R_STATE, type RemoveReason } from './conn-table.js';
+import {
+  ConnTable, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, R_DAEMON_ID, R_STATE, type RemoveReason,
+} from './conn-table.js';
 import { Drop } from './drop-reason.js';
-import { createFlowKey, KEY_ADDR_B } from './flow-hash.js';
+import { createFlowKey, FLOW_KEY_WORDS, hashFlowKey, KEY_ADDR_B, KEY_PORTS } from './flow-hash.js';
 import { translateInbound } from './inbound.js';
 import { translateOutbound } from './outbound.js';
 import { DEFAULT_TIMEOUTS, FLAG_ACTIVE, timeoutTable, type Timeouts } from './tcp-state.js';
@@ -30,6 +32,8 @@ export interface DispatcherOptions extends BalancerOptions {
   timeouts?: Partial<Timeouts>;
   /** Seeds the flow hash (a fixed seed keeps consistent hashing stable across restarts). */
   hashSeed?: number;
+  /** Packets process() handles per pass (larger batches go in chunks). Default 256. */
+  maxBatch?: number;
 }
 
 export class Dispatcher {
@@ -59,11 +63,38 @@ export class Dispatcher {
   tcpFlags = 0;
   partial = false;
 
+  // Per-packet scratch of one chunk in process(), sized for maxBatch packets:
+  // what classify() found, kept from the parse pass to the translate pass.
+  readonly maxBatch: number;
+  private readonly slotLookup: Uint8Array;
+  private readonly slotPortId: Int32Array;
+  private readonly slotHash: Int32Array;
+  private readonly slotKey: Uint32Array;
+  private readonly slotFamily: Uint8Array;
+  private readonly slotProtocol: Uint8Array;
+  private readonly slotTcpFlags: Uint8Array;
+  private readonly slotIpOff: Uint32Array;
+  private readonly slotIpLen: Uint32Array;
+  private readonly slotL4Off: Uint32Array;
+
   constructor(options: DispatcherOptions) {
     this.table = new ConnTable(options.capacity, options.hashSeed);
     this.balancer = new Balancer(options);
     this.timeoutSeconds = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.timeouts = timeoutTable(this.timeoutSeconds);
+    const max = options.maxBatch ?? 256;
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`maxBatch must be a positive integer, got ${max}`);
+    this.maxBatch = max;
+    this.slotLookup = new Uint8Array(max);
+    this.slotPortId = new Int32Array(max);
+    this.slotHash = new Int32Array(max);
+    this.slotKey = new Uint32Array(max * FLOW_KEY_WORDS);
+    this.slotFamily = new Uint8Array(max);
+    this.slotProtocol = new Uint8Array(max);
+    this.slotTcpFlags = new Uint8Array(max);
+    this.slotIpOff = new Uint32Array(max);
+    this.slotIpLen = new Uint32Array(max);
+    this.slotL4Off = new Uint32Array(max);
     this.table.setListener({ recordRemoved: (id: number, reason: RemoveReason) => this.recordRemoved(id, reason) });
   }
 
@@ -87,20 +118,80 @@ export class Dispatcher {
    * Translates every packet of `input` in place and lists the ones to send in
    * `output` (which must share input's buffer; see createSiblingBatch).
    * Dropped packets are counted and left out. Returns output.count.
+   * Any batch size works; it is handled in chunks of `maxBatch` packets.
    */
   process(input: PacketBatch, output: PacketBatch, now: number): number {
-    const buf = input.buffer;
     let n = 0;
-    for (let i = 0; i < input.count; i++) {
-      const off = input.offsets[i];
-      if (this.processPacket(buf, off, input.lengths[i], input.flags[i], now) === VERDICT_FORWARD) {
-        output.offsets[n] = off;
+    for (let start = 0; start < input.count; start += this.maxBatch) {
+      n = this.processChunk(input, start, Math.min(input.count, start + this.maxBatch), output, n, now);
+    }
+    output.count = n;
+    return n;
+  }
+
+  /**
+   * Packets [start, end) of `input`, in three passes: parse every packet into
+   * the slot scratch, let the table pull in every index slot and record the
+   * chunk will look up, then translate each packet in order. Appends the
+   * forwarded ones to `output` from position `n`; returns the new position.
+   */
+  private processChunk(input: PacketBatch, start: number, end: number, output: PacketBatch, n: number, now: number): number {
+    const buf = input.buffer;
+    const count = end - start;
+    const tree = this.balancer.tree;
+    const key = this.key;
+    const slotKey = this.slotKey;
+    const seed = this.table.seed;
+    for (let i = 0; i < count; i++) {
+      const reason = this.classify(buf, input.offsets[start + i], input.lengths[start + i]);
+      if (reason !== 0) {
+        this.balancer.stats.drop(reason);
+        this.slotLookup[i] = LOOKUP_NONE;
+        continue;
+      }
+      const port = tree.findPort(this.family, key, KEY_ADDR_B, this.protocol, this.dstPort);
+      this.slotLookup[i] = port === undefined ? LOOKUP_REVERSE : LOOKUP_FORWARD;
+      this.slotPortId[i] = port === undefined ? -1 : port.id;
+      // Both directions hash the key as parsed: a reply's forward-form key is already its reverse key.
+      this.slotHash[i] = hashFlowKey(key, seed);
+      this.slotFamily[i] = this.family;
+      this.slotProtocol[i] = this.protocol;
+      this.slotTcpFlags[i] = this.tcpFlags;
+      this.slotIpOff[i] = this.ipOff;
+      this.slotIpLen[i] = this.ipLen;
+      this.slotL4Off[i] = this.l4Off;
+      const k = i * FLOW_KEY_WORDS;
+      for (let w = 0; w < FLOW_KEY_WORDS; w++) slotKey[k + w] = key[w];
+    }
+
+    this.table.prefetch(this.slotHash, this.slotLookup, count);
+
+    for (let i = 0; i < count; i++) {
+      const lookup = this.slotLookup[i];
+      if (lookup === LOOKUP_NONE) continue;
+      const flags = input.flags[start + i];
+      this.partial = (flags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
+      this.family = this.slotFamily[i];
+      this.protocol = this.slotProtocol[i];
+      this.tcpFlags = this.slotTcpFlags[i];
+      this.ipOff = this.slotIpOff[i];
+      this.ipLen = this.slotIpLen[i];
+      this.l4Off = this.slotL4Off[i];
+      const k = i * FLOW_KEY_WORDS;
+      for (let w = 0; w < FLOW_KEY_WORDS; w++) key[w] = slotKey[k + w];
+      this.srcPort = key[KEY_PORTS] >>> 16;
+      this.dstPort = key[KEY_PORTS] & 0xffff;
+      const hash = this.slotHash[i] >>> 0;
+      const verdict = lookup === LOOKUP_FORWARD
+        ? translateInbound(this, tree.portsById[this.slotPortId[i]], buf, now, hash)
+        : translateOutbound(this, buf, now, hash);
+      if (verdict === VERDICT_FORWARD) {
+        output.offsets[n] = this.ipOff;
         output.lengths[n] = this.ipLen;
-        output.flags[n] = input.flags[i];
+        output.flags[n] = flags;
         n++;
       }
     }
-    output.count = n;
     return n;
   }
 
@@ -114,8 +205,9 @@ export class Dispatcher {
     }
     const key = this.key;
     const port = this.balancer.tree.findPort(this.family, key, KEY_ADDR_B, this.protocol, this.dstPort);
-    if (port !== undefined) return translateInbound(this, port, buf, now);
-    return translateOutbound(this, buf, now);
+    const hash = hashFlowKey(key, this.table.seed);
+    if (port !== undefined) return translateInbound(this, port, buf, now, hash);
+    return translateOutbound(this, buf, now, hash);
   }
 
   /** Removes expired records: at most `budget` of them, in bounded work. Returns how many. */

@@ -23,11 +23,10 @@ import { ConnState, evictionList, FLAG_ACTIVE, isEnded, nextTcpState, STATE_MASK
 const REC_F64 = REC_WORDS / 2;
 const SOURCE_HASH_SEED = 0x5bd1e995;
 
-/** Figure 8 for the packet parsed into `d`, bound for `port`. Returns a verdict. */
-export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Array, now: number): number {
+/** Figure 8 for the packet parsed into `d`, bound for `port`; `hash` is table.hashKey(d.key). Returns a verdict. */
+export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Array, now: number, hash: number): number {
   const table = d.table;
   const key = d.key;
-  const hash = table.hashKey(key);
   const tcp = d.protocol === IP_PROTO_TCP;
   let id = table.findForward(key, hash);
 

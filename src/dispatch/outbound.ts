@@ -12,7 +12,6 @@ import {
 import type { Dispatcher } from './dispatcher.js';
 import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
-import { hashFlowKey } from './flow-hash.js';
 import { advanceTcp } from './inbound.js';
 import { rewriteAddressAndPort } from './rewrite.js';
 import { D_BYTES_OUT, D_PACKETS_OUT, DAEMON_COLUMNS } from './stats.js';
@@ -20,12 +19,15 @@ import { ConnState, evictionList, FLAG_REPLIED, STATE_MASK } from './tcp-state.j
 
 const REC_F64 = REC_WORDS / 2;
 
-/** Figure 9 for the packet parsed into `d` (not addressed to any cluster port). Returns a verdict. */
-export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number): number {
+/**
+ * Figure 9 for the packet parsed into `d` (not addressed to any cluster port);
+ * `hash` is table.hashKey(d.key). Returns a verdict.
+ */
+export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, hash: number): number {
   const table = d.table;
   // The forward-form key [src, dst, ports] of a reply is already the reverse key
   // [daemon, client, daemonPort<<16|clientPort] the reverse index wants.
-  const id = table.findReverse(d.key, hashFlowKey(d.key, table.seed));
+  const id = table.findReverse(d.key, hash);
   if (id === -1 || table.f64[id * REC_F64 + RF_EXPIRES] <= now) {
     d.balancer.stats.drop(d.balancer.tree.hasCluster(d.family, d.key, 4) ? Drop.NotOurs : Drop.NoRecordOut);
     return VERDICT_DROP;

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { TUN_ADDON_PATH } from '../../src/link/native.js';
 import type { HostSpec } from '../../src/net/host-spec.js';
 import type { NetStep } from '../../src/net/net-step.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace, type RunResult } from '../support/netns.js';
@@ -188,4 +189,24 @@ test('checkNetAdmin: null as root, one sentence without CAP_NET_ADMIN', async (t
   const dropped = ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, CHILD, 'privileges'];
   const out = parse<{ message: string }>(await sandbox.run(ns, dropped));
   assert.equal(out.message, 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.');
+});
+
+test('the applied recipe steers a loopback-range cluster\'s SYN and a daemon\'s SYN-ACK into the device', async (t) => {
+  const ctx = setUp(t);
+  if (ctx === null) return;
+  const { sandbox, ns, journal } = ctx;
+  if (!existsSync(TUN_ADDON_PATH)) assert.fail(`the TUN addon is not built (${TUN_ADDON_PATH}): run npm install`);
+  const before = snapshot(ns);
+  const live: HostSpec = {
+    device: 'hlb0',
+    routeTable: 100,
+    clusters: [{ address: '127.10.0.1', ports: [{ port: 80, protocol: 'tcp', daemons: [{ address: '127.10.1.1', port: 8080 }] }] }],
+  };
+  const out = parse<{ seen: string[] }>(await sandbox.run(ns, [process.execPath, CHILD, 'live', JSON.stringify(live), journal]));
+  assert.equal(out.seen.length, 2, out.seen.join('\n'));
+  // A local client's SYN to the cluster: into the device, from 127.0.0.1 (the route's src).
+  assert.match(out.seen[0], /^127\.0\.0\.1:\d+ -> 127\.10\.0\.1:80 SYN$/);
+  // The daemon's reply to a local client: the policy rule sends it into the device, not to the client.
+  assert.equal(out.seen[1], '127.10.1.1:8080 -> 127.0.0.1:40000 SYN-ACK');
+  assert.deepEqual(snapshot(ns), before, 'the child undid everything (the device went with its fd)');
 });

@@ -10,9 +10,15 @@
 //                                        then dies by SIGKILL without undoing
 //   cleanup <device> <journal>           -> CleanupReport
 //   privileges                           -> { message: checkNetAdmin() }
+//   live <spec-json> <journal>           opens the TUN device, applies, makes local TCP
+//                                        connections and reports the TCP packets that
+//                                        reached the device -> { seen: string[] }, then undoes
 // A failure prints { error: { code, message } } and exits 1.
 
 import { execFileSync } from 'node:child_process';
+import { connect, createServer } from 'node:net';
+import { createBatch } from '../../src/link/link.js';
+import { TunLink } from '../../src/link/tun-link.js';
 import { applyPlan, cleanupLeftovers, undoJournal } from '../../src/net/apply.js';
 import type { HostSpec } from '../../src/net/host-spec.js';
 import type { NetStep } from '../../src/net/net-step.js';
@@ -25,7 +31,43 @@ function plan(specJson: string): NetStep[] {
   return planHostSetup(spec, probeHost(spec.device));
 }
 
-function main(argv: string[]): unknown {
+/** "src:port -> dst:port SYN|SYN-ACK" for an IPv4 TCP packet with a 20-byte IP header. */
+function describeTcp(p: Uint8Array): string {
+  const flags = p[33] === 0x02 ? 'SYN' : p[33] === 0x12 ? 'SYN-ACK' : `flags ${p[33].toString(16)}`;
+  return `${p.subarray(12, 16).join('.')}:${(p[20] << 8) | p[21]} -> ${p.subarray(16, 20).join('.')}:${(p[22] << 8) | p[23]} ${flags}`;
+}
+
+async function live(specJson: string, journal: string): Promise<{ seen: string[] }> {
+  const spec = JSON.parse(specJson) as HostSpec;
+  const link = TunLink.open(spec.device);
+  const seen: string[] = [];
+  const daemon = createServer();
+  try {
+    applyPlan(planHostSetup(spec, probeHost(spec.device)), journal);
+    const batch = createBatch(16, 2048);
+    link.onReadable(() => {
+      const n = link.read(batch);
+      for (let i = 0; i < n; i++) {
+        const p = batch.buffer.subarray(batch.offsets[i], batch.offsets[i] + batch.lengths[i]);
+        if (p[0] === 0x45 && p[9] === 6) seen.push(describeTcp(p));
+      }
+    });
+    // The daemon listens on its own address; nothing answers on the device, so
+    // each client stops at its SYN and the daemon's SYN-ACK.
+    await new Promise<void>((resolve) => daemon.listen(8080, '127.10.1.1', resolve));
+    connect({ port: 80, host: '127.10.0.1' }).on('error', () => {});
+    connect({ port: 8080, host: '127.10.1.1', localAddress: '127.0.0.1', localPort: 40000 }).on('error', () => {});
+    const deadline = Date.now() + 3000;
+    while (seen.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return { seen: seen.sort() };
+  } finally {
+    daemon.close();
+    link.close();
+    undoJournal(journal);
+  }
+}
+
+async function main(argv: string[]): Promise<unknown> {
   const [command, a, b] = argv;
   switch (command) {
     case 'plan':
@@ -52,13 +94,15 @@ function main(argv: string[]): unknown {
       return cleanupLeftovers(a, { journalPath: b });
     case 'privileges':
       return { message: checkNetAdmin() };
+    case 'live':
+      return live(a, b);
     default:
       throw new Error(`unknown command ${command}`);
   }
 }
 
 try {
-  process.stdout.write(`${JSON.stringify(main(process.argv.slice(2)))}\n`);
+  process.stdout.write(`${JSON.stringify(await main(process.argv.slice(2)))}\n`);
 } catch (error) {
   const e = error as { code?: string; message?: string };
   process.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
