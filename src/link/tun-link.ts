@@ -167,6 +167,11 @@ export class TunLink implements Link {
     }
   }
 
+  /**
+   * Level-triggered, like the libuv poll underneath: called again on the next
+   * loop turn while packets remain unread. While a callback is set the watch
+   * keeps the event loop alive; pass null (or close()) to release it.
+   */
   onReadable(onReadable: (() => void) | null): void {
     this.readableCallback = onReadable;
     if (this.fd < 0) return;
