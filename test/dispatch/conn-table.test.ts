@@ -177,6 +177,9 @@ interface Removal {
   reason: number;
 }
 
+/** How often each interesting outcome happened, so the test can show the generator reached it. */
+const tally = { ops: 0, inserted: 0, evicted: 0, full: 0, reverseTaken: 0, collected: 0, maxSize: 0 };
+
 /** Runs `ops` against a fresh table and the model, checking agreement after every step. */
 function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Pool, ops: Op[]): void {
   const table = new ConnTable(capacity, seed);
@@ -225,6 +228,8 @@ function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Po
         else expected = INSERT_FULL;
         const id = table.insert(flow.key, hashOf(flow.key), addr, 1, daemon.port, daemonIdx, 7, op.state, now, now + op.ttl);
         if (expected !== 'id') {
+          if (expected === INSERT_FULL) tally.full++;
+          else tally.reverseTaken++;
           assert.equal(id, expected, `insert of ${flow.text}`);
           assert.deepEqual(removals, []);
           break;
@@ -235,12 +240,14 @@ function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Po
           assert.notEqual(victim.list, LIST_NONE);
           model.delete(victim);
           model.evictions++;
+          tally.evicted++;
         } else {
           assert.deepEqual(removals, []);
         }
         assert.ok(!model.byId.has(id), `insert reused live id ${id}`);
         const r: ModelRecord = { id, flow, revText, daemon: daemonIdx, state: op.state, expires: now + op.ttl, list: LIST_NONE, joined: -1 };
         model.add(r);
+        tally.inserted++;
         if (op.list !== LIST_NONE) {
           table.setList(id, op.list);
           model.setList(r, op.list);
@@ -295,6 +302,7 @@ function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Po
         const removed = table.collect(now, op.budget);
         assert.ok(removed <= op.budget, `collect removed ${removed} > budget ${op.budget}`);
         assert.equal(removals.length, removed);
+        tally.collected += removed;
         for (const x of removals) {
           const r = model.byId.get(x.id)!;
           assert.equal(x.reason, RemoveReason.Expired);
@@ -323,11 +331,14 @@ function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Po
           total += removed;
         }
         assert.equal(total, expired);
+        tally.collected += total;
         break;
       }
     }
 
     // After every operation: sizes, fields, list heads, and both indexes for every flow.
+    tally.ops++;
+    tally.maxSize = Math.max(tally.maxSize, table.size);
     assert.equal(table.size, model.size, `size after ${JSON.stringify(op)}`);
     assert.ok(table.size <= capacity);
     assert.equal(table.evictions, model.evictions);
@@ -362,6 +373,10 @@ describe('ConnTable against a reference model', () => {
       ),
       { numRuns: 200 },
     );
+    // The sequences reached every branch of the policy, many times over.
+    assert.ok(tally.ops >= 200 * 300);
+    for (const k of ['inserted', 'evicted', 'full', 'reverseTaken', 'collected'] as const) assert.ok(tally[k] >= 200, `${k}: ${tally[k]}`);
+    assert.ok(tally.maxSize >= 20);
   });
 
   it('every removal reaches the listener exactly once over a whole run', () => {
