@@ -23,6 +23,24 @@ function parsePath(path: string): (string | number)[] {
 }
 
 /**
+ * Validates a configuration given as a plain object (from the admin API).
+ * Throws ConfigError whose `path` names the key.
+ */
+export function validateConfig(raw: unknown): HostlbConfig {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue.path.map((p) => (typeof p === 'number' ? p : String(p)));
+    if (issue.code === 'unrecognized_keys') {
+      throw new ConfigError(formatPath([...path, issue.keys[0]]), `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}; check the spelling against docs/configuration.md`);
+    }
+    throw new ConfigError(formatPath(path), issue.message);
+  }
+  validateTree(result.data);
+  return result.data;
+}
+
+/**
  * Validates a configuration given as text. `file` names it in errors. Throws
  * ConfigError (code CONFIG_INVALID, or CONFIG_SYNTAX for bad YAML) with the
  * line of the offending key when it can be found.
@@ -55,25 +73,12 @@ export function parseConfig(text: string, file = '<config>'): HostlbConfig {
     throw err;
   };
 
-  const result = configSchema.safeParse(doc.toJS() ?? {});
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const path = issue.path.map((p) => (typeof p === 'number' ? p : String(p)));
-    if (issue.code === 'unrecognized_keys') {
-      return fail([...path, issue.keys[0]], `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}; check the spelling against docs/configuration.md`);
-    }
-    return fail(path, issue.message);
-  }
   try {
-    validateTree(result.data);
+    return validateConfig(doc.toJS() ?? {});
   } catch (e) {
-    if (e instanceof ConfigError) {
-      const path = parsePath(e.path);
-      return fail(path, e.message.slice(e.path.length + 2));
-    }
+    if (e instanceof ConfigError) return fail(parsePath(e.path), e.message.slice(e.path.length + 2));
     throw e;
   }
-  return result.data;
 }
 
 /** Reads and validates a configuration file. Throws ConfigError (CONFIG_UNREADABLE when it cannot be read). */

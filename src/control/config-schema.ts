@@ -45,6 +45,18 @@ const timeouts = z.strictObject({
   udp: duration.default(DEFAULT_TIMEOUTS.udp),
 });
 
+const admin = z.strictObject({
+  /** Unix socket of the admin API; default <stateDir>/admin.sock. */
+  socket: z.string().regex(/^\//, 'expected an absolute path').optional(),
+  /** Also listen on TCP ("127.0.0.1:9180"); needs a token. */
+  listen: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:9180').optional(),
+  /** Bearer token for the TCP listener (at least 16 characters), or a file holding it. */
+  token: z.string().min(16, 'a token needs at least 16 characters').optional(),
+  tokenFile: z.string().regex(/^\//, 'expected an absolute path').optional(),
+}).superRefine((a, ctx) => {
+  if (a.listen && !a.token && !a.tokenFile) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a TCP listener needs admin.token or admin.tokenFile: without one anybody who can reach the port could reconfigure hostlb' });
+});
+
 export const configSchema = z.strictObject({
   /** TUN device name (Linux allows 15 characters). */
   device: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected a device name of 1-15 letters, digits, "_", "." or "-"').default('hlb0'),
@@ -59,6 +71,7 @@ export const configSchema = z.strictObject({
   }).default(() => ({ capacity: 1 << 20, timeouts: timeouts.parse({}) })),
   /** Seed for flow hashing and random schedulers; fixed so consistent hashing survives a restart. */
   seed: z.number().int().min(0).max(0xffffffff).default(0x686c62),
+  admin: admin.default({}),
   clusters: z.array(cluster).min(1),
 });
 

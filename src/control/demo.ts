@@ -58,7 +58,8 @@ export function demoInstructions(device: string): string {
     '',
     'Each answer names the daemon that served it and the client address it saw (yours, not hostlb\'s).',
     `Where to look: \`ip rule\`, \`ip route show table 100\`, \`ip -s link show ${device}\` (packets through the TUN device),`,
-    'and the counters hostlb prints every 10 s. Press Ctrl-C to stop; every change to the host is undone.',
+    'and `npx hostlb status` / `npx hostlb conns` (the admin API on /run/hostlb/admin.sock).',
+    'Press Ctrl-C to stop; every change to the host is undone.',
     '',
   ].join('\n');
 }

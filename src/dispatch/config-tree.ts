@@ -95,6 +95,11 @@ const HASH_SEED = 0x2545f491;
 
 export class ConfigTree {
   readonly clusters: Cluster[] = [];
+  /**
+   * IPv4 clusters keyed by address | 0: an int32 key is a small integer to V8,
+   * while an address above 127.255.255.255 as uint32 would be a heap number,
+   * slower to hash on every packet.
+   */
   private readonly v4 = new Map<number, Cluster>();
   private readonly v6 = new Map<number, Cluster>();
   /** Every daemon ever created, by id; retired ones stay until no record points at them. */
@@ -109,7 +114,7 @@ export class ConfigTree {
   findPort(family: number, words: Uint32Array, at: number, protocol: number, port: number): ClusterPort | undefined {
     let cluster: Cluster | null | undefined;
     if (family === 4) {
-      cluster = this.v4.get(words[at]);
+      cluster = this.v4.get(words[at] | 0);
     } else {
       cluster = this.v6.get(hashAddress(words, at, HASH_SEED));
       while (cluster && !(cluster.addrWords[0] === words[at] && cluster.addrWords[1] === words[at + 1] &&
@@ -122,7 +127,7 @@ export class ConfigTree {
 
   /** True when `words[at..]` is a cluster address of the given family (any port). */
   hasCluster(family: number, words: Uint32Array, at: number): boolean {
-    if (family === 4) return this.v4.has(words[at]);
+    if (family === 4) return this.v4.has(words[at] | 0);
     let cluster: Cluster | null | undefined = this.v6.get(hashAddress(words, at, HASH_SEED));
     while (cluster) {
       const w = cluster.addrWords;
@@ -164,7 +169,7 @@ export class ConfigTree {
       const cluster = new Cluster(address, addressWords(address));
       tree.clusters.push(cluster);
       if (address.family === 4) {
-        tree.v4.set(cluster.addrWords[0], cluster);
+        tree.v4.set(cluster.addrWords[0] | 0, cluster);
       } else {
         const h = hashAddress(cluster.addrWords, 0, HASH_SEED);
         cluster.nextSameHash = tree.v6.get(h) ?? null;

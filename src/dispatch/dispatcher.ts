@@ -6,7 +6,7 @@
 
 import type { PacketBatch } from '../link/link.js';
 import { PACKET_FLAG_PARTIAL_CSUM } from '../link/link.js';
-import { IP_PROTO_TCP, IP_PROTO_UDP, Ipv4Packet } from '../wire/ipv4.js';
+import { IP_PROTO_ICMP, IP_PROTO_ICMPV6, IP_PROTO_TCP, IP_PROTO_UDP, Ipv4Packet } from '../wire/ipv4.js';
 import { Ipv6Packet } from '../wire/ipv6.js';
 import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpPacket } from '../wire/tcp.js';
 import { UdpPacket } from '../wire/udp.js';
@@ -280,6 +280,8 @@ export class Dispatcher {
       this.tcpFlags = 0;
       this.srcPort = udp.srcPort;
       this.dstPort = udp.dstPort;
+    } else if (this.protocol === (this.family === 4 ? IP_PROTO_ICMP : IP_PROTO_ICMPV6)) {
+      return Drop.Icmp;
     } else {
       return Drop.UnknownProtocol;
     }

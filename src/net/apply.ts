@@ -167,6 +167,27 @@ export function undoJournal(journalPath: string): number {
   return journal.steps.length;
 }
 
+/**
+ * Undoes the journaled steps for which `drop` returns true (last first,
+ * tolerating "already gone") and keeps the rest in the journal. Used when a
+ * live reconfiguration no longer needs some changes. Returns how many it
+ * undid; throws NET_UNDO_FAILED (the failed ones stay journaled).
+ */
+export function undoSelected(journalPath: string, drop: (step: NetStep) => boolean): number {
+  const journal = readJournal(journalPath);
+  if (journal === null) return 0;
+  const chosen = journal.steps.filter(drop);
+  if (chosen.length === 0) return 0;
+  const failed = undoSteps(chosen);
+  const kept = journal.steps.filter((step) => !drop(step) || failed.some((f) => f.step === step));
+  if (kept.length > 0) writeJournal(journalPath, kept);
+  else rmSync(journalPath, { force: true });
+  if (failed.length > 0) {
+    throw new NetError('NET_UNDO_FAILED', `${failed.length} change(s) could not be undone: ${describeFailures(failed)}; ${journalPath} keeps them`, { cause: failed[0].error });
+  }
+  return chosen.length;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

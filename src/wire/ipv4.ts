@@ -78,7 +78,21 @@ export class Ipv4Packet {
   setChecksum(value: number): void { write16(this.buf, this.off + IPV4_CHECKSUM, value); }
 
   /** True when the header checksum is right (RFC 1071: the header sums to 0xffff). */
-  verifyChecksum(): boolean { return checksum(this.buf, this.off, this.headerLen) === 0; }
+  verifyChecksum(): boolean {
+    const buf = this.buf;
+    const o = this.off;
+    if ((buf[o] & 0x0f) !== 5) return checksum(buf, o, this.headerLen) === 0;
+    // A header without options (nearly every packet) as ten unrolled words:
+    // the generic loop was a visible share of the packet path in bench:core.
+    let sum = ((buf[o] << 8) | buf[o + 1]) + ((buf[o + 2] << 8) | buf[o + 3]) + ((buf[o + 4] << 8) | buf[o + 5]) +
+      ((buf[o + 6] << 8) | buf[o + 7]) + ((buf[o + 8] << 8) | buf[o + 9]) + ((buf[o + 10] << 8) | buf[o + 11]) +
+      ((buf[o + 12] << 8) | buf[o + 13]) + ((buf[o + 14] << 8) | buf[o + 15]) + ((buf[o + 16] << 8) | buf[o + 17]) +
+      ((buf[o + 18] << 8) | buf[o + 19]);
+    // Below 2^20, so two end-around-carry folds reach 16 bits.
+    sum = (sum & 0xffff) + (sum >>> 16);
+    sum = (sum & 0xffff) + (sum >>> 16);
+    return sum === 0xffff;
+  }
   /** Recomputes the header checksum in place. */
   fillChecksum(): void {
     this.setChecksum(0);

@@ -1,59 +1,98 @@
 #!/usr/bin/env node
-// The `hostlb` command: start an instance from a config file, run the built-in
-// demo, or check a config file without touching the host.
+// The `hostlb` command. `start` and `demo` run an instance in the foreground
+// with its admin API; every other command talks to a running instance through
+// that API (see commands.ts).
 
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { HostlbError } from '../../errors.js';
+import { AdminServer } from '../api/server.js';
+import type { HostlbConfig } from '../config-schema.js';
 import { loadConfig } from '../config-file.js';
 import { demoConfig, demoInstructions, startDemoDaemons } from '../demo.js';
-import { countersLine, startInstance, type Log, type Running } from '../run.js';
+import { Instance } from '../instance.js';
+import { createLogger } from '../logger.js';
+import { EXIT } from './client.js';
+import { addClientCommands } from './commands.js';
 
-const log: Log = (event, fields = {}) => {
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
-};
+const VERSION = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const log = createLogger();
 
 function fail(e: unknown): never {
   if (e instanceof HostlbError) {
     process.stderr.write(`hostlb: ${e.message}\n`);
-    process.exit(e.code.startsWith('CONFIG') ? 2 : 1);
+    process.exit(e.code.startsWith('CONFIG') ? EXIT.usage : EXIT.rejected);
   }
   throw e;
 }
 
-/** Runs until SIGINT or SIGTERM, then undoes everything and exits 0. */
-function runForeground(running: Running, onStop: () => void = () => {}): void {
-  const stop = (signal: string): void => {
-    log('signal', { signal });
+function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: string; port: number; token: string } } {
+  const socket = config.admin.socket ?? `${config.stateDir}/admin.sock`;
+  if (!config.admin.listen) return { socket };
+  const m = /^\[?(.*?)\]?:(\d+)$/.exec(config.admin.listen)!;
+  const token = config.admin.token ?? readFileSync(config.admin.tokenFile!, 'utf8').trim();
+  return { socket, tcp: { host: m[1], port: Number(m[2]), token } };
+}
+
+/**
+ * Starts an instance and its admin API, then runs until SIGINT, SIGTERM or
+ * `hostlb stop`; SIGHUP re-reads the config file. Every change to the host is
+ * undone on the way out, also after an uncaught error.
+ */
+async function runForeground(config: HostlbConfig, configFile: string | undefined, onStop: () => void = () => {}): Promise<Instance> {
+  const instance = Instance.start(config, { configFile, logger: log });
+  let admin: AdminServer | null = null;
+  const stop = (why: string, code = 0): void => {
+    log.info({ event: 'stopping', why }, 'stopping');
     try {
-      running.stop();
+      admin?.close();
+      instance.stop();
     } finally {
       onStop();
-      process.exit(0);
+      process.exit(code);
     }
   };
+  process.once('uncaughtException', (e) => {
+    log.fatal({ err: e }, 'fatal error');
+    stop('fatal error', 1);
+  });
+  try {
+    admin = await AdminServer.start(instance, { ...adminOptions(config), version: VERSION, logger: log, onStopRequested: () => stop('hostlb stop') });
+  } catch (e) {
+    instance.stop();
+    throw e;
+  }
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('uncaughtException', (e) => {
-    log('fatal', { error: String(e?.stack ?? e) });
-    try { running.stop(); } finally { process.exit(1); }
+  process.on('SIGHUP', () => {
+    try {
+      instance.reload();
+    } catch (e) {
+      log.error({ event: 'reload_rejected', err: e instanceof HostlbError ? e.message : e }, 'reload rejected; the running configuration is unchanged');
+    }
   });
-  setInterval(() => log('counters', { summary: countersLine(running) }), 10_000).unref();
-  // Keep the process alive: the TUN poll handle may be unref'd.
-  setInterval(() => {}, 1 << 30);
+  log.info({ event: 'admin_listening', socket: adminOptions(config).socket }, 'admin API listening');
+  return instance;
 }
 
 const program = new Command()
   .name('hostlb')
+  .version(VERSION)
   .description('Load-balance many daemons on one host behind one cluster address, below TCP.')
-  .showHelpAfterError();
+  .option('--socket <path>', 'admin socket of the running hostlb (default /run/hostlb/admin.sock, or $HOSTLB_SOCKET)')
+  .option('--url <url>', 'talk to a TCP admin listener instead, e.g. http://127.0.0.1:9180 (needs --token)')
+  .option('--token <token>', 'bearer token for --url (or $HOSTLB_TOKEN)', process.env.HOSTLB_TOKEN)
+  .option('--json', 'print the API\'s JSON answer instead of a table')
+  .showHelpAfterError()
+  .addHelpText('after', '\nExit codes: 0 done, 1 rejected (the message says what to change), 2 usage or config error,\n3 hostlb not running, 4 permission denied, 5 hostlb failed.');
+program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage));
 
 program.command('start')
-  .description('run hostlb in the foreground until SIGINT or SIGTERM (needs root / CAP_NET_ADMIN)')
+  .description('run hostlb in the foreground until SIGINT, SIGTERM or `hostlb stop` (needs root / CAP_NET_ADMIN); SIGHUP reloads the file')
   .requiredOption('-c, --config <file>', 'YAML configuration file (see docs/configuration.md)')
-  .action((opts: { config: string }) => {
+  .action(async (opts: { config: string }) => {
     try {
-      const config = loadConfig(opts.config);
-      runForeground(startInstance(config, log));
+      await runForeground(loadConfig(opts.config), opts.config);
     } catch (e) {
       fail(e);
     }
@@ -76,12 +115,14 @@ program.command('demo')
     try {
       const config = demoConfig();
       const servers = await startDemoDaemons();
-      const running = startInstance(config, log);
+      await runForeground(config, undefined, () => servers.forEach((s) => s.close()));
       process.stdout.write(demoInstructions(config.device));
-      runForeground(running, () => servers.forEach((s) => s.close()));
+      setInterval(() => {}, 1 << 30); // the daemons and the TUN poll keep the loop alive; this keeps it obvious
     } catch (e) {
       fail(e);
     }
   });
+
+addClientCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

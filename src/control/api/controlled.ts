@@ -1,0 +1,18 @@
+// What the admin API needs of a running hostlb. `Instance` (TUN, root) is the
+// real one; tests can put a dispatcher over a MemoryLink behind the same shape.
+
+import type { Dispatcher } from '../../dispatch/dispatcher.js';
+import type { HostlbConfig } from '../config-schema.js';
+import type { ChangeSummary } from '../instance.js';
+
+export interface Controlled {
+  readonly config: HostlbConfig;
+  readonly dispatcher: Dispatcher;
+  readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number };
+  readonly startedAt: number;
+  readonly configFile: string | undefined;
+  /** Validated whole and applied atomically; throws ConfigError naming the key. */
+  apply(next: HostlbConfig, source: string): ChangeSummary;
+  /** Re-reads the config file; throws ConfigError naming file, line and key. */
+  reload(): ChangeSummary;
+}

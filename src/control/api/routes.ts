@@ -1,0 +1,224 @@
+// The admin API's resources: status, clusters/ports/daemons (list, add, change,
+// quiesce, remove), connections, counters, config, reload, stop, metrics.
+// Reads are GET and never change anything; every change is POST, PUT or
+// DELETE and goes through Controlled.apply, validated whole.
+
+import { writeFileSync } from 'node:fs';
+import { stringify } from 'yaml';
+import { DROP_REASON_NAMES } from '../../dispatch/drop-reason.js';
+import { listConnections } from '../../dispatch/record-view.js';
+import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
+import { CONN_STATE_NAMES } from '../../dispatch/tcp-state.js';
+import {
+  addCluster, addDaemon, addPort, canonicalAddress, canonicalEndpoint, parsePort, parseProtocol, removeCluster,
+  removeDaemon, removePort, setDaemon, setPort, type PortRef,
+} from '../config-edit.js';
+import { validateConfig } from '../config-file.js';
+import { ApiError, badRequest, notFound } from './api-error.js';
+import type { Controlled } from './controlled.js';
+
+export const API_VERSION = 'v1';
+
+export interface Request {
+  method: string;
+  params: string[];
+  query: URLSearchParams;
+  body: Record<string, unknown>;
+}
+
+export interface Response {
+  status?: number;
+  body: unknown;
+  /** Plain text instead of JSON (metrics). */
+  contentType?: string;
+}
+
+export interface RouteContext {
+  ctl: Controlled;
+  version: string;
+  metrics(): Promise<{ text: string; contentType: string }>;
+  /** Ends the process after the response is sent. */
+  requestStop(): void;
+}
+
+type Handler = (ctx: RouteContext, req: Request) => Response | Promise<Response>;
+
+interface Route { method: string; pattern: RegExp; handler: Handler }
+
+const SEG = '([^/]+)';
+const PORT = `${SEG}/ports/${SEG}/${SEG}`;
+
+function portRef(params: string[]): PortRef {
+  return { cluster: canonicalAddress(params[0], 'cluster'), port: parsePort(params[1]), protocol: parseProtocol(params[2]) };
+}
+
+function change(ctx: RouteContext, next: unknown, source: string): Response {
+  const summary = ctx.ctl.apply(validateConfig(next), source);
+  return { body: { ok: true, change: summary } };
+}
+
+/** The running tree with weights and counters, as `GET /v1/clusters` shows it. */
+export function describeClusters(ctl: Controlled): unknown[] {
+  const d = ctl.dispatcher;
+  const stats = d.balancer.stats;
+  return d.tree.clusters.map((c) => ({
+    address: c.address.text,
+    ports: c.ports.map((p) => ({
+      port: p.port,
+      protocol: p.protocol,
+      scheduler: p.scheduler,
+      drops: Object.fromEntries(DROP_REASON_NAMES.map((n, i) => [n, stats.portDrops[p.id * DROP_REASON_NAMES.length + i]]).filter(([n, v]) => n !== 'none' && (v as number) > 0)),
+      daemons: p.daemons.map((x) => ({ address: x.name, weight: x.weight, state: x.weight === 0 ? 'quiesced' : 'up', ...stats.daemonCounters(x.id) })),
+    })),
+  }));
+}
+
+function intParam(query: URLSearchParams, key: string, fallback: number, max: number): number {
+  const text = query.get(key);
+  if (text === null) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > max) throw badRequest('BAD_QUERY', `${key} must be an integer 0..${max}, got "${text}"`, key);
+  return n;
+}
+
+const routes: Route[] = [
+  {
+    method: 'GET', pattern: /^\/v1\/status$/, handler: (ctx) => {
+      const d = ctx.ctl.dispatcher;
+      const daemons = [...d.tree.daemons()];
+      return {
+        body: {
+          version: ctx.version,
+          pid: process.pid,
+          uptimeSeconds: Math.round((Date.now() - ctx.ctl.startedAt) / 1000),
+          device: ctx.ctl.config.device,
+          dataplane: ctx.ctl.config.dataplane,
+          configFile: ctx.ctl.configFile ?? null,
+          table: { records: d.table.size, capacity: d.table.capacity, evictions: d.table.evictions },
+          clusters: d.tree.clusters.length,
+          daemons: daemons.length,
+          activeFlows: daemons.reduce((a, x) => a + d.balancer.stats.daemon[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS], 0),
+          packets: { in: d.balancer.stats.forwardedIn, out: d.balancer.stats.forwardedOut },
+          drops: d.balancer.stats.drops.reduce((a, b) => a + b, 0),
+        },
+      };
+    },
+  },
+  { method: 'GET', pattern: /^\/v1\/clusters$/, handler: (ctx) => ({ body: { clusters: describeClusters(ctx.ctl) } }) },
+  {
+    method: 'POST', pattern: /^\/v1\/clusters$/, handler: (ctx, req) =>
+      ({ ...change(ctx, addCluster(ctx.ctl.config, req.body as { address: string }), `api: add cluster ${String(req.body.address)}`), status: 201 }),
+  },
+  {
+    method: 'DELETE', pattern: new RegExp(`^/v1/clusters/${SEG}$`), handler: (ctx, req) =>
+      change(ctx, removeCluster(ctx.ctl.config, req.params[0]), `api: remove cluster ${req.params[0]}`),
+  },
+  {
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${SEG}/ports$`), handler: (ctx, req) =>
+      ({ ...change(ctx, addPort(ctx.ctl.config, req.params[0], req.body), `api: add port ${String(req.body.port)} to ${req.params[0]}`), status: 201 }),
+  },
+  {
+    method: 'PUT', pattern: new RegExp(`^/v1/clusters/${PORT}$`), handler: (ctx, req) =>
+      change(ctx, setPort(ctx.ctl.config, portRef(req.params), req.body as { scheduler?: string }), `api: set port ${req.params.join(' ')}`),
+  },
+  {
+    method: 'DELETE', pattern: new RegExp(`^/v1/clusters/${PORT}$`), handler: (ctx, req) =>
+      change(ctx, removePort(ctx.ctl.config, portRef(req.params)), `api: remove port ${req.params.join(' ')}`),
+  },
+  {
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons$`), handler: (ctx, req) =>
+      ({ ...change(ctx, addDaemon(ctx.ctl.config, portRef(req.params), req.body), `api: add daemon ${String(req.body.address)}`), status: 201 }),
+  },
+  {
+    method: 'PUT', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}$`), handler: (ctx, req) =>
+      change(ctx, setDaemon(ctx.ctl.config, portRef(req.params), req.params[3], req.body), `api: set daemon ${req.params[3]}`),
+  },
+  {
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}/quiesce$`), handler: (ctx, req) =>
+      change(ctx, setDaemon(ctx.ctl.config, portRef(req.params), req.params[3], { weight: 0 }), `api: quiesce daemon ${req.params[3]}`),
+  },
+  {
+    method: 'DELETE', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}$`), handler: (ctx, req) =>
+      change(ctx, removeDaemon(ctx.ctl.config, portRef(req.params), req.params[3]), `api: remove daemon ${req.params[3]}`),
+  },
+  {
+    method: 'GET', pattern: /^\/v1\/connections$/, handler: (ctx, req) => {
+      const q = req.query;
+      const state = q.get('state') ?? undefined;
+      if (state !== undefined && !CONN_STATE_NAMES.includes(state.toUpperCase())) {
+        throw badRequest('BAD_QUERY', `state must be one of ${CONN_STATE_NAMES.slice(1).join(', ')}, got "${state}"`, 'state');
+      }
+      const protocol = q.get('protocol') ?? undefined;
+      if (protocol !== undefined && protocol !== 'tcp' && protocol !== 'udp') throw badRequest('BAD_QUERY', `protocol must be tcp or udp, got "${protocol}"`, 'protocol');
+      const daemon = q.get('daemon');
+      const { total, connections } = listConnections(ctx.ctl.dispatcher, {
+        cluster: q.get('cluster') !== null ? canonicalAddress(q.get('cluster')!, 'cluster') : undefined,
+        port: q.get('port') !== null ? parsePort(q.get('port')!) : undefined,
+        protocol: protocol as 'tcp' | 'udp' | undefined,
+        daemon: daemon !== null ? canonicalEndpoint(daemon, 'daemon') : undefined,
+        client: q.get('client') !== null ? canonicalAddress(q.get('client')!, 'client') : undefined,
+        state,
+        offset: intParam(q, 'offset', 0, 1 << 30),
+        limit: intParam(q, 'limit', 100, 10000),
+      });
+      return { body: { total, offset: intParam(q, 'offset', 0, 1 << 30), connections } };
+    },
+  },
+  {
+    method: 'GET', pattern: /^\/v1\/counters$/, handler: (ctx) => {
+      const stats = ctx.ctl.dispatcher.balancer.stats;
+      return {
+        body: {
+          packets: { in: stats.forwardedIn, out: stats.forwardedOut },
+          drops: Object.fromEntries(DROP_REASON_NAMES.slice(1).map((n, i) => [n, stats.drops[i + 1]])),
+          link: ctx.ctl.plane ? { read: ctx.ctl.plane.packetsRead, written: ctx.ctl.plane.packetsWritten, refused: ctx.ctl.plane.writeShortfall } : null,
+          daemons: Object.fromEntries(ctx.ctl.dispatcher.tree.daemonsById.filter(Boolean).map((x) => [`${x.clusterPort.name} ${x.name}`, { ...stats.daemonCounters(x.id), removed: x.retired }])),
+        },
+      };
+    },
+  },
+  {
+    method: 'GET', pattern: /^\/v1\/config$/, handler: (ctx, req) =>
+      (req.query.get('format') === 'yaml' ? { body: stringify(ctx.ctl.config), contentType: 'application/yaml' } : { body: ctx.ctl.config }),
+  },
+  {
+    method: 'POST', pattern: /^\/v1\/config\/save$/, handler: (ctx, req) => {
+      const path = typeof req.body.path === 'string' ? req.body.path : ctx.ctl.configFile;
+      if (!path) throw badRequest('NO_PATH', 'hostlb was started without --config: give "path" to save to', 'path');
+      if (!path.startsWith('/')) throw badRequest('BAD_PATH', `path must be absolute, got "${path}"`, 'path');
+      writeFileSync(path, `# saved by hostlb ${new Date().toISOString()}\n${stringify(ctx.ctl.config)}`, { mode: 0o600 });
+      return { body: { ok: true, path } };
+    },
+  },
+  { method: 'POST', pattern: /^\/v1\/reload$/, handler: (ctx) => ({ body: { ok: true, change: ctx.ctl.reload() } }) },
+  {
+    method: 'POST', pattern: /^\/v1\/stop$/, handler: (ctx) => {
+      ctx.requestStop();
+      return { status: 202, body: { ok: true, stopping: true } };
+    },
+  },
+  {
+    method: 'GET', pattern: /^\/metrics$/, handler: async (ctx) => {
+      const m = await ctx.metrics();
+      return { body: m.text, contentType: m.contentType };
+    },
+  },
+];
+
+/** Finds the handler for a request: 404 for an unknown path, 405 (naming the allowed methods) for another method. */
+export function route(method: string, path: string): { handler: Handler; params: string[] } {
+  const matching = routes.filter((r) => r.pattern.test(path));
+  const r = matching.find((x) => x.method === method);
+  if (!r) {
+    if (matching.length === 0) throw notFound('NO_SUCH_ENDPOINT', `no endpoint ${method} ${path}; see docs/api.md`);
+    throw new ApiError(405, 'METHOD_NOT_ALLOWED', `${path} accepts ${matching.map((x) => x.method).join(', ')}, not ${method}`);
+  }
+  const params = r.pattern.exec(path)!.slice(1).map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch {
+      throw badRequest('BAD_PATH', `"${p}" is not a valid URL path segment`);
+    }
+  });
+  return { handler: r.handler, params };
+}

@@ -1,0 +1,155 @@
+// The admin listener: JSON over HTTP on a unix socket (mode 0600, so only its
+// owner — root — can connect) and, only when configured, on a TCP address that
+// demands a bearer token. Parses requests, checks the token, hands off to
+// routes.ts and turns every error into a JSON answer with a stable code.
+
+import { timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { HostlbError } from '../../errors.js';
+import type { Logger } from '../logger.js';
+import { createMetrics } from '../metrics.js';
+import { ApiError, badRequest, errorResponse } from './api-error.js';
+import type { Controlled } from './controlled.js';
+import { route, type RouteContext } from './routes.js';
+
+export interface AdminOptions {
+  /** Unix socket path. */
+  socket: string;
+  /** Optional TCP listener; requires `token`. */
+  tcp?: { host: string; port: number; token: string };
+  version: string;
+  logger: Logger;
+  /** Called after a POST /v1/stop has been answered. */
+  onStopRequested(): void;
+}
+
+const MAX_BODY = 1 << 20;
+
+function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new ApiError(413, 'BODY_TOO_LARGE', `request bodies are limited to ${MAX_BODY} bytes`));
+        req.destroy();
+      } else {
+        chunks.push(c);
+      }
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (text === '') return resolve({});
+      try {
+        const body = JSON.parse(text) as unknown;
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new Error('not an object');
+        resolve(body as Record<string, unknown>);
+      } catch {
+        reject(badRequest('BAD_JSON', 'the request body must be a JSON object'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown, contentType = 'application/json'): void {
+  const text = contentType === 'application/json' ? `${JSON.stringify(body, null, 1)}\n` : String(body);
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1]);
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/** True when something answers on the unix socket (another hostlb owns it). */
+function socketAlive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class AdminServer {
+  private constructor(private readonly servers: Server[], private readonly socket: string) {}
+
+  /** Starts the listeners. Throws HostlbError ADMIN_SOCKET_IN_USE when another live hostlb owns the socket. */
+  static async start(ctl: Controlled, options: AdminOptions): Promise<AdminServer> {
+    const registry = createMetrics(ctl);
+    let stopRequested = false;
+    const ctx: RouteContext = {
+      ctl,
+      version: options.version,
+      metrics: async () => ({ text: await registry.metrics(), contentType: registry.contentType }),
+      requestStop: () => { stopRequested = true; },
+    };
+    const handler = (requireToken: string | null) => async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+      const method = req.method ?? 'GET';
+      try {
+        // The token is checked before anything else, so an unauthenticated request changes nothing.
+        if (requireToken !== null && !tokenMatches(req.headers.authorization, requireToken)) {
+          res.setHeader('www-authenticate', 'Bearer');
+          throw new ApiError(401, 'UNAUTHORIZED', 'this listener needs "Authorization: Bearer <token>" with the token from the admin configuration');
+        }
+        const url = new URL(req.url ?? '/', 'http://hostlb');
+        const { handler: h, params } = route(method, url.pathname);
+        const body = method === 'GET' || method === 'HEAD' ? {} : await readBody(req);
+        const out = await h(ctx, { method, params, query: url.searchParams, body });
+        send(res, out.status ?? 200, out.body, out.contentType);
+        if (method !== 'GET') options.logger.info({ event: 'api', method, path: url.pathname, status: out.status ?? 200 }, 'admin request');
+      } catch (e) {
+        const { status, body } = errorResponse(e);
+        if (status >= 500) options.logger.error({ err: e, method, path: req.url }, 'admin request failed');
+        send(res, status, body);
+      } finally {
+        if (stopRequested) {
+          stopRequested = false;
+          res.once('finish', () => setImmediate(options.onStopRequested));
+        }
+      }
+    };
+
+    mkdirSync(dirname(options.socket), { recursive: true, mode: 0o700 });
+    if (existsSync(options.socket)) {
+      if (await socketAlive(options.socket)) {
+        throw new HostlbError('ADMIN_SOCKET_IN_USE', `another hostlb answers on ${options.socket}: stop it first (hostlb stop), or give this one another admin.socket`);
+      }
+      rmSync(options.socket, { force: true }); // left by a crashed run
+    }
+    const servers: Server[] = [];
+    const unix = createServer(handler(null));
+    await new Promise<void>((resolve, reject) => {
+      unix.once('error', reject);
+      unix.listen(options.socket, () => resolve());
+    });
+    // Only the owner (root) may connect: the socket grants full control.
+    chmodSync(options.socket, 0o600);
+    servers.push(unix);
+    if (options.tcp) {
+      const tcp = createServer(handler(options.tcp.token));
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(options.tcp!.port, options.tcp!.host, () => resolve());
+      });
+      servers.push(tcp);
+    }
+    return new AdminServer(servers, options.socket);
+  }
+
+  close(): void {
+    for (const s of this.servers) {
+      s.close();
+      s.closeAllConnections();
+    }
+    rmSync(this.socket, { force: true });
+  }
+}

@@ -1,0 +1,168 @@
+// The CLI commands that talk to a running hostlb through its admin API.
+// Each prints a table (or `--json`, the API's answer) and exits with a code
+// from client.ts: 0 done, 1 rejected, 3 not running, 4 permission, 5 error.
+
+import type { Command } from 'commander';
+import { call, ClientError, EXIT, type ClientOptions } from './client.js';
+import { formatClusters, formatConnections, formatStatus } from './format.js';
+
+interface Global extends ClientOptions { json?: boolean }
+
+/** "8080" or "8080/udp" → [8080, 'udp'] (tcp by default). */
+export function splitPort(text: string): [string, string] {
+  const [port, protocol = 'tcp'] = text.split('/');
+  return [port, protocol];
+}
+
+const enc = encodeURIComponent;
+
+function portPath(cluster: string, port: string): string {
+  const [p, proto] = splitPort(port);
+  return `/v1/clusters/${enc(cluster)}/ports/${enc(p)}/${enc(proto)}`;
+}
+
+async function run(cmd: Command, action: (g: Global) => Promise<void>): Promise<void> {
+  const g = cmd.optsWithGlobals() as Global;
+  try {
+    await action(g);
+  } catch (e) {
+    if (e instanceof ClientError) {
+      if (g.json) process.stdout.write(`${JSON.stringify(e.body ?? { error: { code: e.code, message: e.message } }, null, 1)}\n`);
+      process.stderr.write(`hostlb: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}\n`);
+      process.exit(e.exitCode);
+    }
+    throw e;
+  }
+}
+
+function out(g: Global, value: unknown, human: () => string): void {
+  process.stdout.write(g.json ? `${JSON.stringify(value, null, 1)}\n` : `${human()}\n`);
+}
+
+function changed(g: Global, result: unknown, what: string): void {
+  const change = (result as { change?: { routesAdded: number; routesRemoved: number } }).change;
+  out(g, result, () => `${what}${change && (change.routesAdded || change.routesRemoved) ? ` (host routes/rules: +${change.routesAdded} -${change.routesRemoved})` : ''}`);
+}
+
+function numberOption(text: string, name: string): number {
+  if (!/^\d+$/.test(text)) {
+    process.stderr.write(`hostlb: ${name} must be a whole number, got "${text}"\n`);
+    process.exit(EXIT.usage);
+  }
+  return Number(text);
+}
+
+export function addClientCommands(program: Command): void {
+  program.command('status')
+    .description('show the running hostlb: table use, clusters, ports, daemons with weights and flow counts')
+    .action(async (_o, cmd: Command) => run(cmd, async (g) => {
+      const status = await call(g, 'GET', '/v1/status') as Record<string, unknown>;
+      const { clusters } = await call(g, 'GET', '/v1/clusters') as { clusters: Parameters<typeof formatClusters>[0] };
+      out(g, { ...status, clusters }, () => formatStatus(status, clusters));
+    }));
+
+  const cluster = program.command('cluster').description('add or remove a cluster address');
+  cluster.command('add <address>')
+    .description('add a cluster with one port, e.g. hostlb cluster add 198.18.100.2 --port 80 --daemon 198.18.2.1:8080')
+    .requiredOption('--port <port>', 'cluster port, optionally with protocol: 80 or 53/udp')
+    .option('--scheduler <name>', 'rr | wrr | lc | wlc | random | p2c | sh | maglev', 'wlc')
+    .option('--daemon <address...>', 'daemon address:port (repeat for several)', [])
+    .action(async (address: string, o: { port: string; scheduler: string; daemon: string[] }, cmd: Command) => run(cmd, async (g) => {
+      const [port, protocol] = splitPort(o.port);
+      const r = await call(g, 'POST', '/v1/clusters', { address, ports: [{ port: numberOption(port, '--port'), protocol, scheduler: o.scheduler, daemons: o.daemon.map((d) => ({ address: d })) }] });
+      changed(g, r, `cluster ${address} added`);
+    }));
+  cluster.command('remove <address>')
+    .description('remove a cluster (its flows to removed daemons are kept until they end)')
+    .action(async (address: string, _o, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'DELETE', `/v1/clusters/${enc(address)}`), `cluster ${address} removed`);
+    }));
+
+  const port = program.command('port').description('add, change or remove a cluster port');
+  port.command('add <cluster> <port>')
+    .description('add a port (80, or 53/udp, or 443/any) to a cluster')
+    .option('--scheduler <name>', 'rr | wrr | lc | wlc | random | p2c | sh | maglev', 'wlc')
+    .option('--daemon <address...>', 'daemon address:port (repeat for several)', [])
+    .action(async (clusterAddr: string, portText: string, o: { scheduler: string; daemon: string[] }, cmd: Command) => run(cmd, async (g) => {
+      const [p, protocol] = splitPort(portText);
+      const r = await call(g, 'POST', `/v1/clusters/${enc(clusterAddr)}/ports`, { port: numberOption(p, 'port'), protocol, scheduler: o.scheduler, daemons: o.daemon.map((d) => ({ address: d })) });
+      changed(g, r, `port ${portText} added to ${clusterAddr}`);
+    }));
+  port.command('set <cluster> <port>')
+    .description('change a port\'s scheduler (existing flows keep their daemon)')
+    .requiredOption('--scheduler <name>', 'rr | wrr | lc | wlc | random | p2c | sh | maglev')
+    .action(async (clusterAddr: string, portText: string, o: { scheduler: string }, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'PUT', portPath(clusterAddr, portText), { scheduler: o.scheduler }), `port ${portText} of ${clusterAddr} now uses ${o.scheduler}`);
+    }));
+  port.command('remove <cluster> <port>')
+    .description('remove a port from a cluster')
+    .action(async (clusterAddr: string, portText: string, _o, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'DELETE', portPath(clusterAddr, portText)), `port ${portText} removed from ${clusterAddr}`);
+    }));
+
+  const daemon = program.command('daemon').description('add, change, quiesce or remove a daemon');
+  daemon.command('add <cluster> <port> <address>')
+    .description('add a daemon (address:port) to a cluster port')
+    .option('--weight <n>', 'share of new flows (0 = quiesced)', '1')
+    .action(async (c: string, p: string, address: string, o: { weight: string }, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'POST', `${portPath(c, p)}/daemons`, { address, weight: numberOption(o.weight, '--weight') }), `daemon ${address} added to ${c} ${p}`);
+    }));
+  daemon.command('set <cluster> <port> <address>')
+    .description('change a daemon\'s weight')
+    .requiredOption('--weight <n>', 'share of new flows (0 = quiesced)')
+    .action(async (c: string, p: string, address: string, o: { weight: string }, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'PUT', `${portPath(c, p)}/daemons/${enc(address)}`, { weight: numberOption(o.weight, '--weight') }), `daemon ${address} weight ${o.weight}`);
+    }));
+  daemon.command('quiesce <cluster> <port> <address>')
+    .description('give a daemon weight 0: no new flows, existing ones continue')
+    .action(async (c: string, p: string, address: string, _o, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'POST', `${portPath(c, p)}/daemons/${enc(address)}/quiesce`), `daemon ${address} quiesced`);
+    }));
+  daemon.command('remove <cluster> <port> <address>')
+    .description('remove a daemon (its existing flows are kept until they end)')
+    .action(async (c: string, p: string, address: string, _o, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'DELETE', `${portPath(c, p)}/daemons/${enc(address)}`), `daemon ${address} removed`);
+    }));
+
+  program.command('conns')
+    .description('list connection records')
+    .option('--cluster <address>', 'only this cluster address')
+    .option('--port <port>', 'only this cluster port')
+    .option('--daemon <address>', 'only this daemon (address:port)')
+    .option('--client <address>', 'only this client address')
+    .option('--state <state>', 'only this state (ESTABLISHED, TIME_WAIT, UDP, ...)')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--offset <n>', 'skip this many', '0')
+    .action(async (o: Record<string, string | undefined>, cmd: Command) => run(cmd, async (g) => {
+      const q = new URLSearchParams();
+      for (const k of ['cluster', 'port', 'daemon', 'client', 'state', 'limit', 'offset']) if (o[k] !== undefined) q.set(k, o[k]!);
+      const r = await call(g, 'GET', `/v1/connections?${q}`) as { total: number; offset: number; connections: Parameters<typeof formatConnections>[2] };
+      out(g, r, () => formatConnections(r.total, r.offset, r.connections));
+    }));
+
+  program.command('reload')
+    .description('re-read the configuration file and apply it (rejected whole if anything is wrong)')
+    .action(async (_o, cmd: Command) => run(cmd, async (g) => {
+      changed(g, await call(g, 'POST', '/v1/reload'), 'configuration reloaded');
+    }));
+
+  program.command('stop')
+    .description('stop the running hostlb; it undoes every change to the host')
+    .action(async (_o, cmd: Command) => run(cmd, async (g) => {
+      out(g, await call(g, 'POST', '/v1/stop'), () => 'hostlb is stopping');
+    }));
+
+  const config = program.command('config').description('show or save the running configuration');
+  config.command('show')
+    .description('print the running configuration (YAML, or JSON with --json)')
+    .action(async (_o, cmd: Command) => run(cmd, async (g) => {
+      if (g.json) out(g, await call(g, 'GET', '/v1/config'), () => '');
+      else process.stdout.write(String(await call(g, 'GET', '/v1/config?format=yaml')));
+    }));
+  config.command('save [path]')
+    .description('write the running configuration to its file (or to PATH)')
+    .action(async (path: string | undefined, _o, cmd: Command) => run(cmd, async (g) => {
+      const r = await call(g, 'POST', '/v1/config/save', path ? { path } : {}) as { path: string };
+      out(g, r, () => `configuration saved to ${r.path}`);
+    }));
+}

@@ -1,0 +1,194 @@
+// A running hostlb instance with the TUN data plane: start (validate, clean up
+// after a crashed run, open the device, set up the host, pump packets), live
+// reconfiguration (validated whole, host changed to match, applied atomically)
+// and stop (undo everything). The CLI, the admin API and the demo use this.
+
+import { Dispatcher } from '../dispatch/dispatcher.js';
+import { TunPlane } from '../dataplane/tun-plane.js';
+import { ConfigError, HostlbError } from '../errors.js';
+import { TunLink } from '../link/tun-link.js';
+import { cleanupLeftovers, journalPathFor, undoJournal } from '../net/apply.js';
+import type { HostFacts } from '../net/host-facts.js';
+import type { HostSpec } from '../net/host-spec.js';
+import { planHostSetup } from '../net/plan.js';
+import { checkNetAdmin } from '../net/privileges.js';
+import { probeHost } from '../net/probe.js';
+import { addMissing, removeUnwanted } from '../net/reconcile.js';
+import { parseEndpoint } from '../wire/address.js';
+import type { HostlbConfig } from './config-schema.js';
+import { loadConfig } from './config-file.js';
+import type { Logger } from './logger.js';
+
+/** What the network set-up needs from a configuration. */
+export function hostSpecOf(config: HostlbConfig): HostSpec {
+  return {
+    device: config.device,
+    routeTable: config.routeTable,
+    clusters: config.clusters.map((c) => ({
+      address: c.address,
+      ports: c.ports.map((p) => ({
+        port: p.port,
+        protocol: p.protocol,
+        daemons: p.daemons.map((d) => {
+          const e = parseEndpoint(d.address)!;
+          return { address: e.address.text, port: e.port };
+        }),
+      })),
+    })),
+  };
+}
+
+/** Keys fixed for the life of an instance: changing one needs a restart. */
+const FIXED_KEYS = ['device', 'dataplane', 'stateDir', 'routeTable', 'seed'] as const;
+
+/** Throws ConfigError (CONFIG_NEEDS_RESTART) when `next` changes a key that cannot change while running. */
+export function checkLiveChange(current: HostlbConfig, next: HostlbConfig): void {
+  for (const key of FIXED_KEYS) {
+    if (current[key] !== next[key]) {
+      throw new ConfigError(key, `cannot change while hostlb runs (${JSON.stringify(current[key])} → ${JSON.stringify(next[key])}); restart hostlb to change it`, 'CONFIG_NEEDS_RESTART');
+    }
+  }
+  if (JSON.stringify(current.admin) !== JSON.stringify(next.admin)) {
+    throw new ConfigError('admin', 'the admin listener cannot change while hostlb runs; restart hostlb to change it', 'CONFIG_NEEDS_RESTART');
+  }
+  if (current.table.capacity !== next.table.capacity) {
+    throw new ConfigError('table.capacity', `cannot change while hostlb runs (${current.table.capacity} → ${next.table.capacity}): the table is allocated at start; restart hostlb to change it`, 'CONFIG_NEEDS_RESTART');
+  }
+}
+
+export interface ChangeSummary {
+  source: string;
+  routesAdded: number;
+  routesRemoved: number;
+  daemonsAdded: string[];
+  daemonsRemoved: string[];
+}
+
+export interface InstanceOptions {
+  /** The file `reload` re-reads. */
+  configFile?: string;
+  logger: Logger;
+}
+
+export class Instance {
+  readonly dispatcher: Dispatcher;
+  readonly plane: TunPlane;
+  readonly link: TunLink;
+  readonly journal: string;
+  readonly startedAt = Date.now();
+  readonly configFile: string | undefined;
+  private current: HostlbConfig;
+  /** The host as it was before hostlb changed it: every plan is made against this. */
+  private readonly baseline: HostFacts;
+  private readonly log: Logger;
+  private stopped = false;
+
+  private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink; baseline: HostFacts; journal: string }) {
+    this.current = config;
+    this.configFile = options.configFile;
+    this.log = options.logger;
+    this.dispatcher = parts.dispatcher;
+    this.link = parts.link;
+    this.baseline = parts.baseline;
+    this.journal = parts.journal;
+    this.plane = new TunPlane(this.link, this.dispatcher);
+  }
+
+  get config(): HostlbConfig {
+    return this.current;
+  }
+
+  /**
+   * Starts an instance. Throws HostlbError (NEEDS_NET_ADMIN, CONFIG_*, NET_*,
+   * TUN_*) and leaves the host as it found it when any step fails.
+   */
+  static start(config: HostlbConfig, options: InstanceOptions): Instance {
+    const missing = checkNetAdmin();
+    if (missing !== null) throw new HostlbError('NEEDS_NET_ADMIN', missing);
+
+    // Everything that can be checked without touching the host comes first.
+    const dispatcher = new Dispatcher({ capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed });
+    dispatcher.configure(config);
+    const spec = hostSpecOf(config);
+
+    const journal = journalPathFor(config.device, config.stateDir);
+    const leftovers = cleanupLeftovers(config.device, { journalPath: journal });
+    if (leftovers.undone > 0 || leftovers.deviceRemoved) options.logger.info({ ...leftovers }, 'cleaned up after an earlier run');
+
+    // Persistent: if this process dies, the device and its routes stay, so
+    // daemon replies go nowhere rather than leaking out untranslated (DESIGN.md).
+    const link = TunLink.open(config.device, { persist: true });
+    let baseline: HostFacts;
+    try {
+      baseline = probeHost(config.device);
+      addMissing(planHostSetup(spec, baseline), journal);
+    } catch (e) {
+      link.setPersist(false);
+      link.close();
+      throw e;
+    }
+    const instance = new Instance(config, options, { dispatcher, link, baseline, journal });
+    instance.plane.start();
+    options.logger.info({ device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
+    return instance;
+  }
+
+  /**
+   * Replaces the running configuration with `next`, which must already have
+   * passed the schema (parseConfig / validateConfig). Validated whole, then:
+   * routes and rules for what is new, the dispatcher switch (kept daemons keep
+   * their flows), then removal of routes no longer needed. A failure before the
+   * switch changes nothing; the error names what to fix.
+   */
+  apply(next: HostlbConfig, source: string): ChangeSummary {
+    if (this.stopped) throw new HostlbError('NOT_RUNNING', 'hostlb is stopping');
+    checkLiveChange(this.current, next);
+    const before = new Set([...this.dispatcher.tree.daemons()].map((d) => `${d.clusterPort.name} ${d.name}`));
+    const desired = planHostSetup(hostSpecOf(next), this.baseline);
+    const routesAdded = addMissing(desired, this.journal);
+    try {
+      this.dispatcher.configure(next);
+    } catch (e) {
+      // Put the host back as the running configuration wants it.
+      removeUnwanted(planHostSetup(hostSpecOf(this.current), this.baseline), this.journal);
+      throw e;
+    }
+    this.dispatcher.setTimeouts(next.table.timeouts);
+    this.current = next;
+    let routesRemoved = 0;
+    try {
+      routesRemoved = removeUnwanted(desired, this.journal);
+    } catch (e) {
+      this.log.error({ err: e }, 'some host changes of the old configuration could not be undone');
+    }
+    const after = new Set([...this.dispatcher.tree.daemons()].map((d) => `${d.clusterPort.name} ${d.name}`));
+    const summary: ChangeSummary = {
+      source, routesAdded, routesRemoved,
+      daemonsAdded: [...after].filter((d) => !before.has(d)),
+      daemonsRemoved: [...before].filter((d) => !after.has(d)),
+    };
+    this.log.info({ event: 'config_changed', ...summary }, 'configuration changed');
+    return summary;
+  }
+
+  /** Re-reads the configuration file and applies it. Throws ConfigError naming file, line and key. */
+  reload(): ChangeSummary {
+    if (!this.configFile) throw new HostlbError('NO_CONFIG_FILE', 'this hostlb was started without --config, so there is no file to reload');
+    return this.apply(loadConfig(this.configFile), `reload ${this.configFile}`);
+  }
+
+  /** Stops the data plane and undoes every change to the host. Safe to call twice. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.plane.stop();
+    let undone = 0;
+    try {
+      undone = undoJournal(this.journal);
+    } finally {
+      this.link.setPersist(false);
+      this.link.close();
+      this.log.info({ event: 'stopped', undone }, 'stopped');
+    }
+  }
+}

@@ -1,0 +1,152 @@
+// Prometheus metrics (prom-client), read from the dispatcher's counters at
+// scrape time: nothing is counted twice and the packet path never calls into
+// prom-client. Names follow Prometheus conventions: hostlb_ prefix, _total
+// for counters, base units (bytes).
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Daemon } from '../dispatch/config-tree.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { DROP_REASON_NAMES } from '../dispatch/drop-reason.js';
+import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_NEW_FLOWS, D_PACKETS_IN, D_PACKETS_OUT, DAEMON_COLUMNS } from '../dispatch/stats.js';
+
+export interface MetricsSource {
+  readonly dispatcher: Dispatcher;
+  /** Link counters of the data plane, when there is one. */
+  readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number };
+}
+
+const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
+const PORT_LABELS = ['cluster', 'port', 'protocol'] as const;
+
+/** Daemons of the running configuration, plus removed ones that still hold flows. */
+function reportedDaemons(d: Dispatcher): Daemon[] {
+  const stats = d.balancer.stats.daemon;
+  return d.tree.daemonsById.filter((x) => x && (!x.retired || stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0));
+}
+
+function daemonLabels(x: Daemon): Record<(typeof DAEMON_LABELS)[number], string> {
+  const p = x.clusterPort;
+  return { cluster: p.cluster.address.text, port: String(p.port), protocol: p.protocol, daemon: x.name };
+}
+
+/** A registry whose collectors read `source` at every scrape. */
+export function createMetrics(source: MetricsSource): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'hostlb_process_' });
+  new Gauge({
+    name: 'hostlb_daemon_active_flows', help: 'Connection records a daemon holds now (not yet ended).',
+    labelNames: [...DAEMON_LABELS], registers: [registry],
+    collect(this: Gauge) {
+      this.reset();
+      const stats = source.dispatcher.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.dispatcher)) this.set(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]);
+    },
+  });
+  new Counter({
+    name: 'hostlb_daemon_new_flows_total', help: 'New flows the scheduler gave a daemon.',
+    labelNames: [...DAEMON_LABELS], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const stats = source.dispatcher.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.dispatcher)) this.inc(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_NEW_FLOWS]);
+    },
+  });
+
+  // Packets and bytes carry a direction label: in = client to daemon, out = daemon to client.
+  new Counter({
+    name: 'hostlb_daemon_packets_total', help: 'Packets translated, by direction (in: client to daemon, out: daemon to client).',
+    labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const stats = source.dispatcher.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.dispatcher)) {
+        this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + D_PACKETS_IN]);
+        this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + D_PACKETS_OUT]);
+      }
+    },
+  });
+  new Counter({
+    name: 'hostlb_daemon_bytes_total', help: 'IP bytes translated, by direction (in: client to daemon, out: daemon to client).',
+    labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const stats = source.dispatcher.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.dispatcher)) {
+        this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + D_BYTES_IN]);
+        this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + D_BYTES_OUT]);
+      }
+    },
+  });
+  new Gauge({
+    name: 'hostlb_daemon_weight', help: 'Configured weight of a daemon (0 = quiesced).',
+    labelNames: [...DAEMON_LABELS], registers: [registry],
+    collect(this: Gauge) {
+      this.reset();
+      for (const x of source.dispatcher.tree.daemons()) this.set(daemonLabels(x), x.weight);
+    },
+  });
+  new Counter({
+    name: 'hostlb_port_scheduler_decisions_total', help: 'New flows a port\'s scheduler placed (result="daemon") or could not place (result="none").',
+    labelNames: [...PORT_LABELS, 'scheduler', 'result'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const { stats, tree } = source.dispatcher.balancer;
+      const noDaemon = DROP_REASON_NAMES.indexOf('no_daemon');
+      for (const c of tree.clusters) for (const p of c.ports) {
+        const labels = { cluster: c.address.text, port: String(p.port), protocol: p.protocol, scheduler: p.scheduler };
+        let placed = 0;
+        for (const x of tree.daemonsById) if (x && x.clusterPort.id === p.id) placed += stats.daemon[x.id * DAEMON_COLUMNS + D_NEW_FLOWS];
+        this.inc({ ...labels, result: 'daemon' }, placed);
+        this.inc({ ...labels, result: 'none' }, stats.portDrops[p.id * DROP_REASON_NAMES.length + noDaemon]);
+      }
+    },
+  });
+  new Counter({
+    name: 'hostlb_port_drops_total', help: 'Packets to a cluster port dropped, by reason.',
+    labelNames: [...PORT_LABELS, 'reason'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const { stats, tree } = source.dispatcher.balancer;
+      for (const c of tree.clusters) for (const p of c.ports) {
+        DROP_REASON_NAMES.forEach((reason, i) => {
+          const v = stats.portDrops[p.id * DROP_REASON_NAMES.length + i];
+          if (i > 0 && v > 0) this.inc({ cluster: c.address.text, port: String(p.port), protocol: p.protocol, reason }, v);
+        });
+      }
+    },
+  });
+  new Counter({
+    name: 'hostlb_drops_total', help: 'Packets dropped by the dispatcher, by reason (all ports and none).',
+    labelNames: ['reason'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const drops = source.dispatcher.balancer.stats.drops;
+      DROP_REASON_NAMES.forEach((reason, i) => { if (i > 0) this.inc({ reason }, drops[i]); });
+    },
+  });
+  new Gauge({
+    name: 'hostlb_table_records', help: 'Connection records in the table.', registers: [registry],
+    collect(this: Gauge) { this.set(source.dispatcher.table.size); },
+  });
+  new Gauge({
+    name: 'hostlb_table_capacity', help: 'Most connection records the table holds.', registers: [registry],
+    collect(this: Gauge) { this.set(source.dispatcher.table.capacity); },
+  });
+  new Counter({
+    name: 'hostlb_table_evictions_total', help: 'Records given up to admit new flows when the table was full.', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.dispatcher.table.evictions); },
+  });
+  new Counter({
+    name: 'hostlb_link_packets_total', help: 'Packets read from and written to the TUN device.',
+    labelNames: ['direction'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const plane = source.plane;
+      if (!plane) return;
+      this.inc({ direction: 'read' }, plane.packetsRead);
+      this.inc({ direction: 'written' }, plane.packetsWritten);
+      this.inc({ direction: 'refused' }, plane.writeShortfall);
+    },
+  });
+  return registry;
+}
