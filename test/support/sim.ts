@@ -37,7 +37,8 @@
 //   sim.anomalies                   protocol surprises (unexpected segments, unknown flows); empty in a clean run
 //   sim.flowMoves                   flows that reached a second daemon during their life; empty when flows stick
 //
-//   Every client records `seenFrom` (source endpoints of every packet it got; it accepts only the cluster's),
+//   Every client records `seenFrom` (source endpoints of every packet it got; it accepts only the cluster's;
+//   `seenAddresses` gives the addresses alone),
 //   `servedBy` (daemon names its responses carried), `done`/`failed`, and packet/byte counts. Every daemon
 //   records `seenClients` (client endpoints it saw as sources), `flows`, `received` (what the dispatcher
 //   delivered to it) and `forwarded` (its own packets the dispatcher forwarded), per packet and per byte.
@@ -167,6 +168,11 @@ abstract class VirtualClient extends Endpoint {
   readonly seenFrom = new Set<string>();
   /** Packets refused because they did not come from the cluster. */
   rejected = 0;
+
+  /** Source addresses (without ports) of every packet that reached this client. */
+  get seenAddresses(): Set<string> {
+    return new Set([...this.seenFrom].map((e) => parseEndpointOrThrow(e).address));
+  }
   /** Daemon names carried in the responses this client accepted. */
   readonly servedBy = new Set<string>();
   responses = 0;
