@@ -40,39 +40,44 @@ function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: str
  * undone on the way out, also after an uncaught error.
  */
 async function runForeground(config: HostlbConfig, configFile: string | undefined, onStop: () => void = () => {}): Promise<Instance> {
-  const instance = Instance.start(config, { configFile, logger: log });
+  let instance: Instance | null = null;
   let admin: AdminServer | null = null;
   const stop = (why: string, code = 0): void => {
     log.info({ event: 'stopping', why }, 'stopping');
     try {
       admin?.close();
-      instance.stop();
+      instance?.stop();
     } finally {
       onStop();
       process.exit(code);
     }
   };
+  // Handlers before the host is touched: without one, a SIGTERM right after
+  // "started" kills with the default action and leaves every change behind.
+  // One that arrives during the synchronous start runs after it, and undoes it.
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  const running = Instance.start(config, { configFile, logger: log });
+  instance = running;
   process.once('uncaughtException', (e) => {
     log.fatal({ err: e }, 'fatal error');
     stop('fatal error', 1);
   });
   try {
-    admin = await AdminServer.start(instance, { ...adminOptions(config), version: VERSION, logger: log, onStopRequested: () => stop('hostlb stop') });
+    admin = await AdminServer.start(running, { ...adminOptions(config), version: VERSION, logger: log, onStopRequested: () => stop('hostlb stop') });
   } catch (e) {
-    instance.stop();
+    running.stop();
     throw e;
   }
-  process.once('SIGINT', () => stop('SIGINT'));
-  process.once('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => {
     try {
-      instance.reload();
+      running.reload();
     } catch (e) {
       log.error({ event: 'reload_rejected', err: e instanceof HostlbError ? e.message : e }, 'reload rejected; the running configuration is unchanged');
     }
   });
   log.info({ event: 'admin_listening', socket: adminOptions(config).socket }, 'admin API listening');
-  return instance;
+  return running;
 }
 
 const program = new Command()
