@@ -6,6 +6,7 @@
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createBatch, createSiblingBatch, type PacketBatch } from '../src/link/link.js';
 import { Dispatcher } from '../src/dispatch/dispatcher.js';
+import { REC_WORDS, R_DAEMON_ADDR } from '../src/dispatch/conn-table.js';
 import { emitIpv4, IP_PROTO_TCP } from '../src/wire/ipv4.js';
 import { emitTcp, TCP_ACK_FLAG, TCP_SYN, TcpPacket } from '../src/wire/tcp.js';
 import { pseudoSumV4 } from '../src/wire/checksum.js';
@@ -87,7 +88,7 @@ function main(): void {
     key.fill(0);
     key[0] = c.addr; key[4] = CLUSTER; key[8] = ((c.port << 16) | 80) >>> 0; key[9] = (IP_PROTO_TCP << 8) | 4;
     const id = d.table.findForward(key, d.table.hashKey(key));
-    daemonOfFlow[f] = d.table.u32[id * 40 + 8];
+    daemonOfFlow[f] = d.table.u32[id * REC_WORDS + R_DAEMON_ADDR];
   }
   const handshake = new Uint8Array(FLOWS * 2 * PKT);
   for (let f = 0; f < FLOWS; f++) {
