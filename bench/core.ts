@@ -6,6 +6,7 @@
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createBatch, createSiblingBatch, type PacketBatch } from '../src/link/link.js';
 import { Dispatcher } from '../src/dispatch/dispatcher.js';
+import { hugePageAllocator } from '../src/link/native.js';
 import { REC_WORDS, R_DAEMON_ADDR } from '../src/dispatch/conn-table.js';
 import { emitIpv4, IP_PROTO_TCP } from '../src/wire/ipv4.js';
 import { emitTcp, TCP_ACK_FLAG, TCP_SYN, TcpPacket } from '../src/wire/tcp.js';
@@ -57,7 +58,9 @@ function pump(d: Dispatcher, pristine: Uint8Array, count: number, now: number, i
 }
 
 function main(): void {
-  const d = new Dispatcher({ capacity: Math.ceil(FLOWS * 1.05), seed: 7 });
+  // Huge pages for the table, as `hostlb start` uses them (BENCH_HUGE_PAGES=0 for plain 4 KiB pages).
+  const allocate = process.env.BENCH_HUGE_PAGES === '0' ? undefined : hugePageAllocator;
+  const d = new Dispatcher({ capacity: Math.ceil(FLOWS * 1.05), seed: 7, allocate });
   d.configure({
     clusters: [{ address: '198.18.100.1', ports: [{ port: 80, protocol: 'tcp', scheduler: SCHEDULER, daemons: DAEMONS.map((a) => ({ address: `${a}:8080` })) }] }],
   });

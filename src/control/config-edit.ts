@@ -65,6 +65,12 @@ function findDaemon(port: PortConf, daemon: string): DaemonConf {
 
 export interface PortRef { cluster: string; port: number; protocol: string }
 
+/** A misspelt key must not be ignored silently: 400 UNKNOWN_KEY naming it. */
+function onlyKeys(body: object, allowed: readonly string[]): void {
+  const extra = Object.keys(body).find((k) => !allowed.includes(k));
+  if (extra !== undefined) throw badRequest('UNKNOWN_KEY', `unknown key "${extra}"; this request takes ${allowed.map((k) => `"${k}"`).join(', ')}`, extra);
+}
+
 export function addCluster(config: Config, cluster: { address: string; ports?: unknown[] }): Config {
   const next = copy(config);
   const address = canonicalAddress(String(cluster.address ?? ''), 'address');
@@ -91,6 +97,7 @@ export function addPort(config: Config, cluster: string, port: Record<string, un
 export function setPort(config: Config, ref: PortRef, change: { scheduler?: string }): Config {
   const next = copy(config);
   const p = findPort(next, ref.cluster, ref.port, ref.protocol);
+  onlyKeys(change, ['scheduler']);
   if (change.scheduler === undefined) throw badRequest('NOTHING_TO_CHANGE', 'give "scheduler" to change', 'scheduler');
   p.scheduler = change.scheduler as PortConf['scheduler'];
   return next;
@@ -108,6 +115,7 @@ export function removePort(config: Config, ref: PortRef): Config {
 export function addDaemon(config: Config, ref: PortRef, daemon: { address?: unknown; weight?: unknown }): Config {
   const next = copy(config);
   const p = findPort(next, ref.cluster, ref.port, ref.protocol);
+  onlyKeys(daemon, ['address', 'weight']);
   const address = canonicalEndpoint(String(daemon.address ?? ''), 'address');
   if (p.daemons.some((x) => parseEndpoint(x.address) && formatEndpoint(parseEndpoint(x.address)!) === address)) {
     throw conflict('DAEMON_EXISTS', `daemon ${address} is already on port ${ref.port}/${ref.protocol}; change its weight instead`, 'address');
@@ -119,6 +127,7 @@ export function addDaemon(config: Config, ref: PortRef, daemon: { address?: unkn
 export function setDaemon(config: Config, ref: PortRef, daemon: string, change: { weight?: unknown }): Config {
   const next = copy(config);
   const d = findDaemon(findPort(next, ref.cluster, ref.port, ref.protocol), daemon);
+  onlyKeys(change, ['weight']);
   if (change.weight === undefined) throw badRequest('NOTHING_TO_CHANGE', 'give "weight" to change', 'weight');
   d.weight = change.weight as number;
   return next;

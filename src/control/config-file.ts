@@ -76,7 +76,8 @@ export function parseConfig(text: string, file = '<config>'): HostlbConfig {
   try {
     return validateConfig(doc.toJS() ?? {});
   } catch (e) {
-    if (e instanceof ConfigError) return fail(parsePath(e.path), e.message.slice(e.path.length + 2));
+    // ConfigError prefixes its message with "path: " only when there is a path.
+    if (e instanceof ConfigError) return fail(parsePath(e.path), e.path ? e.message.slice(e.path.length + 2) : e.message);
     throw e;
   }
 }

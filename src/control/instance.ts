@@ -6,6 +6,7 @@
 import { Dispatcher } from '../dispatch/dispatcher.js';
 import { TunPlane } from '../dataplane/tun-plane.js';
 import { ConfigError, HostlbError } from '../errors.js';
+import { hugePageAllocator } from '../link/native.js';
 import { TunLink } from '../link/tun-link.js';
 import { cleanupLeftovers, journalPathFor, undoJournal } from '../net/apply.js';
 import type { HostFacts } from '../net/host-facts.js';
@@ -107,7 +108,10 @@ export class Instance {
     if (missing !== null) throw new HostlbError('NEEDS_NET_ADMIN', missing);
 
     // Everything that can be checked without touching the host comes first.
-    const dispatcher = new Dispatcher({ capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed });
+    const dispatcher = new Dispatcher({
+      capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
+      allocate: hugePageAllocator,
+    });
     dispatcher.configure(config);
     const spec = hostSpecOf(config);
 

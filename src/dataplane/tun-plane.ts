@@ -46,7 +46,9 @@ export class TunPlane {
     const budget = this.options.collectBudget ?? 8192;
     this.timer = setInterval(() => this.dispatcher.collect(this.clock(), budget), this.options.collectIntervalMs ?? 100);
     this.timer.unref();
-    this.wake();
+    // Packets may have queued before the watch began.
+    this.scheduled = true;
+    setImmediate(this.yieldThenDrain);
   }
 
   /** Stops reading; the link stays open (its owner closes it). */
@@ -57,14 +59,20 @@ export class TunPlane {
     this.timer = null;
   }
 
+  // The device is readable: drain it now, in this callback, rather than a loop
+  // turn later — every packet of a handshake waits for this (bench:e2e showed
+  // new connections suffering most from extra scheduling delay).
   private readonly wake = (): void => {
     if (!this.running || this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.drain);
+    this.drain();
+  };
+
+  private readonly yieldThenDrain = (): void => {
+    this.scheduled = false;
+    this.drain();
   };
 
   private readonly drain = (): void => {
-    this.scheduled = false;
     if (!this.running) return;
     const { input, output, link, dispatcher } = this;
     for (let turn = 0; turn < this.batchesPerTurn; turn++) {
@@ -78,7 +86,8 @@ export class TunPlane {
         this.writeShortfall += output.count - written;
       }
     }
-    // More may be waiting: come back after other work had its turn.
-    this.wake();
+    // More may be waiting: come back after timers and the admin API had their turn.
+    this.scheduled = true;
+    setImmediate(this.yieldThenDrain);
   };
 }

@@ -77,6 +77,10 @@ export interface ConnTableListener {
 
 const EMPTY_LISTENER: ConnTableListener = { recordRemoved() {} };
 
+function plainBuffer(bytes: number): ArrayBuffer {
+  return new ArrayBuffer(bytes);
+}
+
 export class ConnTable {
   readonly capacity: number;
   /** Record fields as 32-bit words: record `id` starts at `id * REC_WORDS`. */
@@ -107,15 +111,17 @@ export class ConnTable {
   /**
    * Allocates everything up front: about ((REC_WORDS + B_WORDS) * 4 + 33)
    * bytes per record, so 1,048,576 records take about 190 MB. Throws a RangeError for a
-   * capacity outside 1..2^26.
+   * capacity outside 1..2^26. `allocate` makes the large zeroed buffers
+   * (records and indexes); the control layer passes one that asks for huge
+   * pages, since every packet touches them at random.
    */
-  constructor(capacity: number, seed = 0x6c62272e) {
+  constructor(capacity: number, seed = 0x6c62272e, allocate: (bytes: number) => ArrayBuffer = plainBuffer) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 26) {
       throw new RangeError(`table capacity must be an integer in 1..${1 << 26}, got ${capacity}`);
     }
     this.capacity = capacity;
     this.seed = seed;
-    const buffer = new ArrayBuffer(capacity * REC_WORDS * 4);
+    const buffer = allocate(capacity * REC_WORDS * 4);
     this.u32 = new Uint32Array(buffer, 0, capacity * REC_WORDS);
     this.f64 = new Float64Array(buffer, 0, capacity * REC_F64);
     this.book = new Uint32Array(capacity * B_WORDS);
@@ -123,8 +129,8 @@ export class ConnTable {
     let slots = 2;
     while (slots < capacity * 2) slots *= 2;
     this.mask = slots - 1;
-    this.fwd = new Int32Array(slots * 2);
-    this.rev = new Int32Array(slots * 2);
+    this.fwd = new Int32Array(allocate(slots * 8));
+    this.rev = new Int32Array(allocate(slots * 8));
     this.free = new Int32Array(capacity);
     for (let i = 0; i < capacity; i++) this.free[i] = capacity - 1 - i;
     this.freeTop = capacity;

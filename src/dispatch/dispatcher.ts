@@ -32,6 +32,8 @@ export interface DispatcherOptions extends BalancerOptions {
   timeouts?: Partial<Timeouts>;
   /** Seeds the flow hash (a fixed seed keeps consistent hashing stable across restarts). */
   hashSeed?: number;
+  /** Allocator for the connection table's large buffers (zeroed); see ConnTable. */
+  allocate?: (bytes: number) => ArrayBuffer;
   /** Packets process() handles per pass (larger batches go in chunks). Default 256. */
   maxBatch?: number;
 }
@@ -78,7 +80,7 @@ export class Dispatcher {
   private readonly slotL4Off: Uint32Array;
 
   constructor(options: DispatcherOptions) {
-    this.table = new ConnTable(options.capacity, options.hashSeed);
+    this.table = new ConnTable(options.capacity, options.hashSeed, options.allocate);
     this.balancer = new Balancer(options);
     this.timeoutSeconds = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.timeouts = timeoutTable(this.timeoutSeconds);

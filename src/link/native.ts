@@ -52,6 +52,11 @@ export interface TunAddon {
   unwatch(fd: number): void;
   /** Stops any watch, then closes `fd`. */
   close(fd: number): void;
+  /**
+   * madvise(MADV_HUGEPAGE) on the 2 MiB-aligned spans of an untouched buffer,
+   * so its pages fault in as huge pages. Returns the bytes advised (0: declined).
+   */
+  adviseHugePages(buffer: ArrayBuffer): number;
 }
 
 /** Where node-gyp puts the addon, relative to this file's compiled location (dist/src/link/). */
@@ -78,4 +83,19 @@ export function loadTunAddon(): TunAddon {
     throw error;
   }
   return loaded;
+}
+
+/**
+ * An allocator for large, randomly accessed buffers (the connection table):
+ * a zeroed ArrayBuffer advised to use huge pages before anything touches it.
+ * Falls back to a plain buffer when the addon is missing.
+ */
+export function hugePageAllocator(bytes: number): ArrayBuffer {
+  const buffer = new ArrayBuffer(bytes);
+  try {
+    loadTunAddon().adviseHugePages(buffer);
+  } catch {
+    // No addon (a build without the native part): plain pages still work.
+  }
+  return buffer;
 }

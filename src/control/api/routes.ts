@@ -14,7 +14,7 @@ import {
   removeDaemon, removePort, setDaemon, setPort, type PortRef,
 } from '../config-edit.js';
 import { validateConfig } from '../config-file.js';
-import { ApiError, badRequest, notFound } from './api-error.js';
+import { ApiError, badRequest, conflict, notFound } from './api-error.js';
 import type { Controlled } from './controlled.js';
 
 export const API_VERSION = 'v1';
@@ -190,7 +190,13 @@ const routes: Route[] = [
       return { body: { ok: true, path } };
     },
   },
-  { method: 'POST', pattern: /^\/v1\/reload$/, handler: (ctx) => ({ body: { ok: true, change: ctx.ctl.reload() } }) },
+  {
+    method: 'POST', pattern: /^\/v1\/reload$/, handler: (ctx) => {
+      // How this hostlb was started, not a failure of it: 409, so the CLI says "rejected" (exit 1), not "failed" (5).
+      if (!ctx.ctl.configFile) throw conflict('NO_CONFIG_FILE', 'this hostlb was started without --config, so there is no file to reload; save one with hostlb config save PATH');
+      return { body: { ok: true, change: ctx.ctl.reload() } };
+    },
+  },
   {
     method: 'POST', pattern: /^\/v1\/stop$/, handler: (ctx) => {
       ctx.requestStop();
