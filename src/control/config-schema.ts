@@ -72,6 +72,12 @@ export const configSchema = z.strictObject({
   /** Seed for flow hashing and random schedulers; fixed so consistent hashing survives a restart. */
   seed: z.number().int().min(0).max(0xffffffff).default(0x686c62),
   admin: admin.default({}),
+  /** What happens to the flows of a daemon removed from the configuration: kept until they end, or reset. */
+  onDaemonRemoved: z.enum(['keep', 'reset']).default('keep'),
+  log: z.strictObject({
+    /** Fraction of ended connections logged (0 = none, 1 = all): client, cluster, daemon, duration, bytes, how it ended. */
+    connections: z.number().min(0).max(1).default(0),
+  }).default({ connections: 0 }),
   clusters: z.array(cluster).min(1),
 });
 

@@ -15,8 +15,9 @@ import { planHostSetup } from '../net/plan.js';
 import { checkNetAdmin } from '../net/privileges.js';
 import { probeHost } from '../net/probe.js';
 import { addMissing, removeUnwanted } from '../net/reconcile.js';
-import { parseEndpoint } from '../wire/address.js';
+import { parseEndpoint, parseIp } from '../wire/address.js';
 import type { HostlbConfig } from './config-schema.js';
+import { installConnectionLog } from './connection-log.js';
 import { loadConfig } from './config-file.js';
 import type { Logger } from './logger.js';
 
@@ -38,6 +39,32 @@ export function hostSpecOf(config: HostlbConfig): HostSpec {
     })),
   };
 }
+
+/**
+ * `spec` plus the daemons a reconfiguration retired that still hold active
+ * flows: their replies must keep reaching the device until those flows end,
+ * or they leave untranslated and the client never hears from them again.
+ * Each joins its own cluster port when that remains, else any port of the
+ * same family and protocol (the reply rule names only the daemon, its port
+ * and the protocol). With no such port left it is not kept: a removed cluster
+ * or port takes its flows with it anyway.
+ */
+export function withDraining(spec: HostSpec, dispatcher: Dispatcher): HostSpec {
+  const draining = dispatcher.tree.daemonsById.filter((d) => d && d.retired && dispatcher.balancer.activeFlows(d.id) > 0);
+  if (draining.length === 0) return spec;
+  const out: HostSpec = structuredClone(spec);
+  for (const d of draining) {
+    const own = d.clusterPort;
+    const ports = out.clusters.filter((c) => parseIp(c.address)?.family === d.address.family).flatMap((c) => c.ports.map((p) => ({ c, p })));
+    const home = ports.find(({ c, p }) => parseIp(c.address)?.text === own.cluster.address.text && p.port === own.port && p.protocol === own.protocol)
+      ?? ports.find(({ p }) => p.protocol === own.protocol);
+    home?.p.daemons.push({ address: d.address.text, port: d.port });
+  }
+  return out;
+}
+
+/** How often retired daemons are checked for their last flow ending (ms). */
+const DRAIN_CHECK_MS = 2_000;
 
 /** Keys fixed for the life of an instance: changing one needs a restart. */
 const FIXED_KEYS = ['device', 'dataplane', 'stateDir', 'routeTable', 'seed'] as const;
@@ -83,6 +110,9 @@ export class Instance {
   private readonly baseline: HostFacts;
   private readonly log: Logger;
   private stopped = false;
+  /** Ids of retired daemons whose reply rules are kept while their flows drain. */
+  private draining = new Set<number>();
+  private drainTimer: NodeJS.Timeout | null = null;
 
   private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink; baseline: HostFacts; journal: string }) {
     this.current = config;
@@ -132,6 +162,7 @@ export class Instance {
       throw e;
     }
     const instance = new Instance(config, options, { dispatcher, link, baseline, journal });
+    installConnectionLog(dispatcher, config.log.connections, options.logger);
     instance.plane.start();
     options.logger.info({ device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
@@ -147,24 +178,37 @@ export class Instance {
   apply(next: HostlbConfig, source: string): ChangeSummary {
     if (this.stopped) throw new HostlbError('NOT_RUNNING', 'hostlb is stopping');
     checkLiveChange(this.current, next);
-    const before = new Set([...this.dispatcher.tree.daemons()].map((d) => `${d.clusterPort.name} ${d.name}`));
+    const wasLive = new Set(this.dispatcher.tree.daemons());
+    const before = new Set([...wasLive].map((d) => `${d.clusterPort.name} ${d.name}`));
     const desired = planHostSetup(hostSpecOf(next), this.baseline);
     const routesAdded = addMissing(desired, this.journal);
     try {
       this.dispatcher.configure(next);
     } catch (e) {
       // Put the host back as the running configuration wants it.
-      removeUnwanted(planHostSetup(hostSpecOf(this.current), this.baseline), this.journal);
+      removeUnwanted(planHostSetup(withDraining(hostSpecOf(this.current), this.dispatcher), this.baseline), this.journal);
       throw e;
     }
     this.dispatcher.setTimeouts(next.table.timeouts);
+    installConnectionLog(this.dispatcher, next.log.connections, this.log);
     this.current = next;
+    if (next.onDaemonRemoved === 'reset') {
+      const now = Date.now();
+      for (const daemon of this.dispatcher.tree.daemonsById) {
+        if (daemon?.retired && wasLive.has(daemon)) {
+          const ended = this.dispatcher.resetDaemonFlows(daemon.id, now);
+          this.log.info({ event: 'daemon_flows_reset', daemon: daemon.name, flows: ended }, 'flows of a removed daemon reset');
+        }
+      }
+    }
     let routesRemoved = 0;
     try {
-      routesRemoved = removeUnwanted(desired, this.journal);
+      // Daemons retired just now (or earlier) keep their reply rules while they have flows.
+      routesRemoved = removeUnwanted(planHostSetup(withDraining(hostSpecOf(next), this.dispatcher), this.baseline), this.journal);
     } catch (e) {
       this.log.error({ err: e }, 'some host changes of the old configuration could not be undone');
     }
+    this.watchDraining();
     const after = new Set([...this.dispatcher.tree.daemons()].map((d) => `${d.clusterPort.name} ${d.name}`));
     const summary: ChangeSummary = {
       source, routesAdded, routesRemoved,
@@ -173,6 +217,29 @@ export class Instance {
     };
     this.log.info({ event: 'config_changed', ...summary }, 'configuration changed');
     return summary;
+  }
+
+  /** Notes the retired daemons still draining; once a check finds some done, their reply rules go. */
+  private watchDraining(): void {
+    const ids = (): Set<number> => new Set(this.dispatcher.tree.daemonsById.filter((d) => d && d.retired && this.dispatcher.balancer.activeFlows(d.id) > 0).map((d) => d.id));
+    this.draining = ids();
+    if (this.draining.size === 0 || this.drainTimer !== null) return;
+    this.drainTimer = setInterval(() => {
+      const now = ids();
+      if ([...this.draining].every((id) => now.has(id))) return;
+      this.draining = now;
+      try {
+        const removed = removeUnwanted(planHostSetup(withDraining(hostSpecOf(this.current), this.dispatcher), this.baseline), this.journal);
+        this.log.info({ event: 'daemons_drained', routesRemoved: removed, stillDraining: now.size }, 'removed daemons drained');
+      } catch (e) {
+        this.log.error({ err: e }, 'the reply rules of drained daemons could not be removed');
+      }
+      if (now.size === 0 && this.drainTimer !== null) {
+        clearInterval(this.drainTimer);
+        this.drainTimer = null;
+      }
+    }, DRAIN_CHECK_MS);
+    this.drainTimer.unref();
   }
 
   /** Re-reads the configuration file and applies it. Throws ConfigError naming file, line and key. */
@@ -185,6 +252,8 @@ export class Instance {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.drainTimer !== null) clearInterval(this.drainTimer);
+    this.drainTimer = null;
     this.plane.stop();
     let undone = 0;
     try {

@@ -14,13 +14,14 @@ import { WireError } from '../wire/wire-error.js';
 import { Balancer, type BalancerOptions } from './balancer.js';
 import type { ConfigTree, DispatchSpec } from './config-tree.js';
 import {
-  ConnTable, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, R_DAEMON_ID, R_STATE, type RemoveReason,
+  ConnTable, LIST_CLOSED, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, RemoveReason, RF_EXPIRES, R_DAEMON_ID,
+  R_META, R_STATE,
 } from './conn-table.js';
 import { Drop } from './drop-reason.js';
 import { createFlowKey, FLOW_KEY_WORDS, hashFlowKey, KEY_ADDR_B, KEY_PORTS } from './flow-hash.js';
 import { translateInbound } from './inbound.js';
 import { translateOutbound } from './outbound.js';
-import { DEFAULT_TIMEOUTS, FLAG_ACTIVE, timeoutTable, type Timeouts } from './tcp-state.js';
+import { ConnState, DEFAULT_TIMEOUTS, FLAG_ACTIVE, FLAG_RESET, STATE_MASK, timeoutTable, type Timeouts } from './tcp-state.js';
 
 export const VERDICT_DROP = 0;
 export const VERDICT_FORWARD = 1;
@@ -40,6 +41,11 @@ export interface DispatcherOptions extends BalancerOptions {
 
 export class Dispatcher {
   readonly table: ConnTable;
+  /**
+   * Called as each record leaves the table, while its fields are readable
+   * (connection logs). Control path sets it; null costs nothing.
+   */
+  connectionEnded: ((id: number, reason: RemoveReason) => void) | null = null;
   readonly balancer: Balancer;
   /** Timeout per ConnState in ms. */
   timeouts: Float64Array;
@@ -218,6 +224,33 @@ export class Dispatcher {
   }
 
   /**
+   * Control path: ends every flow of daemon `daemonId` now. TCP records are
+   * marked to be reset (each end gets a RST the next time it sends, see
+   * reset.ts) and kept for the close timeout; UDP records are removed.
+   * Returns how many flows it ended. Scans the whole table.
+   */
+  resetDaemonFlows(daemonId: number, now: number): number {
+    const u32 = this.table.u32;
+    const f64 = this.table.f64;
+    let ended = 0;
+    this.table.forEach((id) => {
+      const b = id * REC_WORDS;
+      if (u32[b + R_DAEMON_ID] !== daemonId) return;
+      ended++;
+      if (((u32[b + R_META] >>> 8) & 0xff) !== IP_PROTO_TCP) {
+        this.table.remove(id, RemoveReason.Flushed);
+        return;
+      }
+      const word = u32[b + R_STATE];
+      if (word & FLAG_ACTIVE) this.balancer.flowEnded(daemonId);
+      u32[b + R_STATE] = ((word & ~(FLAG_ACTIVE | STATE_MASK)) | ConnState.Close | FLAG_RESET) >>> 0;
+      f64[id * (REC_WORDS / 2) + RF_EXPIRES] = now + this.timeouts[ConnState.Close];
+      this.table.setList(id, LIST_CLOSED);
+    });
+    return ended;
+  }
+
+  /**
    * Parses the packet into this object's fields and fills `key` in forward
    * form [src, dst, srcPort<<16|dstPort, proto<<8|family]. Returns 0, or the
    * drop reason.
@@ -292,9 +325,10 @@ export class Dispatcher {
     return 0;
   }
 
-  private recordRemoved(id: number, _reason: RemoveReason): void {
+  private recordRemoved(id: number, reason: RemoveReason): void {
     const b = id * REC_WORDS;
     const u32 = this.table.u32;
     if (u32[b + R_STATE] & FLAG_ACTIVE) this.balancer.flowEnded(u32[b + R_DAEMON_ID]);
+    if (this.connectionEnded !== null) this.connectionEnded(id, reason);
   }
 }

@@ -16,9 +16,10 @@ import type { Dispatcher } from './dispatcher.js';
 import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
 import { hashAddress } from './flow-hash.js';
+import { reflectReset } from './reset.js';
 import { rewriteAddressAndPort } from './rewrite.js';
 import { D_BYTES_IN, D_PACKETS_IN, DAEMON_COLUMNS } from './stats.js';
-import { ConnState, evictionList, FLAG_ACTIVE, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
+import { ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
 
 const REC_F64 = REC_WORDS / 2;
 const SOURCE_HASH_SEED = 0x5bd1e995;
@@ -63,6 +64,7 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     table.setList(id, evictionList(state, 0));
     d.balancer.flowStarted(daemon.id);
   } else if (tcp) {
+    if (table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
     advanceTcp(d, id, false);
   }
 

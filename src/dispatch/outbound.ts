@@ -13,9 +13,10 @@ import type { Dispatcher } from './dispatcher.js';
 import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
 import { advanceTcp } from './inbound.js';
+import { reflectReset } from './reset.js';
 import { rewriteAddressAndPort } from './rewrite.js';
 import { D_BYTES_OUT, D_PACKETS_OUT, DAEMON_COLUMNS } from './stats.js';
-import { ConnState, evictionList, FLAG_REPLIED, STATE_MASK } from './tcp-state.js';
+import { ConnState, evictionList, FLAG_REPLIED, FLAG_RESET, STATE_MASK } from './tcp-state.js';
 
 const REC_F64 = REC_WORDS / 2;
 
@@ -36,6 +37,7 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   const u32 = table.u32;
   const b = id * REC_WORDS;
   if (tcp) {
+    if (u32[b + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
     advanceTcp(d, id, true);
   } else if ((u32[b + R_STATE] & FLAG_REPLIED) === 0) {
     // A UDP flow the daemon answered is confirmed: a full table no longer gives it up.

@@ -8,7 +8,7 @@ import {
   RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
-import { CONN_STATE_NAMES, STATE_MASK } from './tcp-state.js';
+import { CONN_STATE_NAMES, FLAG_RESET, STATE_MASK } from './tcp-state.js';
 
 const REC_F64 = REC_WORDS / 2;
 
@@ -19,6 +19,8 @@ export interface ConnectionInfo {
   cluster: string;
   daemon: string;
   state: string;
+  /** Marked to be reset by hostlb (its daemon was removed with onDaemonRemoved: reset). */
+  reset: boolean;
   /** ms timestamps on the dispatcher's clock (Date.now in a running hostlb). */
   created: number;
   lastSeen: number;
@@ -75,6 +77,7 @@ export function describeRecord(d: Dispatcher, id: number): ConnectionInfo {
     cluster: endpoint(addressText(u32, b + R_CLUSTER_ADDR, family), u32[b + R_PORTS] & 0xffff, family),
     daemon: d.tree.daemonsById[u32[b + R_DAEMON_ID]]?.name ?? endpoint(addressText(u32, b + R_DAEMON_ADDR, family), meta >>> 16, family),
     state: CONN_STATE_NAMES[u32[b + R_STATE] & STATE_MASK] ?? 'UNKNOWN',
+    reset: (u32[b + R_STATE] & FLAG_RESET) !== 0,
     created: f64[f + RF_CREATED],
     lastSeen: f64[f + RF_LAST_SEEN],
     expires: f64[f + RF_EXPIRES],

@@ -31,6 +31,8 @@ export class Stats {
   /** Packets translated client → daemon and daemon → client. */
   forwardedIn = 0;
   forwardedOut = 0;
+  /** RSTs sent on flows reset on purpose (see reset.ts). */
+  resetsSent = 0;
 
   /** Control path: makes room for daemon ids below `count`. */
   ensureDaemons(count: number): void {

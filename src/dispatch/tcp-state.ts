@@ -38,6 +38,8 @@ export const FLAG_FIN_OUT = 1 << 9;
 export const FLAG_REPLIED = 1 << 10;
 /** The record counts towards its daemon's active flows. */
 export const FLAG_ACTIVE = 1 << 11;
+/** The flow is to be reset: the next packet from either side is answered with a RST (reset.ts). */
+export const FLAG_RESET = 1 << 12;
 export const STATE_MASK = 0xff;
 
 /** Timeouts per state, in seconds. Defaults follow IPVS (net/netfilter/ipvs/ip_vs_proto_tcp.c). */

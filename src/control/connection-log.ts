@@ -1,0 +1,35 @@
+// Sampled per-connection log lines: as a record leaves the table, a fraction
+// of them (config `log.connections`) are logged with client, cluster, daemon,
+// duration, bytes each way and how the connection ended.
+
+import { RemoveReason } from '../dispatch/conn-table.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { describeRecord } from '../dispatch/record-view.js';
+import type { Logger } from './logger.js';
+
+/** How a connection ended, from its state and why its record left. */
+export function howEnded(state: string, reason: RemoveReason, wasReset: boolean): string {
+  if (reason === RemoveReason.Evicted) return 'evicted';
+  if (reason === RemoveReason.Flushed) return 'flushed';
+  if (wasReset) return 'reset-by-hostlb';
+  if (state === 'TIME_WAIT' || state === 'LAST_ACK') return 'closed';
+  if (state === 'CLOSE') return 'reset';
+  return 'idle-timeout';
+}
+
+/** Installs (or, with rate 0, removes) the sampling hook on `dispatcher`. */
+export function installConnectionLog(dispatcher: Dispatcher, rate: number, log: Logger, random: () => number = Math.random): void {
+  if (rate <= 0) {
+    dispatcher.connectionEnded = null;
+    return;
+  }
+  dispatcher.connectionEnded = (id, reason) => {
+    if (random() >= rate) return;
+    const r = describeRecord(dispatcher, id);
+    log.info({
+      event: 'connection', protocol: r.protocol, client: r.client, cluster: r.cluster, daemon: r.daemon,
+      durationMs: Math.max(0, r.lastSeen - r.created), bytesIn: r.bytesIn, bytesOut: r.bytesOut,
+      packetsIn: r.packetsIn, packetsOut: r.packetsOut, ended: howEnded(r.state, reason, r.reset),
+    }, 'connection ended');
+  };
+}

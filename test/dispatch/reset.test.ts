@@ -1,0 +1,86 @@
+// Resetting a removed daemon's flows on purpose (dispatch/reset.ts): after
+// resetDaemonFlows, the next packet from either end is answered with a RST
+// whose sequence number that end accepts, and nothing reaches the other side.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { buildTcp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';
+
+const TCP_RST = 0x04;
+const TCP_ACK = 0x10;
+
+function setUp(cluster: string, daemon: string): Dispatcher {
+  const d = new Dispatcher({ capacity: 64 });
+  d.configure({ clusters: [{ address: cluster, ports: [{ port: 80, scheduler: 'rr', daemons: [{ address: daemon }] }] }] });
+  return d;
+}
+
+function send(d: Dispatcher, packet: Uint8Array, now = 1): { verdict: number; out: Uint8Array } {
+  const verdict = d.processPacket(packet, 0, packet.length, 0, now);
+  return { verdict, out: packet.slice(0, d.ipLen) };
+}
+
+for (const family of [4, 6] as const) {
+  const cluster = family === 4 ? '198.18.100.1' : '2001:db8:100::1';
+  const daemonAddr = family === 4 ? '198.18.2.1' : '2001:db8:2::1';
+  const daemon = family === 4 ? `${daemonAddr}:8080` : `[${daemonAddr}]:8080`;
+  const client = family === 4 ? '198.18.0.1' : '2001:db8::1';
+
+  describe(`reset of a removed daemon's flows (IPv${family})`, () => {
+    it('answers each end with an acceptable RST on its next packet, and forwards nothing', () => {
+      const d = setUp(cluster, daemon);
+      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'S', seq: 1000 })).verdict, VERDICT_FORWARD);
+      assert.equal(send(d, buildTcp({ src: daemonAddr, dst: client, srcPort: 8080, dstPort: 40000, flags: 'SA', seq: 5000, ack: 1001 })).verdict, VERDICT_FORWARD);
+      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'A', seq: 1001, ack: 5001 })).verdict, VERDICT_FORWARD);
+      const id = d.tree.daemonsById[0].id;
+      assert.equal(d.balancer.activeFlows(id), 1);
+
+      assert.equal(d.resetDaemonFlows(id, 2), 1);
+      assert.equal(d.balancer.activeFlows(id), 0, 'a reset flow no longer counts as active');
+
+      // The client speaks: it gets a RST from the cluster with seq = its ack.
+      const fromClient = send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'PA', seq: 1001, ack: 5001, payload: 'GET / HTTP/1.1\r\n\r\n' }), 3);
+      assert.equal(fromClient.verdict, VERDICT_FORWARD);
+      assert.ok(checksumsValid(fromClient.out));
+      const rst = describePacket(fromClient.out);
+      assert.deepEqual([rst.src, rst.dst, rst.srcPort, rst.dstPort], [cluster, client, 80, 40000]);
+      assert.equal(rst.flags, TCP_RST);
+      assert.equal(rst.seq, 5001);
+      assert.equal(rst.payload.length, 0);
+
+      // The daemon speaks: it gets a RST from the client's address with seq = its ack.
+      const fromDaemon = send(d, buildTcp({ src: daemonAddr, dst: client, srcPort: 8080, dstPort: 40000, flags: 'PA', seq: 5001, ack: 1001, payload: 'late' }), 4);
+      assert.equal(fromDaemon.verdict, VERDICT_FORWARD);
+      assert.ok(checksumsValid(fromDaemon.out));
+      const back = describePacket(fromDaemon.out);
+      assert.deepEqual([back.src, back.dst, back.srcPort, back.dstPort], [client, daemonAddr, 40000, 8080]);
+      assert.equal(back.flags, TCP_RST);
+      assert.equal(back.seq, 1001);
+
+      // A RST is never answered with a RST.
+      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'R', seq: 1001 }), 5).verdict, VERDICT_DROP);
+      assert.equal(d.balancer.stats.resetsSent, 2);
+    });
+
+    it('answers a segment without ACK with RST+ACK acknowledging it', () => {
+      const d = setUp(cluster, daemon);
+      send(d, buildTcp({ src: client, dst: cluster, srcPort: 40001, dstPort: 80, flags: 'S', seq: 7 }));
+      d.resetDaemonFlows(d.tree.daemonsById[0].id, 2);
+      const r = send(d, buildTcp({ src: client, dst: cluster, srcPort: 40001, dstPort: 80, flags: 'F', seq: 8, payload: 'xy' }), 3);
+      const rst = describePacket(r.out);
+      assert.equal(rst.flags, TCP_RST | TCP_ACK);
+      assert.equal(rst.ack, 8 + 2 + 1);
+      assert.ok(checksumsValid(r.out));
+    });
+
+    it('lets a new SYN from the same client port start a fresh flow', () => {
+      const d = setUp(cluster, daemon);
+      send(d, buildTcp({ src: client, dst: cluster, srcPort: 40002, dstPort: 80, flags: 'S', seq: 1 }));
+      d.resetDaemonFlows(d.tree.daemonsById[0].id, 2);
+      const again = send(d, buildTcp({ src: client, dst: cluster, srcPort: 40002, dstPort: 80, flags: 'S', seq: 99 }), 3);
+      assert.equal(again.verdict, VERDICT_FORWARD);
+      assert.equal(describePacket(again.out).dst, daemonAddr);
+    });
+  });
+}
