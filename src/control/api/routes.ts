@@ -97,7 +97,8 @@ const routes: Route[] = [
           table: { records: d.table.size, capacity: d.table.capacity, evictions: d.table.evictions },
           clusters: d.tree.clusters.length,
           daemons: daemons.length,
-          activeFlows: daemons.reduce((a, x) => a + d.balancer.stats.daemon[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS], 0),
+          // Removed daemons still holding flows count too: those flows are live.
+          activeFlows: d.tree.daemonsById.reduce((a, x) => a + (x ? d.balancer.stats.daemon[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] : 0), 0),
           packets: { in: d.balancer.stats.forwardedIn, out: d.balancer.stats.forwardedOut },
           drops: d.balancer.stats.drops.reduce((a, b) => a + b, 0),
         },
