@@ -32,7 +32,8 @@ function daemonLabels(x: Daemon): Record<(typeof DAEMON_LABELS)[number], string>
 /** A registry whose collectors read `source` at every scrape. */
 export function createMetrics(source: MetricsSource): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'hostlb_process_' });
+  // prom-client's names already start with process_/nodejs_: hostlb_process_cpu_seconds_total etc.
+  collectDefaultMetrics({ register: registry, prefix: 'hostlb_' });
   new Gauge({
     name: 'hostlb_daemon_active_flows', help: 'Connection records a daemon holds now (not yet ended).',
     labelNames: [...DAEMON_LABELS], registers: [registry],

@@ -155,7 +155,9 @@ export class ConfigTree {
     const oldDaemons = new Map<string, Daemon>();
     if (previous) {
       for (const p of previous.portsById) if (p) oldPorts.set(p.name, p);
-      for (const d of previous.daemonsById) if (d && !d.retired) oldDaemons.set(`${d.clusterPort.name} ${d.name}`, d);
+      // Retired daemons too: one added back while its old flows live on is the
+      // same daemon again, so its flows and counters stay under one id.
+      for (const d of previous.daemonsById) if (d) oldDaemons.set(`${d.clusterPort.name} ${d.name}`, d);
       // Ids are never reused within a run: a retired daemon's id still names its records.
       tree.daemonsById.length = previous.daemonsById.length;
       tree.portsById.length = previous.portsById.length;
@@ -194,6 +196,7 @@ export class ConfigTree {
           if (previousDaemon) {
             // Same object, so records and counters that name it carry on.
             daemon = previousDaemon;
+            daemon.retired = false;
             daemon.weight = weight;
             daemon.clusterPort = port;
             kept.add(daemon);
