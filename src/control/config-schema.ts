@@ -17,9 +17,62 @@ export const duration = z.union([
   return m[2] === 'ms' ? n / 1000 : m[2] === 's' ? n : m[2] === 'm' ? n * 60 : n * 3600;
 });
 
+/** An advisor: how hostlb probes a daemon's health (health/advisors). */
+const advisorFields = {
+  type: z.enum(['tcp', 'http', 'udp', 'exec']),
+  interval: duration.default(2),
+  timeout: duration.default(1),
+  rise: z.number().int().min(1).max(100).default(2),
+  fall: z.number().int().min(1).max(100).default(3),
+  method: z.string().regex(/^[A-Z]+$/, 'expected an HTTP method such as GET or HEAD').optional(),
+  path: z.string().regex(/^\//, 'expected a path starting with /').optional(),
+  expect: z.number().int().min(100).max(599).optional(),
+  body: z.string().optional(),
+  host: z.string().optional(),
+  payload: z.string().optional(),
+  reply: z.string().optional(),
+  command: z.string().optional(),
+  args: z.array(z.string()).optional(),
+};
+const advisor = z.strictObject(advisorFields).superRefine((a, ctx) => {
+  if (a.type === 'exec' && !a.command) ctx.addIssue({ code: 'custom', path: ['command'], message: 'an exec advisor needs a command' });
+  if (a.timeout > a.interval) ctx.addIssue({ code: 'custom', path: ['timeout'], message: `timeout (${a.timeout} s) must not exceed interval (${a.interval} s)` });
+});
+/** Per-daemon override: any advisor key, merged over the port's advisor. */
+const advisorOverride = z.strictObject({ ...advisorFields, type: advisorFields.type.optional() }).partial();
+
 const daemon = z.strictObject({
   address: z.string().describe('daemon address:port, IPv6 in brackets'),
   weight: z.number().int().min(0).max(10000).default(1),
+  advisor: advisorOverride.optional(),
+});
+
+const manager = z.strictObject({
+  enabled: z.boolean().default(true),
+  interval: duration.default(2),
+  proportions: z.strictObject({
+    active: z.number().min(0).max(1).default(0.5),
+    new: z.number().min(0).max(1).default(0.5),
+    response: z.number().min(0).max(1).default(0),
+    passive: z.number().min(0).max(1).default(0),
+  }).default({ active: 0.5, new: 0.5, response: 0, passive: 0 }),
+  smoothing: z.number().gt(0).max(1).default(0.5),
+  slowStart: duration.default(10),
+  minFactor: z.number().gt(0).max(1).default(0.1),
+  maxFactor: z.number().min(1).max(100).default(10),
+});
+
+const supervise = z.strictObject({
+  command: z.string().min(1),
+  args: z.array(z.string()).default([]),
+  instances: z.number().int().min(1).max(256),
+  env: z.record(z.string(), z.string()).default({}),
+  /** First daemon address; instance i gets this address + i. */
+  host: z.string(),
+  /** Port every instance listens on. */
+  port: z.number().int().min(1).max(65535),
+  cwd: z.string().optional(),
+  stopTimeout: duration.default(10),
 });
 
 const port = z.strictObject({
@@ -27,6 +80,21 @@ const port = z.strictObject({
   protocol: z.enum(['tcp', 'udp', 'any']).default('tcp'),
   scheduler: z.enum(SCHEDULER_NAMES).default('wlc'),
   daemons: z.array(daemon).default([]),
+  advisor: advisor.optional(),
+  manager: manager.default(() => manager.parse({})),
+  /** Passive signals from the data path: take out a daemon that refuses or ignores new connections. */
+  passive: z.strictObject({
+    enabled: z.boolean().default(true),
+    grace: duration.default(1),
+    threshold: z.number().int().min(1).max(1000).default(3),
+    /** Without an advisor, how long a daemon taken out by passive signals stays out before it is tried again. */
+    holdDown: duration.default(5),
+  }).default({ enabled: true, grace: 1, threshold: 3, holdDown: 5 }),
+  /** New flows when every daemon is down: reject (TCP RST / ICMP port unreachable from the cluster) or use the daemons anyway. */
+  whenAllDown: z.enum(['reject', 'use']).default('reject'),
+  supervise: supervise.optional(),
+}).superRefine((p, ctx) => {
+  if (p.supervise && p.daemons.length > 0) ctx.addIssue({ code: 'custom', path: ['daemons'], message: 'a port with supervise gets its daemons from it; remove the daemons list' });
 });
 
 const cluster = z.strictObject({

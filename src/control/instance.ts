@@ -18,6 +18,7 @@ import { addMissing, removeUnwanted } from '../net/reconcile.js';
 import { parseEndpoint, parseIp } from '../wire/address.js';
 import type { HostlbConfig } from './config-schema.js';
 import { installConnectionLog } from './connection-log.js';
+import { dispatchSpecOf, expandSupervised, HealthRuntime } from './health-runtime.js';
 import { loadConfig } from './config-file.js';
 import type { Logger } from './logger.js';
 
@@ -101,6 +102,8 @@ export interface InstanceOptions {
 export class Instance {
   readonly dispatcher: Dispatcher;
   readonly plane: TunPlane;
+  /** Advisors, passive signals, the manager, supervised daemons and events. */
+  readonly health: HealthRuntime;
   readonly link: TunLink;
   readonly journal: string;
   readonly startedAt = Date.now();
@@ -123,6 +126,7 @@ export class Instance {
     this.baseline = parts.baseline;
     this.journal = parts.journal;
     this.plane = new TunPlane(this.link, this.dispatcher);
+    this.health = new HealthRuntime(this.dispatcher, config, this.log);
   }
 
   get config(): HostlbConfig {
@@ -142,8 +146,8 @@ export class Instance {
       capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
       allocate: hugePageAllocator,
     });
-    dispatcher.configure(config);
-    const spec = hostSpecOf(config);
+    dispatcher.configure(dispatchSpecOf(config));
+    const spec = hostSpecOf(expandSupervised(config));
 
     const journal = journalPathFor(config.device, config.stateDir);
     const leftovers = cleanupLeftovers(config.device, { journalPath: journal });
@@ -164,6 +168,7 @@ export class Instance {
     const instance = new Instance(config, options, { dispatcher, link, baseline, journal });
     installConnectionLog(dispatcher, config.log.connections, options.logger);
     instance.plane.start();
+    instance.health.start();
     options.logger.info({ device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
@@ -180,17 +185,18 @@ export class Instance {
     checkLiveChange(this.current, next);
     const wasLive = new Set(this.dispatcher.tree.daemons());
     const before = new Set([...wasLive].map((d) => `${d.clusterPort.name} ${d.name}`));
-    const desired = planHostSetup(hostSpecOf(next), this.baseline);
+    const desired = planHostSetup(hostSpecOf(expandSupervised(next)), this.baseline);
     const routesAdded = addMissing(desired, this.journal);
     try {
-      this.dispatcher.configure(next);
+      this.dispatcher.configure(dispatchSpecOf(next));
     } catch (e) {
       // Put the host back as the running configuration wants it.
-      removeUnwanted(planHostSetup(withDraining(hostSpecOf(this.current), this.dispatcher), this.baseline), this.journal);
+      removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
       throw e;
     }
     this.dispatcher.setTimeouts(next.table.timeouts);
     installConnectionLog(this.dispatcher, next.log.connections, this.log);
+    this.health.sync(next);
     this.current = next;
     if (next.onDaemonRemoved === 'reset') {
       const now = Date.now();
@@ -204,7 +210,7 @@ export class Instance {
     let routesRemoved = 0;
     try {
       // Daemons retired just now (or earlier) keep their reply rules while they have flows.
-      routesRemoved = removeUnwanted(planHostSetup(withDraining(hostSpecOf(next), this.dispatcher), this.baseline), this.journal);
+      routesRemoved = removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(next)), this.dispatcher), this.baseline), this.journal);
     } catch (e) {
       this.log.error({ err: e }, 'some host changes of the old configuration could not be undone');
     }
@@ -229,7 +235,7 @@ export class Instance {
       if ([...this.draining].every((id) => now.has(id))) return;
       this.draining = now;
       try {
-        const removed = removeUnwanted(planHostSetup(withDraining(hostSpecOf(this.current), this.dispatcher), this.baseline), this.journal);
+        const removed = removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
         this.log.info({ event: 'daemons_drained', routesRemoved: removed, stillDraining: now.size }, 'removed daemons drained');
       } catch (e) {
         this.log.error({ err: e }, 'the reply rules of drained daemons could not be removed');
@@ -248,12 +254,19 @@ export class Instance {
     return this.apply(loadConfig(this.configFile), `reload ${this.configFile}`);
   }
 
+  /** Stops the daemons hostlb runs (supervised ports), gracefully; call before stop(). */
+  async stopDaemons(): Promise<void> {
+    await this.health.stop();
+  }
+
   /** Stops the data plane and undoes every change to the host. Safe to call twice. */
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
     if (this.drainTimer !== null) clearInterval(this.drainTimer);
     this.drainTimer = null;
+    this.health.killAll();
+    void this.health.stop();
     this.plane.stop();
     let undone = 0;
     try {

@@ -21,6 +21,8 @@ export class Balancer implements SchedulerContext {
   tree = new ConfigTree();
   readonly stats = new Stats();
   private schedulers: (Scheduler | undefined)[] = [];
+  /** Effective weights set by the health layer, by port id; configured weights apply where absent. */
+  private overrides: (Map<number, number> | undefined)[] = [];
   private readonly rng: Rng;
   private readonly maglevTableSize: number | undefined;
 
@@ -46,7 +48,8 @@ export class Balancer implements SchedulerContext {
         if (!scheduler || scheduler.name !== port.scheduler) {
           scheduler = createScheduler(port.scheduler, this, { maglevTableSize: this.maglevTableSize });
         }
-        scheduler.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: d.weight })));
+        const override = this.overrides[port.id];
+        scheduler.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: override?.get(d.id) ?? d.weight })));
         schedulers[port.id] = scheduler;
       }
     }
@@ -55,6 +58,16 @@ export class Balancer implements SchedulerContext {
     this.schedulers = schedulers;
     this.tree = tree;
     return tree;
+  }
+
+  /**
+   * Control path: the weights the scheduler of `port` uses from now on, by
+   * daemon id (health and the manager decide them; a daemon not in the map
+   * keeps its configured weight). Existing flows are not moved.
+   */
+  setWeights(port: ClusterPort, weights: Map<number, number>): void {
+    this.overrides[port.id] = new Map(weights);
+    this.schedulers[port.id]?.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: weights.get(d.id) ?? d.weight })));
   }
 
   /** Packet path: the daemon for a new flow on `port`, or null when none takes new flows. */

@@ -10,7 +10,13 @@ export const D_PACKETS_IN = 2;
 export const D_BYTES_IN = 3;
 export const D_PACKETS_OUT = 4;
 export const D_BYTES_OUT = 5;
-export const DAEMON_COLUMNS = 6;
+// Passive health signals (health/passive.ts): SYNs sent to the daemon, its
+// SYN-ACKs, the sum of SYN→SYN-ACK times in ms, and RSTs in answer to a SYN.
+export const D_SYNS = 6;
+export const D_SYN_ANSWERED = 7;
+export const D_SYN_TIME_MS = 8;
+export const D_SYN_REFUSED = 9;
+export const DAEMON_COLUMNS = 10;
 
 export interface DaemonCounters {
   newFlows: number;

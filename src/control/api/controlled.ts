@@ -3,6 +3,7 @@
 
 import type { Dispatcher } from '../../dispatch/dispatcher.js';
 import type { HostlbConfig } from '../config-schema.js';
+import type { HealthRuntime } from '../health-runtime.js';
 import type { ChangeSummary } from '../instance.js';
 
 export interface Controlled {
@@ -15,4 +16,6 @@ export interface Controlled {
   apply(next: HostlbConfig, source: string): ChangeSummary;
   /** Re-reads the config file; throws ConfigError naming file, line and key. */
   reload(): ChangeSummary;
+  /** Advisors, manager, supervised daemons and events; absent in a bare test instance. */
+  readonly health?: HealthRuntime;
 }

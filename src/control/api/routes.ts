@@ -14,6 +14,8 @@ import {
   removeDaemon, removePort, setDaemon, setPort, type PortRef,
 } from '../config-edit.js';
 import { validateConfig } from '../config-file.js';
+import { HostlbError } from '../../errors.js';
+import { formatEndpoint, parseIp } from '../../wire/address.js';
 import { ApiError, badRequest, conflict, notFound } from './api-error.js';
 import type { Controlled } from './controlled.js';
 
@@ -60,6 +62,7 @@ function change(ctx: RouteContext, next: unknown, source: string): Response {
 /** The running tree with weights and counters, as `GET /v1/clusters` shows it. */
 export function describeClusters(ctl: Controlled): unknown[] {
   const d = ctl.dispatcher;
+  const health = new Map((ctl.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
   const stats = d.balancer.stats;
   return d.tree.clusters.map((c) => ({
     address: c.address.text,
@@ -68,7 +71,18 @@ export function describeClusters(ctl: Controlled): unknown[] {
       protocol: p.protocol,
       scheduler: p.scheduler,
       drops: Object.fromEntries(DROP_REASON_NAMES.map((n, i) => [n, stats.portDrops[p.id * DROP_REASON_NAMES.length + i]]).filter(([n, v]) => n !== 'none' && (v as number) > 0)),
-      daemons: p.daemons.map((x) => ({ address: x.name, weight: x.weight, state: x.weight === 0 ? 'quiesced' : 'up', ...stats.daemonCounters(x.id) })),
+      daemons: p.daemons.map((x) => {
+        const h = health.get(`${p.name} ${x.name}`);
+        return {
+          address: x.name, weight: x.weight,
+          state: x.weight === 0 ? 'quiesced' : h ? h.state : 'up',
+          effectiveWeight: h ? h.effectiveWeight : x.weight,
+          reason: h?.reason ?? '',
+          advisor: h?.advisor ?? 'none',
+          responseMs: h?.responseMs ?? null,
+          ...stats.daemonCounters(x.id),
+        };
+      }),
     })),
   }));
 }
@@ -141,6 +155,42 @@ const routes: Route[] = [
   {
     method: 'DELETE', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}$`), handler: (ctx, req) =>
       change(ctx, removeDaemon(ctx.ctl.config, portRef(req.params), req.params[3]), `api: remove daemon ${req.params[3]}`),
+  },
+  {
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}/drain$`), handler: (ctx, req) => {
+      const ref = portRef(req.params);
+      const out = change(ctx, setDaemon(ctx.ctl.config, ref, req.params[3], { weight: 0 }), `api: drain daemon ${req.params[3]}`);
+      const name = canonicalEndpoint(req.params[3], 'daemon');
+      const daemon = ctx.ctl.dispatcher.tree.daemonsById.find((x) => x && !x.retired && x.name === name && x.clusterPort.port === ref.port && x.clusterPort.protocol === ref.protocol);
+      if (daemon) ctx.ctl.health?.watchDrain(daemon.id);
+      return { ...out, body: { ...(out.body as object), activeFlows: daemon ? ctx.ctl.dispatcher.balancer.activeFlows(daemon.id) : 0 } };
+    },
+  },
+  {
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/restart$`), handler: async (ctx, req) => {
+      if (!ctx.ctl.health) throw conflict('NO_HEALTH', 'this hostlb has no health layer to restart daemons with');
+      const ref = portRef(req.params);
+      const address = parseIp(ref.cluster)!;
+      const name = `${formatEndpoint({ address, port: ref.port })}/${ref.protocol}`;
+      const drainTimeout = typeof req.body.drainTimeout === 'number' ? req.body.drainTimeout : undefined;
+      const upTimeout = typeof req.body.upTimeout === 'number' ? req.body.upTimeout : undefined;
+      try {
+        return { body: { ok: true, ...(await ctx.ctl.health.rollingRestart(name, { drainTimeout, upTimeout })) } };
+      } catch (e) {
+        if (e instanceof HostlbError && e.code === 'NOT_SUPERVISED') throw conflict(e.code, e.message, 'port');
+        throw e;
+      }
+    },
+  },
+  {
+    method: 'GET', pattern: /^\/v1\/health$/, handler: (ctx) => ({ body: { daemons: ctx.ctl.health?.monitor.view() ?? [] } }),
+  },
+  {
+    method: 'GET', pattern: /^\/v1\/events$/, handler: (ctx, req) => {
+      if (!ctx.ctl.health) return { body: { events: [] } };
+      const after = intParam(req.query, 'since', 0, Number.MAX_SAFE_INTEGER);
+      return { body: { events: ctx.ctl.health.events.since(after) } };
+    },
   },
   {
     method: 'GET', pattern: /^\/v1\/connections$/, handler: (ctx, req) => {

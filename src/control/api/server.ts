@@ -79,6 +79,30 @@ function socketAlive(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * GET /v1/events with Accept: text/event-stream: server-sent events, first
+ * the kept ones after Last-Event-ID (or ?since=N), then each as it happens.
+ */
+function streamEvents(ctl: Controlled, req: IncomingMessage, res: ServerResponse, url: URL): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+  const events = ctl.health?.events;
+  const write = (e: { id: number; type: string }): void => {
+    res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+  };
+  const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('since') ?? 0) || 0;
+  res.write(': hostlb daemon events\n\n');
+  if (!events) return;
+  for (const e of events.since(after)) write(e);
+  events.on('event', write);
+  // A comment now and then keeps proxies and idle timeouts from closing the stream.
+  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  heartbeat.unref();
+  res.on('close', () => {
+    clearInterval(heartbeat);
+    events.off('event', write);
+  });
+}
+
 export class AdminServer {
   private constructor(private readonly servers: Server[], private readonly socket: string) {}
 
@@ -101,6 +125,10 @@ export class AdminServer {
           throw new ApiError(401, 'UNAUTHORIZED', 'this listener needs "Authorization: Bearer <token>" with the token from the admin configuration');
         }
         const url = new URL(req.url ?? '/', 'http://hostlb');
+        if (method === 'GET' && url.pathname === '/v1/events' && (req.headers.accept ?? '').includes('text/event-stream')) {
+          streamEvents(ctl, req, res, url);
+          return;
+        }
         const { handler: h, params } = route(method, url.pathname);
         const body = method === 'GET' || method === 'HEAD' ? {} : await readBody(req);
         const out = await h(ctx, { method, params, query: url.searchParams, body });

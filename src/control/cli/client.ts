@@ -24,7 +24,7 @@ export class ClientError extends HostlbError {
 }
 
 /** Sends one request; resolves the parsed JSON (or text) body of a 2xx answer, rejects with ClientError otherwise. */
-export function call(options: ClientOptions, method: string, path: string, body?: unknown): Promise<unknown> {
+export function call(options: ClientOptions, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
   const socket = options.socket ?? process.env.HOSTLB_SOCKET ?? DEFAULT_SOCKET;
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
@@ -36,7 +36,7 @@ export function call(options: ClientOptions, method: string, path: string, body?
         ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
         ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
       },
-      timeout: 30_000,
+      timeout: timeoutMs,
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -54,7 +54,7 @@ export function call(options: ClientOptions, method: string, path: string, body?
         reject(new ClientError(code, message, status === 401 || status === 403 ? EXIT.permission : status >= 500 ? EXIT.serverError : EXIT.rejected, parsed));
       });
     });
-    req.on('timeout', () => req.destroy(new Error('no answer within 30 s')));
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)));
     req.on('error', (e: NodeJS.ErrnoException) => {
       const where = target ? options.url : socket;
       if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {

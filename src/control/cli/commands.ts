@@ -4,7 +4,7 @@
 
 import type { Command } from 'commander';
 import { call, ClientError, EXIT, type ClientOptions } from './client.js';
-import { formatClusters, formatConnections, formatStatus } from './format.js';
+import { formatClusters, formatConnections, formatStatus, table } from './format.js';
 
 interface Global extends ClientOptions { json?: boolean }
 
@@ -122,6 +122,62 @@ export function addClientCommands(program: Command): void {
     .description('remove a daemon (its existing flows are kept until they end)')
     .action(async (c: string, p: string, address: string, _o, cmd: Command) => run(cmd, async (g) => {
       changed(g, await call(g, 'DELETE', `${portPath(c, p)}/daemons/${enc(address)}`), `daemon ${address} removed`);
+    }));
+
+  daemon.command('drain <cluster> <port> <address>')
+    .description('quiesce a daemon (weight 0: no new flows); with --wait, return once it holds no active flows')
+    .option('--wait', 'wait until its active flows have ended')
+    .option('--timeout <seconds>', 'give up waiting after this long (exit 1)', '60')
+    .action(async (c: string, p: string, address: string, o: { wait?: boolean; timeout: string }, cmd: Command) => run(cmd, async (g) => {
+      const r = await call(g, 'POST', `${portPath(c, p)}/daemons/${enc(address)}/drain`) as { activeFlows: number };
+      if (!o.wait) return changed(g, r, `daemon ${address} draining (${r.activeFlows} active flows)`);
+      const deadline = Date.now() + numberOption(o.timeout, '--timeout') * 1000;
+      for (;;) {
+        const { clusters } = await call(g, 'GET', '/v1/clusters') as { clusters: Parameters<typeof formatClusters>[0] };
+        const [port] = splitPort(p);
+        const d = clusters.flatMap((x) => x.ports.filter((y) => String(y.port) === port).flatMap((y) => y.daemons)).find((x) => x.address === address);
+        const active = d?.activeFlows ?? 0;
+        if (active === 0) return out(g, { ok: true, daemon: address, activeFlows: 0 }, () => `daemon ${address} drained`);
+        if (Date.now() >= deadline) throw new ClientError('DRAIN_TIMEOUT', `daemon ${address} still holds ${active} active flows after ${o.timeout} s`, EXIT.rejected);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }));
+
+  program.command('restart <cluster> <port>')
+    .description('rolling restart of a port\'s supervised daemons: each in turn drained, stopped, started, waited for, slow-started')
+    .option('--drain-timeout <seconds>', 'longest wait for a daemon\'s flows to end before it is stopped anyway', '30')
+    .option('--up-timeout <seconds>', 'longest wait for a restarted daemon to come back up', '30')
+    .action(async (c: string, p: string, o: { drainTimeout: string; upTimeout: string }, cmd: Command) => run(cmd, async (g) => {
+      const drainTimeout = numberOption(o.drainTimeout, '--drain-timeout');
+      const upTimeout = numberOption(o.upTimeout, '--up-timeout');
+      const r = await call(g, 'POST', `${portPath(c, p)}/restart`, { drainTimeout, upTimeout }, 1000 * (30 + 2 * 256 * (drainTimeout + upTimeout))) as { restarted: string[] };
+      out(g, r, () => `restarted ${r.restarted.length} daemon(s): ${r.restarted.join(', ')}`);
+    }));
+
+  program.command('health')
+    .description('each daemon\'s health: state and why, advisor, response time, configured and effective weight')
+    .action(async (_o, cmd: Command) => run(cmd, async (g) => {
+      const r = await call(g, 'GET', '/v1/health') as { daemons: Array<Record<string, unknown>> };
+      out(g, r, () => table([
+        ['PORT', 'DAEMON', 'STATE', 'ADVISOR', 'RESPONSE', 'WEIGHT', 'EFFECTIVE', 'FACTOR', 'RAMP', 'WHY'],
+        ...r.daemons.map((d) => [String(d.port), String(d.daemon), String(d.state), String(d.advisor), d.responseMs === null ? '-' : `${String(d.responseMs)} ms`, String(d.configuredWeight), String(d.effectiveWeight), String(d.factor), String(d.ramp), String(d.reason)]),
+      ]));
+    }));
+
+  program.command('events')
+    .description('daemon events (up, down, drained, restarted, weight changed); --follow keeps printing new ones')
+    .option('--follow', 'keep printing events as they happen (Ctrl-C to stop)')
+    .action(async (o: { follow?: boolean }, cmd: Command) => run(cmd, async (g) => {
+      let last = 0;
+      for (;;) {
+        const r = await call(g, 'GET', `/v1/events?since=${last}`) as { events: Array<{ id: number; at: string; type: string; port: string; daemon: string; reason?: string; weight?: number }> };
+        for (const e of r.events) {
+          last = e.id;
+          process.stdout.write(g.json ? `${JSON.stringify(e)}\n` : `${e.at}  ${e.type.padEnd(16)} ${e.port}  ${e.daemon}${e.reason ? `  (${e.reason})` : ''}${e.weight !== undefined ? `  weight ${e.weight}` : ''}\n`);
+        }
+        if (!o.follow) return;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
     }));
 
   program.command('conns')

@@ -27,21 +27,29 @@ function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: str
 export async function runForeground(version: string, config: HostlbConfig, configFile: string | undefined, onStop: () => void = () => {}): Promise<Instance> {
   let instance: Instance | null = null;
   let admin: AdminServer | null = null;
+  let stopping = false;
   const stop = (why: string, code = 0): void => {
+    if (stopping) return;
+    stopping = true;
     log.info({ event: 'stopping', why }, 'stopping');
-    try {
-      admin?.close();
-      instance?.stop();
-    } finally {
-      onStop();
-      process.exit(code);
-    }
+    const finish = (): void => {
+      try {
+        instance?.stop();
+      } finally {
+        onStop();
+        process.exit(code);
+      }
+    };
+    admin?.close();
+    // Supervised daemons get their stop signal and grace first; a fatal error does not wait.
+    if (instance && code === 0) instance.stopDaemons().then(finish, finish);
+    else finish();
   };
   // Handlers before the host is touched: without one, a SIGTERM right after
   // "started" kills with the default action and leaves every change behind.
   // One that arrives during the synchronous start runs after it, and undoes it.
-  process.once('SIGINT', () => stop('SIGINT'));
-  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
   const running = Instance.start(config, { configFile, logger: log });
   instance = running;
   process.once('uncaughtException', (e) => {

@@ -1,0 +1,225 @@
+// The health layer wired into a running instance: events, the health monitor
+// (advisors, passive signals, manager → effective weights), the supervisors of
+// ports that run their own daemons, drains and rolling restarts. The instance
+// calls sync() after every configuration change and stop() at the end.
+
+import type { ClusterPort, DispatchSpec } from '../dispatch/config-tree.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../dispatch/stats.js';
+import { HostlbError } from '../errors.js';
+import { advisorSpec, type AdvisorSpec } from '../health/advisors/advisor.js';
+import { EventLog } from '../health/events.js';
+import { HealthMonitor, type PortHealthSpec } from '../health/health-monitor.js';
+import { daemonEndpoints, Supervisor } from '../health/supervisor.js';
+import { formatEndpoint, parseEndpoint, parseIp } from '../wire/address.js';
+import type { HostlbConfig } from './config-schema.js';
+import type { Logger } from './logger.js';
+
+type PortConf = HostlbConfig['clusters'][number]['ports'][number];
+
+/** "198.18.100.1:80/tcp", as ClusterPort.name writes it. */
+export function portName(clusterAddress: string, port: PortConf): string {
+  const address = parseIp(clusterAddress)!;
+  return `${formatEndpoint({ address, port: port.port })}/${port.protocol}`;
+}
+
+/**
+ * The dispatcher's view of a configuration: supervised ports get their daemons
+ * from the supervisor's endpoints, and every port answers a new flow it cannot
+ * place with a RST or ICMP port unreachable instead of silence.
+ */
+export function dispatchSpecOf(config: HostlbConfig): DispatchSpec {
+  return {
+    clusters: config.clusters.map((c) => ({
+      address: c.address,
+      ports: c.ports.map((p) => ({
+        port: p.port,
+        protocol: p.protocol,
+        scheduler: p.scheduler,
+        rejectWhenEmpty: true,
+        daemons: p.supervise
+          ? daemonEndpoints(p.supervise).map((e) => ({ address: formatEndpoint({ address: parseIp(e.address)!, port: e.port }), weight: 1 }))
+          : p.daemons.map((d) => ({ address: d.address, weight: d.weight })),
+      })),
+    })),
+  };
+}
+
+/** The configuration with supervised daemons listed, for the network plan and `config show`. */
+export function expandSupervised(config: HostlbConfig): HostlbConfig {
+  const spec = dispatchSpecOf(config);
+  return {
+    ...config,
+    clusters: config.clusters.map((c, ci) => ({
+      ...c,
+      ports: c.ports.map((p, pi) => (p.supervise ? { ...p, daemons: spec.clusters[ci].ports[pi].daemons.map((d) => ({ address: d.address, weight: d.weight ?? 1 })) } : p)),
+    })),
+  };
+}
+
+function toAdvisor(a: NonNullable<PortConf['advisor']>): AdvisorSpec {
+  return advisorSpec(a as Parameters<typeof advisorSpec>[0]);
+}
+
+export class HealthRuntime {
+  readonly events = new EventLog();
+  readonly monitor: HealthMonitor;
+  private readonly supervisors = new Map<string, { supervisor: Supervisor; spec: string }>();
+  private config: HostlbConfig;
+  private drainWatch: NodeJS.Timeout | null = null;
+  private readonly drainWaiting = new Set<number>();
+
+  constructor(private readonly dispatcher: Dispatcher, config: HostlbConfig, private readonly log: Logger) {
+    this.config = config;
+    this.monitor = new HealthMonitor(dispatcher.balancer, this.events, (port) => this.specOf(port));
+    this.events.on('event', (e) => this.log.info({ ...e, event: e.type }, `daemon event: ${e.type}`));
+  }
+
+  start(): void {
+    this.syncSupervisors();
+    this.monitor.start();
+  }
+
+  /** After the dispatcher took a new configuration. */
+  sync(config: HostlbConfig): void {
+    this.config = config;
+    this.syncSupervisors();
+    this.monitor.sync();
+  }
+
+  async stop(): Promise<void> {
+    this.monitor.stop();
+    if (this.drainWatch) clearInterval(this.drainWatch);
+    await Promise.all([...this.supervisors.values()].map((s) => s.supervisor.stop()));
+    this.supervisors.clear();
+  }
+
+  /** Stops supervised daemons synchronously enough for an exit path: SIGKILL to any still running. */
+  killAll(): void {
+    for (const { supervisor } of this.supervisors.values()) {
+      for (const i of supervisor.instances()) if (i.pid) try { process.kill(i.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+  }
+
+  /** Watches a quiesced daemon and emits `daemon_drained` when its last active flow ends. */
+  watchDrain(daemonId: number): void {
+    this.drainWaiting.add(daemonId);
+    if (this.drainWatch) return;
+    this.drainWatch = setInterval(() => {
+      const stats = this.dispatcher.balancer.stats.daemon;
+      for (const id of this.drainWaiting) {
+        if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0) continue;
+        this.drainWaiting.delete(id);
+        const d = this.dispatcher.tree.daemonsById[id];
+        if (d) this.events.emitEvent({ type: 'daemon_drained', port: d.clusterPort.name, daemon: d.name });
+      }
+      if (this.drainWaiting.size === 0 && this.drainWatch) {
+        clearInterval(this.drainWatch);
+        this.drainWatch = null;
+      }
+    }, 250);
+    this.drainWatch.unref();
+  }
+
+  /**
+   * Rolling restart of a supervised port: for each daemon in turn, drain (no
+   * new flows), wait for its flows to end (at most `drainTimeout` s), stop,
+   * start, wait for its advisor to say up (at most `upTimeout` s), then let it
+   * back in with slow start. Resolves when every daemon has been restarted;
+   * rejects with RESTART_FAILED naming the daemon that did not come back.
+   */
+  async rollingRestart(name: string, options: { drainTimeout?: number; upTimeout?: number } = {}): Promise<{ restarted: string[] }> {
+    const entry = this.supervisors.get(name);
+    if (!entry) throw new HostlbError('NOT_SUPERVISED', `port ${name} does not run its daemons (no supervise section); restart them yourself`);
+    const port = this.findPort(name);
+    const restarted: string[] = [];
+    for (const inst of entry.supervisor.instances()) {
+      const daemon = port?.daemons.find((d) => d.address.text === inst.address && d.port === inst.port);
+      if (!daemon) continue;
+      this.monitor.setDraining(daemon.id, true);
+      await this.waitFor(() => this.dispatcher.balancer.activeFlows(daemon.id) === 0, (options.drainTimeout ?? 30) * 1000);
+      this.events.emitEvent({ type: 'daemon_drained', port: name, daemon: daemon.name });
+      await entry.supervisor.restartInstance(inst.index);
+      this.monitor.restarted(daemon.id);
+      const up = await this.waitFor(() => this.monitor.isUp(daemon.id), (options.upTimeout ?? 30) * 1000);
+      this.monitor.setDraining(daemon.id, false);
+      if (!up) throw new HostlbError('RESTART_FAILED', `${daemon.name} did not come back up within ${options.upTimeout ?? 30} s after its restart; the rolling restart stopped there`);
+      this.events.emitEvent({ type: 'daemon_restarted', port: name, daemon: daemon.name });
+      restarted.push(daemon.name);
+    }
+    return { restarted };
+  }
+
+  private waitFor(test: () => boolean, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const poll = (): void => {
+        if (test()) return resolve(true);
+        if (Date.now() - started >= timeoutMs) return resolve(false);
+        setTimeout(poll, 100);
+      };
+      poll();
+    });
+  }
+
+  private findPort(name: string): ClusterPort | undefined {
+    for (const c of this.dispatcher.tree.clusters) for (const p of c.ports) if (p.name === name) return p;
+    return undefined;
+  }
+
+  private portConf(port: ClusterPort): PortConf | undefined {
+    for (const c of this.config.clusters) for (const p of c.ports) if (portName(c.address, p) === port.name) return p;
+    return undefined;
+  }
+
+  private specOf(port: ClusterPort): PortHealthSpec {
+    const conf = this.portConf(port);
+    const overrides = new Map<string, Partial<AdvisorSpec>>();
+    for (const d of conf?.daemons ?? []) {
+      if (d.advisor) overrides.set(formatEndpoint(parseEndpoint(d.address)!), d.advisor as Partial<AdvisorSpec>);
+    }
+    // A supervised daemon is probed with at least a TCP connect: it must not get flows before it listens.
+    const advisor = conf?.advisor ? toAdvisor(conf.advisor) : conf?.supervise ? advisorSpec({ type: 'tcp', interval: 0.5, timeout: 0.5, rise: 1, fall: 2 }) : undefined;
+    return {
+      advisor,
+      advisorOverrides: overrides,
+      manager: conf?.manager ?? { enabled: false, interval: 2, proportions: { active: 0.5, new: 0.5, response: 0, passive: 0 }, smoothing: 0.5, slowStart: 0, minFactor: 0.1, maxFactor: 10 },
+      passive: conf?.passive ?? { enabled: true, grace: 1, threshold: 3, holdDown: 5 },
+      whenAllDown: conf?.whenAllDown ?? 'reject',
+      startDown: conf?.supervise !== undefined,
+    };
+  }
+
+  private syncSupervisors(): void {
+    const wanted = new Map<string, PortConf>();
+    for (const c of this.config.clusters) for (const p of c.ports) if (p.supervise) wanted.set(portName(c.address, p), p);
+    for (const [name, entry] of this.supervisors) {
+      const p = wanted.get(name);
+      if (!p || JSON.stringify(p.supervise) !== entry.spec) {
+        void entry.supervisor.stop();
+        this.supervisors.delete(name);
+      }
+    }
+    for (const [name, p] of wanted) {
+      if (this.supervisors.has(name)) continue;
+      const s = p.supervise!;
+      const supervisor = new Supervisor({ ...s, stopTimeout: s.stopTimeout }, { logger: this.log });
+      supervisor.on('spawned', (index: number, pid: number) => this.supervisorEvent(name, index, 'daemon_started', `pid ${pid}`));
+      supervisor.on('exited', (index: number, code: number | null, signal: string | null) => this.supervisorEvent(name, index, 'daemon_exited', signal ? `killed by ${signal}` : `exit code ${code}`));
+      this.supervisors.set(name, { supervisor, spec: JSON.stringify(s) });
+      supervisor.start();
+    }
+  }
+
+  private supervisorEvent(portName: string, index: number, type: 'daemon_started' | 'daemon_exited', reason: string): void {
+    const entry = this.supervisors.get(portName);
+    const inst = entry?.supervisor.instances().find((i) => i.index === index);
+    const daemon = inst ? formatEndpoint({ address: parseIp(inst.address)!, port: inst.port }) : `#${index}`;
+    this.events.emitEvent({ type, port: portName, daemon, reason });
+    if (type === 'daemon_started') {
+      const port = this.findPort(portName);
+      const d = port?.daemons.find((x) => x.name === daemon);
+      if (d) this.monitor.restarted(d.id);
+    }
+  }
+}
