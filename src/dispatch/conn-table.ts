@@ -232,6 +232,49 @@ export class ConnTable {
   }
 
   /**
+   * findForward() for an IPv4 key given as int32 numbers (address words 1–3
+   * are zero): [src, 0, 0, 0, dst, 0, 0, 0, ports, protoFamily]. The packet
+   * path's common case, with no key array to fill and read back.
+   */
+  findForwardV4(src: number, dst: number, ports: number, protoFamily: number, hash: number): number {
+    const index = this.fwd;
+    const u32 = this.u32;
+    const mask = this.mask;
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
+      const id1 = index[(slot << 1) + 1];
+      if (id1 === 0) return -1;
+      if (index[slot << 1] === hash) {
+        const b = (id1 - 1) * REC_WORDS;
+        if ((u32[b] | 0) === src && (u32[b + 4] | 0) === dst && (u32[b + R_PORTS] | 0) === ports &&
+            (u32[b + R_META] & 0xffff) === protoFamily &&
+            (u32[b + 1] | u32[b + 2] | u32[b + 3] | u32[b + 5] | u32[b + 6] | u32[b + 7]) === 0) {
+          return id1 - 1;
+        }
+      }
+    }
+  }
+
+  /** findReverse() for an IPv4 reverse key given as int32 numbers, as findForwardV4(). */
+  findReverseV4(src: number, dst: number, ports: number, protoFamily: number, hash: number): number {
+    const index = this.rev;
+    const u32 = this.u32;
+    const mask = this.mask;
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
+      const id1 = index[(slot << 1) + 1];
+      if (id1 === 0) return -1;
+      if (index[slot << 1] === hash) {
+        const b = (id1 - 1) * REC_WORDS;
+        const meta = u32[b + R_META];
+        if ((u32[b + 8] | 0) === src && (u32[b] | 0) === dst &&
+            ((meta & 0xffff0000) | (u32[b + R_PORTS] >>> 16)) === ports && (meta & 0xffff) === protoFamily &&
+            (u32[b + 9] | u32[b + 10] | u32[b + 11] | u32[b + 1] | u32[b + 2] | u32[b + 3]) === 0) {
+          return id1 - 1;
+        }
+      }
+    }
+  }
+
+  /**
    * Adds a record for a new flow. `key` is the forward key and `hash` its
    * hashKey(); the daemon's address is read from `daemonAddr[daemonAddrAt..+4]`.
    * When the table is full, it first gives up the oldest never-confirmed record,

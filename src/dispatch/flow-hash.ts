@@ -48,3 +48,34 @@ export function hashAddress(key: Uint32Array, at: number, seed: number): number 
   }
   return mix32(h);
 }
+
+/**
+ * hashFlowKey of an IPv4 key given as numbers — [src, 0, 0, 0, dst, 0, 0, 0,
+ * ports, protoFamily] — without filling a key array: the packet path's common
+ * case. Returns the same value as int32 (`| 0`), so it stays a small integer
+ * across calls instead of a boxed number above 2^31.
+ */
+export function hashV4Key(src: number, dst: number, ports: number, protoFamily: number, seed: number): number {
+  let h = Math.imul(seed ^ src, 0x9e3779b1);
+  h = (h << 13) | (h >>> 19);
+  for (let i = 0; i < 3; i++) {
+    h = Math.imul(h, 0x9e3779b1);
+    h = (h << 13) | (h >>> 19);
+  }
+  h = Math.imul(h ^ dst, 0x9e3779b1);
+  h = (h << 13) | (h >>> 19);
+  for (let i = 0; i < 3; i++) {
+    h = Math.imul(h, 0x9e3779b1);
+    h = (h << 13) | (h >>> 19);
+  }
+  h = Math.imul(h ^ ports, 0x9e3779b1);
+  h = (h << 13) | (h >>> 19);
+  h = Math.imul(h ^ protoFamily, 0x9e3779b1);
+  h = (h << 13) | (h >>> 19);
+  h ^= FLOW_KEY_WORDS;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}

@@ -1097,11 +1097,12 @@ describe('reconfiguration', () => {
     collectAll(d, 1000 + DEFAULT_TIMEOUTS.timeWait * 1000);
     for (const { flow } of onA) assert.equal(flow.record, -1);
     assert.deepEqual(dropCounts(d), {});
-    // Adding the endpoint again makes a new daemon: ids are never reused within a run.
+    // Adding the endpoint again brings the same daemon back (same id, counters carry on).
     d.configure(PORT_SPEC([{ address: B }, { address: A }]));
     const again = d.tree.daemonsById.filter((x) => x.name === A && !x.retired);
     assert.equal(again.length, 1);
-    assert.notEqual(again[0].id, daemonA.id);
+    assert.equal(again[0].id, daemonA.id);
+    assert.equal(d.tree.daemonsById.filter((x) => x.name === A).length, 1, 'no second daemon under the same name');
     assert.deepEqual(newFlowsGoTo(d, 4), new Set([A, B]));
   });
 
