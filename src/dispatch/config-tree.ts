@@ -23,6 +23,8 @@ export interface PortSpec {
   port: number;
   protocol?: PortProtocol;
   scheduler?: SchedulerName;
+  /** A new flow no daemon can take is answered (TCP RST, ICMP port unreachable) instead of dropped. */
+  rejectWhenEmpty?: boolean;
   daemons: DaemonSpec[];
 }
 
@@ -70,6 +72,7 @@ export class ClusterPort {
     readonly port: number,
     readonly protocol: PortProtocol,
     public scheduler: SchedulerName,
+    readonly rejectWhenEmpty = false,
   ) {}
 
   /** "198.18.100.1:8080/tcp" — the name logs, metrics and the API use. */
@@ -183,7 +186,7 @@ export class ConfigTree {
         const name = `${formatEndpoint({ address, port: ps.port })}/${protocol}`;
         const old = oldPorts.get(name);
         const id = old ? old.id : tree.portsById.length;
-        const port = new ClusterPort(id, cluster, ps.port, protocol, scheduler);
+        const port = new ClusterPort(id, cluster, ps.port, protocol, scheduler, ps.rejectWhenEmpty === true);
         tree.portsById[id] = port;
         cluster.ports.push(port);
         if (protocol !== 'udp') cluster.portIndex.set(portKey(IP_PROTO_TCP, ps.port), port);

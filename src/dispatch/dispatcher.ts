@@ -14,6 +14,7 @@ import { Ipv6Packet } from '../wire/ipv6.js';
 import {
   TCP_ACK_FLAG, TCP_DATA_OFFSET, TCP_DST_PORT, TCP_FIN, TCP_FLAGS, TCP_PSH, TCP_RST, TCP_SRC_PORT, TCP_SYN, TCP_URG, TcpPacket,
 } from '../wire/tcp.js';
+import { IcmpPacket } from '../wire/icmp.js';
 import { UdpPacket } from '../wire/udp.js';
 import { WireError } from '../wire/wire-error.js';
 import { Balancer, type BalancerOptions } from './balancer.js';
@@ -88,6 +89,7 @@ export class Dispatcher {
   readonly ip6 = new Ipv6Packet();
   readonly tcp = new TcpPacket();
   readonly udp = new UdpPacket();
+  readonly icmp = new IcmpPacket();
   /** Flow key of the packet being processed, in forward or reverse form. */
   readonly key = createFlowKey();
 
@@ -96,6 +98,8 @@ export class Dispatcher {
   ipOff = 0;
   /** Bytes of the IP packet (without link padding), for byte counters. */
   ipLen = 0;
+  /** Bytes the packet may grow to in place (its slot), for answers longer than the question. */
+  room = 0;
   l4Off = 0;
   protocol = 0;
   srcPort = 0;
@@ -390,6 +394,8 @@ export class Dispatcher {
     }
     this.srcPort = key[KEY_PORTS] >>> 16;
     this.dstPort = key[KEY_PORTS] & 0xffff;
+    // A packet may be answered in place with a longer one (reject.ts): its slot is the room it has.
+    this.room = Math.min(input.slotSize, buf.length - this.ipOff);
     if (this.protocol === IP_PROTO_TCP) {
       // reflectReset() reads this packet through the views; the parse pass left them on the chunk's last packet.
       if (this.family === 4) this.ip4.wrap(buf, this.ipOff, input.lengths[start + i]);
@@ -440,6 +446,7 @@ export class Dispatcher {
   /** One packet at `buf[off, off + len)`: rewrites it in place and returns a verdict. Never throws. */
   processPacket(buf: Uint8Array, off: number, len: number, linkFlags: number, now: number): number {
     this.partial = (linkFlags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
+    this.room = buf.length - off;
     const reason = this.classify(buf, off, len);
     if (reason !== 0) {
       this.balancer.stats.drop(reason);

@@ -9,16 +9,17 @@ import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_SYN } from '../wire/tcp.j
 import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
 import type { ClusterPort } from './config-tree.js';
 import {
-  INSERT_FULL, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
+  INSERT_FULL, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
   R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_STATE,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
 import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
 import { hashAddress } from './flow-hash.js';
+import { reflectUnreachable } from './reject.js';
 import { reflectReset } from './reset.js';
 import { rewriteAddressAndPort } from './rewrite.js';
-import { D_BYTES_IN, D_PACKETS_IN, DAEMON_COLUMNS } from './stats.js';
+import { D_BYTES_IN, D_PACKETS_IN, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from './stats.js';
 import { ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
 
 const REC_F64 = REC_WORDS / 2;
@@ -52,6 +53,8 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     const daemon = d.balancer.choose(port, hash, hashAddress(key, 0, SOURCE_HASH_SEED));
     if (daemon === null) {
       d.balancer.stats.dropAt(port.id, Drop.NoDaemon);
+      // Better an immediate refusal than a client waiting for a SYN-ACK that never comes.
+      if (port.rejectWhenEmpty) return tcp ? reflectReset(d, buf) : reflectUnreachable(d, buf);
       return VERDICT_DROP;
     }
     const state = tcp ? ConnState.SynRecv : ConnState.Udp;
@@ -63,9 +66,10 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     }
     table.setList(id, evictionList(state, 0));
     d.balancer.flowStarted(daemon.id);
+    if (tcp) d.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
   } else if (tcp) {
     if (table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
-    advanceTcp(d, id, false);
+    advanceTcp(d, id, false, now);
   }
 
   const u32 = table.u32;
@@ -94,13 +98,24 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
  * Moves record `id` to its next TCP state for the packet in `d`, keeping its
  * eviction list and its daemon's active count in step. Shared with outbound.
  */
-export function advanceTcp(d: Dispatcher, id: number, outbound: boolean): void {
+export function advanceTcp(d: Dispatcher, id: number, outbound: boolean, now: number): void {
   const table = d.table;
   const at = id * REC_WORDS + R_STATE;
   const word = table.u32[at];
   let next = nextTcpState(word, d.tcpFlags, outbound);
   if (next === word) return;
   const state = next & STATE_MASK;
+  if (outbound && (word & STATE_MASK) === ConnState.SynRecv) {
+    // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
+    const s = d.balancer.stats.daemon;
+    const b = table.u32[id * REC_WORDS + R_DAEMON_ID] * DAEMON_COLUMNS;
+    if (state === ConnState.SynAck) {
+      s[b + D_SYN_ANSWERED]++;
+      s[b + D_SYN_TIME_MS] += now - table.f64[id * REC_F64 + RF_CREATED];
+    } else if (state === ConnState.Close) {
+      s[b + D_SYN_REFUSED]++;
+    }
+  }
   if (isEnded(state) && (next & FLAG_ACTIVE)) {
     next &= ~FLAG_ACTIVE;
     d.balancer.flowEnded(table.u32[id * REC_WORDS + R_DAEMON_ID]);

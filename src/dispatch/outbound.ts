@@ -38,7 +38,7 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   const b = id * REC_WORDS;
   if (tcp) {
     if (u32[b + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
-    advanceTcp(d, id, true);
+    advanceTcp(d, id, true, now);
   } else if ((u32[b + R_STATE] & FLAG_REPLIED) === 0) {
     // A UDP flow the daemon answered is confirmed: a full table no longer gives it up.
     u32[b + R_STATE] |= FLAG_REPLIED;

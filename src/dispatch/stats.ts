@@ -39,6 +39,8 @@ export class Stats {
   forwardedOut = 0;
   /** RSTs sent on flows reset on purpose (see reset.ts). */
   resetsSent = 0;
+  /** ICMP port unreachable answers to UDP flows no daemon could take (see reject.ts). */
+  unreachableSent = 0;
 
   /** Control path: makes room for daemon ids below `count`. */
   ensureDaemons(count: number): void {

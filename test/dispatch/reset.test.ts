@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
-import { buildTcp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';
+import { buildTcp, buildUdp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';
 
 const TCP_RST = 0x04;
 const TCP_ACK = 0x10;
@@ -84,3 +84,60 @@ for (const family of [4, 6] as const) {
     });
   });
 }
+
+describe('a port with no daemon to take a new flow, rejectWhenEmpty', () => {
+  for (const family of [4, 6] as const) {
+    const cluster = family === 4 ? '198.18.100.1' : '2001:db8:100::1';
+    const daemon = family === 4 ? '198.18.2.1:8080' : '[2001:db8:2::1]:8080';
+    const client = family === 4 ? '198.18.0.1' : '2001:db8::1';
+    const setUpEmpty = (): Dispatcher => {
+      const d = new Dispatcher({ capacity: 16 });
+      d.configure({ clusters: [{ address: cluster, ports: [{ port: 80, protocol: 'any', rejectWhenEmpty: true, daemons: [{ address: daemon, weight: 0 }] }] }] });
+      return d;
+    };
+
+    it(`answers a SYN with RST+ACK from the cluster (IPv${family})`, () => {
+      const d = setUpEmpty();
+      const r = send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'S', seq: 41 }));
+      assert.equal(r.verdict, VERDICT_FORWARD);
+      const p = describePacket(r.out);
+      assert.deepEqual([p.src, p.dst, p.srcPort, p.dstPort, p.flags, p.ack], [cluster, client, 80, 40000, TCP_RST | TCP_ACK, 42]);
+      assert.ok(checksumsValid(r.out));
+      assert.equal(d.table.size, 0);
+    });
+
+    it(`answers a UDP datagram with ICMP port unreachable quoting it (IPv${family})`, () => {
+      const d = setUpEmpty();
+      const datagram = buildUdp({ src: client, dst: cluster, srcPort: 5000, dstPort: 80, payload: 'hello?' });
+      const buf = new Uint8Array(2048);
+      buf.set(datagram);
+      const verdict = d.processPacket(buf, 0, datagram.length, 0, 1);
+      assert.equal(verdict, VERDICT_FORWARD);
+      const out = buf.slice(0, d.ipLen);
+      assert.ok(checksumsValid(out));
+      const p = describePacket(out);
+      assert.deepEqual([p.src, p.dst], [cluster, client]);
+      assert.equal(p.icmp?.type, family === 4 ? 3 : 1);
+      assert.equal(p.icmp?.code, family === 4 ? 3 : 4);
+      const quoteAt = (family === 4 ? 20 : 40) + 8;
+      assert.deepEqual(out.slice(quoteAt, quoteAt + datagram.length), datagram, 'the datagram is quoted whole');
+      assert.equal(d.balancer.stats.unreachableSent, 1);
+    });
+  }
+});
+
+describe('passive signals counted per daemon', () => {
+  it('counts SYNs, answered SYNs with their time, and refused SYNs', async () => {
+    const { D_SYNS, D_SYN_ANSWERED, D_SYN_TIME_MS, D_SYN_REFUSED, DAEMON_COLUMNS } = await import('../../src/dispatch/stats.js');
+    const d = setUp('198.18.100.1', '198.18.2.1:8080');
+    const s = d.balancer.stats.daemon;
+    send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 1, dstPort: 80, flags: 'S', seq: 1 }), 100);
+    send(d, buildTcp({ src: '198.18.2.1', dst: '198.18.0.1', srcPort: 8080, dstPort: 1, flags: 'SA', seq: 9, ack: 2 }), 107);
+    send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 2, dstPort: 80, flags: 'S', seq: 1 }), 200);
+    send(d, buildTcp({ src: '198.18.2.1', dst: '198.18.0.1', srcPort: 8080, dstPort: 2, flags: 'RA', seq: 0, ack: 2 }), 201);
+    assert.equal(s[0 * DAEMON_COLUMNS + D_SYNS], 2);
+    assert.equal(s[D_SYN_ANSWERED], 1);
+    assert.equal(s[D_SYN_TIME_MS], 7);
+    assert.equal(s[D_SYN_REFUSED], 1);
+  });
+});
