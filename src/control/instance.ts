@@ -144,7 +144,7 @@ export class Instance {
     // Everything that can be checked without touching the host comes first.
     const dispatcher = new Dispatcher({
       capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
-      allocate: hugePageAllocator,
+      allocate: hugePageAllocator, passUnmatchedReplies: true,
     });
     dispatcher.configure(dispatchSpecOf(config));
     const spec = hostSpecOf(expandSupervised(config));

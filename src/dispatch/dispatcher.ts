@@ -66,6 +66,12 @@ export interface DispatcherOptions extends BalancerOptions {
   timeouts?: Partial<Timeouts>;
   /** Seeds the flow hash (a fixed seed keeps consistent hashing stable across restarts). */
   hashSeed?: number;
+  /**
+   * Hand back unchanged a daemon's packet that belongs to no dispatched flow
+   * (a direct connection to the daemon, e.g. a health probe) instead of
+   * dropping it as no_record_out. The TUN data plane turns this on.
+   */
+  passUnmatchedReplies?: boolean;
   /** Allocator for the connection table's large buffers (zeroed); see ConnTable. */
   allocate?: (bytes: number) => ArrayBuffer;
   /** Packets process() handles per pass (larger batches go in chunks). Default 256. */
@@ -74,6 +80,7 @@ export interface DispatcherOptions extends BalancerOptions {
 
 export class Dispatcher {
   readonly table: ConnTable;
+  readonly passUnmatchedReplies: boolean;
   /**
    * Called as each record leaves the table, while its fields are readable
    * (connection logs). Control path sets it; null costs nothing.
@@ -138,6 +145,7 @@ export class Dispatcher {
 
   constructor(options: DispatcherOptions) {
     this.table = new ConnTable(options.capacity, options.hashSeed, options.allocate);
+    this.passUnmatchedReplies = options.passUnmatchedReplies === true;
     this.balancer = new Balancer(options);
     this.timeoutSeconds = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.timeouts = timeoutTable(this.timeoutSeconds);

@@ -30,7 +30,19 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   // [daemon, client, daemonPort<<16|clientPort] the reverse index wants.
   const id = table.findReverse(d.key, hash);
   if (id === -1 || table.f64[id * REC_F64 + RF_EXPIRES] <= now) {
-    d.balancer.stats.drop(d.balancer.tree.hasCluster(d.family, d.key, 4) ? Drop.NotOurs : Drop.NoRecordOut);
+    if (d.balancer.tree.hasCluster(d.family, d.key, 4)) {
+      d.balancer.stats.drop(Drop.NotOurs);
+      return VERDICT_DROP;
+    }
+    // A daemon's packet on a connection hostlb never dispatched — a health
+    // probe, or anyone talking to the daemon's own address — is routed here
+    // all the same (the policy rule matches on source address and port only).
+    // It belongs to that direct connection: hand it back unchanged.
+    if (d.passUnmatchedReplies) {
+      d.balancer.stats.passedThrough++;
+      return VERDICT_FORWARD;
+    }
+    d.balancer.stats.drop(Drop.NoRecordOut);
     return VERDICT_DROP;
   }
   const tcp = d.protocol === IP_PROTO_TCP;

@@ -39,6 +39,8 @@ export class Stats {
   forwardedOut = 0;
   /** RSTs sent on flows reset on purpose (see reset.ts). */
   resetsSent = 0;
+  /** Daemon packets of connections hostlb did not dispatch, handed back unchanged (see outbound.ts). */
+  passedThrough = 0;
   /** ICMP port unreachable answers to UDP flows no daemon could take (see reject.ts). */
   unreachableSent = 0;
 

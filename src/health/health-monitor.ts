@@ -219,7 +219,8 @@ export class HealthMonitor {
       passive: new PassiveMonitor({ grace: spec.passive.grace, threshold: spec.passive.threshold }),
       passiveDownUntil: 0, passiveReason: '',
       up, upSince: now, reason: up ? 'added' : 'waiting for its advisor',
-      draining: false, factor: 1, effective: 0,
+      // -1: nothing pushed yet, so the first pushWeights() always reaches the scheduler.
+      draining: false, factor: 1, effective: -1,
       lastNew: s[b + D_NEW_FLOWS], lastAnswered: s[b + D_SYN_ANSWERED], lastSynTime: s[b + D_SYN_TIME_MS],
     };
   }
@@ -320,7 +321,8 @@ export class HealthMonitor {
       const w = usable ? effectiveWeight(e.daemon.weight, factor, ramp) : 0;
       if (w !== e.effective) {
         // Only moves of a quarter or more are events; the manager's small steps would drown the log.
-        if (e.effective > 0 && w > 0 && Math.abs(w - e.effective) / e.effective >= 0.25) {
+        // Slow start's steady climb is not news either: its start is the daemon_up event.
+        if (ramp === 1 && e.effective > 0 && w > 0 && Math.abs(w - e.effective) / e.effective >= 0.25) {
           this.events.emitEvent({ type: 'weight_changed', port: pe.port.name, daemon: e.daemon.name, weight: w, previousWeight: e.effective });
         }
         e.effective = w;

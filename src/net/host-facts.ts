@@ -102,8 +102,10 @@ export function prefixKey(family: Family, address: unknown, length?: unknown): s
 /** The rule key plan.ts builds for a rule it wants; the same shape ruleFromJson() gives. */
 export function ruleKey(
   family: Family,
-  rule: { priority: number; from?: string; to?: string; ipproto?: string; sport?: number; dport?: number; table: string | number },
+  rule: { priority: number; from?: string; to?: string; ipproto?: string; sport?: number; dport?: number; iif?: string; table: string | number },
 ): string {
+  // `ip -j rule` reports iif as an extra field; ruleFromJson appends extras the same way.
+  const extra = rule.iif === undefined ? '' : ` ${JSON.stringify({ iif: rule.iif })}`;
   return [
     family,
     `pref ${rule.priority}`,
@@ -113,7 +115,7 @@ export function ruleKey(
     `sport ${rule.sport ?? '-'}`,
     `dport ${rule.dport ?? '-'}`,
     `lookup ${tableId(rule.table)}`,
-  ].join(' ');
+  ].join(' ') + extra;
 }
 
 /** rtnetlink.h RTPROT_*: `ip -N` prints numbers, the names read better in an undo command. */

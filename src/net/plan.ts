@@ -177,7 +177,9 @@ export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
       for (const daemon of port.daemons) {
         for (const protocol of port.protocols) {
           const d = daemon.address.text;
-          addRule(family, { priority: RULE_PREF, from: d, ipproto: protocol, sport: daemon.port, table }, ['pref', String(RULE_PREF), 'from', d, 'ipproto', protocol, 'sport', String(daemon.port), 'lookup', table], `send ${protocol} replies of daemon ${formatDaemon(daemon.address, daemon.port)} to table ${table}`);
+          // iif lo: only what the daemon sends (locally generated). A packet hostlb hands back
+          // unchanged (a health probe's answer) arrives on the device and must not loop into it again.
+          addRule(family, { priority: RULE_PREF, from: d, iif: 'lo', ipproto: protocol, sport: daemon.port, table }, ['pref', String(RULE_PREF), 'from', d, 'iif', 'lo', 'ipproto', protocol, 'sport', String(daemon.port), 'lookup', table], `send ${protocol} replies of daemon ${formatDaemon(daemon.address, daemon.port)} to table ${table}`);
         }
       }
     }

@@ -412,7 +412,7 @@ test('reconfigured under load through the CLI and a reload: no failed request, n
 
     // With wrk gone the removed daemons' flows have ended: their reply rules
     // go (checked every 2 s), the kept daemons' stay.
-    const replyRules = (): string[] => server.ip('rule', 'show').split('\n').filter((l) => /from 198\.18\.2\.\d+ ipproto tcp sport 8080/.test(l)).map((l) => /from (\S+)/.exec(l)![1]).sort();
+    const replyRules = (): string[] => server.ip('rule', 'show').split('\n').filter((l) => /from 198\.18\.2\.\d+ iif lo ipproto tcp sport 8080/.test(l)).map((l) => /from (\S+)/.exec(l)![1]).sort();
     const drainDeadline = Date.now() + 8_000;
     while (replyRules().length > 2 && Date.now() < drainDeadline) await sleep(200);
     assert.deepEqual(replyRules(), ['198.18.2.1', '198.18.2.4'], `reply rules once the removed daemons drained:\n${server.ip('rule', 'show')}\n${hostlb.describe().slice(-3_000)}`);

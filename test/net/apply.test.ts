@@ -110,11 +110,11 @@ test('apply sets up the recipe; a second plan is empty; undo restores rules, rou
   // Spot checks of the recipe, as ip prints it.
   const rules4 = ruleLines(ns, 4);
   assert.ok(rules4.includes('99: from all to 127.10.0.1 lookup 100'), rules4.join('\n'));
-  assert.ok(rules4.includes('100: from 198.18.1.1 ipproto tcp sport 8080 lookup 100'));
+  assert.ok(rules4.includes('100: from 198.18.1.1 iif lo ipproto tcp sport 8080 lookup 100'));
   assert.ok(rules4.includes('100: from all to 198.18.2.1 ipproto udp dport 443 lookup 100'), 'any = tcp and udp');
   assert.ok(rules4.includes('32765: from all lookup local'));
   assert.ok(!rules4.includes('0: from all lookup local'), 'local moved away from priority 0');
-  assert.ok(ruleLines(ns, 6).includes('100: from 2001:db8:1::1 ipproto udp sport 5353 lookup 100'));
+  assert.ok(ruleLines(ns, 6).includes('100: from 2001:db8:1::1 iif lo ipproto udp sport 5353 lookup 100'));
   const table100 = ns.ip('-4', 'route', 'show', 'table', '100');
   assert.match(table100, /^default dev hlb0/m);
   assert.match(table100, /^blackhole default metric 4000000000/m);

@@ -85,8 +85,8 @@ test('an IPv4 cluster: sysctls, device up, table 100, cluster route with src, re
     LINK_UP,
     ...IPV4_TABLE,
     'ip -4 route add 198.18.0.10/32 dev hlb0 src 198.18.3.1  <-  ip -4 route del 198.18.0.10/32 dev hlb0',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 8080 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 ipproto tcp sport 8080 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.2 ipproto tcp sport 8081 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.2 ipproto tcp sport 8081 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8080 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.2 iif lo ipproto tcp sport 8081 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.2 iif lo ipproto tcp sport 8081 lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
   assert.ok(steps.every((s) => s.description.length > 0));
@@ -103,7 +103,7 @@ test('an IPv6 cluster: IPv6 forwarding only, -6 routes and rules, no IPv4 change
     'ip -6 route add blackhole default metric 4000000000 table 100  <-  ip -6 route del blackhole default metric 4000000000 table 100',
     'ip -6 route add default dev hlb0 table 100  <-  ip -6 route del default dev hlb0 table 100',
     'ip -6 route add 2001:db8::10/128 dev hlb0 src 2001:db8:3::1  <-  ip -6 route del 2001:db8::10/128 dev hlb0',
-    'ip -6 rule add pref 100 from 2001:db8:1::1 ipproto tcp sport 8443 lookup 100  <-  ip -6 rule del pref 100 from 2001:db8:1::1 ipproto tcp sport 8443 lookup 100',
+    'ip -6 rule add pref 100 from 2001:db8:1::1 iif lo ipproto tcp sport 8443 lookup 100  <-  ip -6 rule del pref 100 from 2001:db8:1::1 iif lo ipproto tcp sport 8443 lookup 100',
     'ip -6 rule add pref 32765 lookup local  <-  ip -6 rule del pref 32765 lookup local',
     'ip -6 rule del pref 0 lookup local  <-  ip -6 rule add pref 0 lookup local protocol kernel',
   ]);
@@ -122,7 +122,7 @@ test('a loopback-range cluster: route_localnet, table-100 route with src 127.0.0
     ...IPV4_TABLE,
     'ip -4 route add 127.10.0.1/32 dev hlb0 src 127.0.0.1 table 100  <-  ip -4 route del 127.10.0.1/32 dev hlb0 table 100',
     'ip -4 rule add pref 99 to 127.10.0.1 lookup 100  <-  ip -4 rule del pref 99 to 127.10.0.1 lookup 100',
-    'ip -4 rule add pref 100 from 127.10.1.1 ipproto tcp sport 8080 lookup 100  <-  ip -4 rule del pref 100 from 127.10.1.1 ipproto tcp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100  <-  ip -4 rule del pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
 });
@@ -137,7 +137,7 @@ test('an already-local cluster: no route, a `to C ipproto dport` rule per port b
     LINK_UP,
     ...IPV4_TABLE,
     'ip -4 rule add pref 100 to 198.18.3.1 ipproto tcp dport 443 lookup 100  <-  ip -4 rule del pref 100 to 198.18.3.1 ipproto tcp dport 443 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 ipproto tcp sport 8443 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8443 lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
 });
@@ -151,8 +151,8 @@ test('the `any` protocol gives tcp and udp rules, for daemons and for a local cl
   assert.deepEqual(rules.map((l) => l.split('  <-  ')[0]), [
     'ip -4 rule add pref 100 to 198.18.3.1 ipproto tcp dport 53 lookup 100',
     'ip -4 rule add pref 100 to 198.18.3.1 ipproto udp dport 53 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 5353 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto udp sport 5353 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 5353 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 5353 lookup 100',
   ]);
 });
 
@@ -167,8 +167,8 @@ test('a daemon serving several ports or clusters gets each rule once', () => {
   );
   const replyRules = lines(steps).filter((l) => l.includes('from 198.18.1.1')).map((l) => l.split('  <-  ')[0]);
   assert.deepEqual(replyRules, [
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 8080 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto udp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8080 lookup 100',
   ]);
 });
 
@@ -267,16 +267,16 @@ const CAPTURED_AFTER = factsFrom(
       { priority: 99, src: 'all', dst: '127.10.0.1', table: '100', protocol: '0' },
       { priority: 100, src: 'all', dst: '198.18.2.1', ipproto: 'ipproto-6', dport: 443, table: '100', protocol: '0' },
       { priority: 100, src: 'all', dst: '198.18.2.1', ipproto: 'ipproto-17', dport: 443, table: '100', protocol: '0' },
-      { priority: 100, src: '198.18.1.1', ipproto: 'ipproto-6', sport: 8080, table: '100', protocol: '0' },
-      { priority: 100, src: '198.18.1.1', ipproto: 'ipproto-6', sport: 8443, table: '100', protocol: '0' },
-      { priority: 100, src: '198.18.1.1', ipproto: 'ipproto-17', sport: 8443, table: '100', protocol: '0' },
-      { priority: 100, src: '127.10.1.1', ipproto: 'ipproto-6', sport: 8080, table: '100', protocol: '0' },
+      { priority: 100, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-6', sport: 8080, table: '100', protocol: '0' },
+      { priority: 100, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-6', sport: 8443, table: '100', protocol: '0' },
+      { priority: 100, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-17', sport: 8443, table: '100', protocol: '0' },
+      { priority: 100, src: '127.10.1.1', iif: 'lo', ipproto: 'ipproto-6', sport: 8080, table: '100', protocol: '0' },
       { priority: 32765, src: 'all', table: '255', protocol: '0' },
       { priority: 32766, src: 'all', table: '254', protocol: '2' },
       { priority: 32767, src: 'all', table: '253', protocol: '2' },
     ],
     rules6: [
-      { priority: 100, src: '2001:db8:1::1', ipproto: 'ipproto-17', sport: 5353, table: '100', protocol: '0' },
+      { priority: 100, src: '2001:db8:1::1', iif: 'lo', ipproto: 'ipproto-17', sport: 5353, table: '100', protocol: '0' },
       { priority: 32765, src: 'all', table: '255', protocol: '0' },
       { priority: 32766, src: 'all', table: '254', protocol: '2' },
     ],
@@ -329,11 +329,11 @@ test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and
     'ip -4 rule add pref 100 to 198.18.2.1 ipproto tcp dport 443 lookup 100',
     'ip -4 rule add pref 100 to 198.18.2.1 ipproto udp dport 443 lookup 100',
     'ip -4 rule add pref 99 to 127.10.0.1 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 8080 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto tcp sport 8443 lookup 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto udp sport 8443 lookup 100',
-    'ip -4 rule add pref 100 from 127.10.1.1 ipproto tcp sport 8080 lookup 100',
-    'ip -6 rule add pref 100 from 2001:db8:1::1 ipproto udp sport 5353 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8443 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100',
+    'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
+    'ip -6 rule add pref 100 from 2001:db8:1::1 iif lo ipproto udp sport 5353 lookup 100',
     'ip -4 rule add pref 32765 lookup local',
     'ip -4 rule del pref 0 lookup local',
     'ip -6 rule add pref 32765 lookup local',
@@ -356,7 +356,7 @@ test('partly present: only the missing steps are planned, and only they would be
   assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)), [
     'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 2',
     'ip -4 route add blackhole default metric 4000000000 table 100  <-  ip -4 route del blackhole default metric 4000000000 table 100',
-    'ip -4 rule add pref 100 from 198.18.1.1 ipproto udp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 ipproto udp sport 8443 lookup 100',
+    'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100',
   ]);
 });
 
@@ -369,7 +369,7 @@ test('a rule with a selector hostlb never writes does not count as hostlb\'s', (
     ],
   };
   assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)).map((l) => l.split('  <-  ')[0]), [
-    'ip -4 rule add pref 100 from 127.10.1.1 ipproto tcp sport 8080 lookup 100',
+    'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
   ]);
 });
 
