@@ -3,6 +3,8 @@
 // ports that run their own daemons, drains and rolling restarts. The instance
 // calls sync() after every configuration change and stop() at the end.
 
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ClusterPort, DispatchSpec } from '../dispatch/config-tree.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../dispatch/stats.js';
@@ -76,8 +78,53 @@ export class HealthRuntime {
   }
 
   start(): void {
+    this.killLeftovers();
     this.syncSupervisors();
     this.monitor.start();
+  }
+
+  /** Where the PIDs of supervised daemons are kept, so a crashed hostlb's daemons are ended at the next start. */
+  private get pidFile(): string {
+    return join(this.config.stateDir, 'daemons.json');
+  }
+
+  private writePids(): void {
+    const pids: Array<{ pid: number; command: string }> = [];
+    for (const { supervisor, spec } of this.supervisors.values()) {
+      const command = (JSON.parse(spec) as { command: string }).command;
+      for (const i of supervisor.instances()) if (i.pid) pids.push({ pid: i.pid, command });
+    }
+    try {
+      mkdirSync(this.config.stateDir, { recursive: true, mode: 0o700 });
+      writeFileSync(this.pidFile, JSON.stringify(pids), { mode: 0o600 });
+    } catch (e) {
+      this.log.warn({ err: e, file: this.pidFile }, 'cannot record supervised daemon PIDs');
+    }
+  }
+
+  /**
+   * Daemons a crashed hostlb started still hold their addresses; end them
+   * (SIGKILL) before starting new ones — only PIDs whose command line still
+   * names the recorded command, so a reused PID is left alone.
+   */
+  private killLeftovers(): void {
+    let recorded: Array<{ pid: number; command: string }>;
+    try {
+      recorded = JSON.parse(readFileSync(this.pidFile, 'utf8')) as typeof recorded;
+    } catch {
+      return;
+    }
+    for (const { pid, command } of recorded) {
+      try {
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        if (!cmdline.some((arg) => arg === command || arg.endsWith(`/${command}`))) continue;
+        process.kill(pid, 'SIGKILL');
+        this.log.info({ pid, command }, 'ended a daemon left by an earlier run');
+      } catch {
+        // Gone already.
+      }
+    }
+    rmSync(this.pidFile, { force: true });
   }
 
   /** After the dispatcher took a new configuration. */
@@ -92,6 +139,7 @@ export class HealthRuntime {
     if (this.drainWatch) clearInterval(this.drainWatch);
     await Promise.all([...this.supervisors.values()].map((s) => s.supervisor.stop()));
     this.supervisors.clear();
+    rmSync(this.pidFile, { force: true });
   }
 
   /** Stops supervised daemons synchronously enough for an exit path: SIGKILL to any still running. */
@@ -212,6 +260,7 @@ export class HealthRuntime {
   }
 
   private supervisorEvent(portName: string, index: number, type: 'daemon_started' | 'daemon_exited', reason: string): void {
+    this.writePids();
     const entry = this.supervisors.get(portName);
     const inst = entry?.supervisor.instances().find((i) => i.index === index);
     const daemon = inst ? formatEndpoint({ address: parseIp(inst.address)!, port: inst.port }) : `#${index}`;

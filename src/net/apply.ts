@@ -191,11 +191,27 @@ export function undoSelected(journalPath: string, drop: (step: NetStep) => boole
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     // EPERM: it exists but belongs to someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+  // A killed process stays visible until its parent reaps it; a zombie holds nothing.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** True while `pid` lives, waiting up to `ms` for a process that was just killed to finish dying. */
+function stillAlive(pid: number, ms = 3000): boolean {
+  const deadline = Date.now() + ms;
+  while (processAlive(pid)) {
+    if (Date.now() >= deadline) return true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+  return false;
 }
 
 /** What cleanupLeftovers found and removed. */
@@ -216,7 +232,7 @@ export interface CleanupReport {
 export function cleanupLeftovers(device: string, options: { journalPath?: string } = {}): CleanupReport {
   const journalPath = options.journalPath ?? journalPathFor(device);
   const journal = readJournal(journalPath);
-  if (journal !== null && journal.pid !== process.pid && processAlive(journal.pid)) {
+  if (journal !== null && journal.pid !== process.pid && stillAlive(journal.pid)) {
     throw new NetError('NET_INSTANCE_RUNNING', `process ${journal.pid} still owns ${journalPath}: stop that hostlb first (hostlb stop), or delete the journal if that process is not hostlb`);
   }
   const undone = journal === null ? 0 : undoJournal(journalPath);
