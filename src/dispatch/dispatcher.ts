@@ -26,6 +26,7 @@ import {
 } from './conn-table.js';
 import { Drop } from './drop-reason.js';
 import { createFlowKey, FLOW_KEY_WORDS, hashFlowKey, hashV4Key, KEY_ADDR_B, KEY_PORTS } from './flow-hash.js';
+import { translateIcmp } from './icmp-translate.js';
 import { translateInbound } from './inbound.js';
 import { translateOutbound } from './outbound.js';
 import { rewriteV4Tcp } from './rewrite.js';
@@ -45,6 +46,10 @@ const SLOT_DROPPED = 0;
 const SLOT_GENERIC = 1;
 /** IPv4 without options carrying TCP: src, dst and ports in slotSrc/slotDst/slotPorts, key not filled. */
 const SLOT_V4_TCP = 2;
+/** ICMP or ICMPv6: ipOff, ipLen, family and l4Off kept; translated by icmp-translate.ts. */
+const SLOT_ICMP = 3;
+/** classify()'s answer for ICMP: no flow key; icmp-translate.ts takes it from here. */
+const CLASSIFY_ICMP = -1;
 
 /** False for flag sets RFC 9293 allows none of: scans and attacks, never a real stack. */
 function tcpFlagsAllowed(flags: number): boolean {
@@ -275,6 +280,16 @@ export class Dispatcher {
   /** parseChunk() for a packet off the common path: classify() it into slot `i`. */
   private parseGeneric(buf: Uint8Array, off: number, len: number, i: number, tree: ConfigTree, seed: number): void {
     const reason = this.classify(buf, off, len);
+    if (reason === CLASSIFY_ICMP) {
+      this.slotKind[i] = SLOT_ICMP;
+      this.slotLookup[i] = LOOKUP_NONE;
+      this.slotFamily[i] = this.family;
+      this.slotProtocol[i] = this.protocol;
+      this.slotIpOff[i] = this.ipOff;
+      this.slotIpLen[i] = this.ipLen;
+      this.slotL4Off[i] = this.l4Off;
+      return;
+    }
     if (reason !== 0) {
       this.balancer.stats.drop(reason);
       this.slotKind[i] = SLOT_DROPPED;
@@ -386,6 +401,12 @@ export class Dispatcher {
     this.tcpFlags = this.slotTcpFlags[i];
     this.ipOff = this.slotIpOff[i];
     this.ipLen = this.slotIpLen[i];
+    if (this.slotKind[i] === SLOT_ICMP) {
+      this.family = this.slotFamily[i];
+      this.protocol = this.slotProtocol[i];
+      this.l4Off = this.slotL4Off[i];
+      return translateIcmp(this, buf);
+    }
     if (this.slotKind[i] === SLOT_V4_TCP) {
       this.family = 4;
       this.protocol = IP_PROTO_TCP;
@@ -456,6 +477,7 @@ export class Dispatcher {
     this.partial = (linkFlags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
     this.room = buf.length - off;
     const reason = this.classify(buf, off, len);
+    if (reason === CLASSIFY_ICMP) return translateIcmp(this, buf);
     if (reason !== 0) {
       this.balancer.stats.drop(reason);
       return VERDICT_DROP;
@@ -560,7 +582,7 @@ export class Dispatcher {
       this.srcPort = udp.srcPort;
       this.dstPort = udp.dstPort;
     } else if (this.protocol === (this.family === 4 ? IP_PROTO_ICMP : IP_PROTO_ICMPV6)) {
-      return Drop.Icmp;
+      return CLASSIFY_ICMP;
     } else {
       return Drop.UnknownProtocol;
     }

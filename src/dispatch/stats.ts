@@ -39,6 +39,9 @@ export class Stats {
   forwardedOut = 0;
   /** RSTs sent on flows reset on purpose (see reset.ts). */
   resetsSent = 0;
+  /** Echo requests to a cluster address answered, and ICMP errors about a flow translated (icmp-translate.ts). */
+  echoReplies = 0;
+  icmpTranslated = 0;
   /** Daemon packets of connections hostlb did not dispatch, handed back unchanged (see outbound.ts). */
   passedThrough = 0;
   /** ICMP port unreachable answers to UDP flows no daemon could take (see reject.ts). */
