@@ -26,6 +26,8 @@ import {
 } from './conn-table.js';
 import { Drop } from './drop-reason.js';
 import { createFlowKey, FLOW_KEY_WORDS, hashFlowKey, hashV4Key, KEY_ADDR_B, KEY_PORTS } from './flow-hash.js';
+import { applyComplete, delta32 } from '../wire/checksum.js';
+import { FRAG_KEY_WORDS, FragmentTable } from './fragments.js';
 import { translateIcmp } from './icmp-translate.js';
 import { translateInbound } from './inbound.js';
 import { translateOutbound } from './outbound.js';
@@ -50,6 +52,10 @@ const SLOT_V4_TCP = 2;
 const SLOT_ICMP = 3;
 /** classify()'s answer for ICMP: no flow key; icmp-translate.ts takes it from here. */
 const CLASSIFY_ICMP = -1;
+/** classify()'s answer for a fragment: addresses and fragment fields set; translateFragment() takes it. */
+const CLASSIFY_FRAGMENT = -2;
+/** A fragment, translated through processPacket() at its turn (the fragment table decides). */
+const SLOT_FRAGMENT = 4;
 
 /** False for flag sets RFC 9293 allows none of: scans and attacks, never a real stack. */
 function tcpFlagsAllowed(flags: number): boolean {
@@ -112,6 +118,13 @@ export class Dispatcher {
   ipLen = 0;
   /** Bytes the packet may grow to in place (its slot), for answers longer than the question. */
   room = 0;
+  /** Fragment offset in bytes of the packet being processed, or -1 when it is not a fragment. */
+  fragOffset = -1;
+  fragIdent = 0;
+  /** The record the last forwarded packet belonged to (inbound.ts and outbound.ts set it). */
+  lastRecordId = -1;
+  readonly fragments = new FragmentTable();
+  private readonly fragKey = new Uint32Array(FRAG_KEY_WORDS);
   l4Off = 0;
   protocol = 0;
   srcPort = 0;
@@ -280,6 +293,13 @@ export class Dispatcher {
   /** parseChunk() for a packet off the common path: classify() it into slot `i`. */
   private parseGeneric(buf: Uint8Array, off: number, len: number, i: number, tree: ConfigTree, seed: number): void {
     const reason = this.classify(buf, off, len);
+    if (reason === CLASSIFY_FRAGMENT) {
+      this.slotKind[i] = SLOT_FRAGMENT;
+      this.slotLookup[i] = LOOKUP_NONE;
+      this.slotIpOff[i] = off;
+      this.slotIpLen[i] = len;
+      return;
+    }
     if (reason === CLASSIFY_ICMP) {
       this.slotKind[i] = SLOT_ICMP;
       this.slotLookup[i] = LOOKUP_NONE;
@@ -401,6 +421,10 @@ export class Dispatcher {
     this.tcpFlags = this.slotTcpFlags[i];
     this.ipOff = this.slotIpOff[i];
     this.ipLen = this.slotIpLen[i];
+    if (this.slotKind[i] === SLOT_FRAGMENT) {
+      // Classified again now: an earlier packet of this batch may have been its first fragment.
+      return this.processPacket(buf, this.ipOff, this.ipLen, input.flags[start + i], now);
+    }
     if (this.slotKind[i] === SLOT_ICMP) {
       this.family = this.slotFamily[i];
       this.protocol = this.slotProtocol[i];
@@ -478,6 +502,7 @@ export class Dispatcher {
     this.room = buf.length - off;
     const reason = this.classify(buf, off, len);
     if (reason === CLASSIFY_ICMP) return translateIcmp(this, buf);
+    if (reason === CLASSIFY_FRAGMENT) return this.translateFragment(buf, now);
     if (reason !== 0) {
       this.balancer.stats.drop(reason);
       return VERDICT_DROP;
@@ -536,8 +561,7 @@ export class Dispatcher {
       const err = ip.wrap(buf, off, len);
       if (err !== WireError.None) return err;
       if (!ip.verifyChecksum()) return WireError.BadChecksum;
-      // Fragments need a fragment table to follow their first piece (not built yet).
-      if (ip.isFragment) return Drop.Fragment;
+      this.fragOffset = ip.isFragment ? ip.fragOffset : -1;
       this.family = 4;
       this.protocol = ip.protocol;
       this.ipLen = ip.totalLen;
@@ -545,11 +569,13 @@ export class Dispatcher {
       l4Len = ip.totalLen - ip.headerLen;
       key[0] = ip.srcAddr; key[1] = 0; key[2] = 0; key[3] = 0;
       key[4] = ip.dstAddr; key[5] = 0; key[6] = 0; key[7] = 0;
+      if (this.fragOffset >= 0) this.fragIdent = ip.ident;
     } else if (version === 6) {
       const ip = this.ip6;
       const err = ip.wrap(buf, off, len);
       if (err !== WireError.None) return err;
-      if (ip.isFragment) return Drop.Fragment;
+      this.fragOffset = ip.isFragment ? ip.fragOffset : -1;
+      if (this.fragOffset >= 0) this.fragIdent = ip.fragIdent;
       this.family = 6;
       this.protocol = ip.transportProtocol;
       this.ipLen = 40 + ip.payloadLen;
@@ -564,6 +590,7 @@ export class Dispatcher {
       return WireError.BadVersion;
     }
     this.ipOff = off;
+    if (this.fragOffset >= 0) return CLASSIFY_FRAGMENT;
 
     if (this.protocol === IP_PROTO_TCP) {
       const tcp = this.tcp;
@@ -589,6 +616,78 @@ export class Dispatcher {
     key[8] = ((this.srcPort << 16) | this.dstPort) >>> 0;
     key[9] = (this.protocol << 8) | this.family;
     return 0;
+  }
+
+  /**
+   * A fragment parsed by classify(). The first one (offset 0) carries the
+   * ports: it is translated like any packet and, when forwarded, its datagram
+   * is remembered in the fragment table. A later one follows that entry: only
+   * its address changes (and the IPv4 header checksum; the transport checksum
+   * sits in the first fragment). A later fragment whose first one was not seen
+   * (out of order, or never sent) is dropped and counted.
+   */
+  private translateFragment(buf: Uint8Array, now: number): number {
+    const key = this.key;
+    const fk = this.fragKey;
+    for (let w = 0; w < 8; w++) fk[w] = key[w];
+    fk[8] = this.fragIdent;
+    fk[9] = (this.protocol << 8) | this.family;
+    if (this.fragOffset === 0 && (this.protocol === IP_PROTO_TCP || this.protocol === IP_PROTO_UDP)) {
+      const l4Len = this.ipOff + this.ipLen - this.l4Off;
+      // Only the ports (and TCP's flags) are needed; a UDP length field counts the whole datagram.
+      if (l4Len < (this.protocol === IP_PROTO_TCP ? 20 : 8)) {
+        this.balancer.stats.drop(Drop.Fragment);
+        return VERDICT_DROP;
+      }
+      this.srcPort = (buf[this.l4Off] << 8) | buf[this.l4Off + 1];
+      this.dstPort = (buf[this.l4Off + 2] << 8) | buf[this.l4Off + 3];
+      if (this.protocol === IP_PROTO_TCP) {
+        if (this.tcp.wrap(buf, this.l4Off, l4Len) !== WireError.None) {
+          this.balancer.stats.drop(Drop.Fragment);
+          return VERDICT_DROP;
+        }
+        this.tcpFlags = this.tcp.flags;
+        if (!tcpFlagsAllowed(this.tcpFlags)) {
+          this.balancer.stats.drop(Drop.BadTcpFlags);
+          return VERDICT_DROP;
+        }
+      } else {
+        this.tcpFlags = 0;
+      }
+      key[8] = ((this.srcPort << 16) | this.dstPort) >>> 0;
+      key[9] = (this.protocol << 8) | this.family;
+      const port = this.balancer.tree.findPort(this.family, key, KEY_ADDR_B, this.protocol, this.dstPort);
+      const hash = hashFlowKey(key, this.table.seed);
+      this.lastRecordId = -1;
+      const verdict = port !== undefined ? translateInbound(this, port, buf, now, hash) : translateOutbound(this, buf, now, hash);
+      if (verdict === VERDICT_FORWARD && this.lastRecordId >= 0) this.fragments.remember(fk, this.lastRecordId, port === undefined, now);
+      return verdict;
+    }
+    const found = this.fragments.find(fk, now);
+    const id = found >> 1;
+    if (found < 0 || !this.table.isInUse(id)) {
+      this.balancer.stats.drop(Drop.Fragment);
+      return VERDICT_DROP;
+    }
+    const outbound = (found & 1) === 1;
+    const u32 = this.table.u32;
+    const b = id * REC_WORDS;
+    const v4 = this.family === 4;
+    // Inbound: the destination becomes the daemon's; outbound: the source becomes the cluster's.
+    const addrOff = this.ipOff + (outbound ? (v4 ? 12 : 8) : (v4 ? 16 : 24));
+    const from = b + (outbound ? R_CLUSTER_ADDR : R_DAEMON_ADDR);
+    let delta = 0;
+    for (let w = 0; w < (v4 ? 1 : 4); w++) {
+      const at = addrOff + 4 * w;
+      const old = ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+      const value = u32[from + w];
+      delta += delta32(old, value);
+      buf[at] = value >>> 24; buf[at + 1] = (value >>> 16) & 0xff; buf[at + 2] = (value >>> 8) & 0xff; buf[at + 3] = value & 0xff;
+    }
+    if (v4) applyComplete(buf, this.ipOff + 10, delta);
+    if (outbound) this.balancer.stats.forwardedOut++;
+    else this.balancer.stats.forwardedIn++;
+    return VERDICT_FORWARD;
   }
 
   private recordRemoved(id: number, reason: RemoveReason): void {

@@ -86,6 +86,7 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
   stats[daemonId * DAEMON_COLUMNS + D_BYTES_IN] += d.ipLen;
   d.balancer.stats.forwardedIn++;
 
+  d.lastRecordId = id;
   rewriteAddressAndPort(
     buf, d.family, d.ipOff, d.ipOff + (d.family === 4 ? IPV4_DST_ADDR : IPV6_DST_ADDR),
     u32, b + R_DAEMON_ADDR, d.l4Off + (tcp ? TCP_DST_PORT : UDP_DST_PORT), u32[b + R_META] >>> 16,

@@ -69,6 +69,7 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   stats[daemonId * DAEMON_COLUMNS + D_BYTES_OUT] += d.ipLen;
   d.balancer.stats.forwardedOut++;
 
+  d.lastRecordId = id;
   rewriteAddressAndPort(
     buf, d.family, d.ipOff, d.ipOff + (d.family === 4 ? IPV4_SRC_ADDR : IPV6_SRC_ADDR),
     u32, b + R_CLUSTER_ADDR, d.l4Off + (tcp ? TCP_SRC_PORT : UDP_SRC_PORT), u32[b + R_PORTS] & 0xffff,

@@ -365,16 +365,17 @@ const FIXTURES: Fixture[] = [
     input: tcp(T4.in, { flags: 'SF', seq: 1001 }), verdict: VERDICT_DROP, drops: { bad_tcp_flags: 1 }, state: { flow: T4, name: 'ESTABLISHED' },
   },
   {
-    description: 'IPv4 ICMP echo request to the cluster → icmp (counted, not translated yet)',
-    input: buildIcmpEcho({ src: C4, dst: V4, ident: 1, seq: 1 }), verdict: VERDICT_DROP, drops: { icmp: 1 }, records: 0,
+    description: 'IPv4 ICMP echo request to the cluster → answered from the cluster',
+    input: buildIcmpEcho({ src: C4, dst: V4, ident: 1, seq: 1 }), verdict: VERDICT_FORWARD,
+    output: buildIcmpEcho({ src: V4, dst: C4, ident: 1, seq: 1, type: 'reply' }), records: 0,
   },
   {
     description: 'IPv4 GRE → unknown_protocol',
     input: edit(SYN4, (p) => { p[IPV4_PROTOCOL] = 47; }), verdict: VERDICT_DROP, drops: { unknown_protocol: 1 }, records: 0,
   },
   {
-    description: 'IPv4 first fragment → fragment',
-    input: tcp(T4.in, { flags: 'S', fragment: { ident: 7, offset: 0, moreFrags: true } }), verdict: VERDICT_DROP, drops: { fragment: 1 }, records: 0,
+    description: 'IPv4 later fragment without its first → fragment',
+    input: tcp(T4.in, { flags: 'S', fragment: { ident: 7, offset: 8, moreFrags: true } }), verdict: VERDICT_DROP, drops: { fragment: 1 }, records: 0,
   },
   {
     description: 'IPv4 empty packet → truncated', input: new Uint8Array(0), verdict: VERDICT_DROP, drops: { truncated: 1 },
@@ -480,12 +481,12 @@ const FIXTURES: Fixture[] = [
   { description: 'IPv6 null scan → bad_tcp_flags', input: tcp(T6.in, { flags: 0 }), verdict: VERDICT_DROP, drops: { bad_tcp_flags: 1 } },
   { description: 'IPv6 xmas scan → bad_tcp_flags', input: tcp(T6.in, { flags: 'FPU' }), verdict: VERDICT_DROP, drops: { bad_tcp_flags: 1 } },
   {
-    description: 'IPv6 ICMPv6 echo request → icmp', input: buildIcmpEcho({ src: C6, dst: V6, ident: 1, seq: 1 }),
-    verdict: VERDICT_DROP, drops: { icmp: 1 }, records: 0,
+    description: 'IPv6 ICMPv6 echo request → answered from the cluster', input: buildIcmpEcho({ src: C6, dst: V6, ident: 1, seq: 1 }),
+    verdict: VERDICT_FORWARD, output: buildIcmpEcho({ src: V6, dst: C6, ident: 1, seq: 1, type: 'reply' }), records: 0,
   },
   {
-    description: 'IPv6 fragment header → fragment',
-    input: tcp(T6.in, { flags: 'S', fragment: { ident: 1, offset: 0, moreFrags: true } }), verdict: VERDICT_DROP, drops: { fragment: 1 },
+    description: 'IPv6 later fragment without its first → fragment',
+    input: tcp(T6.in, { flags: 'S', fragment: { ident: 1, offset: 8, moreFrags: true } }), verdict: VERDICT_DROP, drops: { fragment: 1 },
   },
   {
     description: 'IPv6 payload length beyond the bytes read → truncated', input: SYN6.slice(0, SYN6.length - 1), verdict: VERDICT_DROP, drops: { truncated: 1 },
