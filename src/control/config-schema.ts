@@ -136,7 +136,9 @@ export const configSchema = z.strictObject({
   table: z.strictObject({
     capacity: z.number().int().min(1).max(1 << 26).default(1 << 20),
     timeouts: timeouts.default(() => timeouts.parse({})),
-  }).default(() => ({ capacity: 1 << 20, timeouts: timeouts.parse({}) })),
+    /** Seconds between checkpoints of the table (restored after a crash or a takeover); 0 = none. */
+    checkpoint: duration.default(5),
+  }).default(() => ({ capacity: 1 << 20, timeouts: timeouts.parse({}), checkpoint: 5 })),
   /** Seed for flow hashing and random schedulers; fixed so consistent hashing survives a restart. */
   seed: z.number().int().min(0).max(0xffffffff).default(0x686c62),
   admin: admin.default({}),

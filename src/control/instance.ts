@@ -3,12 +3,15 @@
 // reconfiguration (validated whole, host changed to match, applied atomically)
 // and stop (undo everything). The CLI, the admin API and the demo use this.
 
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { restoreTable, snapshotTable } from '../dispatch/checkpoint.js';
 import { Dispatcher } from '../dispatch/dispatcher.js';
 import { TunPlane } from '../dataplane/tun-plane.js';
 import { ConfigError, HostlbError } from '../errors.js';
 import { hugePageAllocator } from '../link/native.js';
 import { TunLink } from '../link/tun-link.js';
-import { cleanupLeftovers, journalPathFor, undoJournal } from '../net/apply.js';
+import { cleanupLeftovers, journalPathFor, readJournal, stillAlive, undoJournal } from '../net/apply.js';
 import type { HostFacts } from '../net/host-facts.js';
 import type { HostSpec } from '../net/host-spec.js';
 import { planHostSetup } from '../net/plan.js';
@@ -67,6 +70,18 @@ export function withDraining(spec: HostSpec, dispatcher: Dispatcher): HostSpec {
 /** How often retired daemons are checked for their last flow ending (ms). */
 const DRAIN_CHECK_MS = 2_000;
 
+/** Files an instance keeps beside its journal, named after its device. */
+export function stateFiles(config: HostlbConfig): { baseline: string; checkpoint: string } {
+  return { baseline: join(config.stateDir, `${config.device}.baseline.json`), checkpoint: join(config.stateDir, `${config.device}.table`) };
+}
+
+function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
 /** Keys fixed for the life of an instance: changing one needs a restart. */
 const FIXED_KEYS = ['device', 'dataplane', 'stateDir', 'routeTable', 'seed'] as const;
 
@@ -116,6 +131,7 @@ export class Instance {
   /** Ids of retired daemons whose reply rules are kept while their flows drain. */
   private draining = new Set<number>();
   private drainTimer: NodeJS.Timeout | null = null;
+  private checkpointTimer: NodeJS.Timeout | null = null;
 
   private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink; baseline: HostFacts; journal: string }) {
     this.current = config;
@@ -150,25 +166,48 @@ export class Instance {
     const spec = hostSpecOf(expandSupervised(config));
 
     const journal = journalPathFor(config.device, config.stateDir);
-    const leftovers = cleanupLeftovers(config.device, { journalPath: journal });
-    if (leftovers.undone > 0 || leftovers.deviceRemoved) options.logger.info({ ...leftovers }, 'cleaned up after an earlier run');
+    const files = stateFiles(config);
+    // A run that ended without undoing (a crash, or a --takeover) left its
+    // journal, the host as it was before (baseline), its persistent device and
+    // a table checkpoint: adopt them, so its flows live on. Otherwise start clean.
+    const previous = readJournal(journal);
+    const adopt = previous !== null && previous.pid !== process.pid && !stillAlive(previous.pid) && existsSync(files.baseline);
+    if (!adopt) {
+      const leftovers = cleanupLeftovers(config.device, { journalPath: journal });
+      if (leftovers.undone > 0 || leftovers.deviceRemoved) options.logger.info({ ...leftovers }, 'cleaned up after an earlier run');
+      rmSync(files.checkpoint, { force: true });
+    }
 
     // Persistent: if this process dies, the device and its routes stay, so
     // daemon replies go nowhere rather than leaking out untranslated (DESIGN.md).
     const link = TunLink.open(config.device, { persist: true });
     let baseline: HostFacts;
     try {
-      baseline = probeHost(config.device);
-      addMissing(planHostSetup(spec, baseline), journal);
+      if (adopt) {
+        baseline = JSON.parse(readFileSync(files.baseline, 'utf8')) as HostFacts;
+        const desired = planHostSetup(spec, baseline);
+        const added = addMissing(desired, journal);
+        const removed = removeUnwanted(desired, journal);
+        options.logger.info({ event: 'adopted', steps: previous!.steps.length, added, removed, pid: previous!.pid }, 'adopted the host set-up of an earlier run');
+      } else {
+        baseline = probeHost(config.device);
+        writeFileAtomic(files.baseline, JSON.stringify(baseline));
+        addMissing(planHostSetup(spec, baseline), journal);
+      }
     } catch (e) {
       link.setPersist(false);
       link.close();
       throw e;
     }
+    if (adopt && existsSync(files.checkpoint)) {
+      const { restored, skipped } = restoreTable(dispatcher, readFileSync(files.checkpoint), Date.now());
+      options.logger.info({ event: 'table_restored', restored, skipped }, 'connection table restored from its checkpoint');
+    }
     const instance = new Instance(config, options, { dispatcher, link, baseline, journal });
     installConnectionLog(dispatcher, config.log.connections, options.logger);
     instance.plane.start();
     instance.health.start();
+    instance.startCheckpoints();
     options.logger.info({ device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
@@ -260,17 +299,58 @@ export class Instance {
   }
 
   /** Stops the data plane and undoes every change to the host. Safe to call twice. */
+  /** Writes the table checkpoint now (atomically). */
+  checkpoint(): void {
+    writeFileAtomic(stateFiles(this.current).checkpoint, snapshotTable(this.dispatcher));
+  }
+
+  private startCheckpoints(): void {
+    const seconds = this.current.table.checkpoint;
+    if (seconds <= 0) return;
+    this.checkpointTimer = setInterval(() => {
+      try {
+        this.checkpoint();
+      } catch (e) {
+        this.log.error({ err: e }, 'table checkpoint failed');
+      }
+    }, seconds * 1000);
+    this.checkpointTimer.unref();
+  }
+
+  /**
+   * Hands the data plane to a new hostlb (`start --takeover`): stops reading,
+   * writes a last checkpoint, and lets go of the device without undoing the
+   * host set-up, so the new process adopts journal, device and table. The
+   * caller exits afterwards.
+   */
+  handOver(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.plane.stop();
+    this.checkpoint();
+    this.health.killAll();
+    // The device stays persistent; the journal stays for the next owner.
+    this.link.close();
+    this.log.info({ event: 'handed_over' }, 'handed the data plane over; the host set-up stays');
+  }
+
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
     if (this.drainTimer !== null) clearInterval(this.drainTimer);
     this.drainTimer = null;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.health.killAll();
     void this.health.stop();
     this.plane.stop();
     let undone = 0;
     try {
       undone = undoJournal(this.journal);
+      // Nothing to adopt after a deliberate stop: its flows ended with the set-up.
+      const files = stateFiles(this.current);
+      rmSync(files.baseline, { force: true });
+      rmSync(files.checkpoint, { force: true });
     } finally {
       this.link.setPersist(false);
       this.link.close();

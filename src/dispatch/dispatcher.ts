@@ -64,6 +64,15 @@ function tcpFlagsAllowed(flags: number): boolean {
     (flags & (TCP_FIN | TCP_PSH | TCP_URG)) !== (TCP_FIN | TCP_PSH | TCP_URG);
 }
 
+/**
+ * Bytes from `off` to the end of the batch slot that holds it: the room an
+ * answer longer than its question may take. A packet need not start its slot
+ * (a link header before it, a test), so slotSize alone would run past the slot.
+ */
+function slotRoom(input: PacketBatch, off: number): number {
+  return Math.min(input.slotSize - (off % input.slotSize), input.buffer.length - off);
+}
+
 /** Slot hash of the dispatcher's IPv4 cluster-port table (addr and protoPort as int32). */
 function v4PortHash(addr: number, protoPort: number): number {
   const h = Math.imul(addr ^ Math.imul(protoPort, 0x9e3779b1), 0x85ebca6b);
@@ -423,7 +432,7 @@ export class Dispatcher {
     this.ipLen = this.slotIpLen[i];
     if (this.slotKind[i] === SLOT_FRAGMENT) {
       // Classified again now: an earlier packet of this batch may have been its first fragment.
-      return this.processPacket(buf, this.ipOff, this.ipLen, input.flags[start + i], now);
+      return this.processOne(buf, this.ipOff, this.ipLen, input.flags[start + i], now, slotRoom(input, this.ipOff));
     }
     if (this.slotKind[i] === SLOT_ICMP) {
       this.family = this.slotFamily[i];
@@ -448,7 +457,7 @@ export class Dispatcher {
     this.srcPort = key[KEY_PORTS] >>> 16;
     this.dstPort = key[KEY_PORTS] & 0xffff;
     // A packet may be answered in place with a longer one (reject.ts): its slot is the room it has.
-    this.room = Math.min(input.slotSize, buf.length - this.ipOff);
+    this.room = slotRoom(input, this.ipOff);
     if (this.protocol === IP_PROTO_TCP) {
       // reflectReset() reads this packet through the views; the parse pass left them on the chunk's last packet.
       if (this.family === 4) this.ip4.wrap(buf, this.ipOff, input.lengths[start + i]);
@@ -498,8 +507,13 @@ export class Dispatcher {
 
   /** One packet at `buf[off, off + len)`: rewrites it in place and returns a verdict. Never throws. */
   processPacket(buf: Uint8Array, off: number, len: number, linkFlags: number, now: number): number {
+    return this.processOne(buf, off, len, linkFlags, now, buf.length - off);
+  }
+
+  /** processPacket() with `room` bytes from `off` that an answer may grow into. */
+  private processOne(buf: Uint8Array, off: number, len: number, linkFlags: number, now: number, room: number): number {
     this.partial = (linkFlags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
-    this.room = buf.length - off;
+    this.room = room;
     const reason = this.classify(buf, off, len);
     if (reason === CLASSIFY_ICMP) return translateIcmp(this, buf);
     if (reason === CLASSIFY_FRAGMENT) return this.translateFragment(buf, now);

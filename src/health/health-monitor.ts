@@ -10,7 +10,7 @@ import { D_ACTIVE_FLOWS, D_NEW_FLOWS, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_
 import type { AdvisorSpec } from './advisors/advisor.js';
 import { HealthCheck } from './health-check.js';
 import type { EventLog } from './events.js';
-import { computeFactors, effectiveWeight, slowStartRamp, type DaemonSample, type ManagerSpec } from './manager.js';
+import { computeFactors, effectiveWeight, meanRamp, slowStartRamp, type DaemonSample, type ManagerSpec } from './manager.js';
 import { PassiveMonitor } from './passive.js';
 
 export interface PortHealthSpec {
@@ -59,6 +59,8 @@ interface Entry {
   lastNew: number;
   lastAnswered: number;
   lastSynTime: number;
+  /** The configured weight at the last sync: the tree changes the Daemon's weight in place. */
+  weight: number;
 }
 
 interface PortEntry {
@@ -130,6 +132,9 @@ export class HealthMonitor {
             pe.daemons.set(daemon.id, e);
             if (e.up) this.emit('daemon_up', pe, e, 'added');
           }
+          // Back from quiesce (weight 0 → more): slow start again, as after coming up or a restart.
+          if (e.weight === 0 && daemon.weight > 0 && e.up) e.upSince = now;
+          e.weight = daemon.weight;
           e.daemon = daemon;
           if (!e.check && spec.advisor) this.startCheck(pe, e);
           if (!spec.advisor) e.advisorState = 'none';
@@ -167,7 +172,7 @@ export class HealthMonitor {
     for (const pe of this.ports.values()) {
       const e = pe.daemons.get(daemonId);
       if (!e) continue;
-      e.passive.reset();
+      this.resetPassive(e, this.clock());
       if (pe.spec.startDown && e.check) {
         // A fresh process: probe it from scratch, and keep it out until the advisor says up.
         e.check.stop();
@@ -214,7 +219,7 @@ export class HealthMonitor {
     const s = this.balancer.stats.daemon;
     const b = daemon.id * DAEMON_COLUMNS;
     const up = !spec.startDown;
-    return {
+    const entry: Entry = {
       daemon, check: null, advisorState: spec.advisor ? 'unknown' : 'none',
       passive: new PassiveMonitor({ grace: spec.passive.grace, threshold: spec.passive.threshold }),
       passiveDownUntil: 0, passiveReason: '',
@@ -222,7 +227,22 @@ export class HealthMonitor {
       // -1: nothing pushed yet, so the first pushWeights() always reaches the scheduler.
       draining: false, factor: 1, effective: -1,
       lastNew: s[b + D_NEW_FLOWS], lastAnswered: s[b + D_SYN_ANSWERED], lastSynTime: s[b + D_SYN_TIME_MS],
+      weight: daemon.weight,
     };
+    this.resetPassive(entry, now);
+    return entry;
+  }
+
+  /**
+   * Forgets a daemon's passive history and takes its counters now as the
+   * baseline: SYNs sent before the next tick (up to 250 ms of them, right after
+   * hostlb starts or the daemon comes back) are judged like any later ones.
+   */
+  private resetPassive(e: Entry, now: number): void {
+    const s = this.balancer.stats.daemon;
+    const b = e.daemon.id * DAEMON_COLUMNS;
+    e.passive.reset();
+    e.passive.observe(now, s[b + D_SYNS], s[b + D_SYN_ANSWERED], s[b + D_SYN_REFUSED]);
   }
 
   private startCheck(pe: PortEntry, e: Entry): void {
@@ -245,7 +265,7 @@ export class HealthMonitor {
       e.up = up;
       if (up) {
         e.upSince = now;
-        e.passive.reset();
+        this.resetPassive(e, now);
       }
       e.reason = up ? why : passiveDown ? e.passiveReason : why;
       this.emit(up ? 'daemon_up' : 'daemon_down', pe, e, e.reason);
@@ -273,17 +293,19 @@ export class HealthMonitor {
         }
       }
       if (now - pe.lastManagerRun >= pe.spec.manager.interval * 1000) {
+        const since = pe.lastManagerRun;
         pe.lastManagerRun = now;
-        this.runManager(pe, now);
+        this.runManager(pe, since, now);
       }
       // Slow start advances with time, not only with events.
       if ([...pe.daemons.values()].some((e) => e.up && now - e.upSince < pe.spec.manager.slowStart * 1000 + TICK_MS)) this.pushWeights(pe, now);
     }
   }
 
-  private runManager(pe: PortEntry, now: number): void {
+  private runManager(pe: PortEntry, since: number, now: number): void {
     const s = this.balancer.stats.daemon;
     const entries = [...pe.daemons.values()];
+    const slowStart = pe.spec.manager.slowStart;
     const samples: DaemonSample[] = entries.map((e) => {
       const b = e.daemon.id * DAEMON_COLUMNS;
       const newFlows = s[b + D_NEW_FLOWS] - e.lastNew;
@@ -294,16 +316,18 @@ export class HealthMonitor {
       e.lastSynTime = s[b + D_SYN_TIME_MS];
       return {
         active: s[b + D_ACTIVE_FLOWS],
-        // New flows per unit of configured weight: a daemon meant to take twice the share is not "busier" for doing so.
-        newFlows: newFlows / Math.max(1, e.daemon.weight),
+        // New flows per unit of the weight it was given: a daemon meant to take twice the share is not "busier"
+        // for doing so, nor is one in slow start idle for taking the small share the ramp allows it.
+        newFlows: rampedFlows(newFlows, Math.max(1, e.daemon.weight) * meanRamp(since, now, e.upSince, slowStart)),
         responseMs: e.check?.smoothedMs ?? NaN,
         handshakeMs: answered > 0 ? synTime / answered : NaN,
       };
     });
     if (!pe.spec.manager.enabled) return;
     const live = entries.map((e, i) => ({ e, i })).filter(({ e }) => e.up && !e.draining && e.daemon.weight > 0);
-    const factors = computeFactors(live.map(({ i }) => ({ ...samples[i], active: samples[i].active / Math.max(1, entries[i].daemon.weight) })), live.map(({ e }) => e.factor), pe.spec.manager);
-    live.forEach(({ e }, k) => { e.factor = factors[k]; });
+    const factors = computeFactors(live.map(({ e, i }) => ({ ...samples[i], active: samples[i].active / (Math.max(1, e.daemon.weight) * slowStartRamp(now - e.upSince, slowStart)) })), live.map(({ e }) => e.factor), pe.spec.manager);
+    // Slow start is a promise to the daemon: while it ramps the manager may lower its factor, never raise it.
+    live.forEach(({ e }, k) => { e.factor = now - e.upSince < slowStart * 1000 ? Math.min(e.factor, factors[k]) : factors[k]; });
     this.pushWeights(pe, now);
   }
 
@@ -336,4 +360,9 @@ export class HealthMonitor {
   private emit(type: 'daemon_up' | 'daemon_down', pe: PortEntry, e: Entry, reason: string): void {
     this.events.emitEvent({ type, port: pe.port.name, daemon: e.daemon.name, reason });
   }
+}
+
+/** Flows per unit of the weight a daemon was given; unknown (NaN) when it was given none (it just came back). */
+function rampedFlows(flows: number, given: number): number {
+  return given > 0 ? flows / given : NaN;
 }

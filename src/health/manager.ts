@@ -92,6 +92,21 @@ export function slowStartRamp(sinceMs: number, slowStartSeconds: number): number
   return 0.1 + 0.9 * Math.max(0, sinceMs) / (slowStartSeconds * 1000);
 }
 
+/**
+ * Mean of slowStartRamp over the interval [fromMs, toMs] for a daemon up since
+ * `upSinceMs` (0 before then: down, quiesced or draining, it took no new flows).
+ * The share of its weight a daemon was given over a manager interval. Pure.
+ */
+export function meanRamp(fromMs: number, toMs: number, upSinceMs: number, slowStartSeconds: number): number {
+  if (toMs <= fromMs) return toMs < upSinceMs ? 0 : slowStartRamp(toMs - upSinceMs, slowStartSeconds);
+  const start = Math.max(fromMs, upSinceMs);
+  if (start >= toMs) return 0;
+  // Linear from `start` to the ramp's end (or `toMs`), then 1.
+  const rampEnd = Math.min(toMs, Math.max(start, upSinceMs + slowStartSeconds * 1000));
+  const linear = (rampEnd - start) * (slowStartRamp(start - upSinceMs, slowStartSeconds) + slowStartRamp(rampEnd - upSinceMs, slowStartSeconds)) / 2;
+  return (linear + (toMs - rampEnd)) / (toMs - fromMs);
+}
+
 /** Scheduler weights are integers: configured weight × factor × ramp, ×100 so fractions survive; never 0 for a live daemon. */
 export function effectiveWeight(configured: number, factor: number, ramp: number): number {
   if (configured <= 0) return 0;

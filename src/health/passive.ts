@@ -41,7 +41,9 @@ export class PassiveMonitor {
     while (h.length > 2 && h[1].at <= at - 2 * graceMs) h.shift();
     const then = this.at(at - graceMs);
     if (then && refused - then.refused >= this.spec.threshold && answered === then.answered) return 'refuses';
-    const windowStart = this.at(at - 2 * graceMs);
+    // With less than 2×grace of history (just started, or just back up after reset()) the window starts at
+    // the first sample: otherwise SYNs lost in the first moments would never be judged.
+    const windowStart = this.at(at - 2 * graceMs) ?? h[0];
     if (windowStart && then && windowStart !== then) {
       const sent = then.syns - windowStart.syns;
       const heard = answered - windowStart.answered + (refused - windowStart.refused);

@@ -205,7 +205,7 @@ function processAlive(pid: number): boolean {
 }
 
 /** True while `pid` lives, waiting up to `ms` for a process that was just killed to finish dying. */
-function stillAlive(pid: number, ms = 3000): boolean {
+export function stillAlive(pid: number, ms = 3000): boolean {
   const deadline = Date.now() + ms;
   while (processAlive(pid)) {
     if (Date.now() >= deadline) return true;

@@ -153,8 +153,9 @@ test('hostlb undoes every host change on SIGTERM and SIGINT, and cleans up after
       assert.ok(existsSync(journal), 'the journal stays for the next start');
 
       hostlb = await HostlbProcess.start(sandbox, server, config, { dir });
-      const cleaned = hostlb.events.find((e) => e.event === 'cleaned up after an earlier run');
-      assert.ok(cleaned !== undefined && ((cleaned.undone as number) > 0 || cleaned.deviceRemoved === true), `the second start cleaned up after the first:\n${hostlb.describe()}`);
+      // The crashed run's journal, device and baseline are adopted (its flows live on), not torn down.
+      const adopted = hostlb.events.find((e) => e.event === 'adopted');
+      assert.ok(adopted !== undefined && (adopted.steps as number) > 0, `the second start adopted the first's set-up:\n${hostlb.describe()}`);
       const during = snapshot(server, serverDev);
       assertChanged(before, during);
       assert.deepEqual(during.rules, running.rules, 'the same rules as the first run (nothing doubled or lost)');

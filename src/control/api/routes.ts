@@ -41,6 +41,8 @@ export interface RouteContext {
   metrics(): Promise<{ text: string; contentType: string }>;
   /** Ends the process after the response is sent. */
   requestStop(): void;
+  /** Hands the data plane to a new hostlb after the response is sent (`start --takeover`). */
+  requestTakeover?: () => void;
 }
 
 type Handler = (ctx: RouteContext, req: Request) => Response | Promise<Response>;
@@ -252,6 +254,13 @@ const routes: Route[] = [
     method: 'POST', pattern: /^\/v1\/stop$/, handler: (ctx) => {
       ctx.requestStop();
       return { status: 202, body: { ok: true, stopping: true } };
+    },
+  },
+  {
+    method: 'POST', pattern: /^\/v1\/takeover$/, handler: (ctx) => {
+      if (!ctx.requestTakeover) throw conflict('NO_TAKEOVER', 'this hostlb cannot hand over its data plane');
+      ctx.requestTakeover();
+      return { status: 202, body: { ok: true, handingOver: true, pid: process.pid } };
     },
   },
   {

@@ -24,6 +24,8 @@ export interface AdminOptions {
   logger: Logger;
   /** Called after a POST /v1/stop has been answered. */
   onStopRequested(): void;
+  /** Called after a POST /v1/takeover has been answered; absent = not offered. */
+  onTakeoverRequested?: () => void;
 }
 
 const MAX_BODY = 1 << 20;
@@ -110,11 +112,13 @@ export class AdminServer {
   static async start(ctl: Controlled, options: AdminOptions): Promise<AdminServer> {
     const registry = createMetrics(ctl);
     let stopRequested = false;
+    let takeoverRequested = false;
     const ctx: RouteContext = {
       ctl,
       version: options.version,
       metrics: async () => ({ text: await registry.metrics(), contentType: registry.contentType }),
       requestStop: () => { stopRequested = true; },
+      requestTakeover: options.onTakeoverRequested ? () => { takeoverRequested = true; } : undefined,
     };
     const handler = (requireToken: string | null) => async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
       const method = req.method ?? 'GET';
@@ -142,6 +146,10 @@ export class AdminServer {
         if (stopRequested) {
           stopRequested = false;
           res.once('finish', () => setImmediate(options.onStopRequested));
+        }
+        if (takeoverRequested && options.onTakeoverRequested) {
+          takeoverRequested = false;
+          res.once('finish', () => setImmediate(options.onTakeoverRequested!));
         }
       }
     };

@@ -34,11 +34,14 @@ program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.usage))
 program.command('start')
   .description('run hostlb in the foreground until SIGINT, SIGTERM or `hostlb stop` (needs root / CAP_NET_ADMIN); SIGHUP reloads the file')
   .requiredOption('-c, --config <file>', 'YAML configuration file (see docs/configuration.md)')
-  .action(async (opts: { config: string }) => {
+  .option('--takeover', 'take over from a hostlb running with this configuration: its table, device and host set-up, without cutting a flow (upgrades)')
+  .action(async (opts: { config: string; takeover?: boolean }) => {
     try {
       const { loadConfig } = await import('../config-file.js');
-      const { runForeground } = await import('./serve.js');
-      await runForeground(VERSION, loadConfig(opts.config), opts.config);
+      const { runForeground, requestTakeover } = await import('./serve.js');
+      const config = loadConfig(opts.config);
+      if (opts.takeover) await requestTakeover(config);
+      await runForeground(VERSION, config, opts.config);
     } catch (e) {
       fail(e);
     }

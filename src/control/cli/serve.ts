@@ -24,6 +24,34 @@ function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: str
  * `hostlb stop`; SIGHUP re-reads the config file. Every change to the host is
  * undone on the way out, also after an uncaught error.
  */
+/**
+ * `start --takeover`: asks the hostlb answering on this configuration's admin
+ * socket to hand over, and waits for it to exit. Returns without asking when
+ * nothing answers (then start adopts whatever a crashed run left).
+ */
+export async function requestTakeover(config: HostlbConfig): Promise<void> {
+  const socket = adminOptions(config).socket;
+  const { call } = await import('./client.js');
+  let pid: number;
+  try {
+    pid = ((await call({ socket }, 'POST', '/v1/takeover')) as { pid: number }).pid;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'NOT_RUNNING') return;
+    throw e;
+  }
+  log.info({ event: 'taking_over', pid }, 'taking over from the running hostlb');
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    if (Date.now() > deadline) throw new HostlbError('TAKEOVER_FAILED', `hostlb ${pid} did not hand over within 15 s; stop it (hostlb stop) and start again`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export async function runForeground(version: string, config: HostlbConfig, configFile: string | undefined, onStop: () => void = () => {}): Promise<Instance> {
   let instance: Instance | null = null;
   let admin: AdminServer | null = null;
@@ -57,7 +85,17 @@ export async function runForeground(version: string, config: HostlbConfig, confi
     stop('fatal error', 1);
   });
   try {
-    admin = await AdminServer.start(running, { ...adminOptions(config), version, logger: log, onStopRequested: () => stop('hostlb stop') });
+    admin = await AdminServer.start(running, {
+      ...adminOptions(config), version, logger: log, onStopRequested: () => stop('hostlb stop'),
+      onTakeoverRequested: () => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ event: 'takeover' }, 'a new hostlb takes over');
+        admin?.close();
+        running.handOver();
+        process.exit(0);
+      },
+    });
   } catch (e) {
     running.stop();
     throw e;

@@ -1,0 +1,112 @@
+// Rolling restart of supervised daemons under load: hostlb runs three Node
+// fixture daemons (graceful on SIGTERM) behind 198.18.100.1:80 with an http
+// advisor; while wrk opens new connections for 30 s, `hostlb restart` runs
+// twice. Not one request may fail (no socket error, no non-2xx), every daemon
+// must be restarted each time (daemon_restarted, a new PID, the old one gone)
+// and stopped gracefully (exit code 0, never SIGKILL).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
+import { skipUnlessRoot } from '../support/netns.js';
+import { AdminClient, cli, describeCli, EventStream, FIXTURE, healthSetup, pollUntil, runWrk, startHostlb, type CliRun, type StreamedEvent } from './health-harness.js';
+
+const DAEMONS = ['198.18.2.11:8080', '198.18.2.12:8080', '198.18.2.13:8080'];
+const WRK_SECONDS = 30;
+
+/** PID per daemon from daemon_started events ("pid N") with id above `afterId`; the latest wins. */
+function pidsStarted(events: StreamedEvent[], afterId: number): Map<string, number> {
+  const pids = new Map<string, number>();
+  for (const e of events) {
+    const m = /^pid (\d+)$/.exec(e.reason ?? '');
+    if (e.type === 'daemon_started' && e.id > afterId && m !== null) pids.set(e.daemon, Number(m[1]));
+  }
+  return pids;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('hostlb restart (twice) under 30 s of new connections: no failed request, every daemon restarted gracefully with a new PID', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, supervised Node daemons and wrk')) return;
+  const topo = healthSetup(t, DAEMONS.map((d) => d.split(':')[0]));
+  let hostlb: HostlbProcess | undefined;
+  let events: EventStream | undefined;
+  try {
+    hostlb = await startHostlb(topo, {
+      device: 'hlb0',
+      table: { capacity: 1 << 19 },
+      clusters: [{
+        address: CLUSTER_V4,
+        ports: [{
+          port: 80,
+          advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
+          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, stopTimeout: '10s' },
+        }],
+      }],
+    });
+    const admin = AdminClient.of(hostlb);
+    events = await EventStream.open(admin.socket);
+    await pollUntil('three supervised daemons up', () => admin.health(), (h) => h.length === 3 && h.every((d) => d.state === 'up'), 10_000);
+    const initial = pidsStarted(events.events, 0);
+    assert.deepEqual([...initial.keys()].sort(), DAEMONS, `a daemon_started event with a PID for each daemon: ${JSON.stringify(events.events)}`);
+
+    const stream = events;
+    const wrkAt = Date.now();
+    const wrk = runWrk(topo.sandbox, topo.client, ['-t2', '-c20', `-d${WRK_SECONDS}s`, '--timeout', '5s', '-H', 'Connection: close', `http://${CLUSTER_V4}/`], (WRK_SECONDS + 30) * 1000);
+    const restarts: Array<{ run: CliRun; markerId: number; before: Map<string, number> }> = [];
+    let before = initial;
+    // At 3 s and at 15 s into the run; one restart of three daemons took about 3 s here.
+    for (const at of [3_000, 15_000]) {
+      await sleep(Math.max(0, wrkAt + at - Date.now()));
+      const markerId = stream.events.reduce((m, e) => Math.max(m, e.id), 0);
+      const run = await cli(topo.sandbox, topo.server, hostlb, ['restart', CLUSTER_V4, '80'], 60_000);
+      restarts.push({ run, markerId, before });
+      before = new Map([...before, ...pidsStarted(stream.events, markerId)]);
+    }
+    const summary = await wrk;
+    const context = async (): Promise<string> => `\nwrk:\n${summary.output}${restarts.map((r) => `\n${describeCli(r.run)}`).join('')}${await admin.evidence(hostlb!)}`;
+
+    console.log(`  wrk: ${summary.requests} requests in ${WRK_SECONDS} s; socket errors ${JSON.stringify(summary.socketErrors)}; non-2xx ${summary.non2xx}`);
+    for (const [i, r] of restarts.entries()) {
+      const during = stream.events.filter((e) => e.id > r.markerId && (i + 1 === restarts.length || e.id <= restarts[i + 1].markerId));
+      const pids = pidsStarted(during, 0);
+      console.log(`  restart ${i + 1}: began ${r.run.startedAt - wrkAt} ms into the run, took ${r.run.returnedAt - r.run.startedAt} ms, exit ${r.run.code}; PIDs ${DAEMONS.map((d) => `${d} ${r.before.get(d)}→${pids.get(d)}`).join(', ')}`);
+    }
+    for (const r of restarts) assert.equal(r.run.code, 0, `${describeCli(r.run)}${await context()}`);
+    assert.equal(summary.code, 0, `wrk ran${await context()}`);
+    assert.ok(summary.requests >= 5_000, `wrk completed a real load (${summary.requests} requests)`);
+    assert.deepEqual(summary.socketErrors, { connect: 0, read: 0, write: 0, timeout: 0 }, `no socket errors during the rolling restarts${await context()}`);
+    assert.equal(summary.non2xx, 0, `no non-2xx responses${await context()}`);
+
+    for (const [i, r] of restarts.entries()) {
+      const end = i + 1 === restarts.length ? Infinity : restarts[i + 1].markerId;
+      const during: StreamedEvent[] = stream.events.filter((e) => e.id > r.markerId && e.id <= end);
+      const restarted = during.filter((e) => e.type === 'daemon_restarted').map((e) => e.daemon).sort();
+      assert.deepEqual(restarted, DAEMONS, `restart ${i + 1}: daemon_restarted for each daemon${await context()}`);
+      const exits = during.filter((e) => e.type === 'daemon_exited');
+      assert.deepEqual(exits.map((e) => e.reason), DAEMONS.map(() => 'exit code 0'), `restart ${i + 1}: each daemon stopped gracefully on SIGTERM (exit 0), none killed${await context()}`);
+      const pids = pidsStarted(during, 0);
+      for (const d of DAEMONS) {
+        const old = r.before.get(d)!;
+        const now = pids.get(d);
+        assert.ok(now !== undefined && now !== old, `restart ${i + 1}: ${d} has a new PID (${old} → ${now})`);
+        assert.ok(!alive(old), `restart ${i + 1}: ${d}'s old process ${old} is gone`);
+      }
+    }
+    const finalPids = [...pidsStarted(stream.events, 0).values()];
+    assert.ok(finalPids.every(alive), `the latest daemons are running: ${finalPids.join(', ')}`);
+    const health = await admin.health();
+    assert.deepEqual(health.map((h) => h.state), ['up', 'up', 'up'], `all up after the restarts: ${JSON.stringify(health)}`);
+  } finally {
+    events?.close();
+    await hostlb?.stop();
+  }
+});

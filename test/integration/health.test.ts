@@ -1,0 +1,403 @@
+// Health in a live data path: hostlb in a server namespace in front of real
+// daemons, clients in another namespace. A daemon killed under load is taken
+// out by passive signals (RST to SYN) or by its advisor, within a stated
+// bound, and gets no new connections after; a hung daemon is taken out by the
+// http advisor (timed out) and a daemon whose SYNs vanish by passive signals
+// (ignores new connections); a port whose daemons are all down refuses at
+// once (TCP RST, ICMP port unreachable) unless told to use them anyway; and
+// `hostlb daemon drain --wait` returns when the daemon's last flow ends.
+// Every test prints its figures (times in ms, shares).
+//
+// Rolling restarts are in health-restart.test.ts, the manager and slow start in
+// health-manager.test.ts.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startNginxDaemons, startUdpEchoDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
+import { CLUSTER_V4, curlThrough, type HostlbProcess } from '../support/hostlb-process.js';
+import { skipUnlessRoot } from '../support/netns.js';
+import { AdminClient, cli, describeCli, EventStream, healthSetup, pollUntil, runWrk, startFixtureDaemons, startHostlb, type HealthTopo, type StreamedEvent } from './health-harness.js';
+
+const WHY_ROOT = 'network namespaces, a TUN device, nginx and Node daemons, wrk and curl';
+
+function config(ports: Array<Record<string, unknown>>): Record<string, unknown> {
+  // Room for every connection of a run of new connections, each kept in TIME_WAIT for 120 s.
+  return { device: 'hlb0', table: { capacity: 1 << 18 }, clusters: [{ address: CLUSTER_V4, ports }] };
+}
+
+function endpoints(...hosts: number[]): string[] {
+  return hosts.map((h) => `198.18.2.${h}:8080`);
+}
+
+/**
+ * wrk with new connections (Connection: close) for `seconds` while nginx d2 of
+ * three is killed with SIGKILL `killAfterMs` into the run; resolves with the
+ * kill time, the daemon_down event for d2 and what the caller measures after.
+ */
+async function killUnderLoad(topo: HealthTopo, hostlb: HostlbProcess, daemons: NginxDaemon[], seconds: number, afterDown: (down: StreamedEvent, events: EventStream, admin: AdminClient) => Promise<void>): Promise<{ killAt: number; down: StreamedEvent }> {
+  const { sandbox, client } = topo;
+  const admin = AdminClient.of(hostlb);
+  const events = await EventStream.open(admin.socket);
+  try {
+    const victim = daemons[1];
+    const wrk = runWrk(sandbox, client, ['-t2', '-c20', `-d${seconds}s`, '--timeout', '2s', '-H', 'Connection: close', `http://${CLUSTER_V4}/`], (seconds + 20) * 1000);
+    await sleep(2_000);
+    const before = await admin.newFlows(80);
+    assert.ok(before[victim.endpoint] > 0, `${victim.endpoint} got new flows before the kill: ${JSON.stringify(before)}${await admin.evidence(hostlb)}`);
+    const killAt = Date.now();
+    process.kill(victim.child.pid!, 'SIGKILL');
+    const down = await events.waitFor((e) => e.type === 'daemon_down' && e.daemon === victim.endpoint, 10_000);
+    if (down === null) {
+      await wrk;
+      assert.fail(`no daemon_down event for ${victim.endpoint} within 10 s of its kill${await admin.evidence(hostlb)}`);
+    }
+    await afterDown(down, events, admin);
+    const summary = await wrk;
+    assert.equal(summary.code, 0, `wrk ran:\n${summary.output}`);
+    const after = await admin.newFlows(80);
+    console.log(`  wrk: ${summary.requests} requests; socket errors ${JSON.stringify(summary.socketErrors)} (connections to the killed daemon before it was taken out)`);
+    console.log(`  new flows per daemon over the run: ${JSON.stringify(after)}`);
+    for (const d of [daemons[0], daemons[2]]) assert.ok(after[d.endpoint] > before[d.endpoint], `${d.endpoint} kept serving: ${JSON.stringify(after)}`);
+    return { killAt, down };
+  } finally {
+    events.close();
+  }
+}
+
+test('passive signals: a daemon killed under load is taken out within 3 s, gets no new flow during the hold-down, and is tried again after it', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
+  const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
+  let hostlb: HostlbProcess | undefined;
+  try {
+    // No advisor: passive signals alone, with their defaults (grace 1 s, threshold 3, hold-down 5 s).
+    hostlb = await startHostlb(topo, config([{ port: 80, scheduler: 'wlc', daemons: endpoints(1, 2, 3).map((address) => ({ address })) }]));
+    const victim = daemons[1].endpoint;
+    const HOLD_DOWN_MS = 5_000;
+    const BOUND_MS = 3_000;
+    const { killAt, down } = await killUnderLoad(topo, hostlb, daemons, 12, async (downEvent, events, admin) => {
+      const downAt = Date.parse(downEvent.at);
+      const atDown = (await admin.newFlows(80))[victim];
+      // Just short of the hold-down's end: nothing may have reached the dead daemon since it was taken out.
+      await sleep(Math.max(0, downAt + HOLD_DOWN_MS - 500 - Date.now()));
+      const late = (await admin.newFlows(80))[victim];
+      console.log(`  new flows to ${victim}: ${atDown} when the down event arrived, ${late} ${HOLD_DOWN_MS - 500} ms later`);
+      assert.equal(late, atDown, `no new flow reached ${victim} while it was down${await admin.evidence(hostlb!)}`);
+      // After the hold-down it is let back in (no advisor to ask), refuses again and is taken out again.
+      const up = await events.waitFor((e) => e.type === 'daemon_up' && e.daemon === victim && e.id > downEvent.id, HOLD_DOWN_MS + 2_000);
+      assert.ok(up !== null, `${victim} tried again after the hold-down${await admin.evidence(hostlb!)}`);
+      const again = await events.waitFor((e) => e.type === 'daemon_down' && e.daemon === victim && e.id > up.id, 4_000);
+      assert.ok(again !== null, `${victim} taken out again after it refused once more${await admin.evidence(hostlb!)}`);
+      const upAfter = Date.parse(up.at) - downAt;
+      console.log(`  hold-down: back up ${upAfter} ms after the down event (${up.reason}); down again ${Date.parse(again.at) - Date.parse(up.at)} ms later (${again.reason})`);
+      assert.ok(upAfter >= HOLD_DOWN_MS - 300 && upAfter <= HOLD_DOWN_MS + 1_000, `back after the ${HOLD_DOWN_MS} ms hold-down, not ${upAfter} ms`);
+    });
+    const detectMs = Date.parse(down.at) - killAt;
+    console.log(`  passive detection: kill -9 → daemon_down in ${detectMs} ms (event received after ${down.receivedAt - killAt} ms; bound ${BOUND_MS} ms); reason: ${down.reason}`);
+    assert.match(down.reason ?? '', /refuses new connections/, 'taken out for refusing');
+    assert.ok(detectMs < BOUND_MS, `passive detection took ${detectMs} ms, bound ${BOUND_MS} ms`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+test('http advisor, passive signals off: a daemon killed under load is down within interval×fall + timeout + 1 s and gets no new flow after', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
+  const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
+  let hostlb: HostlbProcess | undefined;
+  try {
+    const advisor = { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 };
+    hostlb = await startHostlb(topo, config([{
+      port: 80, scheduler: 'wlc', advisor, passive: { enabled: false }, daemons: endpoints(1, 2, 3).map((address) => ({ address })),
+    }]));
+    const admin = AdminClient.of(hostlb);
+    await pollUntil('every daemon up by its advisor', () => admin.health(), (h) => h.length === 3 && h.every((d) => d.advisor === 'up'), 5_000);
+    const victim = daemons[1].endpoint;
+    const BOUND_MS = 500 * 2 + 400 + 1_000;
+    let atDown = 0;
+    const { killAt, down } = await killUnderLoad(topo, hostlb, daemons, 8, async (_down, _events, a) => {
+      atDown = (await a.newFlows(80))[victim];
+    });
+    const atEnd = (await admin.newFlows(80))[victim];
+    const detectMs = Date.parse(down.at) - killAt;
+    console.log(`  active detection: kill -9 → daemon_down in ${detectMs} ms (event received after ${down.receivedAt - killAt} ms; bound ${BOUND_MS} ms); reason: ${down.reason}`);
+    console.log(`  new flows to ${victim}: ${atDown} when the down event arrived, ${atEnd} after wrk ended`);
+    assert.match(down.reason ?? '', /^http advisor: /, 'taken out by its advisor');
+    assert.ok(detectMs < BOUND_MS, `active detection took ${detectMs} ms, bound ${BOUND_MS} ms`);
+    assert.equal(atEnd, atDown, `no new flow reached ${victim} after it was down${await admin.evidence(hostlb)}`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+test('http advisor: a daemon that accepts but never answers is taken out (timed out); clients then reach only the others', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
+  const [hungEndpoint] = endpoints(2);
+  const daemons = await startFixtureDaemons(topo.sandbox, topo.server, [
+    { endpoint: endpoints(1)[0], name: 'f1' },
+    { endpoint: hungEndpoint, name: 'hung', silent: true },
+    { endpoint: endpoints(3)[0], name: 'f3' },
+  ]);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    const startedAt = Date.now();
+    hostlb = await startHostlb(topo, config([{
+      port: 80, scheduler: 'rr', advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
+      daemons: endpoints(1, 2, 3).map((address) => ({ address })),
+    }]));
+    const admin = AdminClient.of(hostlb);
+    const health = await pollUntil(`${hungEndpoint} down`, () => admin.health(), (h) => h.some((d) => d.daemon === hungEndpoint && d.state === 'down'), 6_000);
+    const hung = health.find((d) => d.daemon === hungEndpoint)!;
+    console.log(`  hung daemon down ${Date.now() - startedAt} ms after hostlb's start; state ${hung.state}, advisor ${hung.advisor}, reason: ${hung.reason}`);
+    assert.match(hung.reason, /timed out/, `the reason names the timeout: ${JSON.stringify(hung)}`);
+    assert.equal(hung.effectiveWeight, 0, `a down daemon has effective weight 0: ${JSON.stringify(hung)}`);
+    for (const d of health.filter((x) => x.daemon !== hungEndpoint)) assert.equal(d.state, 'up', `${d.daemon} up: ${JSON.stringify(d)}`);
+    // 30 new connections round robin: with the hung daemon in, every third would hang until curl's 5 s limit.
+    const started = Date.now();
+    const results = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 30 }, () => `http://${CLUSTER_V4}/`));
+    const names = results.map((r) => (JSON.parse(r.body) as { name: string }).name);
+    const counts = Object.fromEntries(['f1', 'hung', 'f3'].map((n) => [n, names.filter((x) => x === n).length]));
+    console.log(`  30 requests after it was down: ${Date.now() - started} ms, per daemon ${JSON.stringify(counts)}`);
+    assert.deepEqual(results.map((r) => r.httpCode), results.map(() => 200), 'every request answered');
+    assert.equal(counts.hung, 0, 'none reached the hung daemon');
+    assert.ok(counts.f1 > 0 && counts.f3 > 0, `both others served: ${JSON.stringify(counts)}`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+/** One curl of a client loop: when it began (ms), curl's exit status, HTTP status, seconds taken, its port (0 if unconnected). */
+interface LoopRequest { startMs: number; exit: number; http: number; seconds: number; localPort: number }
+
+/** A shell loop in the client namespace making new connections one after another for `seconds`. */
+function curlLoop(seconds: number): string[] {
+  const script = [
+    `end=$(( $(date +%s) + ${seconds} ))`,
+    'while [ "$(date +%s)" -lt "$end" ]; do',
+    '  s=$(date +%s%3N)',
+    `  r=$(curl -s -o /dev/null --max-time 2 -H 'Connection: close' -w '%{http_code} %{time_total} %{local_port}' http://${CLUSTER_V4}/)`,
+    '  echo "$s $? $r"',
+    'done',
+  ].join('\n');
+  return ['sh', '-c', script];
+}
+
+function parseLoop(stdout: string): LoopRequest[] {
+  return stdout.split('\n').filter((l) => l.trim() !== '').map((l) => {
+    const [s, exit, http, seconds, localPort] = l.trim().split(/\s+/);
+    return { startMs: Number(s), exit: Number(exit), http: Number(http), seconds: Number(seconds), localPort: Number(localPort) };
+  });
+}
+
+test('passive signals: a daemon whose SYNs are silently dropped is taken out (ignores new connections) while clients keep connecting', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
+  const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
+  let hostlb: HostlbProcess | undefined;
+  try {
+    const black = daemons[1].endpoint;
+    // rr, not wlc: wlc would see the black hole's unanswered flows as active and stop sending it any, so
+    // no SYNs would go unanswered for passive signals to count. A long hold-down keeps it out for the whole run.
+    hostlb = await startHostlb(topo, config([{
+      port: 80, scheduler: 'rr', passive: { holdDown: '30s' }, daemons: endpoints(1, 2, 3).map((address) => ({ address })),
+    }]));
+    const admin = AdminClient.of(hostlb);
+    const events = await EventStream.open(admin.socket);
+    t.after(() => events.close());
+    // The SYN arrives after hostlb's rewrite: its destination is the daemon's own address.
+    topo.server.exec(['nft', 'add', 'table', 'inet', 'hlbtest']);
+    topo.server.exec(['nft', 'add', 'chain', 'inet', 'hlbtest', 'in', '{ type filter hook input priority 0; }']);
+    topo.server.exec(['nft', 'add', 'rule', 'inet', 'hlbtest', 'in', 'ip', 'daddr', '198.18.2.2', 'tcp', 'dport', '8080', 'tcp', 'flags', 'syn', 'counter', 'drop']);
+    const LOOPS = 6;
+    const SECONDS = 8;
+    const loopsAt = Date.now();
+    const loops = Array.from({ length: LOOPS }, () => topo.sandbox.run(topo.client, curlLoop(SECONDS), { timeoutMs: (SECONDS + 10) * 1000 }));
+    const down = await events.waitFor((e) => e.type === 'daemon_down' && e.daemon === black, 7_000);
+    const atDown = (await admin.newFlows(80))[black];
+    const runs = await Promise.all(loops);
+    const atEnd = (await admin.newFlows(80))[black];
+    const blackFlows = async (): Promise<string> => `\n--- flows to ${black}: ${JSON.stringify(await admin.get(`/v1/connections?daemon=${black}&limit=100`))}`;
+    const dropped = /packets (\d+)/.exec(topo.server.exec(['nft', 'list', 'chain', 'inet', 'hlbtest', 'in']))?.[1];
+    assert.ok(down !== null, `${black} taken out by passive signals (nft dropped ${dropped} SYNs)${await admin.evidence(hostlb)}`);
+    const downAt = Date.parse(down.at);
+    const requests = runs.flatMap((r) => parseLoop(r.stdout));
+    // A connection begun after the event (plus a moment for curl to start) must not meet the black hole.
+    const before = requests.filter((r) => r.startMs < downAt);
+    const after = requests.filter((r) => r.startMs > downAt + 100);
+    const failed = (rs: LoopRequest[]): LoopRequest[] => rs.filter((r) => r.exit !== 0 || r.http !== 200);
+    const slowest = after.reduce((m, r) => Math.max(m, r.seconds), 0);
+    const firstLost = Math.min(...failed(before).map((r) => r.startMs));
+    console.log(`  passive detection: daemon_down ${downAt - firstLost} ms after the first connection lost in the black hole began (${downAt - loopsAt} ms after the client loops began); reason: ${down.reason}; nft dropped ${dropped} SYN packets`);
+    console.log(`  new flows to ${black}: ${atDown} when the event arrived, ${atEnd} when the loops ended`);
+    console.log(`  before the event: ${before.length} requests, ${failed(before).length} failed (curl timeout); after: ${after.length} requests, ${failed(after).length} failed, slowest ${slowest.toFixed(3)} s`);
+    assert.match(down.reason ?? '', /ignores new connections/, 'taken out for ignoring SYNs');
+    assert.ok(failed(before).length > 0, 'the black hole did swallow connections before it was taken out (else this test proves nothing)');
+    // "Ignores": threshold SYNs unanswered for grace (1 s), on a 250 ms tick. The loops start right after
+    // hostlb does, so this also holds with less than 2×grace of passive history.
+    assert.ok(downAt - firstLost < 2_000, `taken out ${downAt - firstLost} ms after the first lost connection; bound 2000 ms${await admin.evidence(hostlb)}`);
+    assert.ok(after.length >= 50, `the clients kept connecting after the event (${after.length} requests)`);
+    assert.equal(atEnd, atDown, `no new flow reached ${black} after the event${await blackFlows()}`);
+    assert.deepEqual(failed(after).slice(0, 5), [], `every connection after the event succeeded (new flows to ${black}: ${atDown} at the event, ${atEnd} at the end)${await blackFlows()}${await admin.evidence(hostlb)}`);
+    assert.ok(slowest < 1, `none after the event waited on a lost SYN (slowest ${slowest} s)`);
+    const view = (await admin.health()).find((d) => d.daemon === black);
+    assert.equal(view?.state, 'down', `health shows it down: ${JSON.stringify(view)}`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+/** A connected UDP socket in the client namespace: sends one datagram, prints the answer or the error. */
+const UDP_CLIENT = `
+import dgram from 'node:dgram';
+const [address, port] = process.argv.slice(1);
+const s = dgram.createSocket('udp4');
+const started = Date.now();
+const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.close(); };
+const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
+s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
+s.on('message', (m) => { clearTimeout(timer); done({ result: 'answer', text: String(m) }); });
+s.connect(Number(port), address, () => s.send('ping'));
+`;
+
+/** A TCP connect from the client namespace: prints how it ended. */
+const TCP_CLIENT = `
+import net from 'node:net';
+const [address, port] = process.argv.slice(1);
+const started = Date.now();
+const s = net.connect(Number(port), address);
+const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
+const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
+s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
+s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
+`;
+
+test('every daemon down: whenAllDown reject refuses at once (TCP RST, ICMP port unreachable); use keeps serving', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2']);
+  // The daemons are alive; only their advisors fail (expected status and reply they never give), so what the
+  // client sees is hostlb's decision, not a dead daemon's kernel answering.
+  const nginx = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1));
+  const udp = await startUdpEchoDaemons(topo.sandbox, topo.server, topo.dir, ['198.18.2.2:5353']);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    const failingHttp = { type: 'http', expect: 204, interval: '500ms', timeout: '400ms', rise: 1, fall: 1 };
+    const failingUdp = { type: 'udp', payload: 'ping', reply: 'never-in-a-reply', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 };
+    const tcpDaemons = [{ address: endpoints(1)[0] }];
+    const udpDaemons = [{ address: '198.18.2.2:5353' }];
+    hostlb = await startHostlb(topo, config([
+      { port: 80, advisor: failingHttp, whenAllDown: 'reject', daemons: tcpDaemons },
+      { port: 81, advisor: failingHttp, whenAllDown: 'use', daemons: tcpDaemons },
+      { port: 53, protocol: 'udp', advisor: failingUdp, whenAllDown: 'reject', daemons: udpDaemons },
+      { port: 54, protocol: 'udp', advisor: failingUdp, whenAllDown: 'use', daemons: udpDaemons },
+    ]));
+    const admin = AdminClient.of(hostlb);
+    const health = await pollUntil('every daemon of every port down', () => admin.health(), (h) => h.length === 4 && h.every((d) => d.state === 'down'), 6_000);
+    console.log(`  health: ${health.map((d) => `${d.port} ${d.daemon} ${d.state} (${d.reason})`).join('; ')}`);
+
+    const curl = async (port: number): Promise<{ exit: number | null; ms: number; out: string }> => {
+      const started = Date.now();
+      const r = await topo.sandbox.run(topo.client, ['curl', '-sS', '--max-time', '5', `http://${CLUSTER_V4}:${port}/`], { timeoutMs: 10_000 });
+      return { exit: r.code, ms: Date.now() - started, out: `${r.stdout}${r.stderr}`.trim() };
+    };
+    const udpSend = async (port: number): Promise<{ result: string; code?: string; text?: string; ms: number }> => {
+      const r = await topo.sandbox.run(topo.client, [process.execPath, '--input-type=module', '-e', UDP_CLIENT, CLUSTER_V4, String(port)], { timeoutMs: 10_000 });
+      return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { result: string; code?: string; text?: string; ms: number };
+    };
+
+    const rejected = await curl(80);
+    console.log(`  tcp reject: curl exit ${rejected.exit} in ${rejected.ms} ms (${rejected.out})`);
+    assert.equal(rejected.exit, 7, `curl could not connect (exit 7), not a timeout (28): ${rejected.out}${await admin.evidence(hostlb)}`);
+    assert.ok(rejected.ms < 1_000, `refused at once, not after ${rejected.ms} ms`);
+    // curl 7 also covers unreachable hosts; the socket's own error tells a RST (ECONNREFUSED) apart.
+    const tcp = await topo.sandbox.run(topo.client, [process.execPath, '--input-type=module', '-e', TCP_CLIENT, CLUSTER_V4, '80'], { timeoutMs: 10_000 });
+    const refused = JSON.parse(tcp.stdout.trim().split('\n').pop() ?? '{}') as { result: string; code?: string; ms: number };
+    console.log(`  tcp reject: a Node socket got ${JSON.stringify(refused)}`);
+    assert.deepEqual([refused.result, refused.code], ['error', 'ECONNREFUSED'], `connection refused (RST): ${tcp.stdout}${tcp.stderr}`);
+
+    const used = await curl(81);
+    console.log(`  tcp use: curl exit ${used.exit} in ${used.ms} ms (${used.out})`);
+    assert.equal(used.exit, 0, `whenAllDown use: served anyway: ${used.out}`);
+    assert.match(used.out, /^d1 /, 'by the daemon');
+
+    const unreachable = await udpSend(53);
+    console.log(`  udp reject: ${JSON.stringify(unreachable)}`);
+    assert.deepEqual([unreachable.result, unreachable.code], ['error', 'ECONNREFUSED'], 'a connected UDP socket hears ICMP port unreachable');
+    assert.ok(unreachable.ms < 1_000, `at once, not after ${unreachable.ms} ms`);
+
+    const echoed = await udpSend(54);
+    console.log(`  udp use: ${JSON.stringify(echoed)}`);
+    assert.equal(echoed.result, 'answer', 'whenAllDown use: the datagram reached the daemon');
+    assert.match(echoed.text ?? '', /^d1 /);
+
+    const drops = (await admin.get<{ clusters: Array<{ ports: Array<{ port: number; drops: Record<string, number> }> }> }>('/v1/clusters')).clusters[0].ports;
+    console.log(`  drops per port: ${drops.map((p) => `${p.port} ${JSON.stringify(p.drops)}`).join('; ')}`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons([...nginx, ...udp]);
+  }
+});
+
+test('hostlb daemon drain --wait returns 0 once the daemon\'s last flow ends (daemon_drained), and 1 at its timeout', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2']);
+  const [e1, e2] = endpoints(1, 2);
+  const daemons = await startFixtureDaemons(topo.sandbox, topo.server, [{ endpoint: e1, name: 'f1' }, { endpoint: e2, name: 'f2' }]);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config([{ port: 80, scheduler: 'rr', daemons: [{ address: e1 }, { address: e2 }] }]));
+    const admin = AdminClient.of(hostlb);
+    const events = await EventStream.open(admin.socket);
+    t.after(() => events.close());
+
+    /** A request the daemon answers after `ms`; resolves with curl's end time and output. */
+    const slowRequest = (ms: number): Promise<{ endedAt: number; code: number | null; out: string }> =>
+      topo.sandbox.run(topo.client, ['curl', '-sS', '--max-time', '15', `http://${CLUSTER_V4}/?delay=${ms}`], { timeoutMs: 20_000 })
+        .then((r) => ({ endedAt: Date.now(), code: r.code, out: `${r.stdout}${r.stderr}` }));
+    /** The daemon holding the slow request's flow. */
+    const busyDaemon = async (): Promise<string> => {
+      const ds = await pollUntil('a daemon holding the slow request', () => admin.daemonsOf(80), (v) => v.some((d) => d.activeFlows > 0), 5_000, 50);
+      return ds.find((d) => d.activeFlows > 0)!.address;
+    };
+
+    // 1: drained while a 4 s request is in flight; --wait returns after the request ends.
+    const curlAt = Date.now();
+    const slow = slowRequest(4_000);
+    const victim = await busyDaemon();
+    const drain = await cli(topo.sandbox, topo.server, hostlb, ['daemon', 'drain', CLUSTER_V4, '80', victim, '--wait', '--timeout', '10']);
+    const answered = await slow;
+    const drained = await events.waitFor((e) => e.type === 'daemon_drained' && e.daemon === victim, 2_000);
+    console.log(`  drain --wait: called ${drain.startedAt - curlAt} ms after the slow request began, returned ${drain.code} after ${drain.returnedAt - drain.startedAt} ms; the request ended ${answered.endedAt - curlAt} ms after it began, drain returned ${drain.returnedAt - answered.endedAt} ms after that`);
+    console.log(`  daemon_drained: ${drained === null ? 'none' : `${Date.parse(drained.at) - curlAt} ms after the slow request began`}`);
+    assert.equal(drain.code, 0, describeCli(drain));
+    assert.equal(answered.code, 0, `the request in flight finished: ${answered.out}`);
+    assert.ok(drain.returnedAt >= answered.endedAt - 250, `drain --wait returned ${answered.endedAt - drain.returnedAt} ms before the flow ended\n${describeCli(drain)}`);
+    assert.ok(drain.returnedAt - answered.endedAt < 2_000, `drain --wait returned ${drain.returnedAt - answered.endedAt} ms after the flow ended`);
+    assert.ok(drained !== null, `a daemon_drained event for ${victim}${await admin.evidence(hostlb)}`);
+    assert.ok(Date.parse(drained.at) >= answered.endedAt - 250, 'daemon_drained came after the flow ended');
+    // Quiesced: new connections go to the other daemon only.
+    const other = victim === e1 ? 'f2' : 'f1';
+    const after = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${CLUSTER_V4}/`));
+    assert.deepEqual(after.map((r) => (JSON.parse(r.body) as { name: string }).name), after.map(() => other), 'the drained daemon takes no new flow');
+
+    // 2: back in, and drained again with a 1 s timeout around a 4 s request: exit 1, DRAIN_TIMEOUT.
+    const back = await cli(topo.sandbox, topo.server, hostlb, ['daemon', 'set', CLUSTER_V4, '80', victim, '--weight', '1']);
+    assert.equal(back.code, 0, describeCli(back));
+    const slow2 = slowRequest(4_000);
+    const busy = await busyDaemon();
+    const timedOut = await cli(topo.sandbox, topo.server, hostlb, ['daemon', 'drain', CLUSTER_V4, '80', busy, '--wait', '--timeout', '1']);
+    console.log(`  drain --wait --timeout 1 around a 4 s request: exit ${timedOut.code} after ${timedOut.returnedAt - timedOut.startedAt} ms (${timedOut.stderr.trim()})`);
+    assert.equal(timedOut.code, 1, describeCli(timedOut));
+    assert.match(timedOut.stderr, /still holds 1 active flow/, describeCli(timedOut));
+    assert.equal((await slow2).code, 0, 'the request in flight still finished');
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
