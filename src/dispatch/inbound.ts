@@ -5,7 +5,7 @@
 
 import { IP_PROTO_TCP, IPV4_DST_ADDR } from '../wire/ipv4.js';
 import { IPV6_DST_ADDR } from '../wire/ipv6.js';
-import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_SYN } from '../wire/tcp.js';
+import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_RST, TCP_SYN } from '../wire/tcp.js';
 import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
 import type { ClusterPort } from './config-tree.js';
 import {
@@ -46,9 +46,16 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
   }
 
   if (id === -1) {
+    // A segment of a connection the table does not know (lost in a restart
+    // without a checkpoint, or evicted): a consistent-hash scheduler picks the
+    // daemon the flow's hash picked when it began, so the flow can go on there.
+    let recovering = false;
     if (tcp && (d.tcpFlags & (TCP_SYN | TCP_ACK_FLAG)) !== TCP_SYN) {
-      d.balancer.stats.dropAt(port.id, Drop.NoRecord);
-      return VERDICT_DROP;
+      recovering = (port.scheduler === 'maglev' || port.scheduler === 'sh') && (d.tcpFlags & (TCP_ACK_FLAG | TCP_RST | TCP_SYN)) === TCP_ACK_FLAG;
+      if (!recovering) {
+        d.balancer.stats.dropAt(port.id, Drop.NoRecord);
+        return VERDICT_DROP;
+      }
     }
     const daemon = d.balancer.choose(port, hash, hashAddress(key, 0, SOURCE_HASH_SEED));
     if (daemon === null) {
@@ -57,7 +64,7 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
       if (port.rejectWhenEmpty) return tcp ? reflectReset(d, buf) : reflectUnreachable(d, buf);
       return VERDICT_DROP;
     }
-    const state = tcp ? ConnState.SynRecv : ConnState.Udp;
+    const state = recovering ? ConnState.Established : tcp ? ConnState.SynRecv : ConnState.Udp;
     id = table.insert(key, hash, daemon.addrWords, 0, daemon.port, daemon.id, port.id, state | FLAG_ACTIVE, now,
       now + d.timeouts[state]);
     if (id < 0) {
@@ -66,7 +73,8 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     }
     table.setList(id, evictionList(state, 0));
     d.balancer.flowStarted(daemon.id);
-    if (tcp) d.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
+    if (recovering) d.balancer.stats.recovered++;
+    else if (tcp) d.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
   } else if (tcp) {
     if (table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
     advanceTcp(d, id, false, now);

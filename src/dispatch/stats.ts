@@ -39,6 +39,8 @@ export class Stats {
   forwardedOut = 0;
   /** RSTs sent on flows reset on purpose (see reset.ts). */
   resetsSent = 0;
+  /** Segments of unknown connections given back to their daemon by a consistent-hash scheduler (inbound.ts). */
+  recovered = 0;
   /** Echo requests to a cluster address answered, and ICMP errors about a flow translated (icmp-translate.ts). */
   echoReplies = 0;
   icmpTranslated = 0;

@@ -70,3 +70,39 @@ describe('table checkpoints', () => {
     assert.equal(b.table.size, 0);
   });
 });
+
+describe('recovery through the consistent hash', () => {
+  const spec = (scheduler: 'maglev' | 'sh' | 'rr') => ({
+    clusters: [{ address: CLUSTER, ports: [{ port: 80, scheduler, daemons: DAEMONS.map((address) => ({ address })) }] }],
+  });
+  for (const scheduler of ['maglev', 'sh'] as const) {
+    it(`${scheduler}: a segment of a connection the table lost goes to the daemon its flow began on`, () => {
+      const a = new Dispatcher({ capacity: 256, hashSeed: 42 });
+      a.configure(spec(scheduler));
+      const began = new Map<number, string>();
+      for (let port = 43000; port < 43040; port++) {
+        began.set(port, send(a, buildTcp({ src: `198.18.0.${port % 7 + 1}`, dst: CLUSTER, srcPort: port, dstPort: 80, flags: 'S', seq: 1 }), 1000).dst);
+      }
+      // A new run without a checkpoint: same seed, same configuration, empty table.
+      const b = new Dispatcher({ capacity: 256, hashSeed: 42 });
+      b.configure(spec(scheduler));
+      for (const [port, daemon] of began) {
+        const r = send(b, buildTcp({ src: `198.18.0.${port % 7 + 1}`, dst: CLUSTER, srcPort: port, dstPort: 80, flags: 'PA', seq: 2, ack: 6, payload: 'more' }), 5000);
+        assert.equal(r.verdict, VERDICT_FORWARD);
+        assert.equal(r.dst, daemon);
+      }
+      assert.equal(b.balancer.stats.recovered, began.size);
+      assert.equal(b.table.size, began.size, 'each recovered flow has its record again');
+    });
+  }
+
+  it('rr cannot recover: the segment is dropped as no_record, and a RST is never recovered', () => {
+    const b = new Dispatcher({ capacity: 16 });
+    b.configure(spec('rr'));
+    assert.notEqual(send(b, buildTcp({ src: '198.18.0.1', dst: CLUSTER, srcPort: 44000, dstPort: 80, flags: 'A', seq: 2, ack: 6 }), 1).verdict, VERDICT_FORWARD);
+    const m = new Dispatcher({ capacity: 16 });
+    m.configure(spec('maglev'));
+    assert.notEqual(send(m, buildTcp({ src: '198.18.0.1', dst: CLUSTER, srcPort: 44001, dstPort: 80, flags: 'R', seq: 2 }), 1).verdict, VERDICT_FORWARD);
+    assert.equal(m.table.size, 0);
+  });
+});
