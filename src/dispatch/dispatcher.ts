@@ -21,7 +21,7 @@ import { Balancer, type BalancerOptions } from './balancer.js';
 import type { ConfigTree, DispatchSpec } from './config-tree.js';
 import {
   ConnTable, LIST_CLOSED, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_BYTES_OUT,
-  RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS,
+  RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS,
   R_STATE,
 } from './conn-table.js';
 import { Drop } from './drop-reason.js';
@@ -674,12 +674,12 @@ export class Dispatcher {
       const hash = hashFlowKey(key, this.table.seed);
       this.lastRecordId = -1;
       const verdict = port !== undefined ? translateInbound(this, port, buf, now, hash) : translateOutbound(this, buf, now, hash);
-      if (verdict === VERDICT_FORWARD && this.lastRecordId >= 0) this.fragments.remember(fk, this.lastRecordId, port === undefined, now);
+      if (verdict === VERDICT_FORWARD && this.lastRecordId >= 0) this.fragments.remember(fk, this.lastRecordId, port === undefined, now, this.recordCreated(this.lastRecordId));
       return verdict;
     }
-    const found = this.fragments.find(fk, now);
+    const found = this.fragments.find(fk, now, this.recordCreated);
     const id = found >> 1;
-    if (found < 0 || !this.table.isInUse(id)) {
+    if (found < 0 || !this.table.isInUse(id) || !this.fragmentMatches(id, (found & 1) === 1)) {
       this.balancer.stats.drop(Drop.Fragment);
       return VERDICT_DROP;
     }
@@ -702,6 +702,24 @@ export class Dispatcher {
     if (outbound) this.balancer.stats.forwardedOut++;
     else this.balancer.stats.forwardedIn++;
     return VERDICT_FORWARD;
+  }
+
+  /** When record `id` was created (ms); tells a reused record id from its earlier flow. */
+  private readonly recordCreated = (id: number): number => this.table.f64[id * (REC_WORDS / 2) + RF_CREATED];
+
+  /**
+   * True when record `id` still belongs to the datagram in fragKey: ids are
+   * reused at once, so an entry may outlive its flow (evicted, collected).
+   */
+  private fragmentMatches(id: number, outbound: boolean): boolean {
+    const u32 = this.table.u32;
+    const b = id * REC_WORDS;
+    const fk = this.fragKey;
+    // Inbound fragments: client → cluster. Outbound: daemon → client.
+    const srcAt = b + (outbound ? R_DAEMON_ADDR : R_CLIENT_ADDR);
+    const dstAt = b + (outbound ? R_CLIENT_ADDR : R_CLUSTER_ADDR);
+    for (let w = 0; w < 4; w++) if (u32[srcAt + w] !== fk[w] || u32[dstAt + w] !== fk[4 + w]) return false;
+    return ((u32[b + R_META] >>> 8) & 0xff) === (fk[9] >>> 8);
   }
 
   private recordRemoved(id: number, reason: RemoveReason): void {

@@ -18,6 +18,8 @@ export class FragmentTable {
   /** Record id * 2 + (1 when the datagram goes daemon → client), or -1 for a free entry. */
   private readonly values: Int32Array;
   private readonly expires: Float64Array;
+  /** When the record was created: record ids are reused at once, this tells a new flow from the old. */
+  private readonly created: Float64Array;
   private readonly mask: number;
   /** Entries overwritten while still live (a full probe run). */
   overwritten = 0;
@@ -29,6 +31,7 @@ export class FragmentTable {
     this.keys = new Uint32Array(size * FRAG_KEY_WORDS);
     this.values = new Int32Array(size).fill(-1);
     this.expires = new Float64Array(size);
+    this.created = new Float64Array(size);
   }
 
   private hash(key: Uint32Array): number {
@@ -43,8 +46,11 @@ export class FragmentTable {
     return true;
   }
 
-  /** Remembers that the datagram `key` belongs to record `recordId` (direction `outbound`) until now + timeout. */
-  remember(key: Uint32Array, recordId: number, outbound: boolean, now: number): void {
+  /**
+   * Remembers that the datagram `key` belongs to record `recordId` (created
+   * at `recordCreated`, direction `outbound`) until now + timeout.
+   */
+  remember(key: Uint32Array, recordId: number, outbound: boolean, now: number, recordCreated = 0): void {
     const start = this.hash(key) & this.mask;
     let target = -1;
     let oldest = -1;
@@ -63,14 +69,22 @@ export class FragmentTable {
     for (let i = 0; i < FRAG_KEY_WORDS; i++) this.keys[target * FRAG_KEY_WORDS + i] = key[i];
     this.values[target] = recordId * 2 + (outbound ? 1 : 0);
     this.expires[target] = now + this.timeoutMs;
+    this.created[target] = recordCreated;
   }
 
-  /** Record id * 2 + direction for datagram `key`, or -1. */
-  find(key: Uint32Array, now: number): number {
+  /**
+   * Record id * 2 + direction for datagram `key`, or -1. With `createdOf`, an
+   * entry whose record has since been reused by another flow (another
+   * creation time) is not returned.
+   */
+  find(key: Uint32Array, now: number, createdOf?: (recordId: number) => number): number {
     const start = this.hash(key) & this.mask;
     for (let n = 0; n < PROBE; n++) {
       const slot = (start + n) & this.mask;
-      if (this.values[slot] >= 0 && this.expires[slot] > now && this.matches(slot, key)) return this.values[slot];
+      if (this.values[slot] >= 0 && this.expires[slot] > now && this.matches(slot, key)) {
+        if (createdOf && createdOf(this.values[slot] >> 1) !== this.created[slot]) return -1;
+        return this.values[slot];
+      }
     }
     return -1;
   }

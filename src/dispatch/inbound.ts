@@ -76,7 +76,8 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     if (recovering) d.balancer.stats.recovered++;
     else if (tcp) d.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
   } else if (tcp) {
-    if (table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
+    // A RST of its own ends the flow on both ends: it goes through like any segment.
+    if ((table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) && !(d.tcpFlags & TCP_RST)) return reflectReset(d, buf);
     advanceTcp(d, id, false, now);
   }
 

@@ -4,7 +4,7 @@
 
 import { IP_PROTO_TCP, IPV4_SRC_ADDR } from '../wire/ipv4.js';
 import { IPV6_SRC_ADDR } from '../wire/ipv6.js';
-import { TCP_CHECKSUM, TCP_SRC_PORT } from '../wire/tcp.js';
+import { TCP_CHECKSUM, TCP_RST, TCP_SRC_PORT } from '../wire/tcp.js';
 import { UDP_CHECKSUM, UDP_SRC_PORT } from '../wire/udp.js';
 import {
   REC_WORDS, RF_BYTES_OUT, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_OUT, R_CLUSTER_ADDR, R_DAEMON_ID, R_PORTS, R_STATE,
@@ -49,7 +49,7 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   const u32 = table.u32;
   const b = id * REC_WORDS;
   if (tcp) {
-    if (u32[b + R_STATE] & FLAG_RESET) return reflectReset(d, buf);
+    if ((u32[b + R_STATE] & FLAG_RESET) && !(d.tcpFlags & TCP_RST)) return reflectReset(d, buf);
     advanceTcp(d, id, true, now);
   } else if ((u32[b + R_STATE] & FLAG_REPLIED) === 0) {
     // A UDP flow the daemon answered is confirmed: a full table no longer gives it up.

@@ -114,6 +114,24 @@ for (const family of [4, 6] as const) {
       assert.deepEqual([q.src, q.srcPort], [f.cluster, 53]);
     });
 
+    it('does not follow a fragment entry whose record was removed and reused by another flow', () => {
+      // One record only, so the next flow must take the freed id.
+      const d = new Dispatcher({ capacity: 1 });
+      d.configure({ clusters: [{ address: f.cluster, ports: [{ port: 53, protocol: 'udp', daemons: f.daemons.map((address) => ({ address })) }] }] });
+      const datagram = buildUdp({ src: f.client, dst: f.cluster, srcPort: 40002, dstPort: 53, payload: new Uint8Array(3000) });
+      const frags = fragment(datagram, family, 99, 1480);
+      const first = frags[0].slice();
+      assert.equal(d.processPacket(first, 0, first.length, 0, 1), VERDICT_FORWARD);
+      const id = d.lastRecordId;
+      d.table.remove(id, 3);
+      // Another flow takes the freed record id at once.
+      const other = buildUdp({ src: f.client, dst: f.cluster, srcPort: 40003, dstPort: 53, payload: 'x' });
+      assert.equal(d.processPacket(other, 0, other.length, 0, 2), VERDICT_FORWARD);
+      assert.equal(d.lastRecordId, id, 'the id was reused');
+      const late = frags[1].slice();
+      assert.equal(d.processPacket(late, 0, late.length, 0, 3), VERDICT_DROP);
+    });
+
     it('drops a later fragment that arrives before its first, and one that never had a first', () => {
       const d = setUp(f);
       const datagram = buildUdp({ src: f.client, dst: f.cluster, srcPort: 40001, dstPort: 53, payload: new Uint8Array(3000) });

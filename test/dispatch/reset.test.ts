@@ -4,7 +4,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { Dispatcher, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
 import { buildTcp, buildUdp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';
 
 const TCP_RST = 0x04;
@@ -58,8 +58,10 @@ for (const family of [4, 6] as const) {
       assert.equal(back.flags, TCP_RST);
       assert.equal(back.seq, 1001);
 
-      // A RST is never answered with a RST.
-      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'R', seq: 1001 }), 5).verdict, VERDICT_DROP);
+      // A RST is never answered with a RST: one of the flow's own ends it on the other side too, translated.
+      const rst2 = send(d, buildTcp({ src: client, dst: cluster, srcPort: 40000, dstPort: 80, flags: 'R', seq: 1001 }), 5);
+      assert.equal(rst2.verdict, VERDICT_FORWARD);
+      assert.equal(describePacket(rst2.out).dst, daemonAddr);
       assert.equal(d.balancer.stats.resetsSent, 2);
     });
 

@@ -8,7 +8,8 @@
 //   HostlbProcess.start(sandbox, ns, config, { dir, startTimeoutMs? }): Promise<HostlbProcess>
 //       config is the YAML document as an object; stateDir defaults to <dir>/state (pass the
 //       same dir again to find a crashed run's journal). Rejects, quoting stderr, when hostlb
-//       exits or does not log "started" in time.
+//       exits or does not log "started" in time. options.args: more arguments after
+//       `start --config FILE` (e.g. ['--takeover']).
 //   hostlb.stop(signal = 'SIGTERM'): Promise<HostlbExit>   signal by PID, wait for exit (SIGKILL at 10 s)
 //   hostlb.kill(): Promise<HostlbExit>                     SIGKILL, the crash case
 //   hostlb.events / hostlb.stderr / hostlb.describe()      its JSON log lines, raw stderr, a summary
@@ -85,15 +86,15 @@ export class HostlbProcess {
   /**
    * Writes `config` (with stateDir defaulted to `<dir>/state`) as YAML into
    * `dir`, starts `node main.js start --config FILE` inside `ns` and waits for
-   * the "started" event. Rejects with hostlb's stderr when it exits first or
+   * the "started" event (`options.args` follow `--config FILE`). Rejects with hostlb's stderr when it exits first or
    * stays silent past the timeout (it is killed then).
    */
-  static async start(sandbox: NetnsSandbox, ns: Namespace, config: Record<string, unknown>, options: { dir: string; startTimeoutMs?: number }): Promise<HostlbProcess> {
+  static async start(sandbox: NetnsSandbox, ns: Namespace, config: Record<string, unknown>, options: { dir: string; startTimeoutMs?: number; args?: string[] }): Promise<HostlbProcess> {
     const stateDir = typeof config.stateDir === 'string' ? config.stateDir : join(options.dir, 'state');
     mkdirSync(options.dir, { recursive: true });
     const configPath = join(options.dir, `hostlb-${++configCounter}.yaml`);
     writeFileSync(configPath, stringify({ ...config, stateDir }));
-    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath]);
+    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])]);
     const hostlb = new HostlbProcess(child, configPath, stateDir);
     const timeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
     const outcome = await Promise.race([

@@ -1,0 +1,234 @@
+// Restarts that lose no flow. A 50 MB download through the cluster, slowed by
+// curl --limit-rate to ~9 s, must arrive whole and byte-identical (sha256) from
+// the daemon it started on, although hostlb is (1) killed with SIGKILL ~2 s in
+// and started again on the same config and stateDir, which adopts the crashed
+// run's device and set-up and restores its table checkpoint; or (2) replaced
+// ~2 s in by `start --takeover`, the old process handing over and exiting 0 on
+// its own. After each, a SIGTERM of the survivor leaves the namespace exactly as
+// before and no journal, baseline or checkpoint in stateDir; and (3) a start
+// after such a deliberate stop starts clean instead of adopting.
+//
+// Three daemons, rr: a warm-up request takes d1, so the download is on d2 and
+// only the restored record can keep it there. With checkpoints off (tried), the
+// restarted instance drops the flow's packets as `no_record` and the download
+// stalls until curl's --max-time: the test fails.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
+import { CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess, waitForIpv6Settled, type HostlbEvent } from '../support/hostlb-process.js';
+import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
+
+const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
+const DEVICE = 'hlb0';
+const FILE_BYTES = 50 * 1024 * 1024;
+/** 50 MiB at 5 MiB/s: ~10 s nominal, 8.8–10.0 s measured with the disruption. */
+const LIMIT_RATE = '5M';
+const MAX_TIME_S = 60;
+/** How far into the download hostlb is killed or taken over from. */
+const DISRUPT_AFTER_MS = 2_000;
+
+interface Snapshot {
+  rules: unknown;
+  rules6: unknown;
+  routes: unknown;
+  routes6: unknown;
+  links: unknown;
+  sysctls: Record<string, string>;
+}
+
+/** As cleanup.test.ts: what hostlb changes in its namespace and must put back. */
+function snapshot(ns: Namespace, serverDev: string): Snapshot {
+  const sysctls = [
+    'net/ipv4/ip_forward',
+    'net/ipv4/conf/all/rp_filter',
+    'net/ipv4/conf/all/accept_local',
+    'net/ipv4/conf/all/route_localnet',
+    'net/ipv6/conf/all/forwarding',
+    `net/ipv4/conf/${serverDev}/forwarding`,
+    `net/ipv6/conf/${serverDev}/forwarding`,
+  ];
+  return {
+    rules: ns.ipJson('-d', 'rule'),
+    rules6: ns.ipJson('-d', '-6', 'rule'),
+    routes: ns.ipJson('-4', 'route', 'show', 'table', 'all'),
+    routes6: ns.ipJson('-6', 'route', 'show', 'table', 'all'),
+    links: ns.ipJson('link'),
+    sysctls: Object.fromEntries(sysctls.map((p) => [p, ns.readSysctl(p)])),
+  };
+}
+
+/** Writes `bytes` random bytes to `path` in 1 MB pieces; returns their sha256 (hex). */
+function writeRandomFile(path: string, bytes: number): string {
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'w', 0o644);
+  try {
+    for (let written = 0; written < bytes; ) {
+      const piece = randomBytes(Math.min(1 << 20, bytes - written));
+      hash.update(piece);
+      writeSync(fd, piece);
+      written += piece.length;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+function sha256Of(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+function sizeOf(path: string): number {
+  return existsSync(path) ? statSync(path).size : 0;
+}
+
+function eventsNamed(hostlb: HostlbProcess, name: string): HostlbEvent[] {
+  return hostlb.events.filter((e) => e.event === name);
+}
+
+test('a download through the cluster survives kill -9 + restart and a takeover; a deliberate stop still undoes everything', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, nginx daemons and curl')) return;
+  const sandbox = NetnsSandbox.forTest(t);
+  const dir = tempDir(t);
+  const filesDir = join(dir, 'files');
+  mkdirSync(filesDir);
+  const expected = writeRandomFile(join(filesDir, 'big.bin'), FILE_BYTES);
+  const { client, server, serverDev } = clusterTopology(sandbox);
+  for (const d of DAEMONS) addLoopbackAddress(server, splitEndpoint(d).address);
+  // A value hostlb must change (to 0) and then put back.
+  server.writeSysctl('net/ipv4/conf/all/rp_filter', '2');
+  const daemons = await startNginxDaemons(sandbox, server, dir, DAEMONS, { filesDir });
+  const config = {
+    device: DEVICE,
+    table: { capacity: 4096, checkpoint: '1s' },
+    clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'rr', daemons: DAEMONS.map((address) => ({ address })) }] }],
+  };
+  const stateDir = join(dir, 'state');
+  const stateFiles = [`${DEVICE}.journal.json`, `${DEVICE}.baseline.json`, `${DEVICE}.table`];
+  await waitForIpv6Settled(server, serverDev);
+  const before = snapshot(server, serverDev);
+  const started: HostlbProcess[] = [];
+  const start = async (args: string[] = []): Promise<HostlbProcess> => {
+    const hostlb = await HostlbProcess.start(sandbox, server, config, { dir, args });
+    started.push(hostlb);
+    return hostlb;
+  };
+
+  /** The running instance's counters over its admin socket, for failure messages. */
+  const counters = async (): Promise<string> => {
+    const run = await sandbox.run(server, ['curl', '-sS', '--max-time', '3', '--unix-socket', join(stateDir, 'admin.sock'), 'http://hostlb/v1/counters'], { timeoutMs: 5_000 });
+    return run.code === 0 ? run.stdout : `(no counters: curl exited ${run.code ?? run.signal}: ${run.stderr.trim()})`;
+  };
+  const evidence = async (processes: HostlbProcess[]): Promise<string> =>
+    `${processes.map((h, i) => `--- hostlb #${i + 1} (pid ${h.pid}, ${h.running ? 'running' : 'exited'}):\n${h.describe()}`).join('\n')}\n--- counters: ${await counters()}`;
+
+  /** Requests of big.bin each daemon logged (nginx logs once the last byte is sent). */
+  const served = (): Array<{ daemon: string; status: number; bytes: number }> =>
+    daemons.flatMap((d: NginxDaemon) => d.accessLog().filter((e) => e.uri === '/files/big.bin').map((e) => ({ daemon: d.name, status: e.status, bytes: e.bytes })));
+
+  /**
+   * One request to "/" (rr: d1), then the slow download (d2); `disrupt` runs
+   * DISRUPT_AFTER_MS in, while the download is still under way. Asserts HTTP 200,
+   * the whole file, its sha256 and that d2 alone served it once.
+   */
+  const downloadThrough = async (name: string, disrupt: () => Promise<HostlbProcess[]>): Promise<void> => {
+    const [warm] = await curlThrough(sandbox, client, [`http://${CLUSTER_V4}/`]);
+    assert.match(warm.body, /^d1 /, 'the warm-up request takes d1, so the download goes to d2');
+    const servedBefore = served().length;
+    const path = join(dir, name);
+    let finished = false;
+    const began = Date.now();
+    const download = sandbox.run(client, [
+      'curl', '-sS', '--max-time', String(MAX_TIME_S), '--limit-rate', LIMIT_RATE, '-o', path,
+      '-w', '%{http_code} %{size_download}', `http://${CLUSTER_V4}/files/big.bin`,
+    ], { timeoutMs: (MAX_TIME_S + 10) * 1000 }).finally(() => (finished = true));
+    await sleep(DISRUPT_AFTER_MS);
+    const at = sizeOf(path);
+    assert.ok(!finished && at > 0 && at < FILE_BYTES, `the download is under way when hostlb is disrupted (${at} of ${FILE_BYTES} bytes, finished ${finished})`);
+    const processes = await disrupt();
+    assert.ok(!finished, 'the download is still under way after hostlb came back');
+    const run = await download;
+    const seconds = (Date.now() - began) / 1000;
+    t.diagnostic(`${name}: ${at} bytes before the disruption; ${FILE_BYTES / 1048576} MiB in ${seconds.toFixed(1)} s`);
+    if (run.code !== 0 || run.stdout !== `200 ${FILE_BYTES}`) {
+      assert.fail(`curl exited ${run.code ?? run.signal} after ${seconds} s with "${run.stdout}" (want "200 ${FILE_BYTES}"): ${run.stderr.trim()}\n${await evidence(processes)}`);
+    }
+    assert.equal(sha256Of(path), expected, 'sha256 of what arrived equals the file served');
+    for (let waited = 0; served().length <= servedBefore && waited < 2_000; waited += 50) await sleep(50);
+    assert.deepEqual(served().slice(servedBefore), [{ daemon: 'd2', status: 200, bytes: FILE_BYTES }], 'd2 alone served the download, once, whole');
+  };
+
+  /** SIGTERM: exit 0, the namespace exactly as before, no state left for a next start to adopt. */
+  const stopDeliberately = async (hostlb: HostlbProcess): Promise<void> => {
+    const exit = await hostlb.stop('SIGTERM');
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb exited 0 on SIGTERM:\n${hostlb.describe()}`);
+    assert.deepEqual(snapshot(server, serverDev), before, 'after SIGTERM the server namespace is as before');
+    const left = existsSync(stateDir) ? readdirSync(stateDir) : [];
+    assert.deepEqual(left.filter((f) => stateFiles.includes(f)), [], `no journal, baseline or checkpoint stays in stateDir (it holds ${JSON.stringify(left)})`);
+  };
+
+  /** The restarted instance adopted the previous run's set-up and restored at least one record. */
+  const assertAdopted = (hostlb: HostlbProcess): void => {
+    const adopted = eventsNamed(hostlb, 'adopted');
+    assert.equal(adopted.length, 1, `the new hostlb logged "adopted":\n${hostlb.describe()}`);
+    assert.ok((adopted[0].steps as number) > 0, `it adopted the previous run's journalled steps: ${JSON.stringify(adopted[0])}`);
+    const restored = eventsNamed(hostlb, 'table_restored');
+    assert.equal(restored.length, 1, `the new hostlb logged "table_restored":\n${hostlb.describe()}`);
+    assert.ok((restored[0].restored as number) >= 1, `at least the download's record was restored: ${JSON.stringify(restored[0])}`);
+  };
+
+  try {
+    await t.test('kill -9 mid-download, start again: adopted, table restored, the download completes byte-identical', async () => {
+      const first = await start();
+      const running = snapshot(server, serverDev);
+      let second: HostlbProcess | undefined;
+      await downloadThrough('after-kill.bin', async () => {
+        const exit = await first.kill();
+        assert.equal(exit.signal, 'SIGKILL');
+        await sleep(500);
+        second = await start();
+        return [first, second];
+      });
+      assert.ok(second !== undefined);
+      assertAdopted(second);
+      const during = snapshot(server, serverDev);
+      assert.deepEqual([during.rules, during.rules6, during.sysctls], [running.rules, running.rules6, running.sysctls], 'the same rules and sysctls as the first run (nothing doubled or lost)');
+      const [after] = await curlThrough(sandbox, client, [`http://${CLUSTER_V4}/`]);
+      assert.equal(after.httpCode, 200, 'new connections go through the restarted instance');
+      await stopDeliberately(second);
+    });
+
+    await t.test('start --takeover mid-download: the old one hands over and exits 0, the download completes byte-identical', async () => {
+      const first = await start();
+      let second: HostlbProcess | undefined;
+      await downloadThrough('after-takeover.bin', async () => {
+        second = await start(['--takeover']);
+        return [first, second];
+      });
+      assert.ok(second !== undefined);
+      const exit = await first.stop('SIGTERM'); // Only waits: it has exited already (asserted next).
+      assert.equal(eventsNamed(first, 'handed_over').length, 1, `the first hostlb logged "handed_over":\n${first.describe()}`);
+      assert.equal(eventsNamed(first, 'stopped').length, 0, `the first hostlb did not undo its set-up:\n${first.describe()}`);
+      assert.deepEqual(exit, { code: 0, signal: null }, `the first hostlb exited 0 by itself:\n${first.describe()}`);
+      assert.equal(eventsNamed(second, 'taking_over').length, 1, `the second asked the first to hand over:\n${second.describe()}`);
+      assertAdopted(second);
+      await stopDeliberately(second);
+    });
+
+    await t.test('a start after a deliberate stop starts clean', async () => {
+      const hostlb = await start();
+      assert.deepEqual([...eventsNamed(hostlb, 'adopted'), ...eventsNamed(hostlb, 'table_restored')], [], `nothing adopted or restored:\n${hostlb.describe()}`);
+      const [r] = await curlThrough(sandbox, client, [`http://${CLUSTER_V4}/`]);
+      assert.match(r.body, /^d1 /, 'a fresh instance: rr starts at d1');
+      await stopDeliberately(hostlb);
+    });
+  } finally {
+    for (const hostlb of started) await hostlb.stop();
+    await stopDaemons(daemons);
+  }
+});
