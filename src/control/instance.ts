@@ -188,7 +188,7 @@ export class Instance {
         const desired = planHostSetup(spec, baseline);
         const added = addMissing(desired, journal);
         const removed = removeUnwanted(desired, journal);
-        options.logger.info({ event: 'adopted', steps: previous!.steps.length, added, removed, pid: previous!.pid }, 'adopted the host set-up of an earlier run');
+        options.logger.info({ event: 'adopted', steps: previous!.steps.length, added, removed, previousPid: previous!.pid }, 'adopted the host set-up of an earlier run');
       } else {
         baseline = probeHost(config.device);
         writeFileAtomic(files.baseline, JSON.stringify(baseline));

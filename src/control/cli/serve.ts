@@ -39,7 +39,7 @@ export async function requestTakeover(config: HostlbConfig): Promise<void> {
     if ((e as { code?: string }).code === 'NOT_RUNNING') return;
     throw e;
   }
-  log.info({ event: 'taking_over', pid }, 'taking over from the running hostlb');
+  log.info({ event: 'taking_over', fromPid: pid }, 'taking over from the running hostlb');
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
