@@ -92,6 +92,8 @@ const port = z.strictObject({
   }).default({ enabled: true, grace: 1, threshold: 3, holdDown: 5 }),
   /** New flows when every daemon is down: reject (TCP RST / ICMP port unreachable from the cluster) or use the daemons anyway. */
   whenAllDown: z.enum(['reject', 'use']).default('reject'),
+  /** A daemon's existing flows when it goes down: kept (they may still finish) or reset (each end gets a RST when it next sends). */
+  downFlows: z.enum(['keep', 'reset']).default('keep'),
   supervise: supervise.optional(),
 }).superRefine((p, ctx) => {
   if (p.supervise && p.daemons.length > 0) ctx.addIssue({ code: 'custom', path: ['daemons'], message: 'a port with supervise gets its daemons from it; remove the daemons list' });

@@ -234,6 +234,10 @@ export class HealthRuntime {
       manager: conf?.manager ?? { enabled: false, interval: 2, proportions: { active: 0.5, new: 0.5, response: 0, passive: 0 }, smoothing: 0.5, slowStart: 0, minFactor: 0.1, maxFactor: 10 },
       passive: conf?.passive ?? { enabled: true, grace: 1, threshold: 3, holdDown: 5 },
       whenAllDown: conf?.whenAllDown ?? 'reject',
+      onDown: conf?.downFlows === 'reset' ? (id) => {
+        const ended = this.dispatcher.resetDaemonFlows(id, Date.now());
+        this.log.info({ event: 'daemon_flows_reset', port: port.name, daemon: this.dispatcher.tree.daemonsById[id]?.name, flows: ended }, 'flows of a down daemon reset');
+      } : undefined,
       startDown: conf?.supervise !== undefined,
     };
   }

@@ -21,6 +21,8 @@ export interface PortHealthSpec {
   manager: ManagerSpec;
   passive: { enabled: boolean; grace: number; threshold: number; holdDown: number };
   whenAllDown: 'reject' | 'use';
+  /** Called when a daemon goes down and its flows are to be reset (port option downFlows: reset). */
+  onDown?: (daemonId: number) => void;
   /** Daemons that start down and join only when their advisor says up (supervised ones). */
   startDown: boolean;
 }
@@ -269,6 +271,7 @@ export class HealthMonitor {
       }
       e.reason = up ? why : passiveDown ? e.passiveReason : why;
       this.emit(up ? 'daemon_up' : 'daemon_down', pe, e, e.reason);
+      if (!up) pe.spec.onDown?.(e.daemon.id);
       this.pushWeights(pe, now);
     }
   }

@@ -98,11 +98,11 @@ describe('hostlb CLI', { concurrency: true }, () => {
       const lines = r.stdout.trimEnd().split('\n');
       assert.match(lines[0], /^hostlb 0\.0\.0-test \(pid \d+\), up \d+ s, data plane tun on hlbtest0$/);
       assert.match(lines[1], /^table 6\/1024 records; 6 active flows; packets in \d+, out \d+; drops 1$/);
-      assertHeader(lines[3], ['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT']);
+      assertHeader(lines[3], ['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'EFFECTIVE', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT', 'WHY']);
       const rows = lines.slice(4);
       assert.equal(rows.length, 4);
-      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +up +2 +2 /);
-      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +up +1 +1 /);
+      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +1 +up +2 +2 /);
+      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +1 +up +1 +1 /);
 
       for (const args of [['status', '--json']]) {
         const j = await expectExit(s, args, 0);
@@ -155,14 +155,17 @@ describe('hostlb CLI', { concurrency: true }, () => {
     check(s: FakeHostlb): Promise<void>;
   }
 
+  // The keys these commands set; health and manager keys keep their defaults and are not compared.
+  const core = (p: { port: number; protocol: string; scheduler: string; daemons: { address: string; weight: number }[] } | undefined) =>
+    p && { port: p.port, protocol: p.protocol, scheduler: p.scheduler, daemons: p.daemons.map((d) => ({ address: d.address, weight: d.weight })) };
   const portOf = async (s: FakeHostlb, cluster: string, port: number, protocol = 'tcp'): Promise<{ scheduler: string; daemons: { address: string; weight: number }[] } | undefined> =>
-    (await config(s)).clusters.find((c) => c.address === cluster)?.ports.find((p) => p.port === port && p.protocol === protocol);
+    core((await config(s)).clusters.find((c) => c.address === cluster)?.ports.find((p) => p.port === port && p.protocol === protocol));
 
   const STEPS: Step[] = [
     {
       args: ['cluster', 'add', '198.18.100.2', '--port', '8080/udp', '--scheduler', 'rr', '--daemon', '198.18.3.1:80', '--daemon', '198.18.3.2:80'],
       says: 'cluster 198.18.100.2 added',
-      check: async (s) => assert.deepEqual((await config(s)).clusters[2], {
+      check: async (s) => assert.deepEqual({ ...(await config(s)).clusters[2], ports: (await config(s)).clusters[2].ports.map(core) }, {
         address: '198.18.100.2',
         ports: [{ port: 8080, protocol: 'udp', scheduler: 'rr', daemons: [{ address: '198.18.3.1:80', weight: 1 }, { address: '198.18.3.2:80', weight: 1 }] }],
       }),
@@ -385,8 +388,8 @@ describe('hostlb CLI', { concurrency: true }, () => {
   describe('hostlb CLI: --help', () => {
     /** Every command with the long options (or subcommands) its help must mention; nothing else may be listed. */
     const COMMANDS: [string[], string[], string[]][] = [
-      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'status', 'cluster', 'port', 'daemon', 'conns', 'reload', 'stop', 'config']],
-      [['start'], ['--config', '--help'], []],
+      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'status', 'cluster', 'port', 'daemon', 'restart', 'health', 'events', 'conns', 'reload', 'stop', 'config']],
+      [['start'], ['--config', '--takeover', '--help'], []],
       [['check'], ['--config', '--help'], []],
       [['demo'], ['--help'], []],
       [['status'], ['--help'], []],
@@ -397,7 +400,11 @@ describe('hostlb CLI', { concurrency: true }, () => {
       [['port', 'add'], ['--scheduler', '--daemon', '--help'], []],
       [['port', 'set'], ['--scheduler', '--help'], []],
       [['port', 'remove'], ['--help'], []],
-      [['daemon'], ['--help'], ['add', 'set', 'quiesce', 'remove']],
+      [['daemon'], ['--help'], ['add', 'set', 'quiesce', 'remove', 'drain']],
+      [['daemon', 'drain'], ['--wait', '--timeout', '--help'], []],
+      [['restart'], ['--drain-timeout', '--up-timeout', '--help'], []],
+      [['health'], ['--help'], []],
+      [['events'], ['--follow', '--help'], []],
       [['daemon', 'add'], ['--weight', '--help'], []],
       [['daemon', 'set'], ['--weight', '--help'], []],
       [['daemon', 'quiesce'], ['--help'], []],

@@ -203,6 +203,14 @@ describe('parseConfig: mistakes name file:line and the key path', () => {
 });
 
 describe('parseConfig: defaults and durations', () => {
+  /** A port's health defaults: no advisor, the manager on, passive signals on, reject when all are down, keep a down daemon's flows. */
+  const PORT_HEALTH_DEFAULTS = {
+    manager: { enabled: true, interval: 2, proportions: { active: 0.5, new: 0.5, response: 0, passive: 0 }, smoothing: 0.5, slowStart: 10, minFactor: 0.1, maxFactor: 10 },
+    passive: { enabled: true, grace: 1, threshold: 3, holdDown: 5 },
+    whenAllDown: 'reject',
+    downFlows: 'keep',
+  };
+
   it('fills every default', () => {
     const config = parseConfig(CLUSTERS);
     // Key by key, so a key added later does not break this test; a default changed does.
@@ -215,14 +223,15 @@ describe('parseConfig: defaults and durations', () => {
       table: {
         capacity: 1 << 20,
         timeouts: { established: 900, synRecv: 60, finWait: 120, closeWait: 60, lastAck: 30, timeWait: 120, close: 10, udp: 300 },
+        checkpoint: 5,
       },
       seed: 0x686c62,
       admin: {},
-      clusters: [{ address: '198.18.100.1', ports: [{ port: 80, protocol: 'tcp', scheduler: 'wlc', daemons: [{ address: '198.18.2.1:8080', weight: 1 }] }] }],
+      clusters: [{ address: '198.18.100.1', ports: [{ ...PORT_HEALTH_DEFAULTS, port: 80, protocol: 'tcp', scheduler: 'wlc', daemons: [{ address: '198.18.2.1:8080', weight: 1 }] }] }],
     });
     for (const [key, value] of Object.entries(config)) assert.notEqual(value, undefined, `${key} has a default`);
     const bare = parseConfig('clusters:\n  - address: 2001:db8::100\n    ports:\n      - port: 443\n');
-    assert.deepEqual(bare.clusters[0].ports[0], { port: 443, protocol: 'tcp', scheduler: 'wlc', daemons: [] });
+    assert.deepEqual(bare.clusters[0].ports[0], { ...PORT_HEALTH_DEFAULTS, port: 443, protocol: 'tcp', scheduler: 'wlc', daemons: [] });
   });
 
   it('turns durations into seconds: "15m" is 900', () => {

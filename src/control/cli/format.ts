@@ -8,16 +8,19 @@ export function table(rows: (string | number)[][]): string {
   return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? String(cell) : String(cell).padEnd(widths[i]))).join('  ')).join('\n');
 }
 
-interface DaemonView { address: string; weight: number; state: string; activeFlows: number; newFlows: number; packetsIn: number; packetsOut: number; bytesIn: number; bytesOut: number }
+interface DaemonView {
+  address: string; weight: number; state: string; activeFlows: number; newFlows: number; packetsIn: number; packetsOut: number; bytesIn: number; bytesOut: number;
+  effectiveWeight?: number; reason?: string;
+}
 interface PortView { port: number; protocol: string; scheduler: string; daemons: DaemonView[]; drops: Record<string, number> }
 interface ClusterView { address: string; ports: PortView[] }
 
 export function formatClusters(clusters: ClusterView[]): string {
-  const rows: (string | number)[][] = [['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT']];
+  const rows: (string | number)[][] = [['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'EFFECTIVE', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT', 'WHY']];
   for (const c of clusters) for (const p of c.ports) {
-    if (p.daemons.length === 0) rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, '-', '-', 'no daemons', 0, 0, 0, 0]);
+    if (p.daemons.length === 0) rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, '-', '-', '-', 'no daemons', 0, 0, 0, 0, '']);
     for (const d of p.daemons) {
-      rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, d.address, d.weight, d.state, d.activeFlows, d.newFlows, d.packetsIn, d.packetsOut]);
+      rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, d.address, d.weight, d.effectiveWeight ?? d.weight, d.state, d.activeFlows, d.newFlows, d.packetsIn, d.packetsOut, d.reason ?? '']);
     }
   }
   return table(rows);
