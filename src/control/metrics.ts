@@ -56,30 +56,22 @@ export function createMetrics(source: MetricsSource): Registry {
   });
 
   // Packets and bytes carry a direction label: in = client to daemon, out = daemon to client.
-  new Counter({
-    name: 'hostlb_daemon_packets_total', help: 'Packets translated, by direction (in: client to daemon, out: daemon to client).',
-    labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
-    collect(this: Counter) {
-      this.reset();
-      const stats = source.dispatcher.balancer.stats.daemon;
-      for (const x of reportedDaemons(source.dispatcher)) {
-        this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + D_PACKETS_IN]);
-        this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + D_PACKETS_OUT]);
-      }
-    },
-  });
-  new Counter({
-    name: 'hostlb_daemon_bytes_total', help: 'IP bytes translated, by direction (in: client to daemon, out: daemon to client).',
-    labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
-    collect(this: Counter) {
-      this.reset();
-      const stats = source.dispatcher.balancer.stats.daemon;
-      for (const x of reportedDaemons(source.dispatcher)) {
-        this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + D_BYTES_IN]);
-        this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + D_BYTES_OUT]);
-      }
-    },
-  });
+  const inOut = (name: string, what: string, inColumn: number, outColumn: number): void => {
+    new Counter({
+      name, help: `${what} translated, by direction (in: client to daemon, out: daemon to client).`,
+      labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
+      collect(this: Counter) {
+        this.reset();
+        const stats = source.dispatcher.balancer.stats.daemon;
+        for (const x of reportedDaemons(source.dispatcher)) {
+          this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + inColumn]);
+          this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + outColumn]);
+        }
+      },
+    });
+  };
+  inOut('hostlb_daemon_packets_total', 'Packets', D_PACKETS_IN, D_PACKETS_OUT);
+  inOut('hostlb_daemon_bytes_total', 'IP bytes', D_BYTES_IN, D_BYTES_OUT);
   new Gauge({
     name: 'hostlb_daemon_weight', help: 'Configured weight of a daemon (0 = quiesced).',
     labelNames: [...DAEMON_LABELS], registers: [registry],
