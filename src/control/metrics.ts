@@ -151,6 +151,20 @@ export function createMetrics(source: MetricsSource): Registry {
       for (const [type, n] of source.health?.events.counts ?? []) this.inc({ type }, n);
     },
   });
+  new Counter({
+    name: 'hostlb_packets_answered_total', help: 'Packets hostlb answered or handed on itself, by kind: reset, unreachable, echo_reply, icmp_translated, passed_through, recovered.',
+    labelNames: ['kind'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const s = source.dispatcher.balancer.stats;
+      this.inc({ kind: 'reset' }, s.resetsSent);
+      this.inc({ kind: 'unreachable' }, s.unreachableSent);
+      this.inc({ kind: 'echo_reply' }, s.echoReplies);
+      this.inc({ kind: 'icmp_translated' }, s.icmpTranslated);
+      this.inc({ kind: 'passed_through' }, s.passedThrough);
+      this.inc({ kind: 'recovered' }, s.recovered);
+    },
+  });
   new Gauge({
     name: 'hostlb_table_records', help: 'Connection records in the table.', registers: [registry],
     collect(this: Gauge) { this.set(source.dispatcher.table.size); },

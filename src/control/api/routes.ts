@@ -223,6 +223,11 @@ const routes: Route[] = [
       return {
         body: {
           packets: { in: stats.forwardedIn, out: stats.forwardedOut },
+          // Packets answered or handed back rather than translated.
+          answered: {
+            resets: stats.resetsSent, unreachable: stats.unreachableSent, echoReplies: stats.echoReplies,
+            icmpTranslated: stats.icmpTranslated, passedThrough: stats.passedThrough, recovered: stats.recovered,
+          },
           drops: Object.fromEntries(DROP_REASON_NAMES.slice(1).map((n, i) => [n, stats.drops[i + 1]])),
           link: ctx.ctl.plane ? { read: ctx.ctl.plane.packetsRead, written: ctx.ctl.plane.packetsWritten, refused: ctx.ctl.plane.writeShortfall } : null,
           daemons: Object.fromEntries(ctx.ctl.dispatcher.tree.daemonsById.filter(Boolean).map((x) => [`${x.clusterPort.name} ${x.name}`, { ...stats.daemonCounters(x.id), removed: x.retired }])),
