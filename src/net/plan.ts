@@ -14,6 +14,8 @@ import type { NetCommand, NetStep } from './net-step.js';
 export const LOOPBACK_CLUSTER_RULE_PREF = 99;
 /** Daemon-reply rules and local-cluster rules. Anything below LOCAL_RULE_PREF works. */
 export const RULE_PREF = 100;
+/** Portless rules for IPv4 daemons, just after the per-port ones (see the path MTU note in planHostSetup). */
+export const PMTU_RULE_PREF = 101;
 /** Where the `local` rule moves to: after hostlb's rules, still before `main` (32766). */
 export const LOCAL_RULE_PREF = 32765;
 /** The fallback route's metric: worse than any route a person adds. */
@@ -180,6 +182,25 @@ export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
           // iif lo: only what the daemon sends (locally generated). A packet hostlb hands back
           // unchanged (a health probe's answer) arrives on the device and must not loop into it again.
           addRule(family, { priority: RULE_PREF, from: d, iif: 'lo', ipproto: protocol, sport: daemon.port, table }, ['pref', String(RULE_PREF), 'from', d, 'iif', 'lo', 'ipproto', protocol, 'sport', String(daemon.port), 'lookup', table], `send ${protocol} replies of daemon ${formatDaemon(daemon.address, daemon.port)} to table ${table}`);
+        }
+      }
+    }
+  }
+
+  // IPv4 path MTU: when "fragmentation needed" lowers a daemon's path MTU, the
+  // kernel looks the route up again without ports, so the sport rules above do
+  // not match and the lower MTU lands on the main table's route while the
+  // socket keeps sending into the device (bench and hard-cases test). A rule
+  // without sport catches that lookup; packets of connections hostlb did not
+  // dispatch are handed back unchanged, and iif lo keeps them from looping.
+  // IPv6 updates the socket's own route and needs none.
+  for (const cluster of clusters) {
+    if (cluster.address.family !== 4) continue;
+    for (const port of cluster.ports) {
+      for (const daemon of port.daemons) {
+        for (const protocol of port.protocols) {
+          const d = daemon.address.text;
+          addRule(4, { priority: PMTU_RULE_PREF, from: d, iif: 'lo', ipproto: protocol, table }, ['pref', String(PMTU_RULE_PREF), 'from', d, 'iif', 'lo', 'ipproto', protocol, 'lookup', table], `send ${protocol} of daemon ${d} to table ${table} for path MTU updates`);
         }
       }
     }

@@ -5,7 +5,7 @@
 // the download stalls); UDP datagrams larger than the MTU, fragmented by the
 // client's kernel on the way in and by the daemon's on the way out; a spoofed
 // SYN flood at a 2000-record table while real clients carry on. The IPv4
-// path MTU case is a TODO: see PMTU_V4_TODO.
+// path MTU case relies on the portless pref-101 rule of src/net/plan.ts.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -193,7 +193,7 @@ const PMTU = {
 // hand: with one more rule `from D ipproto tcp lookup 100` (no sport) the
 // same download completes in 0.1 s. Remove the `todo` once hostlb's plan
 // covers that lookup.
-const PMTU_V4_TODO = 'IPv4 PMTU exception lands on the main-table route: the kernel\'s portless re-lookup misses hostlb\'s `from D ipproto tcp sport P` rule';
+// IPv4 needed a portless reply rule (pref 101 in src/net/plan.ts): the kernel's path MTU re-lookup carries no ports.
 
 // In the server namespace: errors from the router arriving for the cluster
 // (before hostlb) and arriving at a daemon's address from hlb0 (after it).
@@ -302,7 +302,7 @@ test('path MTU discovery through hostlb: a router\'s "fragmentation needed" / "p
       assert.equal(sha256Of(got.path), expected, 'sha256 of what arrived equals the file served');
     };
 
-    await t.test('IPv4: "fragmentation needed" from the router is translated to the daemon and the download completes', { todo: PMTU_V4_TODO }, async () => {
+    await t.test('IPv4: "fragmentation needed" from the router is translated to the daemon and the download completes', async () => {
       const before = snmp(router, 'Icmp', 'OutDestUnreachs');
       const got = await download(`http://${CLUSTER_V4}/files/big.bin`, 'v4.bin');
       await check(4, got, snmp(router, 'Icmp', 'OutDestUnreachs') - before);
