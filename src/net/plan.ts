@@ -206,6 +206,21 @@ export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
     }
   }
 
+  // ICMP the daemon's host sends about a flow (port unreachable for a UDP
+  // datagram, errors quoting a client's packet) comes from the daemon's
+  // address: hostlb rewrites it to come from the cluster (icmp-translate.ts);
+  // any other ICMP of the daemon is handed back unchanged.
+  for (const cluster of clusters) {
+    const family = cluster.address.family;
+    const icmp = family === 4 ? 'icmp' : 'ipv6-icmp';
+    for (const port of cluster.ports) {
+      for (const daemon of port.daemons) {
+        const d = daemon.address.text;
+        addRule(family, { priority: PMTU_RULE_PREF, from: d, iif: 'lo', ipproto: icmp, table }, ['pref', String(PMTU_RULE_PREF), 'from', d, 'iif', 'lo', 'ipproto', icmp, 'lookup', table], `send ICMP of daemon ${d} to table ${table}`);
+      }
+    }
+  }
+
   // The local rule last: add its new place before removing the old one, so
   // local delivery never has a gap.
   for (const family of [4, 6] as const) {

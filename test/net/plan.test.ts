@@ -89,6 +89,8 @@ test('an IPv4 cluster: sysctls, device up, table 100, cluster route with src, re
     'ip -4 rule add pref 100 from 198.18.1.2 iif lo ipproto tcp sport 8081 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.2 iif lo ipproto tcp sport 8081 lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.2 iif lo ipproto tcp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.2 iif lo ipproto tcp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.2 iif lo ipproto icmp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.2 iif lo ipproto icmp lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
   assert.ok(steps.every((s) => s.description.length > 0));
@@ -106,6 +108,7 @@ test('an IPv6 cluster: IPv6 forwarding only, -6 routes and rules, no IPv4 change
     'ip -6 route add default dev hlb0 table 100  <-  ip -6 route del default dev hlb0 table 100',
     'ip -6 route add 2001:db8::10/128 dev hlb0 src 2001:db8:3::1  <-  ip -6 route del 2001:db8::10/128 dev hlb0',
     'ip -6 rule add pref 100 from 2001:db8:1::1 iif lo ipproto tcp sport 8443 lookup 100  <-  ip -6 rule del pref 100 from 2001:db8:1::1 iif lo ipproto tcp sport 8443 lookup 100',
+    'ip -6 rule add pref 101 from 2001:db8:1::1 iif lo ipproto ipv6-icmp lookup 100  <-  ip -6 rule del pref 101 from 2001:db8:1::1 iif lo ipproto ipv6-icmp lookup 100',
     'ip -6 rule add pref 32765 lookup local  <-  ip -6 rule del pref 32765 lookup local',
     'ip -6 rule del pref 0 lookup local  <-  ip -6 rule add pref 0 lookup local protocol kernel',
   ]);
@@ -126,6 +129,7 @@ test('a loopback-range cluster: route_localnet, table-100 route with src 127.0.0
     'ip -4 rule add pref 99 to 127.10.0.1 lookup 100  <-  ip -4 rule del pref 99 to 127.10.0.1 lookup 100',
     'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100  <-  ip -4 rule del pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
     'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto tcp lookup 100  <-  ip -4 rule del pref 101 from 127.10.1.1 iif lo ipproto tcp lookup 100',
+    'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto icmp lookup 100  <-  ip -4 rule del pref 101 from 127.10.1.1 iif lo ipproto icmp lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
 });
@@ -142,6 +146,7 @@ test('an already-local cluster: no route, a `to C ipproto dport` rule per port b
     'ip -4 rule add pref 100 to 198.18.3.1 ipproto tcp dport 443 lookup 100  <-  ip -4 rule del pref 100 to 198.18.3.1 ipproto tcp dport 443 lookup 100',
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto tcp sport 8443 lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100  <-  ip -4 rule del pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100',
     ...IPV4_LOCAL_MOVE,
   ]);
 });
@@ -159,6 +164,7 @@ test('the `any` protocol gives tcp and udp rules, for daemons and for a local cl
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 5353 lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto udp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100',
   ]);
 });
 
@@ -177,6 +183,7 @@ test('a daemon serving several ports or clusters gets each rule once', () => {
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8080 lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto udp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100',
   ]);
 });
 
@@ -282,12 +289,15 @@ const CAPTURED_AFTER = factsFrom(
       { priority: 101, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-6', table: '100', protocol: '0' },
       { priority: 101, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-17', table: '100', protocol: '0' },
       { priority: 101, src: '127.10.1.1', iif: 'lo', ipproto: 'ipproto-6', table: '100', protocol: '0' },
+      { priority: 101, src: '198.18.1.1', iif: 'lo', ipproto: 'ipproto-1', table: '100', protocol: '0' },
+      { priority: 101, src: '127.10.1.1', iif: 'lo', ipproto: 'ipproto-1', table: '100', protocol: '0' },
       { priority: 32765, src: 'all', table: '255', protocol: '0' },
       { priority: 32766, src: 'all', table: '254', protocol: '2' },
       { priority: 32767, src: 'all', table: '253', protocol: '2' },
     ],
     rules6: [
       { priority: 100, src: '2001:db8:1::1', iif: 'lo', ipproto: 'ipproto-17', sport: 5353, table: '100', protocol: '0' },
+      { priority: 101, src: '2001:db8:1::1', iif: 'lo', ipproto: 'ipproto-58', table: '100', protocol: '0' },
       { priority: 32765, src: 'all', table: '255', protocol: '0' },
       { priority: 32766, src: 'all', table: '254', protocol: '2' },
     ],
@@ -319,7 +329,7 @@ const CAPTURED_AFTER = factsFrom(
 
 test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and local clusters', () => {
   const steps = lines(planHostSetup(CAPTURED_SPEC, CAPTURED_BEFORE));
-  assert.equal(steps.length, 31);
+  assert.equal(steps.length, 34);
   assert.deepEqual(steps.map((l) => l.split('  <-  ')[0]), [
     'sysctl net/ipv4/ip_forward 1',
     'sysctl net/ipv4/conf/all/rp_filter 0',
@@ -348,6 +358,9 @@ test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto tcp lookup 100',
     'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto udp lookup 100',
     'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto tcp lookup 100',
+    'ip -4 rule add pref 101 from 198.18.1.1 iif lo ipproto icmp lookup 100',
+    'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto icmp lookup 100',
+    'ip -6 rule add pref 101 from 2001:db8:1::1 iif lo ipproto ipv6-icmp lookup 100',
     'ip -4 rule add pref 32765 lookup local',
     'ip -4 rule del pref 0 lookup local',
     'ip -6 rule add pref 32765 lookup local',
@@ -385,6 +398,7 @@ test('a rule with a selector hostlb never writes does not count as hostlb\'s', (
   assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)).map((l) => l.split('  <-  ')[0]), [
     'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
     'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto tcp lookup 100',
+    'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto icmp lookup 100',
   ]);
 });
 
