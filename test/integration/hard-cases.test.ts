@@ -8,9 +8,8 @@
 // path MTU case relies on the portless pref-101 rule of src/net/plan.ts.
 
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -19,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir } from '../support/daemons.js';
 import { CLIENT_V4, CLIENT_V6, CLUSTER_V4, CLUSTER_V6, clusterTopology, HostlbProcess, nftCounters, nftLoad } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
+import { sha256Of, writeRandomFile } from '../support/files.js';
 
 /** Compiled to dist/test/integration/: three levels up is the repo root, where the fixtures stay. */
 const FIXTURES = fileURLToPath(new URL('../../../test/integration/fixtures/', import.meta.url));
@@ -84,27 +84,6 @@ function snmp(ns: Namespace, group: string, name: string): number {
   const i = names.indexOf(name);
   assert.ok(i > 0, `${group}:${name} in /proc/net/snmp of ${ns.name}`);
   return Number(values[i]);
-}
-
-/** Writes `bytes` random bytes to `path`; returns their sha256 (hex). */
-function writeRandomFile(path: string, bytes: number): string {
-  const hash = createHash('sha256');
-  const fd = openSync(path, 'w', 0o644);
-  try {
-    for (let written = 0; written < bytes; ) {
-      const piece = randomBytes(Math.min(1 << 20, bytes - written));
-      hash.update(piece);
-      writeSync(fd, piece);
-      written += piece.length;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
-function sha256Of(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 function tcpPort(daemons: string[]): Record<string, unknown> {

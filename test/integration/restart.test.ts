@@ -14,14 +14,14 @@
 // stalls until curl's --max-time: the test fails.
 
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess, waitForIpv6Settled, type HostlbEvent } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
+import { sha256Of, writeRandomFile } from '../support/files.js';
 
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const DEVICE = 'hlb0';
@@ -60,27 +60,6 @@ function snapshot(ns: Namespace, serverDev: string): Snapshot {
     links: ns.ipJson('link'),
     sysctls: Object.fromEntries(sysctls.map((p) => [p, ns.readSysctl(p)])),
   };
-}
-
-/** Writes `bytes` random bytes to `path` in 1 MB pieces; returns their sha256 (hex). */
-function writeRandomFile(path: string, bytes: number): string {
-  const hash = createHash('sha256');
-  const fd = openSync(path, 'w', 0o644);
-  try {
-    for (let written = 0; written < bytes; ) {
-      const piece = randomBytes(Math.min(1 << 20, bytes - written));
-      hash.update(piece);
-      writeSync(fd, piece);
-      written += piece.length;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
-function sha256Of(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 function sizeOf(path: string): number {

@@ -5,14 +5,14 @@
 // no netem), which makes TCP retransmit through hostlb's connection records.
 
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir } from '../support/daemons.js';
 import { CLUSTER_V4, clusterTopology, HostlbProcess, nftCounters, nftLoad } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
+import { sha256Of, writeRandomFile } from '../support/files.js';
 
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const FILE_BYTES = 50 * 1024 * 1024;
@@ -27,27 +27,6 @@ table inet loss {
   chain out { type filter hook output priority 0; numgen random mod 100 < 1 counter name dropped_out drop; }
 }
 `;
-
-/** Writes `bytes` random bytes to `path` in 1 MB pieces; returns their sha256 (hex). */
-function writeRandomFile(path: string, bytes: number): string {
-  const hash = createHash('sha256');
-  const fd = openSync(path, 'w', 0o644);
-  try {
-    for (let written = 0; written < bytes; ) {
-      const piece = randomBytes(Math.min(1 << 20, bytes - written));
-      hash.update(piece);
-      writeSync(fd, piece);
-      written += piece.length;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
-function sha256Of(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
 
 test('a 50 MB download through the cluster arrives byte-identical, also with 1% loss each way', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a TUN device, nginx daemons and curl')) return;

@@ -14,7 +14,7 @@ import type { HostSpec } from '../../src/net/host-spec.js';
 import type { NetStep } from '../../src/net/net-step.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace, type RunResult } from '../support/netns.js';
 
-const CHILD = fileURLToPath(new URL('./net-child.js', import.meta.url));
+const CHILD = fileURLToPath(new URL('../support/net-child.js', import.meta.url));
 
 const SPEC: HostSpec = {
   device: 'hlb0',
