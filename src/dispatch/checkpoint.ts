@@ -4,7 +4,7 @@
 // and port, not by id (ids are per run); a record whose daemon is gone from
 // the configuration is left out. No file system here: the caller stores the bytes.
 
-import { REC_WORDS, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_META, R_PORTS, R_STATE, RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED,
+import { REC_WORDS, R_ACK_OUT, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_META, R_PORTS, R_STATE, RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED,
   RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from './stats.js';
@@ -67,6 +67,7 @@ export function restoreTable(d: Dispatcher, bytes: Uint8Array, now: number): { r
     const id = table.insert(key, hash, daemon.addrWords, 0, daemon.port, daemon.id, port.id, state, f64[fb + RF_CREATED], f64[fb + RF_EXPIRES]);
     if (id < 0) { skipped++; continue; }
     for (const field of F64_FIELDS) table.f64[id * REC_F64 + field] = f64[fb + field];
+    table.u32[id * REC_WORDS + R_ACK_OUT] = words[b + R_ACK_OUT];
     table.setList(id, evictionList(state & STATE_MASK, state));
     if (state & FLAG_ACTIVE) d.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
     restored++;

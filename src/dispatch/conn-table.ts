@@ -34,12 +34,20 @@ export const RF_PACKETS_OUT = 12;
 export const RF_BYTES_OUT = 13;
 export const RF_CREATED = 14;
 export const R_PORT_ID = 30;
-export const R_LIST = 31; // which eviction list the record is on
+/**
+ * The daemon's latest acknowledgment number (what it expects next from the
+ * client): a RST from the client side must fall in the window it opens
+ * (inbound.ts). Written per outbound segment; it shares its line with the
+ * counters every packet writes anyway.
+ */
+export const R_ACK_OUT = 31;
 const REC_F64 = REC_WORDS / 2;
 // Words prefetch() touches to pull in the lines a packet uses: one a line (16
-// words) apart, and the last one a packet touches (RF_BYTES_OUT's second half).
+// words) apart, and the last one a packet touches: a record need not start on a
+// line, and touching word 27 instead of 31 left a third line to a miss (bench:core
+// fell from ~5.0 to ~4.0 Mpps when the fast path began writing R_ACK_OUT).
 const REC_HOT_LINE_1 = 16;
-const REC_HOT_END = 2 * RF_BYTES_OUT + 1;
+const REC_HOT_END = R_ACK_OUT; // the last word a packet touches (an outbound segment writes it)
 
 /*
  * prefetch()'s scratch between its two passes: candidate record id + 1 per
@@ -57,8 +65,8 @@ export const B_FWD_HASH = 0;
 export const B_REV_HASH = 1;
 export const B_LIST_PREV = 2; // eviction list links (record id + 1; 0 = none)
 export const B_LIST_NEXT = 3;
-export const B_SEQ_IN = 4; // free for the state machine (e.g. sequence tracking)
-export const B_SEQ_OUT = 5;
+export const B_LIST = 4; // which eviction list the record is on
+export const B_SEQ_OUT = 5; // free
 
 /** Eviction lists: which records a full table may give up to admit a new flow. */
 export const LIST_NONE = 0;
@@ -342,14 +350,14 @@ export class ConnTable {
     u32[b + R_STATE] = state;
     u32[b + R_DAEMON_ID] = daemonId;
     u32[b + R_PORT_ID] = portId;
-    u32[b + R_LIST] = LIST_NONE;
+    u32[b + R_ACK_OUT] = 0;
     const k = id * B_WORDS;
     const book = this.book;
     book[k + B_FWD_HASH] = hash;
     book[k + B_REV_HASH] = revHash;
     book[k + B_LIST_PREV] = 0;
     book[k + B_LIST_NEXT] = 0;
-    book[k + B_SEQ_IN] = 0;
+    book[k + B_LIST] = LIST_NONE;
     book[k + B_SEQ_OUT] = 0;
     const f = id * REC_F64;
     const f64 = this.f64;
@@ -387,11 +395,9 @@ export class ConnTable {
 
   /** Moves a record onto an eviction list (or off all of them with LIST_NONE); it joins at the young end. */
   setList(id: number, list: number): void {
-    const u32 = this.u32;
     const book = this.book;
-    const b = id * REC_WORDS;
     const k = id * B_WORDS;
-    const current = u32[b + R_LIST];
+    const current = book[k + B_LIST];
     if (current === list) return;
     if (current !== LIST_NONE) {
       const prev = book[k + B_LIST_PREV];
@@ -399,7 +405,7 @@ export class ConnTable {
       if (prev === 0) this.listHead[current] = next; else book[(prev - 1) * B_WORDS + B_LIST_NEXT] = next;
       if (next === 0) this.listTail[current] = prev; else book[(next - 1) * B_WORDS + B_LIST_PREV] = prev;
     }
-    u32[b + R_LIST] = list;
+    book[k + B_LIST] = list;
     book[k + B_LIST_PREV] = 0;
     book[k + B_LIST_NEXT] = 0;
     if (list === LIST_NONE) return;
@@ -407,6 +413,11 @@ export class ConnTable {
     book[k + B_LIST_PREV] = tail;
     if (tail === 0) this.listHead[list] = id + 1; else book[(tail - 1) * B_WORDS + B_LIST_NEXT] = id + 1;
     this.listTail[list] = id + 1;
+  }
+
+  /** The eviction list record `id` is on (LIST_*). */
+  listOf(id: number): number {
+    return this.book[id * B_WORDS + B_LIST];
   }
 
   /** The oldest record on a list, or -1. */

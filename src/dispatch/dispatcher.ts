@@ -21,7 +21,7 @@ import { Balancer, type BalancerOptions } from './balancer.js';
 import type { ConfigTree, DispatchSpec } from './config-tree.js';
 import {
   ConnTable, LIST_CLOSED, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_BYTES_OUT,
-  RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS,
+  RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT, R_ACK_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS,
   R_STATE,
 } from './conn-table.js';
 import { Drop } from './drop-reason.js';
@@ -398,6 +398,9 @@ export class Dispatcher {
             daemonStats[at + D_PACKETS_OUT]++;
             daemonStats[at + D_BYTES_OUT] += ipLen;
             forwardedOut++;
+            // The daemon's acknowledgment: the window a client-side RST must fall in (inbound.ts).
+            const ackAt = ipOff + IPV4_HEADER_LEN + 8;
+            u32[b + R_ACK_OUT] = ((buf[ackAt] << 24) | (buf[ackAt + 1] << 16) | (buf[ackAt + 2] << 8) | buf[ackAt + 3]) >>> 0;
             rewriteV4Tcp(buf, ipOff, IPV4_SRC_ADDR, u32[b + R_CLUSTER_ADDR] | 0, TCP_SRC_PORT, u32[b + R_PORTS] & 0xffff, partial);
           }
           outOffsets[n] = ipOff;

@@ -24,6 +24,8 @@ export const Drop = {
   Icmp: 16,
   /** A reply from a daemon that is not a reply to any flow. */
   NoRecordOut: 17,
+  /** A client-side RST outside the window the daemon's last acknowledgment opens (a blind spoof). */
+  RstOutOfWindow: 18,
 } as const;
 
 export const DROP_REASON_NAMES: readonly string[] = [
@@ -38,6 +40,7 @@ export const DROP_REASON_NAMES: readonly string[] = [
   'bad_tcp_flags',
   'icmp',
   'no_record_out',
+  'rst_out_of_window',
 ];
 
 export const DROP_REASON_COUNT = DROP_REASON_NAMES.length;

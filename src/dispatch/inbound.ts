@@ -9,7 +9,7 @@ import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_RST, TCP_SYN } from '../w
 import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
 import type { ClusterPort } from './config-tree.js';
 import {
-  INSERT_FULL, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
+  INSERT_FULL, R_ACK_OUT, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
   R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_STATE,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -24,6 +24,12 @@ import { ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, nextTcpState
 
 const REC_F64 = REC_WORDS / 2;
 const SOURCE_HASH_SEED = 0x5bd1e995;
+/**
+ * How far past the daemon's last acknowledgment a client's RST may be and
+ * still count: data the client sent that the daemon has not acknowledged yet.
+ * 1 MiB — a blind RST then has odds of 1 in 4096 per guess.
+ */
+const RST_WINDOW = 1 << 20;
 
 /** Figure 8 for the packet parsed into `d`, bound for `port`; `hash` is table.hashKey(d.key). Returns a verdict. */
 export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Array, now: number, hash: number): number {
@@ -78,6 +84,16 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
   } else if (tcp) {
     // A RST of its own ends the flow on both ends: it goes through like any segment.
     if ((table.u32[id * REC_WORDS + R_STATE] & FLAG_RESET) && !(d.tcpFlags & TCP_RST)) return reflectReset(d, buf);
+    // A RST from the client side ends the flow only inside the window the
+    // daemon's last acknowledgment opens (RFC 5961 §3): a blind spoofed RST
+    // would have to guess it. 0 = the daemon has acknowledged nothing yet.
+    if (d.tcpFlags & TCP_RST) {
+      const ackOut = table.u32[id * REC_WORDS + R_ACK_OUT];
+      if (ackOut !== 0 && ((d.tcp.seqNumber - ackOut) >>> 0) >= RST_WINDOW) {
+        d.balancer.stats.dropAt(port.id, Drop.RstOutOfWindow);
+        return VERDICT_DROP;
+      }
+    }
     advanceTcp(d, id, false, now);
   }
 

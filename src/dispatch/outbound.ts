@@ -4,10 +4,10 @@
 
 import { IP_PROTO_TCP, IPV4_SRC_ADDR } from '../wire/ipv4.js';
 import { IPV6_SRC_ADDR } from '../wire/ipv6.js';
-import { TCP_CHECKSUM, TCP_RST, TCP_SRC_PORT } from '../wire/tcp.js';
+import { TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST, TCP_SRC_PORT } from '../wire/tcp.js';
 import { UDP_CHECKSUM, UDP_SRC_PORT } from '../wire/udp.js';
 import {
-  REC_WORDS, RF_BYTES_OUT, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_OUT, R_CLUSTER_ADDR, R_DAEMON_ID, R_PORTS, R_STATE,
+  REC_WORDS, RF_BYTES_OUT, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_OUT, R_ACK_OUT, R_CLUSTER_ADDR, R_DAEMON_ID, R_PORTS, R_STATE,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
 import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
@@ -50,6 +50,7 @@ export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, h
   const b = id * REC_WORDS;
   if (tcp) {
     if ((u32[b + R_STATE] & FLAG_RESET) && !(d.tcpFlags & TCP_RST)) return reflectReset(d, buf);
+    if (d.tcpFlags & TCP_ACK_FLAG) u32[b + R_ACK_OUT] = d.tcp.ackNumber;
     advanceTcp(d, id, true, now);
   } else if ((u32[b + R_STATE] & FLAG_REPLIED) === 0) {
     // A UDP flow the daemon answered is confirmed: a full table no longer gives it up.

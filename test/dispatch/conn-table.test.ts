@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
   ConnTable, INSERT_FULL, INSERT_REVERSE_TAKEN, LIST_CLOSED, LIST_NONE, LIST_UNCONFIRMED, REC_WORDS, RF_EXPIRES,
-  R_DAEMON_ID, R_LIST, R_PORT_ID, R_STATE, RemoveReason,
+  R_DAEMON_ID, R_PORT_ID, R_STATE, RemoveReason,
 } from '../../src/dispatch/conn-table.js';
 import { FLOW_KEY_WORDS } from '../../src/dispatch/flow-hash.js';
 
@@ -347,7 +347,7 @@ function runScenario(capacity: number, seed: number, weakHash: boolean, pool: Po
       assert.ok(table.isInUse(r.id));
       assert.equal(table.u32[b + R_STATE], r.state);
       assert.equal(table.u32[b + R_PORT_ID], 7);
-      assert.equal(table.u32[b + R_LIST], r.list);
+      assert.equal(table.listOf(r.id), r.list);
       assert.equal(table.f64[r.id * REC_F64 + RF_EXPIRES], r.expires);
     }
     for (const list of [LIST_UNCONFIRMED, LIST_CLOSED]) assert.equal(table.oldest(list), model.oldest(list)?.id ?? -1, `oldest on list ${list}`);

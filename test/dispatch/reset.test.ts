@@ -143,3 +143,30 @@ describe('passive signals counted per daemon', () => {
     assert.equal(s[D_SYN_REFUSED], 1);
   });
 });
+
+describe('a RST from the client side must fall in the window (a blind spoofed RST cannot cut a connection)', () => {
+  for (const family of [4, 6] as const) {
+    const cluster = family === 4 ? '198.18.100.1' : '2001:db8:100::1';
+    const daemonAddr = family === 4 ? '198.18.2.1' : '2001:db8:2::1';
+    const daemon = family === 4 ? `${daemonAddr}:8080` : `[${daemonAddr}]:8080`;
+    const client = family === 4 ? '198.18.0.1' : '2001:db8::1';
+    it(`IPv${family}: out-of-window RSTs are dropped and counted, the connection carries on; an in-window one ends it`, async () => {
+      const { DROP_REASON_NAMES } = await import('../../src/dispatch/drop-reason.js');
+      const d = setUp(cluster, daemon);
+      send(d, buildTcp({ src: client, dst: cluster, srcPort: 45000, dstPort: 80, flags: 'S', seq: 1000 }), 1);
+      send(d, buildTcp({ src: daemonAddr, dst: client, srcPort: 8080, dstPort: 45000, flags: 'SA', seq: 5000, ack: 1001 }), 2);
+      send(d, buildTcp({ src: client, dst: cluster, srcPort: 45000, dstPort: 80, flags: 'PA', seq: 1001, ack: 5001, payload: 'abc' }), 3);
+      send(d, buildTcp({ src: daemonAddr, dst: client, srcPort: 8080, dstPort: 45000, flags: 'A', seq: 5001, ack: 1004 }), 4);
+      // Blind guesses: far from 1004 either way.
+      for (const seq of [7, 1003, 1004 + (1 << 20), 0x80000000]) {
+        assert.notEqual(send(d, buildTcp({ src: client, dst: cluster, srcPort: 45000, dstPort: 80, flags: 'R', seq }), 5).verdict, VERDICT_FORWARD, `seq ${seq}`);
+      }
+      assert.equal(d.balancer.stats.drops[DROP_REASON_NAMES.indexOf('rst_out_of_window')], 4);
+      assert.equal(d.balancer.activeFlows(d.tree.daemonsById[0].id), 1, 'still an active flow');
+      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 45000, dstPort: 80, flags: 'PA', seq: 1004, ack: 5001, payload: 'more' }), 6).verdict, VERDICT_FORWARD);
+      // The real one (the client's next sequence number, or a little ahead with data in flight) ends it.
+      assert.equal(send(d, buildTcp({ src: client, dst: cluster, srcPort: 45000, dstPort: 80, flags: 'R', seq: 1008 }), 7).verdict, VERDICT_FORWARD);
+      assert.equal(d.balancer.activeFlows(d.tree.daemonsById[0].id), 0, 'ended');
+    });
+  }
+});
