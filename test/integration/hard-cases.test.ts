@@ -4,7 +4,8 @@
 // "packet too big", sent to the cluster, must reach the daemon translated or
 // the download stalls); UDP datagrams larger than the MTU, fragmented by the
 // client's kernel on the way in and by the daemon's on the way out; a spoofed
-// SYN flood at a 2000-record table while real clients carry on. The IPv4
+// SYN flood at a 2000-record table while real clients carry on; blind spoofed
+// RSTs that must not cut a keep-alive connection. The IPv4
 // path MTU case relies on the portless pref-101 rule of src/net/plan.ts.
 
 import assert from 'node:assert/strict';
@@ -573,6 +574,74 @@ test('a spoofed SYN flood at a 2000-record table: the established connection and
       assert.ok(status1.table.evictions > 0, `never-confirmed records were evicted to admit new SYNs${context}`);
       assert.ok(rssAfter - rssBefore <= FLOOD.rssSlackKb, `hostlb's RSS grew by ${rssAfter - rssBefore} kB (at most ${FLOOD.rssSlackKb} kB allowed)${context}`);
     });
+
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+// ---------------------------------------------------------------------------
+// 5. Blind spoofed RSTs
+
+const SPOOF_RST = {
+  daemons: ['198.18.2.1:8080'],
+  keepAliveIntervalMs: 200,
+  keepAliveRequests: 20,
+  rsts: 200,
+  pps: 200,
+  maxSeconds: 5,
+};
+
+test('blind spoofed RSTs with an established connection\'s 4-tuple and wrong sequence numbers are dropped; the connection carries on', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, raw sockets and nginx')) return;
+  const sandbox = NetnsSandbox.forTest(t);
+  const dir = tempDir(t);
+  const { client, server } = clusterTopology(sandbox);
+  for (const d of SPOOF_RST.daemons) addLoopbackAddress(server, splitEndpoint(d).address);
+  const daemons = await startNginxDaemons(sandbox, server, dir, SPOOF_RST.daemons);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await HostlbProcess.start(sandbox, server, {
+      device: 'hlb0',
+      table: { capacity: 4096 },
+      clusters: [{ address: CLUSTER_V4, ports: [tcpPort(SPOOF_RST.daemons)] }],
+    }, { dir });
+    const url = `http://${CLUSTER_V4}/`;
+    // The admin socket comes up just after "started".
+    await hostlb.waitForEvent('admin_listening');
+    const before = (await adminGet<AdminCounters>(hostlb, '/v1/counters')).drops.rst_out_of_window ?? 0;
+
+    const keepAlive = sandbox.run(client, [process.execPath, join(FIXTURES, 'keepalive-client.mjs'), url, String(SPOOF_RST.keepAliveIntervalMs), String(SPOOF_RST.keepAliveRequests)], { timeoutMs: 60_000 });
+    // The keep-alive connection's source port, once it is established.
+    let localPort: number | undefined;
+    for (let deadline = Date.now() + 3_000; localPort === undefined && Date.now() < deadline;) {
+      await sleep(100);
+      const ss = client.exec(['ss', '-Htn', 'state', 'established', 'dst', `${CLUSTER_V4}:80`]);
+      const m = new RegExp(`${CLIENT_V4.replaceAll('.', '\\.')}:(\\d+)\\s`).exec(ss);
+      if (m) localPort = Number(m[1]);
+    }
+    assert.ok(localPort !== undefined, 'the keep-alive connection is established (ss in the client namespace)');
+    const spoof = await sandbox.run(client, ['python3', join(FIXTURES, 'spoof-rst.py'), CLIENT_V4, String(localPort), CLUSTER_V4, '80', String(SPOOF_RST.rsts), String(SPOOF_RST.pps), String(SPOOF_RST.maxSeconds)], { timeoutMs: (SPOOF_RST.maxSeconds + 10) * 1000 });
+    const keepAliveRun = await keepAlive;
+    const counters = await adminGet<AdminCounters>(hostlb, '/v1/counters');
+    const dropped = (counters.drops.rst_out_of_window ?? 0) - before;
+
+    assert.equal(spoof.code, 0, `the RST fixture ran: ${spoof.stderr}`);
+    const sent = JSON.parse(spoof.stdout) as { sent: number; seqLearnt: boolean; startMs: number; endMs: number };
+    assert.equal(keepAliveRun.code, 0, `the keep-alive client ran: ${keepAliveRun.stderr}`);
+    const results = JSON.parse(keepAliveRun.stdout) as KeepAliveResult[];
+    const context = `\nspoof: ${spoof.stdout.trim()}\ncounters: ${JSON.stringify(counters)}\nkeep-alive: ${keepAliveRun.stdout.slice(0, 3000)}\nhostlb:\n${hostlb.describe()}`;
+    t.diagnostic(`${sent.sent} spoofed RSTs at ${CLIENT_V4}:${localPort} in ${((sent.endMs - sent.startMs) / 1000).toFixed(1)} s; rst_out_of_window +${dropped}; keep-alive requests after the first RST ${results.filter((r) => r.at >= sent.startMs).length}`);
+
+    assert.equal(sent.sent, SPOOF_RST.rsts, `all RSTs sent${context}`);
+    assert.ok(sent.seqLearnt, `the fixture saw the connection's own sequence number, so every RST is ≥ 2^30 from it${context}`);
+    assert.deepEqual(results.filter((r) => r.status !== 200), [], `every keep-alive request answered 200${context}`);
+    assert.deepEqual([...new Set(results.map((r) => r.localPort))], [localPort], `all over the connection the RSTs aimed at, never reconnected${context}`);
+    assert.ok(results.filter((r) => r.at > sent.endMs).length >= 3, `the connection carried requests after the last RST${context}`);
+    assert.ok(dropped >= SPOOF_RST.rsts, `hostlb dropped every out-of-window RST as rst_out_of_window: +${dropped}${context}`);
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
