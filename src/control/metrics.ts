@@ -6,6 +6,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Daemon } from '../dispatch/config-tree.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
+import type { DaemonHealthView } from '../health/health-monitor.js';
 import type { HealthRuntime } from './health-runtime.js';
 import { DROP_REASON_NAMES } from '../dispatch/drop-reason.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_NEW_FLOWS, D_PACKETS_IN, D_PACKETS_OUT, DAEMON_COLUMNS } from '../dispatch/stats.js';
@@ -119,30 +120,21 @@ export function createMetrics(source: MetricsSource): Registry {
       DROP_REASON_NAMES.forEach((reason, i) => { if (i > 0) this.inc({ reason }, drops[i]); });
     },
   });
-  new Gauge({
-    name: 'hostlb_daemon_up', help: 'Whether a daemon takes new flows by its health (1 up, 0 down or draining).',
-    labelNames: [...DAEMON_LABELS], registers: [registry],
-    collect(this: Gauge) {
-      this.reset();
-      const views = new Map((source.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
-      for (const x of source.dispatcher.tree.daemons()) {
-        const h = views.get(`${x.clusterPort.name} ${x.name}`);
-        this.set(daemonLabels(x), h ? (h.state === 'up' ? 1 : 0) : 1);
-      }
-    },
-  });
-  new Gauge({
-    name: 'hostlb_daemon_effective_weight', help: 'Weight the scheduler uses: configured weight x manager factor x slow start, x100 (0 when down).',
-    labelNames: [...DAEMON_LABELS], registers: [registry],
-    collect(this: Gauge) {
-      this.reset();
-      const views = new Map((source.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
-      for (const x of source.dispatcher.tree.daemons()) {
-        const h = views.get(`${x.clusterPort.name} ${x.name}`);
-        this.set(daemonLabels(x), h ? h.effectiveWeight : x.weight);
-      }
-    },
-  });
+  // Health gauges, per live daemon: its health view when the health layer runs, else a default.
+  const perDaemonHealth = (name: string, help: string, value: (h: DaemonHealthView | undefined, x: Daemon) => number): void => {
+    new Gauge({
+      name, help, labelNames: [...DAEMON_LABELS], registers: [registry],
+      collect(this: Gauge) {
+        this.reset();
+        const views = new Map((source.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
+        for (const x of source.dispatcher.tree.daemons()) this.set(daemonLabels(x), value(views.get(`${x.clusterPort.name} ${x.name}`), x));
+      },
+    });
+  };
+  perDaemonHealth('hostlb_daemon_up', 'Whether a daemon takes new flows by its health (1 up, 0 down or draining).',
+    (h) => (h ? (h.state === 'up' ? 1 : 0) : 1));
+  perDaemonHealth('hostlb_daemon_effective_weight', 'Weight the scheduler uses: configured weight x manager factor x slow start, x100 (0 when down).',
+    (h, x) => (h ? h.effectiveWeight : x.weight));
   new Counter({
     name: 'hostlb_daemon_events_total', help: 'Daemon events (up, down, drained, restarted, weight changed, started, exited), by type.',
     labelNames: ['type'], registers: [registry],
