@@ -70,6 +70,12 @@ export class Balancer implements SchedulerContext {
     this.schedulers[port.id]?.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: weights.get(d.id) ?? d.weight })));
   }
 
+  /** True when daemon `id` of `port` takes new flows now (its effective, else configured, weight is above 0). */
+  takesNewFlows(port: ClusterPort, id: number): boolean {
+    const override = this.overrides[port.id]?.get(id);
+    return (override ?? this.tree.daemonsById[id]?.weight ?? 0) > 0;
+  }
+
   /** Packet path: the daemon for a new flow on `port`, or null when none takes new flows. */
   choose(port: ClusterPort, flowHash: number, sourceHash: number): Daemon | null {
     const scheduler = this.schedulers[port.id];

@@ -43,8 +43,13 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     const state = table.u32[b + R_STATE] & STATE_MASK;
     const expired = table.f64[id * REC_F64 + RF_EXPIRES] <= now;
     // A new SYN on an ended connection (client port reuse) starts a new flow,
-    // as does any packet of a record whose time ran out before collection.
-    const reopened = tcp && (d.tcpFlags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN && isEnded(state);
+    // as does any packet of a record whose time ran out before collection. So
+    // does a SYN on a handshake still pending at a daemon that no longer takes
+    // new flows (down, drained): a client reusing its port, or retrying, would
+    // otherwise be held on the dead daemon for the SYN timeout.
+    const syn = tcp && (d.tcpFlags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN;
+    const reopened = syn && (isEnded(state) ||
+      (state === ConnState.SynRecv && !d.balancer.takesNewFlows(port, table.u32[id * REC_WORDS + R_DAEMON_ID])));
     if (expired || reopened) {
       table.remove(id, expired ? RemoveReason.Expired : RemoveReason.Ended);
       id = -1;

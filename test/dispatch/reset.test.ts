@@ -170,3 +170,22 @@ describe('a RST from the client side must fall in the window (a blind spoofed RS
     });
   }
 });
+
+describe('a SYN on a handshake pending at a daemon that no longer takes new flows', () => {
+  it('is scheduled anew instead of held on that daemon', () => {
+    const d = new Dispatcher({ capacity: 16 });
+    const tree = d.configure({ clusters: [{ address: '198.18.100.1', ports: [{ port: 80, scheduler: 'rr', daemons: [{ address: '198.18.2.1:8080' }, { address: '198.18.2.2:8080' }] }] }] });
+    const first = send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 46000, dstPort: 80, flags: 'S', seq: 1 }), 1);
+    assert.equal(describePacket(first.out).dst, '198.18.2.1');
+    // Its daemon goes down (the health layer gives it weight 0); the client tries again on the same port.
+    const port = tree.clusters[0].ports[0];
+    d.balancer.setWeights(port, new Map([[port.daemons[0].id, 0], [port.daemons[1].id, 1]]));
+    const again = send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 46000, dstPort: 80, flags: 'S', seq: 777 }), 2);
+    assert.equal(again.verdict, VERDICT_FORWARD);
+    assert.equal(describePacket(again.out).dst, '198.18.2.2');
+    // A SYN retransmitted to a daemon that is still up stays with it.
+    const other = send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 46001, dstPort: 80, flags: 'S', seq: 1 }), 3);
+    const retry = send(d, buildTcp({ src: '198.18.0.1', dst: '198.18.100.1', srcPort: 46001, dstPort: 80, flags: 'S', seq: 1 }), 4);
+    assert.equal(describePacket(retry.out).dst, describePacket(other.out).dst);
+  });
+});
