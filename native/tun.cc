@@ -8,6 +8,10 @@
 //   readBatch(fd, buffer, offsets, lengths, maxPackets, slotSize) -> count
 //   writeBatch(fd, buffer, offsets, lengths, count) -> accepted
 //   watch(fd, callback)   unwatch(fd)   close(fd)
+//   netlinkOpen(protocol, groups, receiveBufferBytes) -> { fd, portId }
+// readBatch/writeBatch/watch/close work on any datagram fd, so the netfilter
+// data plane reads and writes its netlink sockets through them too; messages
+// are built and parsed in TypeScript (src/netlink/).
 // System errors throw an Error whose `code` is the errno name ('EPERM') and
 // whose message names what failed ("TUNSETIFF hlb0: Operation not permitted").
 
@@ -17,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -231,7 +236,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       // Hand over what was read; a lasting error (EBADFD: device deleted)
       // comes back on the next call with nothing read before it.
       if (count > 0) break;
-      ThrowSystemError(env, errno, "read from TUN fd " + std::to_string(fd), "read");
+      ThrowSystemError(env, errno, "read from fd " + std::to_string(fd), "read");
       return env.Undefined();
     }
     if (n == 0) break;
@@ -431,7 +436,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
     state->watches.erase(found);
   }
   // No retry on EINTR: Linux releases the fd even when close reports EINTR.
-  if (close(fd) < 0 && errno != EINTR) ThrowSystemError(env, errno, "close TUN fd " + std::to_string(fd), "close");
+  if (close(fd) < 0 && errno != EINTR) ThrowSystemError(env, errno, "close fd " + std::to_string(fd), "close");
   return env.Undefined();
 }
 
@@ -469,6 +474,66 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(last - first));
 }
 
+// ---- netlink --------------------------------------------------------------
+
+// netlinkOpen(protocol, groups: number[], receiveBufferBytes) -> { fd, portId }
+// A non-blocking, close-on-exec netlink socket bound to a kernel-chosen port
+// id and joined to the multicast `groups` (conntrack events). The receive
+// buffer is forced (SO_RCVBUFFORCE, root) so a burst of events or queued
+// packets is not lost to the default 200 KiB; an overrun still reports ENOBUFS
+// on the next read, which the caller counts.
+Napi::Value NetlinkOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t protocol, rcvbuf;
+  if (!GetUint32(info, 0, "protocol must be a non-negative integer", &protocol)) return env.Undefined();
+  if (!info[1].IsArray()) {
+    ThrowType(env, "groups must be an array of numbers");
+    return env.Undefined();
+  }
+  if (!GetUint32(info, 2, "receiveBufferBytes must be a non-negative integer", &rcvbuf)) return env.Undefined();
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, static_cast<int>(protocol));
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "open netlink socket (protocol " + std::to_string(protocol) + ")", "socket");
+    return env.Undefined();
+  }
+  auto fail = [&](const std::string& what, const char* syscall) {
+    int err = errno;
+    close(fd);
+    ThrowSystemError(env, err, what, syscall);
+    return env.Undefined();
+  };
+  if (rcvbuf > 0) {
+    int size = static_cast<int>(rcvbuf > 0x7fffffffu ? 0x7fffffffu : rcvbuf);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) < 0) {
+      return fail("set the netlink receive buffer", "setsockopt");
+    }
+  }
+  struct sockaddr_nl local;
+  memset(&local, 0, sizeof(local));
+  local.nl_family = AF_NETLINK;
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&local), sizeof(local)) < 0) return fail("bind netlink socket", "bind");
+  Napi::Array groups = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < groups.Length(); i++) {
+    Napi::Value g = groups.Get(i);
+    if (!g.IsNumber()) {
+      close(fd);
+      ThrowType(env, "groups must be an array of numbers");
+      return env.Undefined();
+    }
+    int group = g.As<Napi::Number>().Int32Value();
+    if (setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0) {
+      return fail("join netlink group " + std::to_string(group), "setsockopt");
+    }
+  }
+  socklen_t length = sizeof(local);
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&local), &length) < 0) return fail("read netlink port id", "getsockname");
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fd", Napi::Number::New(env, fd));
+  result.Set("portId", Napi::Number::New(env, local.nl_pid));
+  return result;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonState* state = new AddonState();
   env.SetInstanceData<AddonState, KeepState>(state);
@@ -482,6 +547,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watch", Napi::Function::New(env, WatchFd, "watch"));
   exports.Set("unwatch", Napi::Function::New(env, Unwatch, "unwatch"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("netlinkOpen", Napi::Function::New(env, NetlinkOpen, "netlinkOpen"));
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   return exports;
 }

@@ -130,7 +130,16 @@ const admin = z.strictObject({
 export const configSchema = z.strictObject({
   /** TUN device name (Linux allows 15 characters). */
   device: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected a device name of 1-15 letters, digits, "_", "." or "-"').default('hlb0'),
-  dataplane: z.enum(['tun']).default('tun'),
+  /** Who moves packets: hostlb through a TUN device, or the kernel (NFQUEUE verdicts, conntrack, nftables DNAT). */
+  dataplane: z.enum(['tun', 'netfilter']).default('tun'),
+  netfilter: z.strictObject({
+    /** NFQUEUE queue number the first packet of each new connection comes to hostlb on. */
+    queue: z.number().int().min(0).max(65535).default(4242),
+    /** hostlb's marks are `mark | daemon id`; the low 16 bits must be zero. */
+    mark: z.number().int().min(0x10000).max(0xffff0000).refine((m) => (m & 0xffff) === 0, 'the low 16 bits must be zero (e.g. 0x4c420000): they carry the daemon id').default(0x4c420000),
+    /** Packets the kernel holds for hostlb before it accepts the rest unmarked (fail-open: the kernel-side hash picks). */
+    queueLength: z.number().int().min(16).max(1 << 20).default(4096),
+  }).default({ queue: 4242, mark: 0x4c420000, queueLength: 4096 }),
   /** Where the journal of host changes lives (undone at stop, or at the next start after a crash). */
   stateDir: z.string().regex(/^\//, 'expected an absolute directory path').default('/run/hostlb'),
   /** Policy-routing table hostlb owns for daemon replies. */

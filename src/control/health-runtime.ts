@@ -71,6 +71,9 @@ export class HealthRuntime {
   private drainWatch: NodeJS.Timeout | null = null;
   private readonly drainWaiting = new Set<number>();
 
+  /** Ends the flows of a daemon that went down (downFlows: reset); the netfilter plane puts its own here. */
+  resetDaemonFlows: (id: number) => number = (id) => this.dispatcher.resetDaemonFlows(id, Date.now());
+
   constructor(private readonly dispatcher: Dispatcher, config: HostlbConfig, private readonly log: Logger) {
     this.config = config;
     this.monitor = new HealthMonitor(dispatcher.balancer, this.events, (port) => this.specOf(port));
@@ -235,7 +238,7 @@ export class HealthRuntime {
       passive: conf?.passive ?? { enabled: true, grace: 1, threshold: 3, holdDown: 5 },
       whenAllDown: conf?.whenAllDown ?? 'reject',
       onDown: conf?.downFlows === 'reset' ? (id) => {
-        const ended = this.dispatcher.resetDaemonFlows(id, Date.now());
+        const ended = this.resetDaemonFlows(id);
         this.log.info({ event: 'daemon_flows_reset', port: port.name, daemon: this.dispatcher.tree.daemonsById[id]?.name, flows: ended }, 'flows of a down daemon reset');
       } : undefined,
       startDown: conf?.supervise !== undefined,

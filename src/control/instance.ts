@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { dirname, join } from 'node:path';
 import { restoreTable, snapshotTable } from '../dispatch/checkpoint.js';
 import { Dispatcher } from '../dispatch/dispatcher.js';
+import { NetfilterPlane } from '../dataplane/netfilter-plane.js';
 import { TunPlane } from '../dataplane/tun-plane.js';
 import { ConfigError, HostlbError } from '../errors.js';
 import { hugePageAllocator } from '../link/native.js';
@@ -14,6 +15,8 @@ import { TunLink } from '../link/tun-link.js';
 import { cleanupLeftovers, journalPathFor, readJournal, stillAlive, undoJournal } from '../net/apply.js';
 import type { HostFacts } from '../net/host-facts.js';
 import type { HostSpec } from '../net/host-spec.js';
+import type { NetStep } from '../net/net-step.js';
+import { planNetfilterSetup, tableName } from '../net/netfilter-plan.js';
 import { planHostSetup } from '../net/plan.js';
 import { checkNetAdmin } from '../net/privileges.js';
 import { probeHost } from '../net/probe.js';
@@ -67,6 +70,14 @@ export function withDraining(spec: HostSpec, dispatcher: Dispatcher): HostSpec {
   return out;
 }
 
+/** The host set-up `config`'s data plane needs for `spec`, planned against `baseline`. */
+export function planFor(config: HostlbConfig, spec: HostSpec, baseline: HostFacts): NetStep[] {
+  if (config.dataplane === 'netfilter') {
+    return planNetfilterSetup({ ...spec, queue: config.netfilter.queue, markBase: config.netfilter.mark }, baseline);
+  }
+  return planHostSetup(spec, baseline);
+}
+
 /** How often retired daemons are checked for their last flow ending (ms). */
 const DRAIN_CHECK_MS = 2_000;
 
@@ -92,6 +103,9 @@ export function checkLiveChange(current: HostlbConfig, next: HostlbConfig): void
       throw new ConfigError(key, `cannot change while hostlb runs (${JSON.stringify(current[key])} → ${JSON.stringify(next[key])}); restart hostlb to change it`, 'CONFIG_NEEDS_RESTART');
     }
   }
+  if (JSON.stringify(current.netfilter) !== JSON.stringify(next.netfilter)) {
+    throw new ConfigError('netfilter', 'the queue and marks of the netfilter data plane cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');
+  }
   if (JSON.stringify(current.admin) !== JSON.stringify(next.admin)) {
     throw new ConfigError('admin', 'the admin listener cannot change while hostlb runs; restart hostlb to change it', 'CONFIG_NEEDS_RESTART');
   }
@@ -116,10 +130,13 @@ export interface InstanceOptions {
 
 export class Instance {
   readonly dispatcher: Dispatcher;
-  readonly plane: TunPlane;
+  /** The TUN data plane's pump (dataplane: tun), else null. */
+  readonly plane: TunPlane | null;
+  /** The netfilter data plane (dataplane: netfilter), else null. */
+  readonly netfilter: NetfilterPlane | null;
   /** Advisors, passive signals, the manager, supervised daemons and events. */
   readonly health: HealthRuntime;
-  readonly link: TunLink;
+  readonly link: TunLink | null;
   readonly journal: string;
   readonly startedAt = Date.now();
   readonly configFile: string | undefined;
@@ -133,7 +150,7 @@ export class Instance {
   private drainTimer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
 
-  private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink; baseline: HostFacts; journal: string }) {
+  private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink | null; netfilter: NetfilterPlane | null; baseline: HostFacts; journal: string }) {
     this.current = config;
     this.configFile = options.configFile;
     this.log = options.logger;
@@ -141,8 +158,15 @@ export class Instance {
     this.link = parts.link;
     this.baseline = parts.baseline;
     this.journal = parts.journal;
-    this.plane = new TunPlane(this.link, this.dispatcher);
+    this.netfilter = parts.netfilter;
+    this.plane = this.link ? new TunPlane(this.link, this.dispatcher) : null;
     this.health = new HealthRuntime(this.dispatcher, config, this.log);
+    const netfilter = this.netfilter;
+    if (netfilter) {
+      this.health.resetDaemonFlows = (id) => netfilter.resetDaemonFlows(id);
+      // Retired daemons keep their map entry while their flows drain.
+      netfilter.keepDaemons = () => this.dispatcher.tree.daemonsById.filter((d) => d && d.retired && this.dispatcher.balancer.activeFlows(d.id) > 0);
+    }
   }
 
   get config(): HostlbConfig {
@@ -158,8 +182,10 @@ export class Instance {
     if (missing !== null) throw new HostlbError('NEEDS_NET_ADMIN', missing);
 
     // Everything that can be checked without touching the host comes first.
+    const netfilter = config.dataplane === 'netfilter';
     const dispatcher = new Dispatcher({
-      capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
+      // The netfilter plane keeps no records of its own (conntrack does): the table stays minimal.
+      capacity: netfilter ? 1 : config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
       allocate: hugePageAllocator, passUnmatchedReplies: true,
     });
     dispatcher.configure(dispatchSpecOf(config));
@@ -180,35 +206,51 @@ export class Instance {
 
     // Persistent: if this process dies, the device and its routes stay, so
     // daemon replies go nowhere rather than leaking out untranslated (DESIGN.md).
-    const link = TunLink.open(config.device, { persist: true });
+    // The netfilter plane has no device: conntrack carries its flows.
+    const link = netfilter ? null : TunLink.open(config.device, { persist: true });
     let baseline: HostFacts;
     try {
       if (adopt) {
         baseline = JSON.parse(readFileSync(files.baseline, 'utf8')) as HostFacts;
-        const desired = planHostSetup(spec, baseline);
+        const desired = planFor(config, spec, baseline);
         const added = addMissing(desired, journal);
         const removed = removeUnwanted(desired, journal);
         options.logger.info({ event: 'adopted', steps: previous!.steps.length, added, removed, previousPid: previous!.pid }, 'adopted the host set-up of an earlier run');
       } else {
         baseline = probeHost(config.device);
         writeFileAtomic(files.baseline, JSON.stringify(baseline));
-        addMissing(planHostSetup(spec, baseline), journal);
+        addMissing(planFor(config, spec, baseline), journal);
       }
     } catch (e) {
-      link.setPersist(false);
-      link.close();
+      link?.setPersist(false);
+      link?.close();
       throw e;
     }
-    if (adopt && existsSync(files.checkpoint)) {
+    let plane: NetfilterPlane | null = null;
+    if (netfilter) {
+      plane = new NetfilterPlane(dispatcher.balancer, {
+        queue: config.netfilter.queue, markBase: config.netfilter.mark, queueLength: config.netfilter.queueLength,
+        table: tableName(config.device), hashSeed: config.seed,
+        onError: (err, what) => options.logger.error({ err }, `could not ${what}`),
+      });
+      try {
+        plane.start();
+      } catch (e) {
+        if (!adopt) undoJournal(journal);
+        throw e;
+      }
+      if (adopt) options.logger.info({ event: 'flows_recounted', flows: plane.flowCount }, 'flows counted from conntrack');
+    }
+    if (!netfilter && adopt && existsSync(files.checkpoint)) {
       const { restored, skipped } = restoreTable(dispatcher, readFileSync(files.checkpoint), Date.now());
       options.logger.info({ event: 'table_restored', restored, skipped }, 'connection table restored from its checkpoint');
     }
-    const instance = new Instance(config, options, { dispatcher, link, baseline, journal });
+    const instance = new Instance(config, options, { dispatcher, link, netfilter: plane, baseline, journal });
     installConnectionLog(dispatcher, config.log.connections, options.logger);
-    instance.plane.start();
+    instance.plane?.start();
     instance.health.start();
     instance.startCheckpoints();
-    options.logger.info({ device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
+    options.logger.info({ dataplane: config.dataplane, device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
 
@@ -224,13 +266,13 @@ export class Instance {
     checkLiveChange(this.current, next);
     const wasLive = new Set(this.dispatcher.tree.daemons());
     const before = new Set([...wasLive].map((d) => `${d.clusterPort.name} ${d.name}`));
-    const desired = planHostSetup(hostSpecOf(expandSupervised(next)), this.baseline);
+    const desired = planFor(next, hostSpecOf(expandSupervised(next)), this.baseline);
     const routesAdded = addMissing(desired, this.journal);
     try {
       this.dispatcher.configure(dispatchSpecOf(next));
     } catch (e) {
       // Put the host back as the running configuration wants it.
-      removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
+      removeUnwanted(planFor(this.current, withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
       throw e;
     }
     this.dispatcher.setTimeouts(next.table.timeouts);
@@ -241,7 +283,7 @@ export class Instance {
       const now = Date.now();
       for (const daemon of this.dispatcher.tree.daemonsById) {
         if (daemon?.retired && wasLive.has(daemon)) {
-          const ended = this.dispatcher.resetDaemonFlows(daemon.id, now);
+          const ended = this.netfilter ? this.netfilter.resetDaemonFlows(daemon.id) : this.dispatcher.resetDaemonFlows(daemon.id, now);
           this.log.info({ event: 'daemon_flows_reset', daemon: daemon.name, flows: ended }, 'flows of a removed daemon reset');
         }
       }
@@ -249,10 +291,12 @@ export class Instance {
     let routesRemoved = 0;
     try {
       // Daemons retired just now (or earlier) keep their reply rules while they have flows.
-      routesRemoved = removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(next)), this.dispatcher), this.baseline), this.journal);
+      routesRemoved = removeUnwanted(planFor(next, withDraining(hostSpecOf(expandSupervised(next)), this.dispatcher), this.baseline), this.journal);
     } catch (e) {
       this.log.error({ err: e }, 'some host changes of the old configuration could not be undone');
     }
+    // The maps follow the new daemons at once (the timer would within 500 ms).
+    this.netfilter?.syncMaps();
     this.watchDraining();
     const after = new Set([...this.dispatcher.tree.daemons()].map((d) => `${d.clusterPort.name} ${d.name}`));
     const summary: ChangeSummary = {
@@ -274,7 +318,8 @@ export class Instance {
       if ([...this.draining].every((id) => now.has(id))) return;
       this.draining = now;
       try {
-        const removed = removeUnwanted(planHostSetup(withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
+        const removed = removeUnwanted(planFor(this.current, withDraining(hostSpecOf(expandSupervised(this.current)), this.dispatcher), this.baseline), this.journal);
+        this.netfilter?.syncMaps();
         this.log.info({ event: 'daemons_drained', routesRemoved: removed, stillDraining: now.size }, 'removed daemons drained');
       } catch (e) {
         this.log.error({ err: e }, 'the reply rules of drained daemons could not be removed');
@@ -301,12 +346,14 @@ export class Instance {
   /** Stops the data plane and undoes every change to the host. Safe to call twice. */
   /** Writes the table checkpoint now (atomically). */
   checkpoint(): void {
+    // The netfilter plane's flows live in conntrack, which outlives hostlb.
+    if (this.netfilter) return;
     writeFileAtomic(stateFiles(this.current).checkpoint, snapshotTable(this.dispatcher));
   }
 
   private startCheckpoints(): void {
     const seconds = this.current.table.checkpoint;
-    if (seconds <= 0) return;
+    if (seconds <= 0 || this.netfilter) return;
     this.checkpointTimer = setInterval(() => {
       try {
         this.checkpoint();
@@ -327,11 +374,13 @@ export class Instance {
     if (this.stopped) return;
     this.stopped = true;
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
-    this.plane.stop();
+    this.plane?.stop();
+    // Unbinds the queue: until the next owner binds it, the kernel-side hash rule dispatches.
+    this.netfilter?.stop();
     this.checkpoint();
     this.health.killAll();
     // The device stays persistent; the journal stays for the next owner.
-    this.link.close();
+    this.link?.close();
     this.log.info({ event: 'handed_over' }, 'handed the data plane over; the host set-up stays');
   }
 
@@ -343,7 +392,8 @@ export class Instance {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.health.killAll();
     void this.health.stop();
-    this.plane.stop();
+    this.plane?.stop();
+    this.netfilter?.stop();
     let undone = 0;
     try {
       undone = undoJournal(this.journal);
@@ -352,8 +402,8 @@ export class Instance {
       rmSync(files.baseline, { force: true });
       rmSync(files.checkpoint, { force: true });
     } finally {
-      this.link.setPersist(false);
-      this.link.close();
+      this.link?.setPersist(false);
+      this.link?.close();
       this.log.info({ event: 'stopped', undone }, 'stopped');
     }
   }

@@ -15,7 +15,9 @@ export interface MetricsSource {
   readonly dispatcher: Dispatcher;
   readonly health?: HealthRuntime;
   /** Link counters of the data plane, when there is one. */
-  readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number };
+  readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number } | null;
+  /** The netfilter data plane's queue and conntrack counters, when it runs. */
+  readonly netfilter?: { packetsQueued: number; verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; flowCount: number } | null;
 }
 
 const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
@@ -159,7 +161,7 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   new Gauge({
     name: 'hostlb_table_records', help: 'Connection records in the table.', registers: [registry],
-    collect(this: Gauge) { this.set(source.dispatcher.table.size); },
+    collect(this: Gauge) { this.set(source.netfilter ? source.netfilter.flowCount : source.dispatcher.table.size); },
   });
   new Gauge({
     name: 'hostlb_table_capacity', help: 'Most connection records the table holds.', registers: [registry],
@@ -180,6 +182,26 @@ export function createMetrics(source: MetricsSource): Registry {
       this.inc({ direction: 'written' }, plane.packetsWritten);
       this.inc({ direction: 'refused' }, plane.writeShortfall);
     },
+  });
+  new Counter({
+    name: 'hostlb_queue_verdicts_total', help: 'New connections the netfilter data plane decided, by outcome (daemon: marked for a daemon; rejected: no daemon takes flows; unparsed: left to the kernel-side hash).',
+    labelNames: ['outcome'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      const nf = source.netfilter;
+      if (!nf) return;
+      this.inc({ outcome: 'daemon' }, nf.verdictsDaemon);
+      this.inc({ outcome: 'rejected' }, nf.verdictsRejected);
+      this.inc({ outcome: 'unparsed' }, nf.verdictsUnparsed);
+    },
+  });
+  new Counter({
+    name: 'hostlb_conntrack_events_total', help: 'Conntrack events of hostlb\'s flows read (netfilter data plane).', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.events ?? 0); },
+  });
+  new Counter({
+    name: 'hostlb_conntrack_event_overruns_total', help: 'Times the kernel dropped conntrack events because hostlb read too slowly (flow counts may be off until they end).', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.eventOverruns ?? 0); },
   });
   return registry;
 }

@@ -70,6 +70,11 @@ export class Balancer implements SchedulerContext {
     this.schedulers[port.id]?.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: weights.get(d.id) ?? d.weight })));
   }
 
+  /** The weight daemon `id` of `port` has now: the health layer's, else the configured one. */
+  effectiveWeight(port: ClusterPort, id: number): number {
+    return this.overrides[port.id]?.get(id) ?? this.tree.daemonsById[id]?.weight ?? 0;
+  }
+
   /** True when daemon `id` of `port` takes new flows now (its effective, else configured, weight is above 0). */
   takesNewFlows(port: ClusterPort, id: number): boolean {
     const override = this.overrides[port.id]?.get(id);

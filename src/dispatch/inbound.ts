@@ -23,7 +23,8 @@ import { D_BYTES_IN, D_PACKETS_IN, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS,
 import { ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
 
 const REC_F64 = REC_WORDS / 2;
-const SOURCE_HASH_SEED = 0x5bd1e995;
+/** Seeds the client-address hash the sh and maglev schedulers pick by (the netfilter plane uses it too). */
+export const SOURCE_HASH_SEED = 0x5bd1e995;
 /**
  * How far past the daemon's last acknowledgment a client's RST may be and
  * still count: data the client sent that the daemon has not acknowledged yet.

@@ -90,23 +90,31 @@ export function describeRecord(d: Dispatcher, id: number): ConnectionInfo {
 
 /** Records matching `filter`, in table order, with the total that matched (for paging). */
 export function listConnections(d: Dispatcher, filter: ConnectionFilter = {}): { total: number; connections: ConnectionInfo[] } {
+  const records: ConnectionInfo[] = [];
+  d.table.forEach((id) => {
+    records.push(describeRecord(d, id));
+  });
+  return filterConnections(records, filter);
+}
+
+/** The connections of `records` matching `filter`, with the total that matched (for paging). */
+export function filterConnections(records: Iterable<ConnectionInfo>, filter: ConnectionFilter = {}): { total: number; connections: ConnectionInfo[] } {
   const offset = filter.offset ?? 0;
   const limit = filter.limit ?? 100;
   const out: ConnectionInfo[] = [];
   let total = 0;
-  d.table.forEach((id) => {
-    const r = describeRecord(d, id);
-    if (filter.protocol && r.protocol !== filter.protocol) return;
-    if (filter.state && r.state !== filter.state.toUpperCase()) return;
-    if (filter.daemon && r.daemon !== filter.daemon) return;
+  for (const r of records) {
+    if (filter.protocol && r.protocol !== filter.protocol) continue;
+    if (filter.state && r.state !== filter.state.toUpperCase()) continue;
+    if (filter.daemon && r.daemon !== filter.daemon) continue;
     if (filter.cluster || filter.port) {
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(r.cluster)!;
-      if (filter.cluster && m[1] !== filter.cluster) return;
-      if (filter.port && Number(m[2]) !== filter.port) return;
+      if (filter.cluster && m[1] !== filter.cluster) continue;
+      if (filter.port && Number(m[2]) !== filter.port) continue;
     }
-    if (filter.client && r.client.replace(/^\[?(.*?)\]?:\d+$/, '$1') !== filter.client) return;
+    if (filter.client && r.client.replace(/^\[?(.*?)\]?:\d+$/, '$1') !== filter.client) continue;
     if (total >= offset && out.length < limit) out.push(r);
     total++;
-  });
+  }
   return { total, connections: out };
 }

@@ -53,6 +53,13 @@ export interface TunAddon {
   /** Stops any watch, then closes `fd`. */
   close(fd: number): void;
   /**
+   * A non-blocking netlink socket of `protocol` (12: netfilter), bound to a
+   * kernel-chosen port id and joined to multicast `groups`, with its receive
+   * buffer forced to `receiveBufferBytes` (0: the default). readBatch,
+   * writeBatch, watch and close work on it as on the TUN fd.
+   */
+  netlinkOpen(protocol: number, groups: number[], receiveBufferBytes: number): { fd: number; portId: number };
+  /**
    * madvise(MADV_HUGEPAGE) on the 2 MiB-aligned spans of an untouched buffer,
    * so its pages fault in as huge pages. Returns the bytes advised (0: declined).
    */

@@ -33,6 +33,15 @@ function run(command: NetCommand): void {
     execFileSync('ip', command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
     return;
   }
+  if (command[0] === 'nft' && command.length === 2) {
+    // One script, one nft transaction: all of it applies or none.
+    execFileSync('nft', ['-f', '-'], { input: command[1], stdio: ['pipe', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+    return;
+  }
+  if ((command[0] === 'iptables' || command[0] === 'ip6tables') && command.includes('mangle')) {
+    execFileSync(command[0], command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+    return;
+  }
   if (command[0] === 'sysctl' && command.length === 3 && /^[\w.-]+(\/[\w.-]+)*$/.test(command[1]) && !command[1].split('/').includes('..')) {
     writeFileSync(`/proc/sys/${command[1]}`, `${command[2]}\n`);
     return;
@@ -54,7 +63,8 @@ function failureText(error: unknown): string {
  */
 export function isAlreadyUndone(error: unknown): boolean {
   if ((error as { code?: unknown }).code === 'ENOENT') return true;
-  return /No such file or directory|No such process|Cannot find device|does not exist|File exists/i.test(failureText(error));
+  // iptables: "Bad rule (does a matching rule exist in that chain?)", "No chain/target/match by that name".
+  return /No such file or directory|No such process|Cannot find device|does not exist|File exists|does a matching rule exist|No chain\/target\/match by that name/i.test(failureText(error));
 }
 
 function writeJournal(path: string, steps: NetStep[]): void {

@@ -5,6 +5,8 @@
 /**
  * A command as an argv. Two forms:
  * - `['ip', ...args]` runs ip(8) with `args`;
+ * - `['nft', script]` runs `nft -f -` with `script` as one transaction;
+ * - `['iptables' | 'ip6tables', ...args]` runs iptables on the mangle table;
  * - `['sysctl', path, value]` writes `value` to `/proc/sys/<path>`; `path` uses
  *   slashes (`net/ipv4/conf/hlb0/rp_filter`) so device names with dots stay whole.
  */
@@ -20,6 +22,7 @@ export interface NetStep {
 
 /** A command as a person would type it: `ip -4 rule add ...`, `sysctl -w net.ipv4.ip_forward=1`. */
 export function formatCommand(command: NetCommand): string {
+  if (command[0] === 'nft' && command.length === 2) return `nft -f - <<'EOF'\n${command[1]}\nEOF`;
   if (command[0] === 'sysctl') return `sysctl -w ${command[1].replaceAll('/', '.')}=${command[2]}`;
   return command.join(' ');
 }

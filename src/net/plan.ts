@@ -258,6 +258,15 @@ function pickSource(family: Family, clusters: PlannedCluster[], device: string, 
     taken.add(c.address.text);
     for (const p of c.ports) for (const d of p.daemons) taken.add(d.address.text);
   }
+  return sourceAddress(family, taken, device, facts);
+}
+
+/**
+ * The address a same-host client's connection to a cluster leaves from: a
+ * global address of this host that is neither in `taken` (clusters, daemons)
+ * nor on `device`, preferring one not on lo. Null when there is none.
+ */
+export function sourceAddress(family: Family, taken: ReadonlySet<string>, device: string, facts: HostFacts): string | null {
   const candidates = facts.addresses.filter((a) => a.family === family && a.scope === 'global' && a.dev !== device && !taken.has(a.address));
   return (candidates.find((a) => a.dev !== 'lo') ?? candidates[0])?.address ?? null;
 }

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { DROP_REASON_NAMES } from '../../dispatch/drop-reason.js';
-import { listConnections } from '../../dispatch/record-view.js';
+import { filterConnections, listConnections } from '../../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
 import { CONN_STATE_NAMES } from '../../dispatch/tcp-state.js';
 import {
@@ -110,7 +110,9 @@ const routes: Route[] = [
           device: ctx.ctl.config.device,
           dataplane: ctx.ctl.config.dataplane,
           configFile: ctx.ctl.configFile ?? null,
-          table: { records: d.table.size, capacity: d.table.capacity, evictions: d.table.evictions },
+          table: ctx.ctl.netfilter
+            ? { records: ctx.ctl.netfilter.flowCount, capacity: null, evictions: 0 }
+            : { records: d.table.size, capacity: d.table.capacity, evictions: d.table.evictions },
           clusters: d.tree.clusters.length,
           daemons: daemons.length,
           // Removed daemons still holding flows count too: those flows are live.
@@ -204,7 +206,8 @@ const routes: Route[] = [
       const protocol = q.get('protocol') ?? undefined;
       if (protocol !== undefined && protocol !== 'tcp' && protocol !== 'udp') throw badRequest('BAD_QUERY', `protocol must be tcp or udp, got "${protocol}"`, 'protocol');
       const daemon = q.get('daemon');
-      const { total, connections } = listConnections(ctx.ctl.dispatcher, {
+      const netfilter = ctx.ctl.netfilter;
+      const filter = {
         cluster: q.get('cluster') !== null ? canonicalAddress(q.get('cluster')!, 'cluster') : undefined,
         port: q.get('port') !== null ? parsePort(q.get('port')!) : undefined,
         protocol: protocol as 'tcp' | 'udp' | undefined,
@@ -213,7 +216,8 @@ const routes: Route[] = [
         state,
         offset: intParam(q, 'offset', 0, 1 << 30),
         limit: intParam(q, 'limit', 100, 10000),
-      });
+      };
+      const { total, connections } = netfilter ? filterConnections(netfilter.connections(), filter) : listConnections(ctx.ctl.dispatcher, filter);
       return { body: { total, offset: intParam(q, 'offset', 0, 1 << 30), connections } };
     },
   },

@@ -1,0 +1,380 @@
+// The netfilter data plane at run time: hostlb decides, the kernel forwards.
+// The first packet of each new connection arrives on an NFQUEUE queue; the
+// Balancer picks a daemon and the packet goes back with verdict ACCEPT and the
+// daemon's mark, which hostlb's nftables chain turns into a DNAT. Conntrack
+// events (new, TCP state changes, destroyed; only flows carrying hostlb's
+// marks) feed the same per-daemon counts the TUN dispatcher keeps — active and
+// new flows, SYNs answered or refused — so lc, wlc, p2c, the health layer and
+// the metrics work unchanged. The maps' state (marks → daemons, fallback
+// buckets) is kept in step with the configuration and effective weights.
+
+import type { Balancer } from '../dispatch/balancer.js';
+import type { Daemon } from '../dispatch/config-tree.js';
+import { createFlowKey, hashAddress, hashFlowKey } from '../dispatch/flow-hash.js';
+import { SOURCE_HASH_SEED } from '../dispatch/inbound.js';
+import type { ConnectionInfo } from '../dispatch/record-view.js';
+import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
+import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
+import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
+import { MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
+import { MessageReader, NetlinkWriter } from '../netlink/message.js';
+import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
+import { NetlinkSocket } from '../netlink/socket.js';
+
+export interface NetfilterPlaneOptions {
+  queue: number;
+  markBase: number;
+  /** The nft table (netfilter-plan.ts tableName). */
+  table: string;
+  /** Packets the kernel may hold in the queue before fail-open accepts the rest. Default 4096. */
+  queueLength?: number;
+  /** Seeds the flow hash, as the TUN dispatcher's hashSeed does. */
+  hashSeed?: number;
+  /** How often effective weights are checked for a change of the fallback buckets, ms. Default 500. */
+  syncIntervalMs?: number;
+  clock?: () => number;
+  /** Told when the maps could not be updated (nft failed); the plane carries on with the old maps. */
+  onError?: (error: unknown, what: string) => void;
+}
+
+/** One hostlb flow as conntrack reported it. */
+interface Flow {
+  daemonId: number;
+  protocol: number;
+  family: number;
+  client: string;
+  clientPort: number;
+  cluster: string;
+  clusterPort: number;
+  created: number;
+  tcpState: number;
+  active: boolean;
+}
+
+const ENDED_TCP = new Set<number>([TcpCt.FinWait, TcpCt.CloseWait, TcpCt.LastAck, TcpCt.TimeWait, TcpCt.Close]);
+/** Conntrack's TCP states in the TUN table's words (tcp-state.ts): conntrack's SYN_SENT is a SYN hostlb has passed on (SYN_RECV), its SYN_RECV a daemon's SYN-ACK (SYN_ACK). */
+const TCP_STATE_NAMES = ['NONE', 'SYN_RECV', 'SYN_ACK', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_RECV'];
+
+export class NetfilterPlane {
+  /** Packets hostlb got from the queue, and verdicts by outcome. */
+  packetsQueued = 0;
+  verdictsDaemon = 0;
+  verdictsRejected = 0;
+  /** Queued packets hostlb could not read as a flow to a cluster port: accepted unmarked (the fallback hash decides). */
+  verdictsUnparsed = 0;
+  /** Conntrack events read, and event-socket overruns (events lost: counts may drift until the next resync). */
+  events = 0;
+  private queueSocket: NetlinkSocket | null = null;
+  private eventSocket: NetlinkSocket | null = null;
+  private readonly verdicts = new NetlinkWriter(1 << 16);
+  private readonly requests = new NetlinkWriter(1 << 12);
+  private readonly reader = new MessageReader();
+  private readonly packet = new QueuedPacket();
+  private readonly ct = new CtMessage();
+  private readonly key = createFlowKey();
+  private readonly flows = new Map<number, Flow>();
+  private readonly clock: () => number;
+  private lastScript = '';
+  private syncTimer: NodeJS.Timeout | null = null;
+  private running = false;
+  /** Daemons the maps must keep (retired ones whose flows drain), besides the live ones. */
+  keepDaemons: () => Daemon[] = () => [];
+
+  constructor(readonly balancer: Balancer, private readonly options: NetfilterPlaneOptions) {
+    this.clock = options.clock ?? Date.now;
+  }
+
+  get eventOverruns(): number {
+    return this.eventSocket?.overruns ?? 0;
+  }
+
+  /** Hostlb's flows conntrack holds now. */
+  get flowCount(): number {
+    return this.flows.size;
+  }
+
+  /**
+   * Binds the queue (throws NetlinkError EBUSY when another process holds it),
+   * subscribes to conntrack events, recounts the flows conntrack already
+   * holds with hostlb's marks (a restart), writes the maps, starts.
+   */
+  start(): void {
+    if (this.running) return;
+    this.eventSocket = new NetlinkSocket([NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY], { slots: 64, slotSize: 2048, receiveBuffer: 32 << 20 });
+    this.queueSocket = new NetlinkSocket([], { slots: 64, slotSize: 1024, receiveBuffer: 8 << 20 });
+    try {
+      this.recount();
+      this.syncMaps();
+      this.requests.reset();
+      const seqs = writeQueueBind(this.requests, this.options.queue, { copyRange: 256, maxLength: this.options.queueLength ?? 4096 });
+      this.queueSocket.request(this.requests, seqs, `bind NFQUEUE queue ${this.options.queue}`);
+    } catch (e) {
+      this.eventSocket.close();
+      this.queueSocket.close();
+      this.eventSocket = this.queueSocket = null;
+      throw e;
+    }
+    this.running = true;
+    this.queueSocket.onReadable(this.drainQueue);
+    this.eventSocket.onReadable(this.drainEvents);
+    this.syncTimer = setInterval(() => this.syncMaps(), this.options.syncIntervalMs ?? 500);
+    this.syncTimer.unref();
+  }
+
+  /**
+   * Stops deciding: the queue is unbound (new connections fall through to the
+   * kernel-side hash rule, --queue-bypass) and the sockets close. The nft
+   * table and iptables rules stay; their owner undoes them or not.
+   */
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    this.syncTimer = null;
+    // Fallback buckets as they are now, so connections go on without hostlb.
+    this.syncMaps();
+    if (this.queueSocket) {
+      this.queueSocket.onReadable(null);
+      this.requests.reset();
+      writeQueueUnbind(this.requests, this.options.queue);
+      this.queueSocket.write(this.requests);
+      this.queueSocket.close();
+    }
+    this.eventSocket?.onReadable(null);
+    this.eventSocket?.close();
+    this.queueSocket = this.eventSocket = null;
+  }
+
+  /** Rewrites the nft maps when the daemons or effective weights changed. Never throws. */
+  syncMaps(): void {
+    const tree = this.balancer.tree;
+    const daemons = new Map<number, MapDaemon>();
+    const add = (d: Daemon): void => {
+      daemons.set(d.id, { id: d.id, family: d.address.family, address: d.address.text, port: d.port });
+    };
+    const ports: MapPort[] = [];
+    for (const cluster of tree.clusters) {
+      for (const port of cluster.ports) {
+        const live: Array<{ id: number; weight: number }> = [];
+        for (const d of port.daemons) {
+          add(d);
+          const weight = this.balancer.effectiveWeight(port, d.id);
+          if (weight > 0) live.push({ id: d.id, weight });
+        }
+        ports.push({ address: cluster.address.text, protocol: port.protocol, port: port.port, daemons: live });
+      }
+    }
+    for (const d of this.keepDaemons()) add(d);
+    const script = mapScript(this.options.table, this.options.markBase, [...daemons.values()].sort((a, b) => a.id - b.id), ports);
+    if (script === this.lastScript) return;
+    try {
+      applyMapScript(script);
+      this.lastScript = script;
+    } catch (e) {
+      this.options.onError?.(e, 'update the nftables maps');
+    }
+  }
+
+  /**
+   * Ends every flow of daemon `id` now: its conntrack entries are deleted,
+   * so each connection's next packet is answered with a RST. Returns how many
+   * flows hostlb knew of.
+   */
+  resetDaemonFlows(id: number): number {
+    let ended = 0;
+    for (const [ctId, flow] of this.flows) {
+      if (flow.daemonId !== id) continue;
+      ended++;
+      if (flow.active) this.balancer.flowEnded(id);
+      this.flows.delete(ctId);
+    }
+    const socket = this.queueSocket;
+    if (socket) {
+      this.requests.reset();
+      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, 0xffffffff);
+      try {
+        socket.request(this.requests, [seq], `delete the conntrack entries of daemon ${id}`);
+      } catch (e) {
+        // ENOENT: none left.
+        if ((e as { errno?: number }).errno !== 2) this.options.onError?.(e, 'reset the flows of a daemon');
+      }
+    }
+    return ended;
+  }
+
+  /** Hostlb's flows as the admin API shows connections. */
+  connections(): ConnectionInfo[] {
+    const out: ConnectionInfo[] = [];
+    for (const [ctId, f] of this.flows) {
+      const ep = (a: string, p: number): string => (f.family === 6 ? `[${a}]:${p}` : `${a}:${p}`);
+      out.push({
+        id: ctId, protocol: f.protocol === 6 ? 'tcp' : 'udp', client: ep(f.client, f.clientPort), cluster: ep(f.cluster, f.clusterPort),
+        daemon: this.balancer.tree.daemonsById[f.daemonId]?.name ?? String(f.daemonId),
+        state: f.protocol === 6 ? TCP_STATE_NAMES[f.tcpState] ?? 'UNKNOWN' : 'UDP', reset: false,
+        created: f.created, lastSeen: 0, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
+      });
+    }
+    return out;
+  }
+
+  // ---- queue: one verdict per new connection ------------------------------
+
+  private readonly drainQueue = (): void => {
+    const socket = this.queueSocket;
+    if (!this.running || socket === null) return;
+    const { reader, packet, verdicts } = this;
+    for (let turn = 0; turn < 16; turn++) {
+      const n = socket.read();
+      if (n === 0) break;
+      verdicts.reset();
+      for (let i = 0; i < n; i++) {
+        reader.reset(socket.buffer, socket.view, socket.offsets[i], socket.offsets[i] + socket.lengths[i]);
+        while (reader.next()) {
+          if (!packet.parse(socket.view, reader)) continue;
+          this.packetsQueued++;
+          const mark = this.decide(socket.buffer, packet.payloadAt, packet.payloadLength);
+          if (!verdicts.fits(VERDICT_BYTES)) {
+            socket.write(verdicts);
+            verdicts.reset();
+          }
+          writeVerdict(verdicts, this.options.queue, packet.id, NF_ACCEPT, mark);
+        }
+      }
+      if (verdicts.length > 0) socket.write(verdicts);
+    }
+  };
+
+  /** The mark for a queued packet (IPv4/IPv6 header first): a daemon's, the reject mark, or null (unmarked: fallback). */
+  private decide(buf: Uint8Array, at: number, length: number): number | null {
+    if (length < 20) return this.unparsed();
+    const key = this.key;
+    const version = buf[at] >>> 4;
+    let family: number, protocol: number, l4: number;
+    if (version === 4) {
+      const ihl = (buf[at] & 0x0f) * 4;
+      protocol = buf[at + 9];
+      l4 = at + ihl;
+      family = 4;
+      key[0] = word(buf, at + 12); key[1] = 0; key[2] = 0; key[3] = 0;
+      key[4] = word(buf, at + 16); key[5] = 0; key[6] = 0; key[7] = 0;
+    } else if (version === 6 && length >= 40) {
+      protocol = buf[at + 6];
+      l4 = at + 40;
+      family = 6;
+      for (let w = 0; w < 4; w++) {
+        key[w] = word(buf, at + 8 + 4 * w);
+        key[4 + w] = word(buf, at + 24 + 4 * w);
+      }
+    } else {
+      return this.unparsed();
+    }
+    // Extension headers or no transport ports in the copy: let the fallback hash decide.
+    if ((protocol !== 6 && protocol !== 17) || l4 + 4 > at + length) return this.unparsed();
+    const srcPort = (buf[l4] << 8) | buf[l4 + 1];
+    const dstPort = (buf[l4 + 2] << 8) | buf[l4 + 3];
+    key[8] = ((srcPort << 16) | dstPort) >>> 0;
+    key[9] = (protocol << 8) | family;
+    const port = this.balancer.tree.findPort(family, key, 4, protocol, dstPort);
+    if (port === undefined) return this.unparsed();
+    const daemon = this.balancer.choose(port, hashFlowKey(key, this.options.hashSeed ?? 0), hashAddress(key, 0, SOURCE_HASH_SEED));
+    if (daemon === null) {
+      this.verdictsRejected++;
+      return (this.options.markBase | REJECT_ID) >>> 0;
+    }
+    this.verdictsDaemon++;
+    return (this.options.markBase | daemon.id) >>> 0;
+  }
+
+  private unparsed(): null {
+    this.verdictsUnparsed++;
+    return null;
+  }
+
+  // ---- conntrack events: the per-daemon counts ----------------------------
+
+  private readonly drainEvents = (): void => {
+    const socket = this.eventSocket;
+    if (!this.running || socket === null) return;
+    for (let turn = 0; turn < 16; turn++) {
+      const n = socket.read();
+      if (n === 0) return;
+      for (let i = 0; i < n; i++) {
+        this.reader.reset(socket.buffer, socket.view, socket.offsets[i], socket.offsets[i] + socket.lengths[i]);
+        while (this.reader.next()) this.onConntrack(socket.view, this.reader, false);
+      }
+    }
+  };
+
+  private onConntrack(view: DataView, m: MessageReader, restoring: boolean): void {
+    const ct = this.ct;
+    if (!ct.parse(view, m)) return;
+    if (((ct.mark & MARK_MASK) >>> 0) !== (this.options.markBase >>> 0)) return;
+    const id = ct.mark & 0xffff;
+    if (id === REJECT_ID) return;
+    this.events++;
+    const stats = this.balancer.stats.daemon;
+    const b = id * DAEMON_COLUMNS;
+    let flow = this.flows.get(ct.id);
+    if (flow === undefined) {
+      if (ct.kind === EVENT_DESTROY) return;
+      if (this.balancer.tree.daemonsById[id] === undefined) return;
+      const o = ct.orig;
+      flow = {
+        daemonId: id, protocol: o.protocol, family: o.family, client: addressText(o.family, o.src), clientPort: o.srcPort,
+        cluster: addressText(o.family, o.dst), clusterPort: o.dstPort, created: this.clock(), tcpState: ct.tcpState, active: true,
+      };
+      this.flows.set(ct.id, flow);
+      if (restoring) {
+        flow.active = o.protocol !== 6 || !ENDED_TCP.has(ct.tcpState);
+        if (flow.active) stats[b + D_ACTIVE_FLOWS]++;
+        return;
+      }
+      this.balancer.flowStarted(id);
+      if (o.protocol === 6) stats[b + D_SYNS]++;
+      if (ct.kind === EVENT_NEW) return;
+    }
+    if (ct.kind === EVENT_DESTROY) {
+      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.flows.delete(ct.id);
+      // Counters come with the destroy event when nf_conntrack_acct is on.
+      stats[b + D_PACKETS_IN] += ct.packetsOrig;
+      stats[b + D_BYTES_IN] += ct.bytesOrig;
+      stats[b + D_PACKETS_OUT] += ct.packetsReply;
+      stats[b + D_BYTES_OUT] += ct.bytesReply;
+      return;
+    }
+    if (ct.tcpState < 0 || ct.tcpState === flow.tcpState) return;
+    const was = flow.tcpState;
+    flow.tcpState = ct.tcpState;
+    if (was === TcpCt.SynSent || was === TcpCt.None) {
+      // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
+      if (ct.tcpState === TcpCt.SynRecv || ct.tcpState === TcpCt.Established) {
+        stats[b + D_SYN_ANSWERED]++;
+        stats[b + D_SYN_TIME_MS] += this.clock() - flow.created;
+      } else if (ct.tcpState === TcpCt.Close) {
+        stats[b + D_SYN_REFUSED]++;
+      }
+    }
+    if (flow.active && ENDED_TCP.has(ct.tcpState)) {
+      flow.active = false;
+      this.balancer.flowEnded(flow.daemonId);
+    }
+  }
+
+  /** Counts the flows conntrack already holds with hostlb's marks (left by an earlier run, or carried by the fallback). */
+  private recount(): void {
+    const socket = this.queueSocket!;
+    this.requests.reset();
+    const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
+    socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => this.onConntrack(view, m, true));
+  }
+}
+
+function word(buf: Uint8Array, at: number): number {
+  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+}
+
+function addressText(family: number, bytes: Uint8Array): string {
+  return family === 4 ? formatIpv4Bytes(bytes, 0) : formatIpv6(bytes, 0);
+}

@@ -1,0 +1,171 @@
+// The host set-up of the netfilter data plane, as reversible steps (journaled
+// and undone like the TUN plane's routes, see apply.ts):
+//
+// - iptables (mangle, PREROUTING and OUTPUT): the first packet of each new
+//   connection to a cluster port goes to hostlb's NFQUEUE queue. --queue-bypass
+//   lets it through when no hostlb listens (crash, restart); the kernel-side
+//   hash rule below then picks the daemon. This kernel has no nftables `queue`
+//   statement, hence iptables(-nft) for this one rule.
+// - nftables table `inet hostlb_<name>`: in the nat hooks each cluster port
+//   has a chain: a packet without hostlb's mark gets one from a hash of its
+//   source (the fallback buckets), then every packet is sent to the daemon its
+//   mark names (`dnat to meta mark map`), and the mark is kept on the
+//   conntrack entry so the conntrack events of the flow name the daemon.
+//   conntrack carries every later packet both ways.
+// - A `local` route for each cluster address the host does not own yet, so a
+//   connection refused (no daemon up) is answered by the kernel from the
+//   cluster address, and same-host clients' packets have somewhere to go.
+//
+// The maps' elements (which mark is which daemon, the fallback buckets) are
+// not steps: they are state that the data plane rewrites in one nft
+// transaction whenever daemons or weights change (nft-maps.ts).
+
+import type { HostFacts } from './host-facts.js';
+import type { HostSpec } from './host-spec.js';
+import { NetError } from './net-error.js';
+import type { NetStep } from './net-step.js';
+import { sourceAddress } from './plan.js';
+import { parseIp } from '../wire/address.js';
+
+export interface NetfilterSpec extends HostSpec {
+  /** NFQUEUE queue number (0..65535), one per hostlb instance. */
+  queue: number;
+  /** Mark of daemon id i is `markBase | i`; the low 16 bits of markBase are zero. */
+  markBase: number;
+}
+
+/** Buckets of the kernel-side hash that picks a daemon while hostlb is away. */
+export const FALLBACK_BUCKETS = 64;
+export const MARK_MASK = 0xffff0000;
+/** The mark hostlb gives a connection no daemon takes: no daemon map entry, so it reaches the (local) cluster address and the kernel refuses it. */
+export const REJECT_ID = 0xffff;
+
+/** nft table of the instance `name` (the config's device name). */
+export function tableName(name: string): string {
+  return `hostlb_${name.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+/** iptables chain of the instance (at most 28 characters). */
+export function queueChainName(name: string): string {
+  return `HOSTLB-${name}`.slice(0, 28);
+}
+
+/** A cluster port's chain and fallback map name: stable across restarts, so a crashed run's set-up is adopted. */
+export function portObjectName(address: string, protocol: string, port: number): string {
+  return `c_${address.replace(/[^A-Za-z0-9]/g, '_')}_${protocol}_${port}`;
+}
+
+export function hex(n: number): string {
+  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+/** The steps in the order they run; undo runs them backwards. */
+export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetStep[] {
+  if (!Number.isInteger(spec.queue) || spec.queue < 0 || spec.queue > 65535) {
+    throw new NetError('NET_SPEC_INVALID', `netfilter.queue must be an integer 0..65535, got ${spec.queue}`);
+  }
+  if ((spec.markBase & ~MARK_MASK) !== 0) {
+    throw new NetError('NET_SPEC_INVALID', `netfilter.mark must have its low 16 bits zero, got ${hex(spec.markBase)}`);
+  }
+  const table = tableName(spec.device);
+  const chain = queueChainName(spec.device);
+  const base = hex(spec.markBase);
+  const steps: NetStep[] = [];
+  const families = new Set<4 | 6>();
+  for (const c of spec.clusters) {
+    const a = parseIp(c.address);
+    if (!a) throw new NetError('NET_SPEC_INVALID', `cluster address ${c.address} is not an IP address`);
+    families.add(a.family);
+  }
+
+  // nft: the table, the daemon maps and the dispatch chains in the nat hooks.
+  steps.push({
+    description: `nftables table inet ${table}: daemons by mark, cluster ports to their chains`,
+    apply: ['nft', [
+      `add table inet ${table}`,
+      `add map inet ${table} daemons4 { type mark : ipv4_addr . inet_service; }`,
+      `add map inet ${table} daemons6 { type mark : ipv6_addr . inet_service; }`,
+      `add map inet ${table} ports4 { type ipv4_addr . inet_proto . inet_service : verdict; }`,
+      `add map inet ${table} ports6 { type ipv6_addr . inet_proto . inet_service : verdict; }`,
+      `add chain inet ${table} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
+      `add chain inet ${table} output { type nat hook output priority -100; policy accept; }`,
+      ...['prerouting', 'output'].flatMap((hook) => [
+        `add rule inet ${table} ${hook} ip daddr . meta l4proto . th dport vmap @ports4`,
+        `add rule inet ${table} ${hook} ip6 daddr . meta l4proto . th dport vmap @ports6`,
+      ]),
+    ].join('\n')],
+    undo: ['nft', `delete table inet ${table}`],
+  });
+  for (const c of spec.clusters) {
+    const a = parseIp(c.address)!;
+    const ip = a.family === 4 ? 'ip' : 'ip6';
+    for (const p of c.ports) {
+      const name = portObjectName(a.text, p.protocol, p.port);
+      const protocols = p.protocol === 'any' ? ['tcp', 'udp'] : [p.protocol];
+      const elements = protocols.map((proto) => `${a.text} . ${proto} . ${p.port}`);
+      steps.push({
+        description: `nftables chain for ${a.text} port ${p.port}/${p.protocol}: fallback hash, then dnat by mark`,
+        apply: ['nft', [
+          `add map inet ${table} ${name} { typeof numgen inc mod ${FALLBACK_BUCKETS} : meta mark; }`,
+          `add chain inet ${table} ${name}`,
+          `add rule inet ${table} ${name} meta l4proto { tcp, udp } meta mark & ${hex(MARK_MASK)} != ${base} meta mark set jhash ${ip} saddr . th sport mod ${FALLBACK_BUCKETS} seed 0x686c6221 map @${name}`,
+          `add rule inet ${table} ${name} meta l4proto { tcp, udp } ct mark set meta mark ct event set new,protoinfo,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
+          `add element inet ${table} ports${a.family} { ${elements.map((e) => `${e} : jump ${name}`).join(', ')} }`,
+        ].join('\n')],
+        undo: ['nft', [
+          `delete element inet ${table} ports${a.family} { ${elements.join(', ')} }`,
+          `delete chain inet ${table} ${name}`,
+          `delete map inet ${table} ${name}`,
+        ].join('\n')],
+      });
+    }
+  }
+
+  // iptables: queue the first packet of each new connection.
+  for (const family of [4, 6] as const) {
+    if (!families.has(family)) continue;
+    const tool = family === 4 ? 'iptables' : 'ip6tables';
+    steps.push({ description: `${tool} mangle chain ${chain}`, apply: [tool, '-w', '5', '-t', 'mangle', '-N', chain], undo: [tool, '-w', '5', '-t', 'mangle', '-X', chain] });
+    for (const hook of ['PREROUTING', 'OUTPUT']) {
+      steps.push({
+        description: `${tool} mangle ${hook} jumps to ${chain}`,
+        apply: [tool, '-w', '5', '-t', 'mangle', '-I', hook, '-j', chain],
+        undo: [tool, '-w', '5', '-t', 'mangle', '-D', hook, '-j', chain],
+      });
+    }
+    for (const c of spec.clusters) {
+      const a = parseIp(c.address)!;
+      if (a.family !== family) continue;
+      for (const p of c.ports) {
+        for (const proto of p.protocol === 'any' ? ['tcp', 'udp'] : [p.protocol]) {
+          const rule = ['-d', a.text, '-p', proto, '--dport', String(p.port), '-m', 'conntrack', '--ctstate', 'NEW', '!', '--ctstatus', 'CONFIRMED',
+            '-j', 'NFQUEUE', '--queue-num', String(spec.queue), '--queue-bypass'];
+          steps.push({
+            description: `queue new ${proto} connections to ${a.text} port ${p.port} to hostlb (queue ${spec.queue})`,
+            apply: [tool, '-w', '5', '-t', 'mangle', '-A', chain, ...rule],
+            undo: [tool, '-w', '5', '-t', 'mangle', '-D', chain, ...rule],
+          });
+        }
+      }
+    }
+  }
+
+  // Cluster addresses the host does not own yet become local (table local).
+  // With `src`, a same-host client's connection leaves from a real address of
+  // the host (as with the TUN plane), not from the cluster address itself.
+  const owned = new Set(facts.addresses.map((f) => f.address));
+  const taken = new Set(spec.clusters.flatMap((c) => [parseIp(c.address)!.text, ...c.ports.flatMap((p) => p.daemons.map((d) => parseIp(d.address)?.text ?? d.address))]));
+  for (const c of spec.clusters) {
+    const a = parseIp(c.address)!;
+    if (owned.has(a.text) || (a.family === 4 && a.text.startsWith('127.'))) continue;
+    const prefix = a.family === 4 ? 32 : 128;
+    const src = sourceAddress(a.family, taken, spec.device, facts);
+    const route = ['local', `${a.text}/${prefix}`, 'dev', 'lo', 'table', 'local', ...(src ? ['src', src] : [])];
+    steps.push({
+      description: `make cluster ${a.text} a local address (refused connections are answered from it)`,
+      apply: ['ip', `-${a.family}`, 'route', 'add', ...route],
+      undo: ['ip', `-${a.family}`, 'route', 'del', ...route.slice(0, 6)],
+    });
+  }
+  return steps;
+}

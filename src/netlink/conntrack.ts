@@ -1,0 +1,167 @@
+// ctnetlink (linux/netfilter/nfnetlink_conntrack.h): the conntrack events of
+// hostlb's flows (new, TCP state changes, destroyed) and the requests the
+// netfilter data plane makes — dump the flows carrying a mark (to recount them
+// after a restart) and delete them (to end a removed or down daemon's flows).
+
+import { indexAttributes, type MessageReader, NFGEN_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_HDRLEN, type NetlinkWriter } from './message.js';
+
+const NFNL_SUBSYS_CTNETLINK = 1;
+export const IPCTNL_MSG_CT_NEW = (NFNL_SUBSYS_CTNETLINK << 8) | 0;
+const IPCTNL_MSG_CT_GET = (NFNL_SUBSYS_CTNETLINK << 8) | 1;
+export const IPCTNL_MSG_CT_DELETE = (NFNL_SUBSYS_CTNETLINK << 8) | 2;
+
+/** Multicast groups (bit numbers for NETLINK_ADD_MEMBERSHIP). */
+export const NFNLGRP_CONNTRACK_NEW = 1;
+export const NFNLGRP_CONNTRACK_UPDATE = 2;
+export const NFNLGRP_CONNTRACK_DESTROY = 3;
+
+const NLM_F_CREATE = 0x400;
+
+const CTA_TUPLE_ORIG = 1;
+const CTA_TUPLE_REPLY = 2;
+const CTA_PROTOINFO = 4;
+const CTA_MARK = 8;
+const CTA_COUNTERS_ORIG = 9;
+const CTA_COUNTERS_REPLY = 10;
+const CTA_ID = 12;
+const CTA_MARK_MASK = 21;
+const CTA_MAX = 32;
+
+const CTA_TUPLE_IP = 1;
+const CTA_TUPLE_PROTO = 2;
+const CTA_IP_V4_SRC = 1;
+const CTA_IP_V4_DST = 2;
+const CTA_IP_V6_SRC = 3;
+const CTA_IP_V6_DST = 4;
+const CTA_PROTO_NUM = 1;
+const CTA_PROTO_SRC_PORT = 2;
+const CTA_PROTO_DST_PORT = 3;
+const CTA_PROTOINFO_TCP = 1;
+const CTA_PROTOINFO_TCP_STATE = 1;
+const CTA_COUNTERS_PACKETS = 1;
+const CTA_COUNTERS_BYTES = 2;
+
+/** Conntrack's TCP states (nf_conntrack_tcp.h). */
+export const TcpCt = {
+  None: 0, SynSent: 1, SynRecv: 2, Established: 3, FinWait: 4, CloseWait: 5, LastAck: 6, TimeWait: 7, Close: 8, SynSent2: 9,
+} as const;
+
+export const EVENT_NEW = 1;
+export const EVENT_UPDATE = 2;
+export const EVENT_DESTROY = 3;
+
+/** A flow's addresses as 16 bytes (IPv4 in the first 4). */
+export class CtTuple {
+  family = 0;
+  readonly src = new Uint8Array(16);
+  readonly dst = new Uint8Array(16);
+  protocol = 0;
+  srcPort = 0;
+  dstPort = 0;
+}
+
+/** One conntrack message (event or dump entry), parsed into reused fields. */
+export class CtMessage {
+  kind = 0;
+  id = 0;
+  mark = 0;
+  /** TCP state, or -1 when the message carries none. */
+  tcpState = -1;
+  readonly orig = new CtTuple();
+  readonly reply = new CtTuple();
+  hasReply = false;
+  /** Counters (only when nf_conntrack_acct is on; 0 otherwise). */
+  packetsOrig = 0;
+  bytesOrig = 0;
+  packetsReply = 0;
+  bytesReply = 0;
+  private readonly top = [new Int32Array(CTA_MAX), new Int32Array(CTA_MAX)] as const;
+  private readonly inner = [new Int32Array(8), new Int32Array(8)] as const;
+  private readonly leaf = [new Int32Array(8), new Int32Array(8)] as const;
+
+  /** Parses the conntrack message at the reader's position; false when it is not one or lacks the original tuple. */
+  parse(view: DataView, m: MessageReader): boolean {
+    if (m.type === IPCTNL_MSG_CT_DELETE) this.kind = EVENT_DESTROY;
+    else if (m.type === IPCTNL_MSG_CT_NEW) this.kind = (m.flags & NLM_F_CREATE) !== 0 ? EVENT_NEW : EVENT_UPDATE;
+    else return false;
+    const [off, len] = this.top;
+    indexAttributes(view, m.at + NLMSG_HDRLEN + NFGEN_HDRLEN, m.at + m.length, off, len);
+    if (off[CTA_TUPLE_ORIG] === 0 || !this.tuple(view, off[CTA_TUPLE_ORIG], len[CTA_TUPLE_ORIG], this.orig)) return false;
+    this.hasReply = off[CTA_TUPLE_REPLY] !== 0 && this.tuple(view, off[CTA_TUPLE_REPLY], len[CTA_TUPLE_REPLY], this.reply);
+    this.id = off[CTA_ID] !== 0 && len[CTA_ID] >= 4 ? view.getUint32(off[CTA_ID], false) : 0;
+    this.mark = off[CTA_MARK] !== 0 && len[CTA_MARK] >= 4 ? view.getUint32(off[CTA_MARK], false) : 0;
+    this.tcpState = -1;
+    if (off[CTA_PROTOINFO] !== 0) {
+      const [o, l] = this.inner;
+      indexAttributes(view, off[CTA_PROTOINFO], off[CTA_PROTOINFO] + len[CTA_PROTOINFO], o, l);
+      if (o[CTA_PROTOINFO_TCP] !== 0) {
+        const [o2, l2] = this.leaf;
+        indexAttributes(view, o[CTA_PROTOINFO_TCP], o[CTA_PROTOINFO_TCP] + l[CTA_PROTOINFO_TCP], o2, l2);
+        if (o2[CTA_PROTOINFO_TCP_STATE] !== 0 && l2[CTA_PROTOINFO_TCP_STATE] >= 1) this.tcpState = view.getUint8(o2[CTA_PROTOINFO_TCP_STATE]);
+      }
+    }
+    [this.packetsOrig, this.bytesOrig] = this.counters(view, off[CTA_COUNTERS_ORIG], len[CTA_COUNTERS_ORIG]);
+    [this.packetsReply, this.bytesReply] = this.counters(view, off[CTA_COUNTERS_REPLY], len[CTA_COUNTERS_REPLY]);
+    return true;
+  }
+
+  private counters(view: DataView, at: number, length: number): [number, number] {
+    if (at === 0) return [0, 0];
+    const [o, l] = this.leaf;
+    indexAttributes(view, at, at + length, o, l);
+    const read = (type: number): number => (o[type] !== 0 && l[type] >= 8 ? Number(view.getBigUint64(o[type], false)) : 0);
+    return [read(CTA_COUNTERS_PACKETS), read(CTA_COUNTERS_BYTES)];
+  }
+
+  private tuple(view: DataView, at: number, length: number, t: CtTuple): boolean {
+    const [o, l] = this.inner;
+    indexAttributes(view, at, at + length, o, l);
+    const ip = o[CTA_TUPLE_IP];
+    const proto = o[CTA_TUPLE_PROTO];
+    if (ip === 0 || proto === 0) return false;
+    const ipEnd = ip + l[CTA_TUPLE_IP];
+    const protoEnd = proto + l[CTA_TUPLE_PROTO];
+    const [a, al] = this.leaf;
+    indexAttributes(view, ip, ipEnd, a, al);
+    const bytes = new Uint8Array(view.buffer, view.byteOffset);
+    if (a[CTA_IP_V4_SRC] !== 0 && al[CTA_IP_V4_SRC] === 4 && a[CTA_IP_V4_DST] !== 0 && al[CTA_IP_V4_DST] === 4) {
+      t.family = 4;
+      t.src.fill(0).set(bytes.subarray(a[CTA_IP_V4_SRC], a[CTA_IP_V4_SRC] + 4));
+      t.dst.fill(0).set(bytes.subarray(a[CTA_IP_V4_DST], a[CTA_IP_V4_DST] + 4));
+    } else if (a[CTA_IP_V6_SRC] !== 0 && al[CTA_IP_V6_SRC] === 16 && a[CTA_IP_V6_DST] !== 0 && al[CTA_IP_V6_DST] === 16) {
+      t.family = 6;
+      t.src.set(bytes.subarray(a[CTA_IP_V6_SRC], a[CTA_IP_V6_SRC] + 16));
+      t.dst.set(bytes.subarray(a[CTA_IP_V6_DST], a[CTA_IP_V6_DST] + 16));
+    } else {
+      return false;
+    }
+    indexAttributes(view, proto, protoEnd, a, al);
+    t.protocol = a[CTA_PROTO_NUM] !== 0 ? view.getUint8(a[CTA_PROTO_NUM]) : 0;
+    t.srcPort = a[CTA_PROTO_SRC_PORT] !== 0 && al[CTA_PROTO_SRC_PORT] >= 2 ? view.getUint16(a[CTA_PROTO_SRC_PORT], false) : 0;
+    t.dstPort = a[CTA_PROTO_DST_PORT] !== 0 && al[CTA_PROTO_DST_PORT] >= 2 ? view.getUint16(a[CTA_PROTO_DST_PORT], false) : 0;
+    return true;
+  }
+}
+
+/** A dump of every conntrack entry whose mark & `mask` equals `mark` (both families). */
+export function writeDumpByMark(w: NetlinkWriter, mark: number, mask: number): number {
+  const seq = w.beginNfMessage(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 0, 0);
+  w.u32be(CTA_MARK, mark);
+  w.u32be(CTA_MARK_MASK, mask);
+  w.endMessage();
+  return seq;
+}
+
+/**
+ * Deletes every conntrack entry whose mark & `mask` equals `mark`, in one
+ * request (the kernel's filtered flush). The flows' next packets find no
+ * entry: a TCP segment that is not a SYN is then answered with a RST by the
+ * daemon it is sent to, which ends the connection as `reset` promises.
+ */
+export function writeDeleteByMark(w: NetlinkWriter, family: number, mark: number, mask: number): number {
+  const seq = w.beginNfMessage(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, family, 0);
+  w.u32be(CTA_MARK, mark);
+  w.u32be(CTA_MARK_MASK, mask);
+  w.endMessage();
+  return seq;
+}

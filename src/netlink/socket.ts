@@ -1,0 +1,148 @@
+// A netlink socket over the addon: datagrams are read in batches into slots
+// of one preallocated buffer (as the TUN link does with packets) and requests
+// are written from a NetlinkWriter. Requests that want an acknowledgment are
+// answered synchronously: the kernel handles a netlink request inside the
+// write, so the reply is already queued when write returns.
+
+import { loadTunAddon, type NativeSystemError, type TunAddon } from '../link/native.js';
+import { MessageReader, NLMSG_DONE, NLMSG_ERROR, type NetlinkWriter } from './message.js';
+import { NETLINK_NETFILTER } from './nfqueue.js';
+
+export class NetlinkError extends Error {
+  constructor(message: string, readonly errno: number) {
+    super(message);
+    this.name = 'NetlinkError';
+  }
+}
+
+export class NetlinkSocket {
+  readonly fd: number;
+  readonly portId: number;
+  readonly buffer: Uint8Array;
+  readonly view: DataView;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  /** Reads that found the receive queue had overflowed (messages lost). */
+  overruns = 0;
+  private readonly addon: TunAddon;
+  private readonly writeOffsets = new Uint32Array(1);
+  private readonly writeLengths = new Uint32Array(1);
+  private closed = false;
+
+  /** Opens a NETLINK_NETFILTER socket joined to `groups`. Throws the addon's system error (EPERM without CAP_NET_ADMIN). */
+  constructor(groups: number[], options: { slots: number; slotSize: number; receiveBuffer: number }) {
+    this.addon = loadTunAddon();
+    const { fd, portId } = this.addon.netlinkOpen(NETLINK_NETFILTER, groups, options.receiveBuffer);
+    this.fd = fd;
+    this.portId = portId;
+    this.buffer = new Uint8Array(options.slots * options.slotSize);
+    this.view = new DataView(this.buffer.buffer);
+    this.offsets = new Uint32Array(options.slots);
+    this.lengths = new Uint32Array(options.slots);
+    for (let i = 0; i < options.slots; i++) this.offsets[i] = i * options.slotSize;
+    this.slotSize = options.slotSize;
+  }
+
+  private readonly slotSize: number;
+
+  /**
+   * Reads up to a batch of datagrams; returns how many. An overrun (ENOBUFS:
+   * the kernel dropped messages for us) is counted and reads on.
+   */
+  read(): number {
+    for (;;) {
+      try {
+        return this.addon.readBatch(this.fd, this.buffer, this.offsets, this.lengths, this.offsets.length, this.slotSize);
+      } catch (e) {
+        if ((e as NativeSystemError).code === 'ENOBUFS') {
+          this.overruns++;
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /** Writes the writer's datagram; false when the kernel refused it (queue full). */
+  write(w: NetlinkWriter): boolean {
+    this.writeOffsets[0] = 0;
+    this.writeLengths[0] = w.length;
+    return this.addon.writeBatch(this.fd, w.buffer, this.writeOffsets, this.writeLengths, 1) === 1;
+  }
+
+  /**
+   * Writes a request whose messages ask for acknowledgments and checks the
+   * answers. Other messages read meanwhile (events) are handed to `other`.
+   * Throws NetlinkError with the kernel's errno when a message was refused.
+   */
+  request(w: NetlinkWriter, seqs: readonly number[], what: string, other?: (m: MessageReader, view: DataView) => void): void {
+    if (!this.write(w)) throw new NetlinkError(`${what}: the kernel did not take the request`, 0);
+    const waiting = new Set(seqs);
+    const m = new MessageReader();
+    for (let round = 0; waiting.size > 0 && round < 64; round++) {
+      const n = this.read();
+      if (n === 0) break;
+      for (let i = 0; i < n; i++) {
+        m.reset(this.buffer, this.view, this.offsets[i], this.offsets[i] + this.lengths[i]);
+        while (m.next()) {
+          if (m.type === NLMSG_ERROR && waiting.has(m.seq)) {
+            const code = m.errorCode();
+            waiting.delete(m.seq);
+            if (code < 0) throw new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
+          } else if (other) {
+            other(m, this.view);
+          }
+        }
+      }
+    }
+    if (waiting.size > 0) throw new NetlinkError(`${what}: no answer from the kernel`, 0);
+  }
+
+  /**
+   * Writes a dump request and hands every message of the answer to `each`,
+   * until the kernel says done. Events read meanwhile go to `each` too; the
+   * caller tells them apart by type.
+   */
+  dump(w: NetlinkWriter, seq: number, what: string, each: (m: MessageReader, view: DataView) => void): void {
+    if (!this.write(w)) throw new NetlinkError(`${what}: the kernel did not take the request`, 0);
+    const m = new MessageReader();
+    // The kernel fills the next part of a dump as each read drains the last.
+    for (let round = 0; round < 1_000_000; round++) {
+      const n = this.read();
+      if (n === 0) throw new NetlinkError(`${what}: the dump ended without NLMSG_DONE`, 0);
+      for (let i = 0; i < n; i++) {
+        m.reset(this.buffer, this.view, this.offsets[i], this.offsets[i] + this.lengths[i]);
+        while (m.next()) {
+          if (m.seq === seq && m.type === NLMSG_DONE) return;
+          if (m.seq === seq && m.type === NLMSG_ERROR) {
+            const code = m.errorCode();
+            if (code < 0) throw new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
+            return;
+          }
+          each(m, this.view);
+        }
+      }
+    }
+  }
+
+  onReadable(callback: (() => void) | null): void {
+    if (this.closed) return;
+    if (callback === null) this.addon.unwatch(this.fd);
+    else this.addon.watch(this.fd, () => callback());
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.close(this.fd);
+  }
+}
+
+const ERRNO: Record<number, string> = {
+  1: 'EPERM (operation not permitted: hostlb needs CAP_NET_ADMIN)', 2: 'ENOENT (no such entry)', 16: 'EBUSY (another process has bound this queue: choose another netfilter.queue)',
+  22: 'EINVAL (invalid argument)', 95: 'EOPNOTSUPP (not supported by this kernel)', 97: 'EAFNOSUPPORT (the kernel module is not loaded)',
+};
+
+function errnoText(errno: number): string {
+  return ERRNO[errno] ?? `errno ${errno}`;
+}
