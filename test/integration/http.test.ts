@@ -5,9 +5,10 @@
 // from a daemon's own address (nftables counters on the receiving side).
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess, nftCounters, nftLoad, SERVER_V4, type CurlResult } from '../support/hostlb-process.js';
+import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
@@ -55,8 +56,8 @@ function checkTransfers(results: CurlResult[], clientAddress: string): void {
   }
 }
 
-test('HTTP through 198.18.100.1:80 reaches every nginx daemon with the client\'s real address, replies only from the cluster', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device and nginx daemons')) return;
+async function httpThroughCluster(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules and nginx daemons')) return;
   const sandbox = NetnsSandbox.forTest(t);
   const dir = tempDir(t);
   const { client, server } = clusterTopology(sandbox);
@@ -66,9 +67,12 @@ test('HTTP through 198.18.100.1:80 reaches every nginx daemon with the client\'s
   try {
     hostlb = await HostlbProcess.start(sandbox, server, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 65536 },
       clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'rr', daemons: DAEMONS.map((address) => ({ address })) }] }],
     }, { dir });
+    // The TUN plane's device, or the netfilter plane's nft table and iptables chain.
+    assertPlaneSetUp(server, dataplane);
     nftLoad(client, COUNTERS(CLIENT_V4));
     nftLoad(server, COUNTERS(SERVER_V4));
     const urls = Array.from({ length: REQUESTS }, () => `http://${CLUSTER_V4}/`);
@@ -100,8 +104,11 @@ test('HTTP through 198.18.100.1:80 reaches every nginx daemon with the client\'s
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] HTTP through 198.18.100.1:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));

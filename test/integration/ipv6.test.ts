@@ -4,9 +4,10 @@
 // real address and port; no reply reaches a client from a daemon's address.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLIENT_V6, CLUSTER_V6, clusterTopology, curlThrough, HostlbProcess, nftCounters, nftLoad, SERVER_V6, type CurlResult } from '../support/hostlb-process.js';
+import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['[2001:db8:2::1]:8080', '[2001:db8:2::2]:8080', '[2001:db8:2::3]:8080'];
@@ -54,8 +55,8 @@ function checkTransfers(results: CurlResult[], clientAddress: string): void {
   }
 }
 
-test('HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the client\'s real address, replies only from the cluster', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device and nginx daemons')) return;
+async function httpThroughCluster(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules and nginx daemons')) return;
   const sandbox = NetnsSandbox.forTest(t);
   const dir = tempDir(t);
   const { client, server } = clusterTopology(sandbox);
@@ -65,9 +66,12 @@ test('HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the clie
   try {
     hostlb = await HostlbProcess.start(sandbox, server, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 65536 },
       clusters: [{ address: CLUSTER_V6, ports: [{ port: 80, protocol: 'tcp', scheduler: 'rr', daemons: DAEMONS.map((address) => ({ address })) }] }],
     }, { dir });
+    // The TUN plane's device, or the netfilter plane's nft table and iptables chain.
+    assertPlaneSetUp(server, dataplane);
     nftLoad(client, COUNTERS(CLIENT_V6));
     nftLoad(server, COUNTERS(SERVER_V6));
     const urls = Array.from({ length: REQUESTS }, () => `http://[${CLUSTER_V6}]/`);
@@ -99,8 +103,11 @@ test('HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the clie
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));

@@ -4,9 +4,10 @@
 // each seeing the client's real address.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess } from '../support/hostlb-process.js';
+import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
@@ -37,8 +38,8 @@ function parseWrk(output: string): WrkSummary {
   };
 }
 
-test('wrk -t2 -c50 -d10s through the cluster: no socket errors, only 2xx, every daemon serves', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, nginx daemons and wrk')) return;
+async function wrkThroughCluster(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules, nginx daemons and wrk')) return;
   const sandbox = NetnsSandbox.forTest(t);
   const dir = tempDir(t);
   const { client, server } = clusterTopology(sandbox);
@@ -48,9 +49,12 @@ test('wrk -t2 -c50 -d10s through the cluster: no socket errors, only 2xx, every 
   try {
     hostlb = await HostlbProcess.start(sandbox, server, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 65536 },
       clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'wlc', daemons: DAEMONS.map((address) => ({ address })) }] }],
     }, { dir });
+    // The TUN plane's device, or the netfilter plane's nft table and iptables chain.
+    assertPlaneSetUp(server, dataplane);
 
     // Bounded twice: wrk stops itself after 10 s, the sandbox kills it at 40 s.
     const run = await sandbox.run(client, ['wrk', '-t2', '-c50', '-d10s', '--timeout', '5s', `http://${CLUSTER_V4}/`], { timeoutMs: 40_000 });
@@ -87,8 +91,11 @@ test('wrk -t2 -c50 -d10s through the cluster: no socket errors, only 2xx, every 
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] wrk -t2 -c50 -d10s through the cluster: no socket errors, only 2xx, every daemon serves`, (t) => wrkThroughCluster(t, dataplane));

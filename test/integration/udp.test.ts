@@ -7,9 +7,10 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startUdpEchoDaemons, stopDaemons, tempDir } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, HostlbProcess, nftCounters, nftLoad } from '../support/hostlb-process.js';
+import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['198.18.2.1:7000', '198.18.2.2:7000', '198.18.2.3:7000'];
@@ -74,8 +75,8 @@ table inet hlbt {
 }
 `;
 
-test('UDP through 198.18.100.1:9000: replies from the cluster, a flow sticks to a daemon, flows spread', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces and a TUN device')) return;
+async function udpThroughCluster(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces and a TUN device or netfilter rules')) return;
   const sandbox = NetnsSandbox.forTest(t);
   const dir = tempDir(t);
   const { client, server } = clusterTopology(sandbox);
@@ -85,9 +86,12 @@ test('UDP through 198.18.100.1:9000: replies from the cluster, a flow sticks to 
   try {
     hostlb = await HostlbProcess.start(sandbox, server, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 65536 },
       clusters: [{ address: CLUSTER_V4, ports: [{ port: CLUSTER_PORT, protocol: 'udp', scheduler: 'rr', daemons: DAEMONS.map((address) => ({ address })) }] }],
     }, { dir });
+    // The TUN plane's device, or the netfilter plane's nft table and iptables chain.
+    assertPlaneSetUp(server, dataplane);
     nftLoad(client, COUNTERS);
     const script = join(dir, 'udp-client.mjs');
     writeFileSync(script, CLIENT_SCRIPT);
@@ -128,8 +132,11 @@ test('UDP through 198.18.100.1:9000: replies from the cluster, a flow sticks to 
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] UDP through 198.18.100.1:9000: replies from the cluster, a flow sticks to a daemon, flows spread`, (t) => udpThroughCluster(t, dataplane));

@@ -1,0 +1,92 @@
+// The two data planes the integration tests run against, and what each leaves
+// on the host while hostlb runs: the TUN plane a device (`ip link`), the
+// netfilter plane an nftables table `inet hostlb_<device>` and an iptables
+// mangle chain `HOSTLB-<device>` with its NFQUEUE rules. Tests that share
+// their checks between the planes use these to see that the plane's objects
+// exist during a run and are gone after a deliberate stop.
+//
+// API
+//   DATAPLANES                                   ['tun', 'netfilter']
+//   type Dataplane
+//   planeObjects(ns, dataplane, device?)         which of the plane's objects exist now (text for messages)
+//   assertPlaneSetUp(ns, dataplane, device?)     throws unless the plane's objects exist
+//   assertPlaneGone(ns, dataplane, device?)      throws unless none of them is left
+//   iptablesChain(ns, device?, tool?)            `iptables -t mangle -S HOSTLB-<device>` lines, or null (no chain)
+//   nftTable(ns, device?)                        `nft list table inet hostlb_<device>`, or null (no table)
+
+import assert from 'node:assert/strict';
+import type { Namespace } from './netns.js';
+
+export const DATAPLANES = ['tun', 'netfilter'] as const;
+export type Dataplane = (typeof DATAPLANES)[number];
+
+/** `iptables -t mangle -S HOSTLB-<device>` inside ns, as lines; null when the chain does not exist. */
+export function iptablesChain(ns: Namespace, device = 'hlb0', tool: 'iptables' | 'ip6tables' = 'iptables'): string[] | null {
+  try {
+    return ns.exec([tool, '-w', '5', '-t', 'mangle', '-S', `HOSTLB-${device}`]).split('\n').filter((l) => l.trim() !== '');
+  } catch {
+    return null;
+  }
+}
+
+/** Rules in mangle PREROUTING or OUTPUT that jump to hostlb's chain. */
+export function iptablesJumps(ns: Namespace, device = 'hlb0', tool: 'iptables' | 'ip6tables' = 'iptables'): string[] {
+  return ['PREROUTING', 'OUTPUT'].flatMap((hook) => ns.exec([tool, '-w', '5', '-t', 'mangle', '-S', hook]).split('\n').filter((l) => l.includes(`-j HOSTLB-${device}`)));
+}
+
+/** `nft list table inet hostlb_<device>` inside ns; null when the table does not exist. */
+export function nftTable(ns: Namespace, device = 'hlb0'): string | null {
+  try {
+    return ns.exec(['nft', 'list', 'table', 'inet', `hostlb_${device}`]);
+  } catch {
+    return null;
+  }
+}
+
+function linkExists(ns: Namespace, device: string): boolean {
+  try {
+    ns.ip('link', 'show', 'dev', device);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface PlaneObjects {
+  /** The TUN device (tun plane). */
+  device: boolean;
+  /** The nft table (netfilter plane). */
+  nftTable: boolean;
+  /** The iptables or ip6tables mangle chain (netfilter plane). */
+  iptablesChain: boolean;
+  /** Jumps into it from PREROUTING / OUTPUT (both tools; one cluster family per test gives 2). */
+  iptablesJumps: number;
+}
+
+/** Which objects of either plane exist in ns now. */
+export function planeObjects(ns: Namespace, device = 'hlb0'): PlaneObjects {
+  return {
+    device: linkExists(ns, device),
+    nftTable: nftTable(ns, device) !== null,
+    iptablesChain: iptablesChain(ns, device) !== null || iptablesChain(ns, device, 'ip6tables') !== null,
+    iptablesJumps: iptablesJumps(ns, device).length + iptablesJumps(ns, device, 'ip6tables').length,
+  };
+}
+
+/**
+ * Throws unless the running plane's objects exist: the TUN device for tun;
+ * for netfilter the nft table, the iptables chain and both jumps into it —
+ * and, either way, none of the other plane's.
+ */
+export function assertPlaneSetUp(ns: Namespace, dataplane: Dataplane, device = 'hlb0'): void {
+  const seen = planeObjects(ns, device);
+  const expected: PlaneObjects = dataplane === 'tun'
+    ? { device: true, nftTable: false, iptablesChain: false, iptablesJumps: 0 }
+    : { device: false, nftTable: true, iptablesChain: true, iptablesJumps: 2 };
+  assert.deepEqual(seen, expected, `the ${dataplane} data plane's objects while hostlb runs`);
+}
+
+/** Throws if any object of either plane is left in ns (after a deliberate stop). */
+export function assertPlaneGone(ns: Namespace, device = 'hlb0'): void {
+  assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0 }, 'no data plane object left after hostlb stopped');
+}
