@@ -18,7 +18,7 @@ import type { HostSpec } from '../net/host-spec.js';
 import type { NetStep } from '../net/net-step.js';
 import { planNetfilterSetup, tableName } from '../net/netfilter-plan.js';
 import { planHostSetup } from '../net/plan.js';
-import { checkNetAdmin } from '../net/privileges.js';
+import { checkNetAdmin, checkTools } from '../net/privileges.js';
 import { probeHost } from '../net/probe.js';
 import { addMissing, removeUnwanted } from '../net/reconcile.js';
 import { parseEndpoint, parseIp } from '../wire/address.js';
@@ -183,6 +183,11 @@ export class Instance {
 
     // Everything that can be checked without touching the host comes first.
     const netfilter = config.dataplane === 'netfilter';
+    if (netfilter) {
+      const v6 = config.clusters.some((c) => c.address.includes(':'));
+      const tools = checkTools(['nft', 'iptables', ...(v6 ? ['ip6tables'] : [])]);
+      if (tools !== null) throw new HostlbError('NETFILTER_TOOLS_MISSING', tools);
+    }
     const dispatcher = new Dispatcher({
       // The netfilter plane keeps no records of its own (conntrack does): the table stays minimal.
       capacity: netfilter ? 1 : config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
@@ -237,7 +242,7 @@ export class Instance {
         plane.start();
       } catch (e) {
         if (!adopt) undoJournal(journal);
-        throw e;
+        throw e instanceof HostlbError ? e : new HostlbError('NETFILTER_FAILED', `the netfilter data plane could not start: ${(e as Error).message}`, { cause: e });
       }
       if (adopt) options.logger.info({ event: 'flows_recounted', flows: plane.flowCount }, 'flows counted from conntrack');
     }

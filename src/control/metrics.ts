@@ -17,7 +17,7 @@ export interface MetricsSource {
   /** Link counters of the data plane, when there is one. */
   readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number } | null;
   /** The netfilter data plane's queue and conntrack counters, when it runs. */
-  readonly netfilter?: { packetsQueued: number; verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; flowCount: number } | null;
+  readonly netfilter?: { verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; flowCount: number; conntrackCapacity(): number } | null;
 }
 
 const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
@@ -165,7 +165,7 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   new Gauge({
     name: 'hostlb_table_capacity', help: 'Most connection records the table holds.', registers: [registry],
-    collect(this: Gauge) { this.set(source.dispatcher.table.capacity); },
+    collect(this: Gauge) { this.set(source.netfilter ? source.netfilter.conntrackCapacity() : source.dispatcher.table.capacity); },
   });
   new Counter({
     name: 'hostlb_table_evictions_total', help: 'Records given up to admit new flows when the table was full.', registers: [registry],

@@ -8,9 +8,11 @@
 // the metrics work unchanged. The maps' state (marks → daemons, fallback
 // buckets) is kept in step with the configuration and effective weights.
 
+import { readFileSync } from 'node:fs';
 import type { Balancer } from '../dispatch/balancer.js';
 import type { Daemon } from '../dispatch/config-tree.js';
 import { createFlowKey, hashAddress, hashFlowKey } from '../dispatch/flow-hash.js';
+import { Drop } from '../dispatch/drop-reason.js';
 import { SOURCE_HASH_SEED } from '../dispatch/inbound.js';
 import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
@@ -87,6 +89,15 @@ export class NetfilterPlane {
 
   get eventOverruns(): number {
     return this.eventSocket?.overruns ?? 0;
+  }
+
+  /** The most entries conntrack holds (net.netfilter.nf_conntrack_max), shared with everything else on the host; 0 when unknown. */
+  conntrackCapacity(): number {
+    try {
+      return Number(readFileSync('/proc/sys/net/netfilter/nf_conntrack_max', 'utf8').trim()) || 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** Hostlb's flows conntrack holds now. */
@@ -279,6 +290,8 @@ export class NetfilterPlane {
     if (port === undefined) return this.unparsed();
     const daemon = this.balancer.choose(port, hashFlowKey(key, this.options.hashSeed ?? 0), hashAddress(key, 0, SOURCE_HASH_SEED));
     if (daemon === null) {
+      // Counted as the TUN dispatcher counts it (hostlb_port_scheduler_decisions_total{result="none"}).
+      this.balancer.stats.dropAt(port.id, Drop.NoDaemon);
       this.verdictsRejected++;
       return (this.options.markBase | REJECT_ID) >>> 0;
     }

@@ -2,7 +2,7 @@
 // routes, rules and sysctls all need CAP_NET_ADMIN in its network namespace.
 // Checked up front so the user gets one sentence instead of an EPERM later.
 
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 
 /** linux/capability.h */
 export const CAP_NET_ADMIN = 12;
@@ -26,3 +26,24 @@ export function checkNetAdmin(statusText?: string): null | string {
   if (allowed) return null;
   return 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.';
 }
+
+/**
+ * Null when every program in `tools` is on PATH, otherwise one sentence
+ * naming what is missing and the Debian package that has it.
+ */
+export function checkTools(tools: readonly string[], pathVariable = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'): null | string {
+  const dirs = pathVariable.split(':').filter((d) => d !== '');
+  const missing = tools.filter((tool) => !dirs.some((dir) => {
+    try {
+      accessSync(`${dir}/${tool}`, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }));
+  if (missing.length === 0) return null;
+  const packages = [...new Set(missing.map((t) => TOOL_PACKAGES[t] ?? t))];
+  return `the netfilter data plane needs ${missing.join(' and ')}, not found on PATH: install ${packages.join(' and ')} (Debian: apt-get install -y ${packages.join(' ')}), or use dataplane: tun`;
+}
+
+const TOOL_PACKAGES: Record<string, string> = { nft: 'nftables', iptables: 'iptables', ip6tables: 'iptables' };
