@@ -69,6 +69,8 @@ export class NetfilterPlane {
   events = 0;
   private queueSocket: NetlinkSocket | null = null;
   private eventSocket: NetlinkSocket | null = null;
+  /** Requests (dumps, deletes) on a socket of their own: their answers must not be read off the queue or event sockets. */
+  private controlSocket: NetlinkSocket | null = null;
   private readonly verdicts = new NetlinkWriter(1 << 16);
   private readonly requests = new NetlinkWriter(1 << 12);
   private readonly reader = new MessageReader();
@@ -114,6 +116,7 @@ export class NetfilterPlane {
     if (this.running) return;
     this.eventSocket = new NetlinkSocket([NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY], { slots: 64, slotSize: 2048, receiveBuffer: 32 << 20 });
     this.queueSocket = new NetlinkSocket([], { slots: 64, slotSize: 1024, receiveBuffer: 8 << 20 });
+    this.controlSocket = new NetlinkSocket([], { slots: 16, slotSize: 65536, receiveBuffer: 0 });
     try {
       this.recount();
       this.syncMaps();
@@ -123,7 +126,8 @@ export class NetfilterPlane {
     } catch (e) {
       this.eventSocket.close();
       this.queueSocket.close();
-      this.eventSocket = this.queueSocket = null;
+      this.controlSocket.close();
+      this.eventSocket = this.queueSocket = this.controlSocket = null;
       throw e;
     }
     this.running = true;
@@ -154,7 +158,8 @@ export class NetfilterPlane {
     }
     this.eventSocket?.onReadable(null);
     this.eventSocket?.close();
-    this.queueSocket = this.eventSocket = null;
+    this.controlSocket?.close();
+    this.queueSocket = this.eventSocket = this.controlSocket = null;
   }
 
   /** Rewrites the nft maps when the daemons or effective weights changed. Never throws. */
@@ -200,7 +205,7 @@ export class NetfilterPlane {
       if (flow.active) this.balancer.flowEnded(id);
       this.flows.delete(ctId);
     }
-    const socket = this.queueSocket;
+    const socket = this.controlSocket;
     if (socket) {
       this.requests.reset();
       const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, 0xffffffff);
@@ -314,12 +319,12 @@ export class NetfilterPlane {
       if (n === 0) return;
       for (let i = 0; i < n; i++) {
         this.reader.reset(socket.buffer, socket.view, socket.offsets[i], socket.offsets[i] + socket.lengths[i]);
-        while (this.reader.next()) this.onConntrack(socket.view, this.reader, false);
+        while (this.reader.next()) this.onConntrack(socket.buffer, socket.view, this.reader, false);
       }
     }
   };
 
-  private onConntrack(view: DataView, m: MessageReader, restoring: boolean): void {
+  private onConntrack(bytes: Uint8Array, view: DataView, m: MessageReader, restoring: boolean): void {
     const ct = this.ct;
     if (!ct.parse(view, m)) return;
     if (((ct.mark & MARK_MASK) >>> 0) !== (this.options.markBase >>> 0)) return;
@@ -331,7 +336,7 @@ export class NetfilterPlane {
     let flow = this.flows.get(ct.id);
     if (flow === undefined) {
       if (ct.kind === EVENT_DESTROY) return;
-      if (this.balancer.tree.daemonsById[id] === undefined) return;
+      if (this.balancer.tree.daemonsById[id] === undefined || !ct.tuples(bytes, view)) return;
       const o = ct.orig;
       flow = {
         daemonId: id, protocol: o.protocol, family: o.family, client: addressText(o.family, o.src), clientPort: o.srcPort,
@@ -351,6 +356,7 @@ export class NetfilterPlane {
       if (flow.active) this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(ct.id);
       // Counters come with the destroy event when nf_conntrack_acct is on.
+      ct.counters(view);
       stats[b + D_PACKETS_IN] += ct.packetsOrig;
       stats[b + D_BYTES_IN] += ct.bytesOrig;
       stats[b + D_PACKETS_OUT] += ct.packetsReply;
@@ -377,10 +383,10 @@ export class NetfilterPlane {
 
   /** Counts the flows conntrack already holds with hostlb's marks (left by an earlier run, or carried by the fallback). */
   private recount(): void {
-    const socket = this.queueSocket!;
+    const socket = this.controlSocket!;
     this.requests.reset();
     const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
-    socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => this.onConntrack(view, m, true));
+    socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => this.onConntrack(socket.buffer, view, m, true));
   }
 }
 

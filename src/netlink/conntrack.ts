@@ -79,15 +79,26 @@ export class CtMessage {
   private readonly inner = [new Int32Array(8), new Int32Array(8)] as const;
   private readonly leaf = [new Int32Array(8), new Int32Array(8)] as const;
 
-  /** Parses the conntrack message at the reader's position; false when it is not one or lacks the original tuple. */
+  private tupleAt = [0, 0, 0, 0];
+  private countersAt = [0, 0, 0, 0];
+
+  /**
+   * Reads the head of the conntrack message at the reader's position: kind,
+   * id, mark, TCP state. False when it is not a conntrack message or has no
+   * original tuple. The tuples and counters are read only on demand
+   * (tuples(), counters()): most events are state changes of a known flow.
+   */
   parse(view: DataView, m: MessageReader): boolean {
     if (m.type === IPCTNL_MSG_CT_DELETE) this.kind = EVENT_DESTROY;
     else if (m.type === IPCTNL_MSG_CT_NEW) this.kind = (m.flags & NLM_F_CREATE) !== 0 ? EVENT_NEW : EVENT_UPDATE;
     else return false;
     const [off, len] = this.top;
     indexAttributes(view, m.at + NLMSG_HDRLEN + NFGEN_HDRLEN, m.at + m.length, off, len);
-    if (off[CTA_TUPLE_ORIG] === 0 || !this.tuple(view, off[CTA_TUPLE_ORIG], len[CTA_TUPLE_ORIG], this.orig)) return false;
-    this.hasReply = off[CTA_TUPLE_REPLY] !== 0 && this.tuple(view, off[CTA_TUPLE_REPLY], len[CTA_TUPLE_REPLY], this.reply);
+    if (off[CTA_TUPLE_ORIG] === 0) return false;
+    this.tupleAt[0] = off[CTA_TUPLE_ORIG]; this.tupleAt[1] = len[CTA_TUPLE_ORIG];
+    this.tupleAt[2] = off[CTA_TUPLE_REPLY]; this.tupleAt[3] = len[CTA_TUPLE_REPLY];
+    this.countersAt[0] = off[CTA_COUNTERS_ORIG]; this.countersAt[1] = len[CTA_COUNTERS_ORIG];
+    this.countersAt[2] = off[CTA_COUNTERS_REPLY]; this.countersAt[3] = len[CTA_COUNTERS_REPLY];
     this.id = off[CTA_ID] !== 0 && len[CTA_ID] >= 4 ? view.getUint32(off[CTA_ID], false) : 0;
     this.mark = off[CTA_MARK] !== 0 && len[CTA_MARK] >= 4 ? view.getUint32(off[CTA_MARK], false) : 0;
     this.tcpState = -1;
@@ -100,20 +111,36 @@ export class CtMessage {
         if (o2[CTA_PROTOINFO_TCP_STATE] !== 0 && l2[CTA_PROTOINFO_TCP_STATE] >= 1) this.tcpState = view.getUint8(o2[CTA_PROTOINFO_TCP_STATE]);
       }
     }
-    [this.packetsOrig, this.bytesOrig] = this.counters(view, off[CTA_COUNTERS_ORIG], len[CTA_COUNTERS_ORIG]);
-    [this.packetsReply, this.bytesReply] = this.counters(view, off[CTA_COUNTERS_REPLY], len[CTA_COUNTERS_REPLY]);
     return true;
   }
 
-  private counters(view: DataView, at: number, length: number): [number, number] {
-    if (at === 0) return [0, 0];
-    const [o, l] = this.leaf;
-    indexAttributes(view, at, at + length, o, l);
-    const read = (type: number): number => (o[type] !== 0 && l[type] >= 8 ? Number(view.getBigUint64(o[type], false)) : 0);
-    return [read(CTA_COUNTERS_PACKETS), read(CTA_COUNTERS_BYTES)];
+  /** Reads the original (and reply) tuple of the message parse() read; false when the original one is malformed. */
+  tuples(bytes: Uint8Array, view: DataView): boolean {
+    if (!this.tuple(bytes, view, this.tupleAt[0], this.tupleAt[1], this.orig)) return false;
+    this.hasReply = this.tupleAt[2] !== 0 && this.tuple(bytes, view, this.tupleAt[2], this.tupleAt[3], this.reply);
+    return true;
   }
 
-  private tuple(view: DataView, at: number, length: number, t: CtTuple): boolean {
+  /** Reads the counters of the message parse() read (present when nf_conntrack_acct is on; else 0). */
+  counters(view: DataView): void {
+    this.packetsOrig = this.bytesOrig = this.packetsReply = this.bytesReply = 0;
+    if (this.countersAt[0] !== 0) {
+      this.packetsOrig = this.counter(view, this.countersAt[0], this.countersAt[1], CTA_COUNTERS_PACKETS);
+      this.bytesOrig = this.counter(view, this.countersAt[0], this.countersAt[1], CTA_COUNTERS_BYTES);
+    }
+    if (this.countersAt[2] !== 0) {
+      this.packetsReply = this.counter(view, this.countersAt[2], this.countersAt[3], CTA_COUNTERS_PACKETS);
+      this.bytesReply = this.counter(view, this.countersAt[2], this.countersAt[3], CTA_COUNTERS_BYTES);
+    }
+  }
+
+  private counter(view: DataView, at: number, length: number, type: number): number {
+    const [o, l] = this.leaf;
+    indexAttributes(view, at, at + length, o, l);
+    return o[type] !== 0 && l[type] >= 8 ? Number(view.getBigUint64(o[type], false)) : 0;
+  }
+
+  private tuple(bytes: Uint8Array, view: DataView, at: number, length: number, t: CtTuple): boolean {
     const [o, l] = this.inner;
     indexAttributes(view, at, at + length, o, l);
     const ip = o[CTA_TUPLE_IP];
@@ -123,7 +150,6 @@ export class CtMessage {
     const protoEnd = proto + l[CTA_TUPLE_PROTO];
     const [a, al] = this.leaf;
     indexAttributes(view, ip, ipEnd, a, al);
-    const bytes = new Uint8Array(view.buffer, view.byteOffset);
     if (a[CTA_IP_V4_SRC] !== 0 && al[CTA_IP_V4_SRC] === 4 && a[CTA_IP_V4_DST] !== 0 && al[CTA_IP_V4_DST] === 4) {
       t.family = 4;
       t.src.fill(0).set(bytes.subarray(a[CTA_IP_V4_SRC], a[CTA_IP_V4_SRC] + 4));

@@ -75,6 +75,8 @@ test('conntrack events: new, TCP state update and destroy with counters read bac
   const seen: Array<[number, number, number, number]> = [];
   while (reader.next()) {
     assert.ok(ct.parse(view, reader));
+    assert.ok(ct.tuples(new Uint8Array(view.buffer), view));
+    ct.counters(view);
     seen.push([ct.kind, ct.id, ct.mark, ct.tcpState]);
     assert.equal(ct.orig.family, 4);
     assert.deepEqual([...ct.orig.src.subarray(0, 4)], [198, 18, 0, 1]);
@@ -101,6 +103,7 @@ test('conntrack events: IPv6 tuples', () => {
   const ct = new CtMessage();
   assert.ok(reader.next());
   assert.ok(ct.parse(view, reader));
+  assert.ok(ct.tuples(new Uint8Array(view.buffer), view));
   assert.equal(ct.orig.family, 6);
   assert.equal(ct.orig.src[15], 9);
   assert.equal(ct.orig.dst[15], 0x64);
@@ -181,7 +184,10 @@ test('readers never throw and never read past the datagram on random or truncate
       reader.reset(buf, view, 0, source.length);
       while (reader.next()) {
         assert.ok(reader.at + reader.length <= source.length);
-        if (ct.parse(view, reader)) assert.ok(ct.orig.family === 4 || ct.orig.family === 6);
+        if (ct.parse(view, reader)) {
+          ct.counters(view);
+          if (ct.tuples(buf, view)) assert.ok(ct.orig.family === 4 || ct.orig.family === 6);
+        }
         if (p.parse(view, reader)) assert.ok(p.payloadAt + p.payloadLength <= source.length);
       }
     }
