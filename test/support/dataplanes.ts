@@ -90,3 +90,12 @@ export function assertPlaneSetUp(ns: Namespace, dataplane: Dataplane, device = '
 export function assertPlaneGone(ns: Namespace, device = 'hlb0'): void {
   assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0 }, 'no data plane object left after hostlb stopped');
 }
+
+/** The daemons the netfilter plane's map `daemons4` / `daemons6` holds now, as "address:port" (IPv6 in brackets), sorted. */
+export function nftDaemons(ns: Namespace, family: 4 | 6 = 4, device = 'hlb0'): string[] {
+  const out = JSON.parse(ns.exec(['nft', '-j', 'list', 'map', 'inet', `hostlb_${device}`, `daemons${family}`])) as {
+    nftables: Array<{ map?: { elem?: Array<[unknown, { concat: [string, number] }]> } }>;
+  };
+  const elements = out.nftables.flatMap((item) => item.map?.elem ?? []);
+  return elements.map(([, value]) => (family === 4 ? `${value.concat[0]}:${value.concat[1]}` : `[${value.concat[0]}]:${value.concat[1]}`)).sort();
+}

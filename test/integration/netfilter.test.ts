@@ -1,0 +1,405 @@
+// What is special about the netfilter data plane (dataplane: netfilter): the
+// host objects it sets up (an iptables NFQUEUE rule with --queue-bypass, an
+// nftables table whose maps name the daemons) and undoes on a deliberate stop
+// but keeps and adopts after a crash; service that goes on while hostlb is
+// down (the kernel-side fallback hash, conntrack carrying established
+// connections); per-daemon active flows counted from conntrack events;
+// onDaemonRemoved: reset deleting a removed daemon's conntrack entries; and
+// whenAllDown: reject answered by the kernel at once. The checks shared with
+// the TUN plane run for both planes in http, ipv6, udp, load, reconfigure and
+// health*.test.ts.
+
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
+import { assertPlaneGone, assertPlaneSetUp, iptablesChain, iptablesJumps, nftDaemons, nftTable } from '../support/dataplanes.js';
+import { CLUSTER_V4, curlThrough, HostlbProcess, type CurlResult } from '../support/hostlb-process.js';
+import { type Namespace, type NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
+import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, type HealthTopo } from './health-harness.js';
+
+const WHY_ROOT = 'network namespaces, iptables and nftables rules, nginx daemons and curl';
+/** Compiled to dist/test/integration/: three levels up is the repo root, where the .mjs fixtures stay. */
+const HELD = fileURLToPath(new URL('../../../test/integration/fixtures/held-connections.mjs', import.meta.url));
+const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
+const [D1, D2, D3] = ENDPOINTS;
+const QUEUE_RULE = /^-A HOSTLB-hlb0 -d 198\.18\.100\.1\/32 -p tcp .*--dport 80 .*-j NFQUEUE --queue-num 4242 --queue-bypass/;
+
+function config(daemons: string[], extra: Record<string, unknown> = {}, port: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    device: 'hlb0',
+    dataplane: 'netfilter',
+    ...extra,
+    clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'rr', ...port, daemons: daemons.map((address) => ({ address })) }] }],
+  };
+}
+
+function journalOf(hostlb: HostlbProcess): string {
+  return join(hostlb.stateDir, 'hlb0.journal.json');
+}
+
+/** Daemon name ("d1") per result, from the body "<daemon> <client>". */
+function names(results: Array<{ body?: string }>): string[] {
+  return results.map((r) => r.body?.split(' ')[0] ?? '-');
+}
+
+function spread(results: CurlResult[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const n of names(results)) counts[n] = (counts[n] ?? 0) + 1;
+  return counts;
+}
+
+/** The NFQUEUE rules of hostlb's chain, and the whole chain for messages. */
+function queueRules(ns: Namespace): { rules: string[]; chain: string } {
+  const chain = iptablesChain(ns) ?? [];
+  return { rules: chain.filter((l) => l.includes('NFQUEUE')), chain: chain.join('\n') };
+}
+
+/** GET /metrics over the admin socket: the value of one sample line ("name{labels}"), 0 when absent. */
+function metric(hostlb: HostlbProcess, sample: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path: '/metrics', timeout: 5_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+        resolve(line === undefined ? 0 : Number(line.slice(sample.length + 1)));
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('GET /metrics: no answer in 5 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// ---------------------------------------------------------------- held keep-alive connections
+
+/** One connection's answer to a request: the daemon's body, or what went wrong. */
+interface Held {
+  id: number;
+  localPort: number | null;
+  status?: number;
+  body?: string;
+  error?: string;
+}
+
+/** fixtures/held-connections.mjs in the client namespace, driven over its stdin. */
+class HeldConnections {
+  private stdout = '';
+  private stderr = '';
+  private readonly child: ChildProcess;
+
+  constructor(sandbox: NetnsSandbox, ns: Namespace) {
+    this.child = sandbox.spawn(ns, [process.execPath, HELD, CLUSTER_V4, '80'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.stdout += c));
+    this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
+    // The sandbox may have killed it first at cleanup: a write then fails with EPIPE, which is no news.
+    this.child.stdin?.on('error', () => undefined);
+  }
+
+  /** Sends one command and waits (at most 20 s) for its one-line reply. */
+  private async command<T>(cmd: Record<string, unknown>): Promise<T> {
+    this.stdout = '';
+    this.child.stdin?.write(`${JSON.stringify(cmd)}\n`);
+    const deadline = Date.now() + 20_000;
+    while (!this.stdout.includes('\n')) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`held-connections exited: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`held-connections: no answer to ${JSON.stringify(cmd)} in 20 s: ${this.stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return JSON.parse(this.stdout.slice(0, this.stdout.indexOf('\n'))) as T;
+  }
+
+  open(n: number): Promise<Held[]> {
+    return this.command({ cmd: 'open', n });
+  }
+
+  ask(): Promise<Held[]> {
+    return this.command({ cmd: 'ask' });
+  }
+
+  close(): Promise<unknown> {
+    return this.command({ cmd: 'close' });
+  }
+
+  quit(): void {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.stdin?.end(`${JSON.stringify({ cmd: 'quit' })}\n`);
+  }
+}
+
+/** Throws unless every connection answered 200, each from the daemon it had before (`before`, same order), on the same local port. */
+function assertSameDaemons(now: Held[], before: Held[], when: string, context = ''): void {
+  const show = (hs: Held[]): string => hs.map((h) => `#${h.id} :${h.localPort} ${h.body ?? h.error}`).join('; ');
+  assert.deepEqual(now.map((h) => h.error ?? null), now.map(() => null), `${when}: every held connection answered: ${show(now)}${context}`);
+  assert.deepEqual(now.map((h) => h.status), now.map(() => 200), `${when}: HTTP 200 on every held connection: ${show(now)}`);
+  assert.deepEqual(now.map((h) => `${h.localPort} ${names([h])[0]}`), before.map((h) => `${h.localPort} ${names([h])[0]}`), `${when}: each connection kept its daemon: before ${show(before)}; now ${show(now)}`);
+}
+
+/** Nginx daemons on ENDPOINTS (or some of them) in the server namespace, stopped after the test. */
+async function nginx(t: TestContext, topo: HealthTopo, endpoints = ENDPOINTS): Promise<NginxDaemon[]> {
+  const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints);
+  t.after(() => stopDaemons(daemons));
+  return daemons;
+}
+
+// ---------------------------------------------------------------- tests
+
+test('[netfilter] set-up and undo: NFQUEUE rule with --queue-bypass and the nft maps while running, all gone after SIGTERM; after kill -9 a new start adopts without duplicates', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    const { server } = topo;
+    assertPlaneSetUp(server, 'netfilter');
+    const q = queueRules(server);
+    assert.equal(q.rules.length, 1, `one NFQUEUE rule in HOSTLB-hlb0:\n${q.chain}`);
+    assert.match(q.rules[0], QUEUE_RULE, 'queue new connections to the cluster port, with --queue-bypass');
+    assert.match(q.rules[0], /--ctstate NEW/, 'only the first packet of a connection is queued');
+    assert.ok(nftTable(server) !== null, 'nft list table inet hostlb_hlb0');
+    assert.deepEqual(nftDaemons(server), [...ENDPOINTS].sort(), 'daemons4 has an element for every daemon');
+    assert.match(server.ip('route', 'show', 'table', 'local'), /^local 198\.18\.100\.1 dev lo .*src /m, 'the cluster address is a local route with a src');
+    assert.ok(existsSync(journalOf(hostlb)), `journal ${journalOf(hostlb)} while running`);
+    assert.deepEqual(names(await curlThrough(topo.sandbox, topo.client, [`http://${CLUSTER_V4}/`, `http://${CLUSTER_V4}/`, `http://${CLUSTER_V4}/`])).sort(), ['d1', 'd2', 'd3'], 'rr over the three daemons');
+
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
+    assert.doesNotMatch(server.ip('route', 'show', 'table', 'local'), /198\.18\.100\.1/, 'the cluster\'s local route is gone');
+    assert.equal(existsSync(journalOf(hostlb)), false, 'the journal is gone after SIGTERM');
+
+    // A crash leaves everything in place; the next start adopts it and adds nothing twice.
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    await hostlb.kill();
+    assertPlaneSetUp(server, 'netfilter');
+    assert.ok(existsSync(journalOf(hostlb)), 'the journal stays after kill -9');
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    const adopted = hostlb.events.find((e) => e.event === 'adopted');
+    assert.ok(adopted !== undefined, `the second start adopted the crashed run's set-up:\n${hostlb.describe()}`);
+    assertPlaneSetUp(server, 'netfilter');
+    const again = queueRules(server);
+    assert.equal(again.rules.length, 1, `still one NFQUEUE rule after the adoption:\n${again.chain}`);
+    assert.equal(iptablesJumps(server).length, 2, 'one jump each from PREROUTING and OUTPUT');
+    const table = nftTable(server)!;
+    assert.equal(table.split('\n').filter((l) => l.includes('vmap @ports4')).length, 2, `one dispatch rule per nat hook:\n${table}`);
+    assert.equal(table.split('\n').filter((l) => l.includes('dnat ip to meta mark map @daemons4')).length, 1, `one dnat rule in the port's chain:\n${table}`);
+    assert.equal(server.ip('route', 'show', 'table', 'local').split('\n').filter((l) => l.includes('198.18.100.1')).length, 1, 'one local route for the cluster');
+    assert.deepEqual(nftDaemons(server), [...ENDPOINTS].sort(), 'daemons4 after the adoption');
+    assert.equal((await curlThrough(topo.sandbox, topo.client, [`http://${CLUSTER_V4}/`]))[0].httpCode, 200, 'serving after the adoption');
+
+    const last = await hostlb.stop();
+    assert.deepEqual(last, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
+    assert.equal(existsSync(journalOf(hostlb)), false, 'the journal is gone');
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
+test('[netfilter] hostlb killed: new connections are still served by the kernel-side fallback over several daemons; a restart recounts the flows from conntrack', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    const urls = (n: number): string[] => Array.from({ length: n }, () => `http://${CLUSTER_V4}/`);
+    assert.deepEqual(Object.keys(spread(await curlThrough(topo.sandbox, topo.client, urls(6)))).sort(), ['d1', 'd2', 'd3'], 'hostlb serves');
+    await hostlb.kill();
+
+    const down = await curlThrough(topo.sandbox, topo.client, urls(30));
+    const counts = spread(down);
+    t.diagnostic(`while hostlb was down: ${JSON.stringify(counts)}`);
+    assert.deepEqual(down.map((r) => r.httpCode), down.map(() => 200), 'every request served while hostlb was down');
+    assert.ok(Object.keys(counts).length > 1, `spread over more than one daemon: ${JSON.stringify(counts)}`);
+    for (const r of down) assert.equal(r.body.split(' ')[1], `${r.localIp}:${r.localPort}`, 'the daemon saw the client\'s real address');
+
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    const h = hostlb;
+    const recounted = hostlb.events.find((e) => e.event === 'flows_recounted');
+    assert.ok(recounted !== undefined, `flows_recounted logged at the restart:\n${hostlb.describe()}`);
+    // The 30 connections made without hostlb sit in conntrack (TIME_WAIT, 120 s) with hostlb's marks.
+    assert.ok(Number(recounted.flows) >= 30, `the fallback's 30 flows were recounted: ${JSON.stringify(recounted)}`);
+    const status = await cli(topo.sandbox, topo.server, h, ['status', '--json']);
+    assert.equal(status.code, 0, describeCli(status));
+    const records = (JSON.parse(status.stdout) as { table: { records: number } }).table.records;
+    assert.ok(records >= 30, `hostlb status counts conntrack's flows: ${records}`);
+
+    const decidedBefore = await metric(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
+    const after = await curlThrough(topo.sandbox, topo.client, urls(6));
+    assert.deepEqual(after.map((r) => r.httpCode), after.map(() => 200), 'new requests after the restart');
+    assert.deepEqual(Object.keys(spread(after)).sort(), ['d1', 'd2', 'd3'], 'rr again over the three daemons');
+    const decidedAfter = await metric(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
+    assert.ok(decidedAfter - decidedBefore >= 6, `hostlb decided the new connections again (queue verdicts ${decidedBefore} → ${decidedAfter})`);
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(topo.server);
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
+test('[netfilter] held keep-alive connections survive a daemon added with new weights, and kill -9 plus restart of hostlb', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  const held = new HeldConnections(topo.sandbox, topo.client);
+  t.after(() => held.quit());
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config([D1, D2]));
+    const h = hostlb;
+    const first = await held.open(4);
+    assert.deepEqual(first.map((x) => x.status), [200, 200, 200, 200], `four connections opened: ${JSON.stringify(first)}`);
+    assert.deepEqual([...new Set(names(first))].sort(), ['d1', 'd2'], `rr spread them: ${JSON.stringify(first)}`);
+
+    const add = await cli(topo.sandbox, topo.server, h, ['daemon', 'add', CLUSTER_V4, '80', D3, '--weight', '3']);
+    assert.equal(add.code, 0, describeCli(add));
+    const set = await cli(topo.sandbox, topo.server, h, ['daemon', 'set', CLUSTER_V4, '80', D1, '--weight', '2']);
+    assert.equal(set.code, 0, describeCli(set));
+    assert.deepEqual(nftDaemons(topo.server), [D1, D2, D3], 'd3 is in daemons4');
+    assertSameDaemons(await held.ask(), first, 'after daemon add and weight change');
+    const fresh = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 12 }, () => `http://${CLUSTER_V4}/`));
+    assert.ok(names(fresh).includes('d3'), `new connections reach the added daemon: ${names(fresh).join(' ')}`);
+
+    await hostlb.kill();
+    assertSameDaemons(await held.ask(), first, 'while hostlb is down (conntrack carries them)');
+    hostlb = await startHostlb(topo, config([D1, D2, D3]));
+    const restarted = hostlb;
+    assertSameDaemons(await held.ask(), first, 'after the restart');
+    // The restarted hostlb counts them as active flows of their daemons.
+    const expected: Record<string, number> = { [D1]: 0, [D2]: 0, [D3]: 0 };
+    for (const n of names(first)) expected[ENDPOINTS[Number(n.slice(1)) - 1]]++;
+    const admin = AdminClient.of(restarted);
+    await pollUntil('the held connections as active flows after the restart', async () => Object.fromEntries((await admin.daemonsOf(80)).map((d) => [d.address, d.activeFlows])), (v) => JSON.stringify(v) === JSON.stringify(expected), 5_000);
+    await held.close();
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
+test('[netfilter] onDaemonRemoved: reset — removing a daemon resets its established connections; the other daemons\' go on', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  const held = new HeldConnections(topo.sandbox, topo.client);
+  t.after(() => held.quit());
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config(ENDPOINTS, { onDaemonRemoved: 'reset' }));
+    const opened = await held.open(6);
+    assert.deepEqual(opened.map((x) => x.status), opened.map(() => 200), `six connections opened: ${JSON.stringify(opened)}`);
+    const onD2 = opened.filter((x) => names([x])[0] === 'd2');
+    const others = opened.filter((x) => names([x])[0] !== 'd2');
+    assert.ok(onD2.length > 0 && others.length > 0, `connections on d2 and on the others: ${names(opened).join(' ')}`);
+
+    const remove = await cli(topo.sandbox, topo.server, hostlb, ['daemon', 'remove', CLUSTER_V4, '80', D2]);
+    assert.equal(remove.code, 0, describeCli(remove));
+    const reset = await pollUntil('daemon_flows_reset logged', () => Promise.resolve(hostlb!.events.find((e) => e.event === 'daemon_flows_reset')), (e) => e !== undefined, 5_000);
+    assert.equal(reset!.flows, onD2.length, `hostlb reset d2's flows: ${JSON.stringify(reset)}`);
+
+    const after = await held.ask();
+    const byId = new Map(after.map((x) => [x.id, x]));
+    const show = after.map((x) => `#${x.id} ${x.body ?? x.error}`).join('; ');
+    const context = `\n${show}\n${hostlb.describe().slice(-3_000)}`;
+    for (const c of onD2) {
+      const now = byId.get(c.id)!;
+      assert.ok(now.error !== undefined, `connection #${c.id} to the removed d2 ended on its next request, got ${JSON.stringify(now)}${context}`);
+      assert.notEqual(now.error, 'timeout', `connection #${c.id} was reset, not left hanging${context}`);
+    }
+    assertSameDaemons(others.map((c) => byId.get(c.id)!), others, 'the other daemons\' connections after d2\'s removal', context);
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
+test('[netfilter] active flows per daemon come from conntrack events: held connections are counted for their daemons, and no longer once closed', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  const held = new HeldConnections(topo.sandbox, topo.client);
+  t.after(() => held.quit());
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config(ENDPOINTS));
+    const admin = AdminClient.of(hostlb);
+    const active = async (): Promise<Record<string, number>> => Object.fromEntries((await admin.daemonsOf(80)).map((d) => [d.address, d.activeFlows]));
+    assert.deepEqual(await active(), { [D1]: 0, [D2]: 0, [D3]: 0 }, 'no active flow before the client');
+    const opened = await held.open(7);
+    assert.deepEqual(opened.map((x) => x.status), opened.map(() => 200), `seven connections opened: ${JSON.stringify(opened)}`);
+    const expected: Record<string, number> = { [D1]: 0, [D2]: 0, [D3]: 0 };
+    for (const n of names(opened)) expected[ENDPOINTS[Number(n.slice(1)) - 1]]++;
+    await pollUntil(`active flows per daemon = the held connections (${JSON.stringify(expected)})`, active, (v) => JSON.stringify(v) === JSON.stringify(expected), 5_000);
+    // Each held connection is listed as an established connection of its daemon.
+    const listed = await admin.get<{ connections: Array<{ client: string; daemon: string; state: string }> }>('/v1/connections?limit=100');
+    for (const c of opened) {
+      const daemon = ENDPOINTS[Number(names([c])[0].slice(1)) - 1];
+      const row = listed.connections.find((x) => x.client.endsWith(`:${c.localPort}`));
+      assert.deepEqual(row && [row.daemon, row.state], [daemon, 'ESTABLISHED'], `GET /v1/connections lists client port ${c.localPort} at ${daemon}: ${JSON.stringify(listed.connections)}`);
+    }
+    const status = await cli(topo.sandbox, topo.server, hostlb, ['status', '--json']);
+    assert.equal(status.code, 0, describeCli(status));
+    assert.equal((JSON.parse(status.stdout) as { activeFlows: number }).activeFlows, 7, `hostlb status --json: ${status.stdout}`);
+
+    await held.close();
+    await pollUntil('no active flow once the connections closed', active, (v) => Object.values(v).every((n) => n === 0), 5_000);
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
+/** A TCP connect from the client namespace: prints how it ended. */
+const TCP_CLIENT = `
+import net from 'node:net';
+const [address, port] = process.argv.slice(1);
+const started = Date.now();
+const s = net.connect(Number(port), address);
+const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
+const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
+s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
+s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
+`;
+
+test('[netfilter] whenAllDown: reject — with every daemon stopped and down, a new connection is refused at once by hostlb\'s verdict', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, [D1, D2].map((e) => e.split(':')[0]));
+  const daemons = await nginx(t, topo, [D1, D2]);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config([D1, D2], {}, { advisor: { type: 'tcp', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 }, whenAllDown: 'reject' }));
+    const admin = AdminClient.of(hostlb);
+    await pollUntil('both daemons up', () => admin.health(), (h) => h.length === 2 && h.every((d) => d.state === 'up'), 5_000);
+    assert.equal((await curlThrough(topo.sandbox, topo.client, [`http://${CLUSTER_V4}/`]))[0].httpCode, 200, 'served while up');
+    await stopDaemons(daemons);
+    await pollUntil('both daemons down', () => admin.health(), (h) => h.length === 2 && h.every((d) => d.state === 'down'), 6_000);
+
+    const rejectedBefore = await metric(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
+    const started = Date.now();
+    const curl = await topo.sandbox.run(topo.client, ['curl', '-sS', '--max-time', '5', `http://${CLUSTER_V4}/`], { timeoutMs: 10_000 });
+    const ms = Date.now() - started;
+    assert.equal(curl.code, 7, `curl could not connect (exit 7), not a timeout (28): ${curl.stdout}${curl.stderr}`);
+    assert.ok(ms < 2_000, `refused at once, not after ${ms} ms`);
+    const tcp = await topo.sandbox.run(topo.client, [process.execPath, '--input-type=module', '-e', TCP_CLIENT, CLUSTER_V4, '80'], { timeoutMs: 10_000 });
+    const refused = JSON.parse(tcp.stdout.trim().split('\n').pop() ?? '{}') as { result: string; code?: string; ms: number };
+    assert.deepEqual([refused.result, refused.code], ['error', 'ECONNREFUSED'], `connection refused (RST): ${tcp.stdout}${tcp.stderr}`);
+    // Refused by hostlb's decision (the reject mark), not by a daemon address nobody listens on.
+    const rejectedAfter = await metric(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
+    assert.ok(rejectedAfter - rejectedBefore >= 2, `hostlb rejected both connections (queue verdicts rejected ${rejectedBefore} → ${rejectedAfter})${await admin.evidence(hostlb)}`);
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+  }
+});
