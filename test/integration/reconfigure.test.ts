@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { addLoopbackAddress, splitEndpoint, stopDaemons, tempDir } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, HOSTLB_MAIN, HostlbProcess, nftCounters, nftLoad } from '../support/hostlb-process.js';
+import { assertPlaneGone, DATAPLANES, type Dataplane, nftDaemons } from '../support/dataplanes.js';
 import { type Namespace, NetnsSandbox, type RunResult, skipUnlessRoot } from '../support/netns.js';
 
 const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080', '198.18.2.4:8080'];
@@ -185,9 +186,10 @@ function checkWrk(name: string, run: RunResult, minRequests: number, context: ()
 
 type Config = Record<string, unknown>;
 
-function configWith(daemons: Array<{ address: string; weight: number }>, scheduler: string): Config {
+function configWith(dataplane: Dataplane, daemons: Array<{ address: string; weight: number }>, scheduler: string): Config {
   return {
     device: 'hlb0',
+    dataplane,
     // Room for every connection of a 20 s run of new connections, each kept in TIME_WAIT for 120 s.
     table: { capacity: 1 << 19 },
     clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler, daemons }] }],
@@ -278,16 +280,16 @@ interface Step {
   expect: PortView;
 }
 
-test('reconfigured under load through the CLI and a reload: no failed request, new connections only where the configuration allows', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, nginx daemons and wrk')) return;
+async function reconfiguredUnderLoad(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules, nginx daemons and wrk')) return;
   const { sandbox, client, server, dir } = topology(t);
   const daemons = await startLoggingDaemons(sandbox, server, dir, ENDPOINTS);
   let hostlb: HostlbProcess | undefined;
   try {
-    hostlb = await HostlbProcess.start(sandbox, server, configWith([D1, D2, D3].map((address) => ({ address, weight: 1 })), 'wlc'), { dir });
+    hostlb = await HostlbProcess.start(sandbox, server, configWith(dataplane, [D1, D2, D3].map((address) => ({ address, weight: 1 })), 'wlc'), { dir });
     const h = hostlb;
     const ctl = (...args: string[]): Promise<CliRun> => cli(sandbox, server, h, args);
-    const reloaded = configWith([{ address: D1, weight: 3 }, { address: D3, weight: 1 }, { address: D4, weight: 2 }], 'wlc');
+    const reloaded = configWith(dataplane, [{ address: D1, weight: 3 }, { address: D3, weight: 1 }, { address: D4, weight: 2 }], 'wlc');
 
     const steps: Step[] = [
       { at: 2_000, label: 'add d4', run: () => ctl('daemon', 'add', CLUSTER_V4, '80', D4), expect: { scheduler: 'wlc', daemons: { [D1]: 1, [D2]: 1, [D3]: 1, [D4]: 1 } } },
@@ -410,28 +412,36 @@ test('reconfigured under load through the CLI and a reload: no failed request, n
       }
     }
 
-    // With wrk gone the removed daemons' flows have ended: their reply rules
-    // go (checked every 2 s), the kept daemons' stay.
-    const replyRules = (): string[] => server.ip('rule', 'show').split('\n').filter((l) => /from 198\.18\.2\.\d+ iif lo ipproto tcp sport 8080/.test(l)).map((l) => /from (\S+)/.exec(l)![1]).sort();
+    // With wrk gone the removed daemons' flows have ended (checked every 2 s):
+    // what hostlb keeps for a draining daemon goes, the kept daemons' stays.
+    // TUN: the daemons' reply rules (policy routing); netfilter: their mark →
+    // address entries in the nft map daemons4 (no reply rules there).
+    const drained = (): string[] => (dataplane === 'tun'
+      ? server.ip('rule', 'show').split('\n').filter((l) => /from 198\.18\.2\.\d+ iif lo ipproto tcp sport 8080/.test(l)).map((l) => /from (\S+)/.exec(l)![1]).sort()
+      : nftDaemons(server, 4).map((e) => splitEndpoint(e).address));
     const drainDeadline = Date.now() + 8_000;
-    while (replyRules().length > 2 && Date.now() < drainDeadline) await sleep(200);
-    assert.deepEqual(replyRules(), ['198.18.2.1', '198.18.2.4'], `reply rules once the removed daemons drained:\n${server.ip('rule', 'show')}\n${hostlb.describe().slice(-3_000)}`);
+    while (drained().length > 2 && Date.now() < drainDeadline) await sleep(200);
+    const what = dataplane === 'tun' ? `reply rules:\n${server.ip('rule', 'show')}` : `nft map daemons4: ${nftDaemons(server, 4).join(', ')}`;
+    assert.deepEqual(drained(), ['198.18.2.1', '198.18.2.4'], `the removed daemons drained; ${what}\n${hostlb.describe().slice(-3_000)}`);
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
 
-test('a reload of a broken file (CLI or SIGHUP) is rejected naming key and line; the running configuration and traffic are unchanged', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, nginx daemons and wrk')) return;
+for (const dataplane of DATAPLANES) test(`[${dataplane}] reconfigured under load through the CLI and a reload: no failed request, new connections only where the configuration allows`, (t) => reconfiguredUnderLoad(t, dataplane));
+
+async function brokenReload(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules, nginx daemons and wrk')) return;
   const { sandbox, client, server, dir } = topology(t);
   const daemons = await startLoggingDaemons(sandbox, server, dir, [D1, D2, D3]);
   let hostlb: HostlbProcess | undefined;
   try {
-    const base = configWith([{ address: D1, weight: 2 }, { address: D2, weight: 1 }, { address: D3, weight: 1 }], 'wlc');
+    const base = configWith(dataplane, [{ address: D1, weight: 2 }, { address: D2, weight: 1 }, { address: D3, weight: 1 }], 'wlc');
     hostlb = await HostlbProcess.start(sandbox, server, base, { dir });
     const h = hostlb;
     const ctl = (...args: string[]): Promise<CliRun> => cli(sandbox, server, h, args);
@@ -506,8 +516,11 @@ test('a reload of a broken file (CLI or SIGHUP) is rejected naming key and line;
 
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(server);
   } finally {
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] a reload of a broken file (CLI or SIGHUP) is rejected naming key and line; the running configuration and traffic are unchanged`, (t) => brokenReload(t, dataplane));
