@@ -5,14 +5,15 @@
 // (GET /v1/clusters) while wrk opens new connections; every test prints them.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, stopDaemons } from '../support/daemons.js';
 import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
+import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, healthSetup, pct, pollUntil, runWrk, startFixtureDaemons, startHostlb, type HealthView } from './health-harness.js';
 
-const WHY_ROOT = 'network namespaces, a TUN device, nginx and Node daemons and wrk';
+const WHY_ROOT = 'network namespaces, a TUN device or netfilter rules, nginx and Node daemons and wrk';
 const [D1, D2, D3] = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 
 function delta(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
@@ -28,7 +29,7 @@ function describeHealth(h: HealthView[]): string {
   return h.map((d) => `${d.daemon} response ${d.responseMs} ms factor ${d.factor} effective ${d.effectiveWeight}`).join('; ');
 }
 
-test('manager on response time alone: a daemon answering 50 ms late gets measurably fewer new connections', async (t) => {
+async function managerResponseTime(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const daemons = await startFixtureDaemons(topo.sandbox, topo.server, [
@@ -40,6 +41,7 @@ test('manager on response time alone: a daemon answering 50 ms late gets measura
   try {
     hostlb = await startHostlb(topo, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 1 << 18 },
       clusters: [{
         address: CLUSTER_V4,
@@ -80,9 +82,11 @@ test('manager on response time alone: a daemon answering 50 ms late gets measura
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
 
-test('slow start: a quiesced daemon set back to weight 1 ramps its share of new connections over slowStart (6 s)', async (t) => {
+for (const dataplane of DATAPLANES) test(`[${dataplane}] manager on response time alone: a daemon answering 50 ms late gets measurably fewer new connections`, (t) => managerResponseTime(t, dataplane));
+
+async function slowStart(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, [D1, D2, D3]);
@@ -90,6 +94,7 @@ test('slow start: a quiesced daemon set back to weight 1 ramps its share of new 
   try {
     hostlb = await startHostlb(topo, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 1 << 19 },
       clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, scheduler: 'wrr', manager: { slowStart: '6s' }, daemons: [{ address: D1 }, { address: D2 }, { address: D3 }] }] }],
     });
@@ -136,4 +141,6 @@ test('slow start: a quiesced daemon set back to weight 1 ramps its share of new 
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] slow start: a quiesced daemon set back to weight 1 ramps its share of new connections over slowStart (6 s)`, (t) => slowStart(t, dataplane));

@@ -6,9 +6,10 @@
 // and stopped gracefully (exit code 0, never SIGKILL).
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
+import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, EventStream, FIXTURE, healthSetup, pollUntil, runWrk, startHostlb, type CliRun, type StreamedEvent } from './health-harness.js';
 
@@ -34,14 +35,15 @@ function alive(pid: number): boolean {
   }
 }
 
-test('hostlb restart (twice) under 30 s of new connections: no failed request, every daemon restarted gracefully with a new PID', async (t) => {
-  if (!skipUnlessRoot(t, 'network namespaces, a TUN device, supervised Node daemons and wrk')) return;
+async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<void> {
+  if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules, supervised Node daemons and wrk')) return;
   const topo = healthSetup(t, DAEMONS.map((d) => d.split(':')[0]));
   let hostlb: HostlbProcess | undefined;
   let events: EventStream | undefined;
   try {
     hostlb = await startHostlb(topo, {
       device: 'hlb0',
+      dataplane,
       table: { capacity: 1 << 19 },
       clusters: [{
         address: CLUSTER_V4,
@@ -109,4 +111,6 @@ test('hostlb restart (twice) under 30 s of new connections: no failed request, e
     events?.close();
     await hostlb?.stop();
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] hostlb restart (twice) under 30 s of new connections: no failed request, every daemon restarted gracefully with a new PID`, (t) => rollingRestart(t, dataplane));

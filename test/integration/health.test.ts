@@ -12,18 +12,19 @@
 // health-manager.test.ts.
 
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, startUdpEchoDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
 import { CLUSTER_V4, curlThrough, type HostlbProcess } from '../support/hostlb-process.js';
+import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, EventStream, healthSetup, pollUntil, runWrk, startFixtureDaemons, startHostlb, type HealthTopo, type StreamedEvent } from './health-harness.js';
 
-const WHY_ROOT = 'network namespaces, a TUN device, nginx and Node daemons, wrk and curl';
+const WHY_ROOT = 'network namespaces, a TUN device or netfilter rules, nginx and Node daemons, wrk and curl';
 
-function config(ports: Array<Record<string, unknown>>): Record<string, unknown> {
+function config(dataplane: Dataplane, ports: Array<Record<string, unknown>>): Record<string, unknown> {
   // Room for every connection of a run of new connections, each kept in TIME_WAIT for 120 s.
-  return { device: 'hlb0', table: { capacity: 1 << 18 }, clusters: [{ address: CLUSTER_V4, ports }] };
+  return { device: 'hlb0', dataplane, table: { capacity: 1 << 18 }, clusters: [{ address: CLUSTER_V4, ports }] };
 }
 
 function endpoints(...hosts: number[]): string[] {
@@ -65,14 +66,14 @@ async function killUnderLoad(topo: HealthTopo, hostlb: HostlbProcess, daemons: N
   }
 }
 
-test('passive signals: a daemon killed under load is taken out within 3 s, gets no new flow during the hold-down, and is tried again after it', async (t) => {
+async function passiveKilled(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
   let hostlb: HostlbProcess | undefined;
   try {
     // No advisor: passive signals alone, with their defaults (grace 1 s, threshold 3, hold-down 5 s).
-    hostlb = await startHostlb(topo, config([{ port: 80, scheduler: 'wlc', daemons: endpoints(1, 2, 3).map((address) => ({ address })) }]));
+    hostlb = await startHostlb(topo, config(dataplane, [{ port: 80, scheduler: 'wlc', daemons: endpoints(1, 2, 3).map((address) => ({ address })) }]));
     const victim = daemons[1].endpoint;
     const HOLD_DOWN_MS = 5_000;
     const BOUND_MS = 3_000;
@@ -101,16 +102,18 @@ test('passive signals: a daemon killed under load is taken out within 3 s, gets 
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
 
-test('http advisor, passive signals off: a daemon killed under load is down within interval×fall + timeout + 1 s and gets no new flow after', async (t) => {
+for (const dataplane of DATAPLANES) test(`[${dataplane}] passive signals: a daemon killed under load is taken out within 3 s, gets no new flow during the hold-down, and is tried again after it`, (t) => passiveKilled(t, dataplane));
+
+async function advisorKilled(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
   let hostlb: HostlbProcess | undefined;
   try {
     const advisor = { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 };
-    hostlb = await startHostlb(topo, config([{
+    hostlb = await startHostlb(topo, config(dataplane, [{
       port: 80, scheduler: 'wlc', advisor, passive: { enabled: false }, daemons: endpoints(1, 2, 3).map((address) => ({ address })),
     }]));
     const admin = AdminClient.of(hostlb);
@@ -132,9 +135,11 @@ test('http advisor, passive signals off: a daemon killed under load is down with
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
 
-test('http advisor: a daemon that accepts but never answers is taken out (timed out); clients then reach only the others', async (t) => {
+for (const dataplane of DATAPLANES) test(`[${dataplane}] http advisor, passive signals off: a daemon killed under load is down within interval×fall + timeout + 1 s and gets no new flow after`, (t) => advisorKilled(t, dataplane));
+
+async function advisorHung(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const [hungEndpoint] = endpoints(2);
@@ -146,7 +151,7 @@ test('http advisor: a daemon that accepts but never answers is taken out (timed 
   let hostlb: HostlbProcess | undefined;
   try {
     const startedAt = Date.now();
-    hostlb = await startHostlb(topo, config([{
+    hostlb = await startHostlb(topo, config(dataplane, [{
       port: 80, scheduler: 'rr', advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
       daemons: endpoints(1, 2, 3).map((address) => ({ address })),
     }]));
@@ -170,7 +175,9 @@ test('http advisor: a daemon that accepts but never answers is taken out (timed 
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] http advisor: a daemon that accepts but never answers is taken out (timed out); clients then reach only the others`, (t) => advisorHung(t, dataplane));
 
 /** One curl of a client loop: when it began (ms), curl's exit status, HTTP status, seconds taken, its port (0 if unconnected). */
 interface LoopRequest { startMs: number; exit: number; http: number; seconds: number; localPort: number }
@@ -195,7 +202,7 @@ function parseLoop(stdout: string): LoopRequest[] {
   });
 }
 
-test('passive signals: a daemon whose SYNs are silently dropped is taken out (ignores new connections) while clients keep connecting', async (t) => {
+async function passiveBlackHole(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2', '198.18.2.3']);
   const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints(1, 2, 3));
@@ -204,16 +211,27 @@ test('passive signals: a daemon whose SYNs are silently dropped is taken out (ig
     const black = daemons[1].endpoint;
     // rr, not wlc: wlc would see the black hole's unanswered flows as active and stop sending it any, so
     // no SYNs would go unanswered for passive signals to count. A long hold-down keeps it out for the whole run.
-    hostlb = await startHostlb(topo, config([{
+    hostlb = await startHostlb(topo, config(dataplane, [{
       port: 80, scheduler: 'rr', passive: { holdDown: '30s' }, daemons: endpoints(1, 2, 3).map((address) => ({ address })),
     }]));
     const admin = AdminClient.of(hostlb);
     const events = await EventStream.open(admin.socket);
     t.after(() => events.close());
-    // The SYN arrives after hostlb's rewrite: its destination is the daemon's own address.
     topo.server.exec(['nft', 'add', 'table', 'inet', 'hlbtest']);
-    topo.server.exec(['nft', 'add', 'chain', 'inet', 'hlbtest', 'in', '{ type filter hook input priority 0; }']);
-    topo.server.exec(['nft', 'add', 'rule', 'inet', 'hlbtest', 'in', 'ip', 'daddr', '198.18.2.2', 'tcp', 'dport', '8080', 'tcp', 'flags', 'syn', 'counter', 'drop']);
+    if (dataplane === 'tun') {
+      // The SYN arrives after hostlb's rewrite: its destination is the daemon's own address.
+      topo.server.exec(['nft', 'add', 'chain', 'inet', 'hlbtest', 'in', '{ type filter hook input priority 0; }']);
+      topo.server.exec(['nft', 'add', 'rule', 'inet', 'hlbtest', 'in', 'ip', 'daddr', '198.18.2.2', 'tcp', 'dport', '8080', 'tcp', 'flags', 'syn', 'counter', 'drop']);
+    } else {
+      // netfilter: a SYN dropped in the input hook never has its conntrack
+      // entry confirmed, so no conntrack event tells hostlb a flow began (the
+      // plane counts SYNs from those events). The black hole is made on the
+      // way back instead: the daemon's SYN-ACK is dropped in the output hook
+      // at raw priority, before conntrack sees it. To the client it is the
+      // same: a SYN nobody answers.
+      topo.server.exec(['nft', 'add', 'chain', 'inet', 'hlbtest', 'in', '{ type filter hook output priority -300; }']);
+      topo.server.exec(['nft', 'add', 'rule', 'inet', 'hlbtest', 'in', 'ip', 'saddr', '198.18.2.2', 'tcp', 'sport', '8080', 'tcp', 'flags', '&', '(syn|ack)', '==', 'syn|ack', 'counter', 'drop']);
+    }
     const LOOPS = 6;
     const SECONDS = 8;
     const loopsAt = Date.now();
@@ -224,7 +242,7 @@ test('passive signals: a daemon whose SYNs are silently dropped is taken out (ig
     const atEnd = (await admin.newFlows(80))[black];
     const blackFlows = async (): Promise<string> => `\n--- flows to ${black}: ${JSON.stringify(await admin.get(`/v1/connections?daemon=${black}&limit=100`))}`;
     const dropped = /packets (\d+)/.exec(topo.server.exec(['nft', 'list', 'chain', 'inet', 'hlbtest', 'in']))?.[1];
-    assert.ok(down !== null, `${black} taken out by passive signals (nft dropped ${dropped} SYNs)${await admin.evidence(hostlb)}`);
+    assert.ok(down !== null, `${black} taken out by passive signals (nft dropped ${dropped} ${dataplane === 'tun' ? 'SYNs' : 'SYN-ACKs'})${await admin.evidence(hostlb)}`);
     const downAt = Date.parse(down.at);
     const requests = runs.flatMap((r) => parseLoop(r.stdout));
     // A connection begun after the event (plus a moment for curl to start) must not meet the black hole.
@@ -233,7 +251,7 @@ test('passive signals: a daemon whose SYNs are silently dropped is taken out (ig
     const failed = (rs: LoopRequest[]): LoopRequest[] => rs.filter((r) => r.exit !== 0 || r.http !== 200);
     const slowest = after.reduce((m, r) => Math.max(m, r.seconds), 0);
     const firstLost = Math.min(...failed(before).map((r) => r.startMs));
-    console.log(`  passive detection: daemon_down ${downAt - firstLost} ms after the first connection lost in the black hole began (${downAt - loopsAt} ms after the client loops began); reason: ${down.reason}; nft dropped ${dropped} SYN packets`);
+    console.log(`  passive detection: daemon_down ${downAt - firstLost} ms after the first connection lost in the black hole began (${downAt - loopsAt} ms after the client loops began); reason: ${down.reason}; nft dropped ${dropped} ${dataplane === 'tun' ? 'SYNs' : 'SYN-ACKs'}`);
     console.log(`  new flows to ${black}: ${atDown} when the event arrived, ${atEnd} when the loops ended`);
     console.log(`  before the event: ${before.length} requests, ${failed(before).length} failed (curl timeout); after: ${after.length} requests, ${failed(after).length} failed, slowest ${slowest.toFixed(3)} s`);
     assert.match(down.reason ?? '', /ignores new connections/, 'taken out for ignoring SYNs');
@@ -251,7 +269,9 @@ test('passive signals: a daemon whose SYNs are silently dropped is taken out (ig
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] passive signals: a daemon whose SYNs are silently dropped is taken out (ignores new connections) while clients keep connecting`, (t) => passiveBlackHole(t, dataplane));
 
 /** A connected UDP socket in the client namespace: sends one datagram, prints the answer or the error. */
 const UDP_CLIENT = `
@@ -278,7 +298,7 @@ s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
 s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
 `;
 
-test('every daemon down: whenAllDown reject refuses at once (TCP RST, ICMP port unreachable); use keeps serving', async (t) => {
+async function allDown(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2']);
   // The daemons are alive; only their advisors fail (expected status and reply they never give), so what the
@@ -291,7 +311,7 @@ test('every daemon down: whenAllDown reject refuses at once (TCP RST, ICMP port 
     const failingUdp = { type: 'udp', payload: 'ping', reply: 'never-in-a-reply', interval: '500ms', timeout: '400ms', rise: 1, fall: 1 };
     const tcpDaemons = [{ address: endpoints(1)[0] }];
     const udpDaemons = [{ address: '198.18.2.2:5353' }];
-    hostlb = await startHostlb(topo, config([
+    hostlb = await startHostlb(topo, config(dataplane, [
       { port: 80, advisor: failingHttp, whenAllDown: 'reject', daemons: tcpDaemons },
       { port: 81, advisor: failingHttp, whenAllDown: 'use', daemons: tcpDaemons },
       { port: 53, protocol: 'udp', advisor: failingUdp, whenAllDown: 'reject', daemons: udpDaemons },
@@ -342,16 +362,18 @@ test('every daemon down: whenAllDown reject refuses at once (TCP RST, ICMP port 
     await hostlb?.stop();
     await stopDaemons([...nginx, ...udp]);
   }
-});
+}
 
-test('hostlb daemon drain --wait returns 0 once the daemon\'s last flow ends (daemon_drained), and 1 at its timeout', async (t) => {
+for (const dataplane of DATAPLANES) test(`[${dataplane}] every daemon down: whenAllDown reject refuses at once (TCP RST, ICMP port unreachable); use keeps serving`, (t) => allDown(t, dataplane));
+
+async function drainWait(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ['198.18.2.1', '198.18.2.2']);
   const [e1, e2] = endpoints(1, 2);
   const daemons = await startFixtureDaemons(topo.sandbox, topo.server, [{ endpoint: e1, name: 'f1' }, { endpoint: e2, name: 'f2' }]);
   let hostlb: HostlbProcess | undefined;
   try {
-    hostlb = await startHostlb(topo, config([{ port: 80, scheduler: 'rr', daemons: [{ address: e1 }, { address: e2 }] }]));
+    hostlb = await startHostlb(topo, config(dataplane, [{ port: 80, scheduler: 'rr', daemons: [{ address: e1 }, { address: e2 }] }]));
     const admin = AdminClient.of(hostlb);
     const events = await EventStream.open(admin.socket);
     t.after(() => events.close());
@@ -400,4 +422,6 @@ test('hostlb daemon drain --wait returns 0 once the daemon\'s last flow ends (da
     await hostlb?.stop();
     await stopDaemons(daemons);
   }
-});
+}
+
+for (const dataplane of DATAPLANES) test(`[${dataplane}] hostlb daemon drain --wait returns 0 once the daemon's last flow ends (daemon_drained), and 1 at its timeout`, (t) => drainWait(t, dataplane));
