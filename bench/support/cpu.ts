@@ -88,3 +88,26 @@ export function cpuSecondsBetween(before: Map<number, number>, after: Map<number
   for (const [pid, seconds] of after) sum += Math.max(0, seconds - (before.get(pid) ?? 0));
   return sum;
 }
+
+/**
+ * The `n` processes that used the most CPU between two otherProcessesCpu
+ * snapshots, as "name(pid) seconds", largest first; names of processes gone by
+ * now show as "?".
+ */
+export function topConsumers(before: Map<number, number>, after: Map<number, number>, n: number): Array<{ pid: number; name: string; seconds: number }> {
+  const used: Array<{ pid: number; seconds: number }> = [];
+  for (const [pid, seconds] of after) {
+    const delta = seconds - (before.get(pid) ?? 0);
+    if (delta > 0) used.push({ pid, seconds: delta });
+  }
+  used.sort((a, b) => b.seconds - a.seconds);
+  return used.slice(0, n).map(({ pid, seconds }) => {
+    let name = '?';
+    try {
+      name = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      // Gone.
+    }
+    return { pid, name, seconds };
+  });
+}
