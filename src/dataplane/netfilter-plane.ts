@@ -78,6 +78,15 @@ export class NetfilterPlane {
   private readonly ct = new CtMessage();
   private readonly key = createFlowKey();
   private readonly flows = new Map<number, Flow>();
+  /**
+   * Flows hostlb has sent to a daemon whose conntrack entry is not confirmed
+   * yet, by client tuple. A flow counts (new, active, SYN) when hostlb decides,
+   * as in the TUN dispatcher — a burst of connections must see the counts of
+   * the ones before it (lc, wlc, drain) — and the NEW event then only names
+   * its conntrack id. One that never gets confirmed (its SYN dropped further
+   * on) stops counting after PENDING_MS.
+   */
+  private readonly pending = new Map<string, { daemonId: number; decided: number }>();
   private readonly clock: () => number;
   private lastScript = '';
   private syncTimer: NodeJS.Timeout | null = null;
@@ -133,7 +142,10 @@ export class NetfilterPlane {
     this.running = true;
     this.queueSocket.onReadable(this.drainQueue);
     this.eventSocket.onReadable(this.drainEvents);
-    this.syncTimer = setInterval(() => this.syncMaps(), this.options.syncIntervalMs ?? 500);
+    this.syncTimer = setInterval(() => {
+      this.expirePending();
+      this.syncMaps();
+    }, this.options.syncIntervalMs ?? 500);
     this.syncTimer.unref();
   }
 
@@ -293,6 +305,18 @@ export class NetfilterPlane {
     key[9] = (protocol << 8) | family;
     const port = this.balancer.tree.findPort(family, key, 4, protocol, dstPort);
     if (port === undefined) return this.unparsed();
+    const flowKey = clientKey(protocol, buf, family === 4 ? at + 12 : at + 8, family === 4 ? 4 : 16, srcPort, dstPort);
+    const earlier = this.pending.get(flowKey);
+    if (earlier !== undefined) {
+      // A retransmitted first packet (its conntrack entry was never confirmed):
+      // the same daemon while it takes new flows, as the TUN dispatcher does.
+      if (this.balancer.takesNewFlows(port, earlier.daemonId)) {
+        this.verdictsDaemon++;
+        return (this.options.markBase | earlier.daemonId) >>> 0;
+      }
+      this.pending.delete(flowKey);
+      this.balancer.flowEnded(earlier.daemonId);
+    }
     const daemon = this.balancer.choose(port, hashFlowKey(key, this.options.hashSeed ?? 0), hashAddress(key, 0, SOURCE_HASH_SEED));
     if (daemon === null) {
       // Counted as the TUN dispatcher counts it (hostlb_port_scheduler_decisions_total{result="none"}).
@@ -301,7 +325,20 @@ export class NetfilterPlane {
       return (this.options.markBase | REJECT_ID) >>> 0;
     }
     this.verdictsDaemon++;
+    this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock() });
+    this.balancer.flowStarted(daemon.id);
+    if (protocol === 6) this.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
     return (this.options.markBase | daemon.id) >>> 0;
+  }
+
+  /** Pending flows whose first packet never made a conntrack entry (dropped after the verdict) stop counting as active. */
+  private expirePending(): void {
+    const limit = this.clock() - PENDING_MS;
+    for (const [k, p] of this.pending) {
+      if (p.decided > limit) continue;
+      this.pending.delete(k);
+      this.balancer.flowEnded(p.daemonId);
+    }
   }
 
   private unparsed(): null {
@@ -348,8 +385,17 @@ export class NetfilterPlane {
         if (flow.active) stats[b + D_ACTIVE_FLOWS]++;
         return;
       }
-      this.balancer.flowStarted(id);
-      if (o.protocol === 6) stats[b + D_SYNS]++;
+      const flowKey = clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort);
+      const decided = this.pending.get(flowKey);
+      if (decided !== undefined && decided.daemonId === id) {
+        // Counted when hostlb decided; the SYN's time runs from then.
+        this.pending.delete(flowKey);
+        flow.created = decided.decided;
+      } else {
+        // Not decided by this hostlb (the kernel-side hash while it was away, or decided too long ago).
+        this.balancer.flowStarted(id);
+        if (o.protocol === 6) stats[b + D_SYNS]++;
+      }
       if (ct.kind === EVENT_NEW) return;
     }
     if (ct.kind === EVENT_DESTROY) {
@@ -388,6 +434,16 @@ export class NetfilterPlane {
     const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
     socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => this.onConntrack(socket.buffer, view, m, true));
   }
+}
+
+/** How long a decided flow waits for its conntrack entry before it stops counting, ms. */
+const PENDING_MS = 3_000;
+
+/** A flow's client side as a Map key: protocol, ports and the client address. */
+function clientKey(protocol: number, buf: Uint8Array, at: number, length: number, srcPort: number, dstPort: number): string {
+  let key = `${protocol}:${srcPort}:${dstPort}`;
+  for (let i = at; i < at + length; i++) key += `.${buf[i]}`;
+  return key;
 }
 
 function word(buf: Uint8Array, at: number): number {
