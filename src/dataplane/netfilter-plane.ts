@@ -18,7 +18,7 @@ import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
-import { MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { ENDING_BIT, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
 import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
@@ -220,7 +220,8 @@ export class NetfilterPlane {
     const socket = this.controlSocket;
     if (socket) {
       this.requests.reset();
-      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, 0xffffffff);
+      // With or without the ending bit (netfilter-plan.ts).
+      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, ~ENDING_BIT >>> 0);
       try {
         socket.request(this.requests, [seq], `delete the conntrack entries of daemon ${id}`);
       } catch (e) {
@@ -231,18 +232,36 @@ export class NetfilterPlane {
     return ended;
   }
 
-  /** Hostlb's flows as the admin API shows connections. */
+  /**
+   * Hostlb's flows as the admin API shows connections, read from conntrack
+   * now (a dump filtered by hostlb's mark): the events hostlb subscribes to
+   * are trimmed (netfilter-plan.ts), so only conntrack knows each flow's
+   * current state. Control path; allocates freely.
+   */
   connections(): ConnectionInfo[] {
+    const socket = this.controlSocket;
+    if (socket === null) return [];
     const out: ConnectionInfo[] = [];
-    for (const [ctId, f] of this.flows) {
-      const ep = (a: string, p: number): string => (f.family === 6 ? `[${a}]:${p}` : `${a}:${p}`);
+    const ct = new CtMessage();
+    const now = Date.now();
+    this.requests.reset();
+    const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
+    socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => {
+      if (!ct.parse(view, m) || !ct.tuples(socket.buffer, view)) return;
+      const id = ct.mark & ID_MASK;
+      if (id === REJECT_ID || ((ct.mark & MARK_MASK) >>> 0) !== (this.options.markBase >>> 0)) return;
+      ct.counters(view);
+      const o = ct.orig;
+      const ep = (bytes: Uint8Array, p: number): string => (o.family === 6 ? `[${addressText(6, bytes)}]:${p}` : `${addressText(4, bytes)}:${p}`);
+      const daemon = this.balancer.tree.daemonsById[id];
       out.push({
-        id: ctId, protocol: f.protocol === 6 ? 'tcp' : 'udp', client: ep(f.client, f.clientPort), cluster: ep(f.cluster, f.clusterPort),
-        daemon: this.balancer.tree.daemonsById[f.daemonId]?.name ?? String(f.daemonId),
-        state: f.protocol === 6 ? TCP_STATE_NAMES[f.tcpState] ?? 'UNKNOWN' : 'UDP', reset: false,
-        created: f.created, lastSeen: 0, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
+        id: ct.id, protocol: o.protocol === 6 ? 'tcp' : 'udp', client: ep(o.src, o.srcPort), cluster: ep(o.dst, o.dstPort),
+        daemon: daemon?.name ?? (ct.hasReply ? ep(ct.reply.src, ct.reply.srcPort) : String(id)),
+        state: o.protocol === 6 ? TCP_STATE_NAMES[ct.tcpState] ?? 'UNKNOWN' : 'UDP', reset: false,
+        created: this.flows.get(ct.id)?.created ?? 0, lastSeen: 0, expires: ct.timeout >= 0 ? now + ct.timeout * 1000 : 0,
+        packetsIn: ct.packetsOrig, bytesIn: ct.bytesOrig, packetsOut: ct.packetsReply, bytesOut: ct.bytesReply,
       });
-    }
+    });
     return out;
   }
 
@@ -324,6 +343,7 @@ export class NetfilterPlane {
       this.verdictsRejected++;
       return (this.options.markBase | REJECT_ID) >>> 0;
     }
+    if (daemon.id >= REJECT_ID) return this.unparsed(); // beyond what a mark can name: the kernel-side hash decides
     this.verdictsDaemon++;
     this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock() });
     this.balancer.flowStarted(daemon.id);
@@ -365,7 +385,7 @@ export class NetfilterPlane {
     const ct = this.ct;
     if (!ct.parse(view, m)) return;
     if (((ct.mark & MARK_MASK) >>> 0) !== (this.options.markBase >>> 0)) return;
-    const id = ct.mark & 0xffff;
+    const id = ct.mark & ID_MASK;
     if (id === REJECT_ID) return;
     this.events++;
     const stats = this.balancer.stats.daemon;

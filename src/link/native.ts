@@ -59,6 +59,8 @@ export interface TunAddon {
    * writeBatch, watch and close work on it as on the TUN fd.
    */
   netlinkOpen(protocol: number, groups: number[], receiveBufferBytes: number): { fd: number; portId: number };
+  /** readBatch for a socket: up to min(maxPackets, 256) datagrams in one recvmmsg(2). */
+  recvBatch(fd: number, buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, maxPackets: number, slotSize: number): number;
   /**
    * madvise(MADV_HUGEPAGE) on the 2 MiB-aligned spans of an untouched buffer,
    * so its pages fault in as huge pages. Returns the bytes advised (0: declined).

@@ -37,8 +37,15 @@ export interface NetfilterSpec extends HostSpec {
 /** Buckets of the kernel-side hash that picks a daemon while hostlb is away. */
 export const FALLBACK_BUCKETS = 64;
 export const MARK_MASK = 0xffff0000;
+/**
+ * A conntrack mark bit hostlb sets when it has heard a flow's first FIN or
+ * RST: from then on the flow reports nothing but its end. Daemon ids use the
+ * 15 bits below it.
+ */
+export const ENDING_BIT = 0x8000;
+export const ID_MASK = 0x7fff;
 /** The mark hostlb gives a connection no daemon takes: no daemon map entry, so it reaches the (local) cluster address and the kernel refuses it. */
-export const REJECT_ID = 0xffff;
+export const REJECT_ID = 0x7fff;
 
 /** nft table of the instance `name` (the config's device name). */
 export function tableName(name: string): string {
@@ -92,6 +99,19 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
       ...['prerouting', 'output'].flatMap((hook) => [
         `add rule inet ${table} ${hook} ip daddr . meta l4proto . th dport vmap @ports4`,
         `add rule inet ${table} ${hook} ip6 daddr . meta l4proto . th dport vmap @ports6`,
+      ]),
+      // Conntrack events, trimmed. A TCP flow reports every state change
+      // unless told otherwise (6.9 events per connection in bench:e2e), but
+      // hostlb needs four: new, the daemon's answer to the SYN (or refusal),
+      // the first FIN or RST (no longer active), destroyed. Between conntrack
+      // and the hook that delivers a packet's events, these chains narrow
+      // the flow's event mask: to "destroy" once it is assured, and back to
+      // state changes for the one packet that carries the first FIN or RST.
+      `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
+      `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
+      ...['events_in', 'events_out'].flatMap((chain) => [
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set new,protoinfo,destroy accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} == ${base} ct status assured ct event set destroy`,
       ]),
     ].join('\n')],
     undo: ['nft', `delete table inet ${table}`],

@@ -20,6 +20,7 @@ const NLM_F_CREATE = 0x400;
 const CTA_TUPLE_ORIG = 1;
 const CTA_TUPLE_REPLY = 2;
 const CTA_PROTOINFO = 4;
+const CTA_TIMEOUT = 7;
 const CTA_MARK = 8;
 const CTA_COUNTERS_ORIG = 9;
 const CTA_COUNTERS_REPLY = 10;
@@ -67,6 +68,8 @@ export class CtMessage {
   mark = 0;
   /** TCP state, or -1 when the message carries none. */
   tcpState = -1;
+  /** Seconds until conntrack forgets the entry (dumps carry it; -1 when absent). */
+  timeout = -1;
   readonly orig = new CtTuple();
   readonly reply = new CtTuple();
   hasReply = false;
@@ -101,6 +104,7 @@ export class CtMessage {
     this.countersAt[2] = off[CTA_COUNTERS_REPLY]; this.countersAt[3] = len[CTA_COUNTERS_REPLY];
     this.id = off[CTA_ID] !== 0 && len[CTA_ID] >= 4 ? view.getUint32(off[CTA_ID], false) : 0;
     this.mark = off[CTA_MARK] !== 0 && len[CTA_MARK] >= 4 ? view.getUint32(off[CTA_MARK], false) : 0;
+    this.timeout = off[CTA_TIMEOUT] !== 0 && len[CTA_TIMEOUT] >= 4 ? view.getUint32(off[CTA_TIMEOUT], false) : -1;
     this.tcpState = -1;
     if (off[CTA_PROTOINFO] !== 0) {
       const [o, l] = this.inner;

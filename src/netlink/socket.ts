@@ -52,7 +52,7 @@ export class NetlinkSocket {
   read(): number {
     for (;;) {
       try {
-        return this.addon.readBatch(this.fd, this.buffer, this.offsets, this.lengths, this.offsets.length, this.slotSize);
+        return this.addon.recvBatch(this.fd, this.buffer, this.offsets, this.lengths, this.offsets.length, this.slotSize);
       } catch (e) {
         if ((e as NativeSystemError).code === 'ENOBUFS') {
           this.overruns++;
