@@ -18,7 +18,7 @@ import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
-import { ENDING_BIT, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { ANSWERED_BIT, ENDING_BIT, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
 import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
@@ -220,8 +220,8 @@ export class NetfilterPlane {
     const socket = this.controlSocket;
     if (socket) {
       this.requests.reset();
-      // With or without the ending bit (netfilter-plan.ts).
-      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, ~ENDING_BIT >>> 0);
+      // Whatever the event bits (netfilter-plan.ts).
+      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, ~(ENDING_BIT | ANSWERED_BIT) >>> 0);
       try {
         socket.request(this.requests, [seq], `delete the conntrack entries of daemon ${id}`);
       } catch (e) {
@@ -397,7 +397,9 @@ export class NetfilterPlane {
       const o = ct.orig;
       flow = {
         daemonId: id, protocol: o.protocol, family: o.family, client: addressText(o.family, o.src), clientPort: o.srcPort,
-        cluster: addressText(o.family, o.dst), clusterPort: o.dstPort, created: this.clock(), tcpState: ct.tcpState, active: true,
+        cluster: addressText(o.family, o.dst), clusterPort: o.dstPort, created: this.clock(),
+        // A TCP flow's first event is its answer (established or refused): it began with the SYN hostlb passed on.
+        tcpState: restoring ? ct.tcpState : TcpCt.SynSent, active: true,
       };
       this.flows.set(ct.id, flow);
       if (restoring) {
@@ -434,11 +436,13 @@ export class NetfilterPlane {
     flow.tcpState = ct.tcpState;
     if (was === TcpCt.SynSent || was === TcpCt.None) {
       // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
-      if (ct.tcpState === TcpCt.SynRecv || ct.tcpState === TcpCt.Established) {
+      // Answered is heard when the flow is established (the client's ACK; see the events chains
+      // in netfilter-plan.ts), so the time includes the client's leg of the handshake.
+      if (ct.tcpState === TcpCt.Close) {
+        stats[b + D_SYN_REFUSED]++;
+      } else {
         stats[b + D_SYN_ANSWERED]++;
         stats[b + D_SYN_TIME_MS] += this.clock() - flow.created;
-      } else if (ct.tcpState === TcpCt.Close) {
-        stats[b + D_SYN_REFUSED]++;
       }
     }
     if (flow.active && ENDED_TCP.has(ct.tcpState)) {
@@ -457,7 +461,7 @@ export class NetfilterPlane {
 }
 
 /** How long a decided flow waits for its conntrack entry before it stops counting, ms. */
-const PENDING_MS = 3_000;
+const PENDING_MS = 10_000;
 
 /** A flow's client side as a Map key: protocol, ports and the client address. */
 function clientKey(protocol: number, buf: Uint8Array, at: number, length: number, srcPort: number, dstPort: number): string {

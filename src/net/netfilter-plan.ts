@@ -38,14 +38,16 @@ export interface NetfilterSpec extends HostSpec {
 export const FALLBACK_BUCKETS = 64;
 export const MARK_MASK = 0xffff0000;
 /**
- * A conntrack mark bit hostlb sets when it has heard a flow's first FIN or
- * RST: from then on the flow reports nothing but its end. Daemon ids use the
- * 15 bits below it.
+ * Conntrack mark bits hostlb sets once a TCP flow has reported that it is
+ * established (ANSWERED) and its first FIN or RST (ENDING), so that each is
+ * reported once (see the events chains below). Daemon ids use the 14 bits
+ * below them.
  */
 export const ENDING_BIT = 0x8000;
-export const ID_MASK = 0x7fff;
+export const ANSWERED_BIT = 0x4000;
+export const ID_MASK = 0x3fff;
 /** The mark hostlb gives a connection no daemon takes: no daemon map entry, so it reaches the (local) cluster address and the kernel refuses it. */
-export const REJECT_ID = 0x7fff;
+export const REJECT_ID = 0x3fff;
 
 /** nft table of the instance `name` (the config's device name). */
 export function tableName(name: string): string {
@@ -101,17 +103,22 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
         `add rule inet ${table} ${hook} ip6 daddr . meta l4proto . th dport vmap @ports6`,
       ]),
       // Conntrack events, trimmed. A TCP flow reports every state change
-      // unless told otherwise (6.9 events per connection in bench:e2e), but
-      // hostlb needs four: new, the daemon's answer to the SYN (or refusal),
-      // the first FIN or RST (no longer active), destroyed. Between conntrack
-      // and the hook that delivers a packet's events, these chains narrow
-      // the flow's event mask: to "destroy" once it is assured, and back to
-      // state changes for the one packet that carries the first FIN or RST.
+      // unless told otherwise (6.9 events per connection in bench:e2e), and
+      // the events of a SYN and its SYN-ACK would be built on hostlb's own
+      // thread (the verdict re-injects the SYN; the daemon answers in the
+      // same call) — the thread every new connection waits for. hostlb
+      // needs three: established (or refused), the first FIN or RST (no
+      // longer active), destroyed. Between conntrack and the hook that
+      // delivers a packet's events, these chains set the flow's event mask
+      // per packet: state changes only for the packet that makes the flow
+      // assured (the client's ACK, in the client's context) and for the one
+      // that carries the first FIN or RST; otherwise only its destruction.
       `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
       `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
       ...['events_in', 'events_out'].flatMap((chain) => [
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set new,protoinfo,destroy accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} == ${base} ct status assured ct event set destroy`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} meta l4proto tcp tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set protoinfo,destroy accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ANSWERED_BIT)} == ${base} meta l4proto tcp ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} == ${base} meta l4proto tcp ct event set destroy`,
       ]),
     ].join('\n')],
     undo: ['nft', `delete table inet ${table}`],
@@ -129,7 +136,9 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
           `add map inet ${table} ${name} { typeof numgen inc mod ${FALLBACK_BUCKETS} : meta mark; }`,
           `add chain inet ${table} ${name}`,
           `add rule inet ${table} ${name} meta l4proto { tcp, udp } meta mark & ${hex(MARK_MASK)} != ${base} meta mark set jhash ${ip} saddr . th sport mod ${FALLBACK_BUCKETS} seed 0x686c6221 map @${name}`,
-          `add rule inet ${table} ${name} meta l4proto { tcp, udp } ct mark set meta mark ct event set new,protoinfo,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
+          // TCP reports no NEW event (hostlb counted the flow when it decided; see the events chains); UDP has no states to report.
+          `add rule inet ${table} ${name} meta l4proto tcp ct mark set meta mark ct event set protoinfo,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
+          `add rule inet ${table} ${name} meta l4proto udp ct mark set meta mark ct event set new,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
           `add element inet ${table} ports${a.family} { ${elements.map((e) => `${e} : jump ${name}`).join(', ')} }`,
         ].join('\n')],
         undo: ['nft', [

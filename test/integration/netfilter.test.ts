@@ -188,7 +188,7 @@ test('[netfilter] set-up and undo: NFQUEUE rule with --queue-bypass and the nft 
     assert.equal(iptablesJumps(server).length, 2, 'one jump each from PREROUTING and OUTPUT');
     const table = nftTable(server)!;
     assert.equal(table.split('\n').filter((l) => l.includes('vmap @ports4')).length, 2, `one dispatch rule per nat hook:\n${table}`);
-    assert.equal(table.split('\n').filter((l) => l.includes('dnat ip to meta mark map @daemons4')).length, 1, `one dnat rule in the port's chain:\n${table}`);
+    assert.equal(table.split('\n').filter((l) => l.includes('dnat ip to meta mark map @daemons4')).length, 2, `one dnat rule per transport protocol in the port's chain:\n${table}`);
     assert.equal(server.ip('route', 'show', 'table', 'local').split('\n').filter((l) => l.includes('198.18.100.1')).length, 1, 'one local route for the cluster');
     assert.deepEqual(nftDaemons(server), [...ENDPOINTS].sort(), 'daemons4 after the adoption');
     assert.equal((await curlThrough(topo.sandbox, topo.client, [`http://${CLUSTER_V4}/`]))[0].httpCode, 200, 'serving after the adoption');
