@@ -18,7 +18,7 @@ import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
-import { ANSWERED_BIT, ENDING_BIT, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
 import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
@@ -130,7 +130,7 @@ export class NetfilterPlane {
       this.recount();
       this.syncMaps();
       this.requests.reset();
-      const seqs = writeQueueBind(this.requests, this.options.queue, { copyRange: 256, maxLength: this.options.queueLength ?? 4096 });
+      const seqs = writeQueueBind(this.requests, this.options.queue, { copyRange: 128, maxLength: this.options.queueLength ?? 4096 });
       this.queueSocket.request(this.requests, seqs, `bind NFQUEUE queue ${this.options.queue}`);
     } catch (e) {
       this.eventSocket.close();
@@ -221,7 +221,7 @@ export class NetfilterPlane {
     if (socket) {
       this.requests.reset();
       // Whatever the event bits (netfilter-plan.ts).
-      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, ~(ENDING_BIT | ANSWERED_BIT) >>> 0);
+      const seq = writeDeleteByMark(this.requests, 0, (this.options.markBase | id) >>> 0, ~EVENT_BITS >>> 0);
       try {
         socket.request(this.requests, [seq], `delete the conntrack entries of daemon ${id}`);
       } catch (e) {
@@ -445,9 +445,10 @@ export class NetfilterPlane {
         stats[b + D_SYN_TIME_MS] += this.clock() - flow.created;
       }
     }
-    if (flow.active && ENDED_TCP.has(ct.tcpState)) {
-      flow.active = false;
-      this.balancer.flowEnded(flow.daemonId);
+    if (ENDED_TCP.has(ct.tcpState)) {
+      // The flow's last event (netfilter-plan.ts masks the rest): it is no longer active, and forgotten.
+      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.flows.delete(ct.id);
     }
   }
 

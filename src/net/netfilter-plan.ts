@@ -38,16 +38,18 @@ export interface NetfilterSpec extends HostSpec {
 export const FALLBACK_BUCKETS = 64;
 export const MARK_MASK = 0xffff0000;
 /**
- * Conntrack mark bits hostlb sets once a TCP flow has reported that it is
- * established (ANSWERED) and its first FIN or RST (ENDING), so that each is
- * reported once (see the events chains below). Daemon ids use the 14 bits
- * below them.
+ * Conntrack mark bits of a TCP flow's event life (see the events chains
+ * below): it has reported that it is established (ANSWERED), its mask is
+ * back to "destroy only" after that (QUIET), it has reported its first FIN or
+ * RST (ENDING). Daemon ids use the 13 bits below them.
  */
 export const ENDING_BIT = 0x8000;
 export const ANSWERED_BIT = 0x4000;
-export const ID_MASK = 0x3fff;
+export const QUIET_BIT = 0x2000;
+export const EVENT_BITS = ENDING_BIT | ANSWERED_BIT | QUIET_BIT;
+export const ID_MASK = 0x1fff;
 /** The mark hostlb gives a connection no daemon takes: no daemon map entry, so it reaches the (local) cluster address and the kernel refuses it. */
-export const REJECT_ID = 0x3fff;
+export const REJECT_ID = 0x1fff;
 
 /** nft table of the instance `name` (the config's device name). */
 export function tableName(name: string): string {
@@ -107,18 +109,27 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
       // the events of a SYN and its SYN-ACK would be built on hostlb's own
       // thread (the verdict re-injects the SYN; the daemon answers in the
       // same call) — the thread every new connection waits for. hostlb
-      // needs three: established (or refused), the first FIN or RST (no
-      // longer active), destroyed. Between conntrack and the hook that
-      // delivers a packet's events, these chains set the flow's event mask
-      // per packet: state changes only for the packet that makes the flow
-      // assured (the client's ACK, in the client's context) and for the one
-      // that carries the first FIN or RST; otherwise only its destruction.
+      // needs two: established (or refused), and the first FIN or RST (no
+      // longer active, and hostlb forgets it), plus destroyed for a flow
+      // that ends without either (a timeout). Between conntrack and the hook
+      // that delivers a packet's events, these chains set the flow's event
+      // mask per packet: state changes only for the packet that makes the
+      // flow assured (the client's ACK, in the client's context) and for the
+      // one that carries the first FIN or RST; before that only its
+      // destruction; after it nothing.
       `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
       `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
+      // Most packets leave at the third rule: other traffic at the second,
+      // a settled flow's segments at the third.
       ...['events_in', 'events_out'].flatMap((chain) => [
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} meta l4proto tcp tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set protoinfo,destroy accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ANSWERED_BIT)} == ${base} meta l4proto tcp ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} == ${base} meta l4proto tcp ct event set destroy`,
+        `add rule inet ${table} ${chain} meta l4proto != tcp accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} != ${base} accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | EVENT_BITS)} == ${hex(spec.markBase | ANSWERED_BIT | QUIET_BIT)} tcp flags & (fin | rst) == 0 accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set protoinfo accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT)} != 0 ct event set 0x0 accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT)} == 0 ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT | QUIET_BIT)} == ${hex(ANSWERED_BIT)} ct mark set ct mark or ${hex(QUIET_BIT)} ct event set destroy accept`,
+        `add rule inet ${table} ${chain} ct event set destroy`,
       ]),
     ].join('\n')],
     undo: ['nft', `delete table inet ${table}`],
@@ -167,7 +178,8 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
       if (a.family !== family) continue;
       for (const p of c.ports) {
         for (const proto of p.protocol === 'any' ? ['tcp', 'udp'] : [p.protocol]) {
-          const rule = ['-d', a.text, '-p', proto, '--dport', String(p.port), '-m', 'conntrack', '--ctstate', 'NEW', '!', '--ctstatus', 'CONFIRMED',
+          // --syn first: a cheap flags test keeps every later TCP segment away from the conntrack match.
+          const rule = ['-d', a.text, '-p', proto, '--dport', String(p.port), ...(proto === 'tcp' ? ['--syn'] : []), '-m', 'conntrack', '--ctstate', 'NEW', '!', '--ctstatus', 'CONFIRMED',
             '-j', 'NFQUEUE', '--queue-num', String(spec.queue), '--queue-bypass'];
           steps.push({
             description: `queue new ${proto} connections to ${a.text} port ${p.port} to hostlb (queue ${spec.queue})`,
