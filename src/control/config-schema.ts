@@ -130,8 +130,11 @@ const admin = z.strictObject({
 export const configSchema = z.strictObject({
   /** TUN device name (Linux allows 15 characters). */
   device: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'expected a device name of 1-15 letters, digits, "_", "." or "-"').default('hlb0'),
-  /** Who moves packets: hostlb through a TUN device, or the kernel (NFQUEUE verdicts, conntrack, nftables DNAT). */
-  dataplane: z.enum(['tun', 'netfilter']).default('tun'),
+  /**
+   * Who moves packets: the kernel (NFQUEUE verdicts, conntrack, nftables DNAT;
+   * the default: it wins bench:e2e) or hostlb itself through a TUN device.
+   */
+  dataplane: z.enum(['tun', 'netfilter']).default('netfilter'),
   netfilter: z.strictObject({
     /** NFQUEUE queue number the first packet of each new connection comes to hostlb on. */
     queue: z.number().int().min(0).max(65535).default(4242),

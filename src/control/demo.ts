@@ -12,9 +12,10 @@ export const DEMO_PORT = 80;
 export const DEMO_DAEMONS = ['127.10.1.1', '127.10.1.2', '127.10.1.3'];
 export const DEMO_DAEMON_PORT = 8080;
 
-export function demoConfig(): HostlbConfig {
+export function demoConfig(dataplane: 'netfilter' | 'tun' = 'netfilter'): HostlbConfig {
   return parseConfig(`
 device: hlb0
+dataplane: ${dataplane}
 table: { capacity: 65536 }
 clusters:
   - address: ${DEMO_CLUSTER}
@@ -47,7 +48,12 @@ export async function startDemoDaemons(): Promise<Server[]> {
   return Promise.all(DEMO_DAEMONS.map((a, i) => startDemoDaemon(`daemon-${i + 1}`, a, DEMO_DAEMON_PORT)));
 }
 
-export function demoInstructions(device: string): string {
+export function demoInstructions(config: Pick<HostlbConfig, 'device' | 'dataplane'>): string {
+  const device = config.device;
+  const whereToLook = config.dataplane === 'netfilter'
+    ? [`Where to look: \`nft list table inet hostlb_${device}\` (daemons by mark, fallback buckets), \`iptables -t mangle -S HOSTLB-${device}\``,
+      '(the queue rule that brings each new connection to hostlb) and /proc/net/nf_conntrack (the flows, marked),']
+    : [`Where to look: \`ip rule\`, \`ip route show table 100\`, \`ip -s link show ${device}\` (packets through the TUN device),`];
   return [
     '',
     `hostlb demo is running: cluster ${DEMO_CLUSTER}:${DEMO_PORT} → ${DEMO_DAEMONS.map((a) => `${a}:${DEMO_DAEMON_PORT}`).join(', ')} (round robin).`,
@@ -57,7 +63,8 @@ export function demoInstructions(device: string): string {
     `  for i in 1 2 3 4 5 6; do curl -s http://${DEMO_CLUSTER}/; done`,
     '',
     'Each answer names the daemon that served it and the client address it saw (yours, not hostlb\'s).',
-    `Where to look: \`ip rule\`, \`ip route show table 100\`, \`ip -s link show ${device}\` (packets through the TUN device),`,
+    `Data plane: ${config.dataplane} (see docs/dataplanes.md).`,
+    ...whereToLook,
     'and `npx hostlb status` / `npx hostlb conns` (the admin API on /run/hostlb/admin.sock).',
     'Press Ctrl-C to stop; every change to the host is undone.',
     '',

@@ -40,15 +40,10 @@ export interface NetfilterPlaneOptions {
   onError?: (error: unknown, what: string) => void;
 }
 
-/** One hostlb flow as conntrack reported it. */
+/** One hostlb flow conntrack has confirmed, by conntrack id (its addresses stay in conntrack: connections() reads them there). */
 interface Flow {
   daemonId: number;
   protocol: number;
-  family: number;
-  client: string;
-  clientPort: number;
-  cluster: string;
-  clusterPort: number;
   created: number;
   tcpState: number;
   active: boolean;
@@ -86,7 +81,7 @@ export class NetfilterPlane {
    * its conntrack id. One that never gets confirmed (its SYN dropped further
    * on) stops counting after PENDING_MS.
    */
-  private readonly pending = new Map<string, { daemonId: number; decided: number }>();
+  private readonly pending = new Map<number | string, { daemonId: number; decided: number }>();
   private readonly clock: () => number;
   private lastScript = '';
   private syncTimer: NodeJS.Timeout | null = null;
@@ -274,6 +269,7 @@ export class NetfilterPlane {
     for (let turn = 0; turn < 16; turn++) {
       const n = socket.read();
       if (n === 0) break;
+      const more = n === socket.offsets.length;
       verdicts.reset();
       for (let i = 0; i < n; i++) {
         reader.reset(socket.buffer, socket.view, socket.offsets[i], socket.offsets[i] + socket.lengths[i]);
@@ -289,6 +285,8 @@ export class NetfilterPlane {
         }
       }
       if (verdicts.length > 0) socket.write(verdicts);
+      // A short batch drained the socket: the (level-triggered) poll calls again when more arrive.
+      if (!more) break;
     }
   };
 
@@ -374,10 +372,12 @@ export class NetfilterPlane {
     for (let turn = 0; turn < 16; turn++) {
       const n = socket.read();
       if (n === 0) return;
+      const more = n === socket.offsets.length;
       for (let i = 0; i < n; i++) {
         this.reader.reset(socket.buffer, socket.view, socket.offsets[i], socket.offsets[i] + socket.lengths[i]);
         while (this.reader.next()) this.onConntrack(socket.buffer, socket.view, this.reader, false);
       }
+      if (!more) return;
     }
   };
 
@@ -396,8 +396,7 @@ export class NetfilterPlane {
       if (this.balancer.tree.daemonsById[id] === undefined || !ct.tuples(bytes, view)) return;
       const o = ct.orig;
       flow = {
-        daemonId: id, protocol: o.protocol, family: o.family, client: addressText(o.family, o.src), clientPort: o.srcPort,
-        cluster: addressText(o.family, o.dst), clusterPort: o.dstPort, created: this.clock(),
+        daemonId: id, protocol: o.protocol, created: this.clock(),
         // A TCP flow's first event is its answer (established or refused): it began with the SYN hostlb passed on.
         tcpState: restoring ? ct.tcpState : TcpCt.SynSent, active: true,
       };
@@ -465,7 +464,13 @@ export class NetfilterPlane {
 const PENDING_MS = 10_000;
 
 /** A flow's client side as a Map key: protocol, ports and the client address. */
-function clientKey(protocol: number, buf: Uint8Array, at: number, length: number, srcPort: number, dstPort: number): string {
+function clientKey(protocol: number, buf: Uint8Array, at: number, length: number, srcPort: number, dstPort: number): number | string {
+  if (length === 4) {
+    // IPv4 as a number below 2^53: address, source port, protocol (TCP/UDP: 1 bit). A client
+    // using one source port for two cluster ports at once would share a key; the NEW event
+    // then finds the other daemon's mark and is counted afresh, the pending entry expires.
+    return ((((buf[at] * 256 + buf[at + 1]) * 256 + buf[at + 2]) * 256 + buf[at + 3]) * 65536 + srcPort) * 2 + (protocol === 6 ? 0 : 1);
+  }
   let key = `${protocol}:${srcPort}:${dstPort}`;
   for (let i = at; i < at + length; i++) key += `.${buf[i]}`;
   return key;

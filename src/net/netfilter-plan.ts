@@ -113,10 +113,10 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
       // longer active, and hostlb forgets it), plus destroyed for a flow
       // that ends without either (a timeout). Between conntrack and the hook
       // that delivers a packet's events, these chains set the flow's event
-      // mask per packet: state changes only for the packet that makes the
-      // flow assured (the client's ACK, in the client's context) and for the
-      // one that carries the first FIN or RST; before that only its
-      // destruction; after it nothing.
+      // mask: state changes for the packet that makes the flow assured (the
+      // client's ACK, in the client's context), then only its destruction,
+      // then state changes again from the first FIN or RST on (and no
+      // destruction: hostlb has forgotten the flow by then).
       `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
       `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
       // Most packets leave at the third rule: other traffic at the second,
@@ -126,7 +126,10 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
         `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} != ${base} accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | EVENT_BITS)} == ${hex(spec.markBase | ANSWERED_BIT | QUIET_BIT)} tcp flags & (fin | rst) == 0 accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set protoinfo accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT)} != 0 ct event set 0x0 accept`,
+        // Once ending, the mask stays as the first FIN or RST left it: narrowing it here could
+        // drop that FIN's event, which another CPU may not have delivered yet (the mask is the
+        // flow's, not the packet's). The later state changes cost an event or two, never on hostlb's thread.
+        `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT)} != 0 accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT)} == 0 ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT | QUIET_BIT)} == ${hex(ANSWERED_BIT)} ct mark set ct mark or ${hex(QUIET_BIT)} ct event set destroy accept`,
         `add rule inet ${table} ${chain} ct event set destroy`,

@@ -24,7 +24,7 @@ export function checkNetAdmin(statusText?: string): null | string {
   const m = /^CapEff:\s*([0-9a-fA-F]+)\s*$/m.exec(status);
   const allowed = m !== null ? ((BigInt(`0x${m[1]}`) >> BigInt(CAP_NET_ADMIN)) & 1n) === 1n : process.getuid?.() === 0;
   if (allowed) return null;
-  return 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.';
+  return 'hostlb needs CAP_NET_ADMIN to set up its data plane (iptables and nftables rules, or a TUN device and routes): run it as root (sudo) or grant the capability.';
 }
 
 /**

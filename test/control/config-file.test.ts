@@ -217,7 +217,7 @@ describe('parseConfig: defaults and durations', () => {
     const { device, dataplane, stateDir, routeTable, table, seed, admin, clusters } = config;
     assert.deepEqual({ device, dataplane, stateDir, routeTable, table, seed, admin, clusters }, {
       device: 'hlb0',
-      dataplane: 'tun',
+      dataplane: 'netfilter',
       stateDir: '/run/hostlb',
       routeTable: 100,
       table: {

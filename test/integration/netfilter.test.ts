@@ -286,6 +286,40 @@ test('[netfilter] held keep-alive connections survive a daemon added with new we
   }
 });
 
+test('[netfilter] start --takeover: the old hostlb hands over and exits 0, held connections go on, the new one counts them and serves new ones', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  const held = new HeldConnections(topo.sandbox, topo.client);
+  t.after(() => held.quit());
+  let first: HostlbProcess | undefined;
+  let second: HostlbProcess | undefined;
+  try {
+    first = await startHostlb(topo, config([D1, D2]));
+    const opened = await held.open(4);
+    assert.deepEqual(opened.map((x) => x.status), [200, 200, 200, 200], `four connections opened: ${JSON.stringify(opened)}`);
+    second = await HostlbProcess.start(topo.sandbox, topo.server, { ...config([D1, D2]), stateDir: first.stateDir }, { dir: topo.dir, args: ['--takeover'] });
+    const exit = await first.stop('SIGTERM'); // only waits: it has handed over and exited already
+    assert.deepEqual(exit, { code: 0, signal: null }, `the first hostlb exited 0 by itself:\n${first.describe()}`);
+    assert.ok(first.events.some((e) => e.event === 'handed_over'), `the first hostlb handed over:\n${first.describe()}`);
+    assert.ok(!first.events.some((e) => e.event === 'stopped'), `the first hostlb did not undo its set-up:\n${first.describe()}`);
+    assertPlaneSetUp(topo.server, 'netfilter');
+    assertSameDaemons(await held.ask(), opened, 'after the takeover');
+    const recounted = second.events.find((e) => e.event === 'flows_recounted');
+    assert.ok(recounted !== undefined && (recounted.flows as number) >= 4, `the new hostlb counted the held flows from conntrack: ${JSON.stringify(recounted)}\n${second.describe()}`);
+    const fresh = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${CLUSTER_V4}/`));
+    assert.deepEqual(fresh.map((r) => r.httpCode), fresh.map(() => 200), 'new connections after the takeover');
+    assert.ok(await metric(second, 'hostlb_queue_verdicts_total{outcome="daemon"}') >= 6, 'the new hostlb decided them');
+    await held.close();
+    const stopped = await second.stop();
+    assert.deepEqual(stopped, { code: 0, signal: null }, `hostlb stopped cleanly:\n${second.describe()}`);
+    assertPlaneGone(topo.server);
+  } finally {
+    await second?.stop();
+    await first?.stop();
+  }
+});
+
 test('[netfilter] onDaemonRemoved: reset — removing a daemon resets its established connections; the other daemons\' go on', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));

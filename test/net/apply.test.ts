@@ -188,7 +188,7 @@ test('checkNetAdmin: null as root, one sentence without CAP_NET_ADMIN', async (t
   assert.deepEqual(parse(await sandbox.run(ns, [process.execPath, CHILD, 'privileges'])), { message: null });
   const dropped = ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, CHILD, 'privileges'];
   const out = parse<{ message: string }>(await sandbox.run(ns, dropped));
-  assert.equal(out.message, 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.');
+  assert.equal(out.message, 'hostlb needs CAP_NET_ADMIN to set up its data plane (iptables and nftables rules, or a TUN device and routes): run it as root (sudo) or grant the capability.');
 });
 
 test('the applied recipe steers a loopback-range cluster\'s SYN and a daemon\'s SYN-ACK into the device', async (t) => {

@@ -14,6 +14,6 @@ test('CapEff with bit 12 set: allowed', () => {
 
 test('CapEff without bit 12: one sentence that says what to do', () => {
   const message = checkNetAdmin(status('000001ffffffefff'));
-  assert.equal(message, 'hostlb needs CAP_NET_ADMIN to create its TUN device and routes: run it as root (sudo) or grant the capability.');
+  assert.equal(message, 'hostlb needs CAP_NET_ADMIN to set up its data plane (iptables and nftables rules, or a TUN device and routes): run it as root (sudo) or grant the capability.');
   assert.equal(checkNetAdmin(status('0000000000000000')), message);
 });

@@ -242,8 +242,9 @@ function canonical(address: string): string {
 }
 
 /** The configuration every control test starts from: two clusters (IPv4 and IPv6), four daemons. */
-export const TEST_CONFIG = `# hostlb test configuration
+export const TEST_CONFIG = `# hostlb test configuration (the fake runs a TUN-plane dispatcher over a MemoryLink)
 device: hlbtest0
+dataplane: tun
 stateDir: /run/hostlb-test
 table:
   capacity: 1024

@@ -93,7 +93,9 @@ export class HostlbProcess {
     const stateDir = typeof config.stateDir === 'string' ? config.stateDir : join(options.dir, 'state');
     mkdirSync(options.dir, { recursive: true });
     const configPath = join(options.dir, `hostlb-${++configCounter}.yaml`);
-    writeFileSync(configPath, stringify({ ...config, stateDir }));
+    // A test that names no data plane was written for the TUN plane (the tests
+    // shared by both planes pass theirs from DATAPLANES); the config default is netfilter.
+    writeFileSync(configPath, stringify({ dataplane: 'tun', ...config, stateDir }));
     const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])]);
     const hostlb = new HostlbProcess(child, configPath, stateDir);
     const timeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS;

@@ -65,10 +65,14 @@ program.command('demo')
     try {
       const { demoConfig, demoInstructions, startDemoDaemons } = await import('../demo.js');
       const { runForeground } = await import('./serve.js');
-      const config = demoConfig();
+      const { checkTools } = await import('../../net/privileges.js');
+      // The default data plane needs nft and iptables; a machine without them still gets a demo.
+      const missing = checkTools(['nft', 'iptables']);
+      if (missing !== null) process.stderr.write(`hostlb demo: ${missing.replace(/, or use dataplane: tun$/, '')}; running the demo on the TUN data plane instead\n`);
+      const config = demoConfig(missing === null ? 'netfilter' : 'tun');
       const servers = await startDemoDaemons();
       await runForeground(VERSION, config, undefined, () => servers.forEach((s) => s.close()));
-      process.stdout.write(demoInstructions(config.device));
+      process.stdout.write(demoInstructions(config));
       setInterval(() => {}, 1 << 30); // the daemons and the TUN poll keep the loop alive; this keeps it obvious
     } catch (e) {
       fail(e);
