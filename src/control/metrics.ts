@@ -17,7 +17,7 @@ export interface MetricsSource {
   /** Link counters of the data plane, when there is one. */
   readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number } | null;
   /** The netfilter data plane's queue and conntrack counters, when it runs. */
-  readonly netfilter?: { verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; flowCount: number; conntrackCapacity(): number } | null;
+  readonly netfilter?: { verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; swept: number; flowCount: number; conntrackCapacity(): number } | null;
 }
 
 const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
@@ -202,6 +202,10 @@ export function createMetrics(source: MetricsSource): Registry {
   new Counter({
     name: 'hostlb_conntrack_event_overruns_total', help: 'Times the kernel dropped conntrack events because hostlb read too slowly (flow counts may be off until they end).', registers: [registry],
     collect(this: Counter) { this.reset(); this.inc(source.netfilter?.eventOverruns ?? 0); },
+  });
+  new Counter({
+    name: 'hostlb_conntrack_swept_total', help: 'Flows whose active count a comparison with conntrack corrected (an event was lost).', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.swept ?? 0); },
   });
   return registry;
 }

@@ -18,7 +18,7 @@ import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
-import { EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
 import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
@@ -62,6 +62,8 @@ export class NetfilterPlane {
   verdictsUnparsed = 0;
   /** Conntrack events read, and event-socket overruns (events lost: counts may drift until the next resync). */
   events = 0;
+  /** Flows whose count a sweep corrected (an event was lost). */
+  swept = 0;
   private queueSocket: NetlinkSocket | null = null;
   private eventSocket: NetlinkSocket | null = null;
   /** Requests (dumps, deletes) on a socket of their own: their answers must not be read off the queue or event sockets. */
@@ -137,9 +139,19 @@ export class NetfilterPlane {
     this.running = true;
     this.queueSocket.onReadable(this.drainQueue);
     this.eventSocket.onReadable(this.drainEvents);
+    let lastSweep = this.clock();
+    let overrunsAtSweep = 0;
     this.syncTimer = setInterval(() => {
       this.expirePending();
       this.syncMaps();
+      // Lost events (an overrun, or one the kernel could not build) would leave a flow counted
+      // active for good: compare with conntrack now and then, and at once after an overrun.
+      const now = this.clock();
+      if (this.eventOverruns !== overrunsAtSweep || now - lastSweep >= SWEEP_MS) {
+        overrunsAtSweep = this.eventOverruns;
+        lastSweep = now;
+        this.sweep();
+      }
     }, this.options.syncIntervalMs ?? 500);
     this.syncTimer.unref();
   }
@@ -412,6 +424,10 @@ export class NetfilterPlane {
         // Counted when hostlb decided; the SYN's time runs from then.
         this.pending.delete(flowKey);
         flow.created = decided.decided;
+      } else if (o.protocol === 6 && ENDED_TCP.has(ct.tcpState)) {
+        // The end of a flow hostlb does not count (a sweep ended it already, or it began elsewhere).
+        this.flows.delete(ct.id);
+        return;
       } else {
         // Not decided by this hostlb (the kernel-side hash while it was away, or decided too long ago).
         this.balancer.flowStarted(id);
@@ -451,6 +467,52 @@ export class NetfilterPlane {
     }
   }
 
+  /**
+   * Brings the flow counts in line with conntrack: a flow hostlb counts as
+   * active that conntrack no longer holds as live (not ending) ends; a live
+   * one hostlb does not know (its established event lost) counts. The dump
+   * holds only live flows (the kernel filters on the ENDING mark bit), so it
+   * costs what the active flows number, not the TIME_WAIT crowd.
+   */
+  private sweep(): void {
+    const socket = this.controlSocket;
+    if (socket === null) return;
+    const live = new Map<number, { daemonId: number; protocol: number; key: number | string; tcpState: number }>();
+    this.requests.reset();
+    const seq = writeDumpByMark(this.requests, this.options.markBase, (MARK_MASK | ENDING_BIT) >>> 0);
+    try {
+      socket.dump(this.requests, seq, 'list hostlb\'s live conntrack entries', (m, view) => {
+        const ct = this.ct;
+        if (!ct.parse(view, m) || !ct.tuples(socket.buffer, view)) return;
+        const o = ct.orig;
+        live.set(ct.id, { daemonId: ct.mark & ID_MASK, protocol: o.protocol, key: clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort), tcpState: ct.tcpState });
+      });
+    } catch (e) {
+      this.options.onError?.(e, 'compare flow counts with conntrack');
+      return;
+    }
+    const now = this.clock();
+    const stats = this.balancer.stats.daemon;
+    for (const [id, flow] of this.flows) {
+      if (live.has(id) || now - flow.created < SWEEP_GRACE_MS) continue;
+      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.flows.delete(id);
+      this.swept++;
+    }
+    for (const [id, l] of live) {
+      // Handshakes in progress are pending, not lost; a flow in conntrack's table only after
+      // hostlb's last look is left for the next sweep (its event may be on its way).
+      if (this.flows.has(id) || l.daemonId === REJECT_ID || this.balancer.tree.daemonsById[l.daemonId] === undefined) continue;
+      if (l.protocol === 6 && (l.tcpState === TcpCt.SynSent || l.tcpState === TcpCt.SynRecv)) continue;
+      const pending = this.pending.get(l.key);
+      if (pending !== undefined && now - pending.decided < SWEEP_GRACE_MS) continue;
+      if (pending !== undefined) this.pending.delete(l.key);
+      else stats[l.daemonId * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
+      this.flows.set(id, { daemonId: l.daemonId, protocol: l.protocol, created: now, tcpState: l.tcpState, active: true });
+      this.swept++;
+    }
+  }
+
   /** Counts the flows conntrack already holds with hostlb's marks (left by an earlier run, or carried by the fallback). */
   private recount(): void {
     const socket = this.controlSocket!;
@@ -459,6 +521,10 @@ export class NetfilterPlane {
     socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => this.onConntrack(socket.buffer, view, m, true));
   }
 }
+
+/** How often flow counts are compared with conntrack (sweep), ms; and how young a flow may be to be left out of it. */
+const SWEEP_MS = 60_000;
+const SWEEP_GRACE_MS = 5_000;
 
 /** How long a decided flow waits for its conntrack entry before it stops counting, ms. */
 const PENDING_MS = 10_000;
