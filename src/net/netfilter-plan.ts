@@ -115,8 +115,8 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
       // that delivers a packet's events, these chains set the flow's event
       // mask: state changes for the packet that makes the flow assured (the
       // client's ACK, in the client's context), then only its destruction,
-      // then state changes again from the first FIN or RST on (and no
-      // destruction: hostlb has forgotten the flow by then).
+      // then state changes for the first FIN or RST and the answering one,
+      // then nothing (hostlb has forgotten the flow by then).
       `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
       `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
       // Most packets leave at the third rule: other traffic at the second,
@@ -125,10 +125,14 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
         `add rule inet ${table} ${chain} meta l4proto != tcp accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK)} != ${base} accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | EVENT_BITS)} == ${hex(spec.markBase | ANSWERED_BIT | QUIET_BIT)} tcp flags & (fin | rst) == 0 accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(ENDING_BIT)} ct event set protoinfo accept`,
-        // Once ending, the mask stays as the first FIN or RST left it: narrowing it here could
-        // drop that FIN's event, which another CPU may not have delivered yet (the mask is the
-        // flow's, not the packet's). The later state changes cost an event or two, never on hostlb's thread.
+        // The first FIN or RST: reported. QUIET is cleared and serves as ARMED from here on.
+        `add rule inet ${table} ${chain} ct mark & ${hex(MARK_MASK | ENDING_BIT)} == ${base} tcp flags & (fin | rst) != 0 ct mark set ct mark and ${hex(~QUIET_BIT >>> 0)} or ${hex(ENDING_BIT)} ct event set protoinfo accept`,
+        // Once ending, the flow is silenced only by a packet after the answering FIN or RST
+        // (which arms it): the mask is the flow's, not the packet's, so narrowing it on just
+        // any packet could drop the first FIN's event before another CPU delivered it (seen
+        // under load). A packet after the answer comes after the first FIN's event went out.
+        `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT | QUIET_BIT)} == ${hex(ENDING_BIT)} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(QUIET_BIT)} accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT | QUIET_BIT)} == ${hex(ENDING_BIT | QUIET_BIT)} tcp flags & (fin | rst) == 0 ct event set 0x0 accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT)} != 0 accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT)} == 0 ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT | QUIET_BIT)} == ${hex(ANSWERED_BIT)} ct mark set ct mark or ${hex(QUIET_BIT)} ct event set destroy accept`,
