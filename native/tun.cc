@@ -201,26 +201,39 @@ Napi::Value SetMtu(const Napi::CallbackInfo& info) {
 
 // ---- batches ----------------------------------------------------------------
 
-Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// The arguments readBatch and recvBatch share: (fd, buffer, offsets, lengths,
+// maxPackets, slotSize). `max` is maxPackets clamped to both arrays.
+struct BatchArgs {
   int fd;
   uint8_t* buffer;
-  size_t bufferLength, offsetsLength, lengthsLength;
+  size_t bufferLength, offsetsLength, lengthsLength, max;
   uint32_t *offsets, *lengths, maxPackets, slotSize;
-  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &offsets, &offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &lengths, &lengthsLength) ||
-      !GetUint32(info, 4, "maxPackets must be a non-negative integer", &maxPackets) ||
-      !GetUint32(info, 5, "slotSize must be a non-negative integer", &slotSize)) {
-    return env.Undefined();
+};
+
+bool GetBatchArgs(const Napi::CallbackInfo& info, BatchArgs* a) {
+  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, 1, &a->buffer, &a->bufferLength) ||
+      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &a->offsets, &a->offsetsLength) ||
+      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &a->lengths, &a->lengthsLength) ||
+      !GetUint32(info, 4, "maxPackets must be a non-negative integer", &a->maxPackets) ||
+      !GetUint32(info, 5, "slotSize must be a non-negative integer", &a->slotSize)) {
+    return false;
   }
-  if (slotSize == 0) {
-    ThrowRange(env, "slotSize must be > 0");
-    return env.Undefined();
-  }
-  size_t max = maxPackets;
-  if (offsetsLength < max) max = offsetsLength;
-  if (lengthsLength < max) max = lengthsLength;
+  if (a->slotSize == 0) return ThrowRange(info.Env(), "slotSize must be > 0");
+  a->max = a->maxPackets;
+  if (a->offsetsLength < a->max) a->max = a->offsetsLength;
+  if (a->lengthsLength < a->max) a->max = a->lengthsLength;
+  return true;
+}
+
+Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BatchArgs a;
+  if (!GetBatchArgs(info, &a)) return env.Undefined();
+  int fd = a.fd;
+  uint8_t* buffer = a.buffer;
+  size_t bufferLength = a.bufferLength;
+  uint32_t *offsets = a.offsets, *lengths = a.lengths, slotSize = a.slotSize;
+  size_t max = a.max;
 
   uint32_t count = 0;
   while (count < max) {
@@ -482,21 +495,13 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
 // tens of thousands a second. Same contract as readBatch.
 Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd;
-  uint8_t* buffer;
-  size_t bufferLength, offsetsLength, lengthsLength;
-  uint32_t *offsets, *lengths, maxPackets, slotSize;
-  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &offsets, &offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &lengths, &lengthsLength) ||
-      !GetUint32(info, 4, "maxPackets must be a non-negative integer", &maxPackets) ||
-      !GetUint32(info, 5, "slotSize must be a non-negative integer", &slotSize)) {
-    return env.Undefined();
-  }
-  size_t max = maxPackets;
-  if (offsetsLength < max) max = offsetsLength;
-  if (lengthsLength < max) max = lengthsLength;
-  if (max > 256) max = 256;
+  BatchArgs a;
+  if (!GetBatchArgs(info, &a)) return env.Undefined();
+  int fd = a.fd;
+  uint8_t* buffer = a.buffer;
+  size_t bufferLength = a.bufferLength;
+  uint32_t *offsets = a.offsets, *lengths = a.lengths, slotSize = a.slotSize;
+  size_t max = a.max > 256 ? 256 : a.max;
   struct mmsghdr messages[256];
   struct iovec iovs[256];
   for (size_t i = 0; i < max; i++) {

@@ -404,7 +404,19 @@ export class NetfilterPlane {
     const b = id * DAEMON_COLUMNS;
     let flow = this.flows.get(ct.id);
     if (flow === undefined) {
-      if (ct.kind === EVENT_DESTROY) return;
+      if (ct.kind === EVENT_DESTROY) {
+        // A decided flow destroyed before it was established: conntrack deletes the entry
+        // at once when a SYN's only answer is a RST, so this is how a refusal shows.
+        if (restoring || !ct.tuples(bytes, view)) return;
+        const o = ct.orig;
+        const flowKey = clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort);
+        const decided = this.pending.get(flowKey);
+        if (decided === undefined || decided.daemonId !== id) return;
+        this.pending.delete(flowKey);
+        this.balancer.flowEnded(id);
+        if (o.protocol === 6) stats[b + D_SYN_REFUSED]++;
+        return;
+      }
       if (this.balancer.tree.daemonsById[id] === undefined || !ct.tuples(bytes, view)) return;
       const o = ct.orig;
       flow = {

@@ -315,7 +315,8 @@ describe('hostlb CLI', { concurrency: true }, () => {
         const before = await config(other);
         writeFileSync(other.file, TEST_CONFIG.replace('capacity: 1024', 'capacity: 1024\n  colour: red'));
         const r = await expectExit(other, ['reload'], 1);
-        assert.match(r.stderr, new RegExp(`${other.file.replace(/\./g, '\\.')}:6: table\\.colour: unknown key "colour"`));
+        const line = TEST_CONFIG.split('\n').indexOf('  capacity: 1024') + 2;
+        assert.match(r.stderr, new RegExp(`${other.file.replace(/\./g, '\\.')}:${line}: table\\.colour: unknown key "colour"`));
         assert.deepEqual(await config(other), before);
       } finally {
         other.close();
