@@ -497,37 +497,33 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   BatchArgs a;
   if (!GetBatchArgs(info, &a)) return env.Undefined();
-  int fd = a.fd;
-  uint8_t* buffer = a.buffer;
-  size_t bufferLength = a.bufferLength;
-  uint32_t *offsets = a.offsets, *lengths = a.lengths, slotSize = a.slotSize;
   size_t max = a.max > 256 ? 256 : a.max;
   struct mmsghdr messages[256];
   struct iovec iovs[256];
   for (size_t i = 0; i < max; i++) {
-    size_t offset = offsets[i];
-    if (offset >= bufferLength) {
+    size_t offset = a.offsets[i];
+    if (offset >= a.bufferLength) {
       ThrowRange(env, "recvBatch: offsets[i] lies outside the buffer");
       return env.Undefined();
     }
-    iovs[i].iov_base = buffer + offset;
-    iovs[i].iov_len = bufferLength - offset < slotSize ? bufferLength - offset : slotSize;
+    iovs[i].iov_base = a.buffer + offset;
+    iovs[i].iov_len = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
     memset(&messages[i], 0, sizeof(messages[i]));
     messages[i].msg_hdr.msg_iov = &iovs[i];
     messages[i].msg_hdr.msg_iovlen = 1;
   }
   int n;
   do {
-    n = recvmmsg(fd, messages, static_cast<unsigned int>(max), MSG_DONTWAIT, nullptr);
+    n = recvmmsg(a.fd, messages, static_cast<unsigned int>(max), MSG_DONTWAIT, nullptr);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
-    ThrowSystemError(env, errno, "recvmmsg from fd " + std::to_string(fd), "recvmmsg");
+    ThrowSystemError(env, errno, "recvmmsg from fd " + std::to_string(a.fd), "recvmmsg");
     return env.Undefined();
   }
   for (int i = 0; i < n; i++) {
     size_t got = messages[i].msg_len;
-    lengths[i] = static_cast<uint32_t>(got > iovs[i].iov_len ? iovs[i].iov_len : got);
+    a.lengths[i] = static_cast<uint32_t>(got > iovs[i].iov_len ? iovs[i].iov_len : got);
   }
   return Napi::Number::New(env, n);
 }

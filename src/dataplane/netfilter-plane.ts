@@ -19,7 +19,7 @@ import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
 import { ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
-import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDumpByMark } from '../netlink/conntrack.js';
+import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
 import { NetlinkSocket } from '../netlink/socket.js';
@@ -476,6 +476,27 @@ export class NetfilterPlane {
       // The flow's last event (netfilter-plan.ts masks the rest): it is no longer active, and forgotten.
       if (flow.active) this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(ct.id);
+      if (ct.tcpState === TcpCt.Close && ct.tuples(bytes, view)) this.forget(ct);
+    }
+  }
+
+  /**
+   * Deletes the conntrack entry of a flow a RST ended. Conntrack reopens a
+   * closed entry for a new SYN from the same client port only when the client
+   * sent the RST; after the daemon's RST the SYN would ride the old entry's
+   * NAT to the old daemon for its 10 s in CLOSE, unseen by hostlb — to a
+   * daemon that may be draining or gone. Without the entry the SYN is a new
+   * connection, and hostlb decides it.
+   */
+  private forget(ct: CtMessage): void {
+    const socket = this.controlSocket;
+    if (socket === null) return;
+    this.requests.reset();
+    const seq = writeDeleteFlow(this.requests, ct.orig, ct.id);
+    try {
+      socket.request(this.requests, [seq], 'delete the conntrack entry of a reset flow');
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== 2) this.options.onError?.(e, 'delete the conntrack entry of a reset flow');
     }
   }
 

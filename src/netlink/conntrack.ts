@@ -195,3 +195,27 @@ export function writeDeleteByMark(w: NetlinkWriter, family: number, mark: number
   w.endMessage();
   return seq;
 }
+
+/**
+ * Deletes one conntrack entry, named by its original tuple and id (the
+ * kernel refuses with ENOENT when that entry is gone or the id belongs to
+ * another one).
+ */
+export function writeDeleteFlow(w: NetlinkWriter, t: CtTuple, id: number): number {
+  const v4 = t.family === 4;
+  const seq = w.beginNfMessage(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, v4 ? 2 : 10, 0);
+  w.beginNest(CTA_TUPLE_ORIG);
+  w.beginNest(CTA_TUPLE_IP);
+  w.raw(v4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC, t.src.subarray(0, v4 ? 4 : 16));
+  w.raw(v4 ? CTA_IP_V4_DST : CTA_IP_V6_DST, t.dst.subarray(0, v4 ? 4 : 16));
+  w.endNest();
+  w.beginNest(CTA_TUPLE_PROTO);
+  w.u8(CTA_PROTO_NUM, t.protocol);
+  w.u16be(CTA_PROTO_SRC_PORT, t.srcPort);
+  w.u16be(CTA_PROTO_DST_PORT, t.dstPort);
+  w.endNest();
+  w.endNest();
+  w.u32be(CTA_ID, id);
+  w.endMessage();
+  return seq;
+}

@@ -141,6 +141,15 @@ function assertSameDaemons(now: Held[], before: Held[], when: string, context = 
 }
 
 /** Nginx daemons on ENDPOINTS (or some of them) in the server namespace, stopped after the test. */
+/** Namespaces with nginx on ENDPOINTS and a held-connections client, ended with the test. */
+async function heldSetup(t: TestContext): Promise<{ topo: HealthTopo; held: HeldConnections }> {
+  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
+  await nginx(t, topo);
+  const held = new HeldConnections(topo.sandbox, topo.client);
+  t.after(() => held.quit());
+  return { topo, held };
+}
+
 async function nginx(t: TestContext, topo: HealthTopo, endpoints = ENDPOINTS): Promise<NginxDaemon[]> {
   const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints);
   t.after(() => stopDaemons(daemons));
@@ -247,10 +256,7 @@ test('[netfilter] hostlb killed: new connections are still served by the kernel-
 
 test('[netfilter] held keep-alive connections survive a daemon added with new weights, and kill -9 plus restart of hostlb', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
-  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
-  await nginx(t, topo);
-  const held = new HeldConnections(topo.sandbox, topo.client);
-  t.after(() => held.quit());
+  const { topo, held } = await heldSetup(t);
   let hostlb: HostlbProcess | undefined;
   try {
     hostlb = await startHostlb(topo, config([D1, D2]));
@@ -288,10 +294,7 @@ test('[netfilter] held keep-alive connections survive a daemon added with new we
 
 test('[netfilter] start --takeover: the old hostlb hands over and exits 0, held connections go on, the new one counts them and serves new ones', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
-  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
-  await nginx(t, topo);
-  const held = new HeldConnections(topo.sandbox, topo.client);
-  t.after(() => held.quit());
+  const { topo, held } = await heldSetup(t);
   let first: HostlbProcess | undefined;
   let second: HostlbProcess | undefined;
   try {
@@ -322,10 +325,7 @@ test('[netfilter] start --takeover: the old hostlb hands over and exits 0, held 
 
 test('[netfilter] onDaemonRemoved: reset — removing a daemon resets its established connections; the other daemons\' go on', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
-  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
-  await nginx(t, topo);
-  const held = new HeldConnections(topo.sandbox, topo.client);
-  t.after(() => held.quit());
+  const { topo, held } = await heldSetup(t);
   let hostlb: HostlbProcess | undefined;
   try {
     hostlb = await startHostlb(topo, config(ENDPOINTS, { onDaemonRemoved: 'reset' }));
@@ -359,10 +359,7 @@ test('[netfilter] onDaemonRemoved: reset — removing a daemon resets its establ
 
 test('[netfilter] active flows per daemon come from conntrack events: held connections are counted for their daemons, and no longer once closed', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
-  const topo = healthSetup(t, ENDPOINTS.map((e) => e.split(':')[0]));
-  await nginx(t, topo);
-  const held = new HeldConnections(topo.sandbox, topo.client);
-  t.after(() => held.quit());
+  const { topo, held } = await heldSetup(t);
   let hostlb: HostlbProcess | undefined;
   try {
     hostlb = await startHostlb(topo, config(ENDPOINTS));
