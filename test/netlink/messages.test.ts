@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { CtMessage, EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, TcpCt, writeDeleteByMark } from '../../src/netlink/conntrack.js';
+import { CtMessage, CtTuple, EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, TcpCt, writeDeleteByMark, writeDeleteFlow } from '../../src/netlink/conntrack.js';
 import { MessageReader, NetlinkWriter, NLM_F_ACK, NLM_F_REQUEST } from '../../src/netlink/message.js';
 import { NF_ACCEPT, NFQNL_MSG_PACKET, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeVerdict } from '../../src/netlink/nfqueue.js';
 
@@ -192,4 +192,26 @@ test('readers never throw and never read past the datagram on random or truncate
       }
     }
   }), { numRuns: 2000 });
+});
+
+test('deleting one flow names its original tuple and id, and reads back as the same flow', () => {
+  const t = new CtTuple();
+  t.family = 4;
+  t.src.set([198, 18, 0, 1]);
+  t.dst.set([198, 18, 100, 1]);
+  t.protocol = 6;
+  t.srcPort = 40123;
+  t.dstPort = 80;
+  const w = new NetlinkWriter();
+  writeDeleteFlow(w, t, 0xabcdef01);
+  const { reader, view } = readAll(w);
+  assert.ok(reader.next());
+  assert.equal(reader.flags & (NLM_F_REQUEST | NLM_F_ACK), NLM_F_REQUEST | NLM_F_ACK);
+  assert.equal(new Uint8Array(view.buffer)[16], 2, 'nfgenmsg family AF_INET');
+  const ct = new CtMessage();
+  assert.ok(ct.parse(view, reader));
+  assert.ok(ct.tuples(new Uint8Array(view.buffer), view));
+  assert.equal(ct.id, 0xabcdef01);
+  assert.deepEqual([...ct.orig.src.subarray(0, 4), ...ct.orig.dst.subarray(0, 4)], [198, 18, 0, 1, 198, 18, 100, 1]);
+  assert.deepEqual([ct.orig.protocol, ct.orig.srcPort, ct.orig.dstPort], [6, 40123, 80]);
 });
