@@ -71,6 +71,14 @@ export class HealthRuntime {
   private drainWatch: NodeJS.Timeout | null = null;
   private readonly drainWaiting = new Set<number>();
 
+  /**
+   * True when nothing but the counts holds daemon `id` busy. The netfilter
+   * plane asks conntrack here before a drain is over: a connection conntrack
+   * carries to the daemon without hostlb having counted it must not be cut
+   * by the daemon's stop.
+   */
+  nothingLive: (id: number) => boolean = () => true;
+
   /** Ends the flows of a daemon that went down (downFlows: reset); the netfilter plane puts its own here. */
   resetDaemonFlows: (id: number) => number = (id) => this.dispatcher.resetDaemonFlows(id, Date.now());
 
@@ -159,7 +167,7 @@ export class HealthRuntime {
     this.drainWatch = setInterval(() => {
       const stats = this.dispatcher.balancer.stats.daemon;
       for (const id of this.drainWaiting) {
-        if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0) continue;
+        if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0 || !this.nothingLive(id)) continue;
         this.drainWaiting.delete(id);
         const d = this.dispatcher.tree.daemonsById[id];
         if (d) this.events.emitEvent({ type: 'daemon_drained', port: d.clusterPort.name, daemon: d.name });
@@ -188,7 +196,7 @@ export class HealthRuntime {
       const daemon = port?.daemons.find((d) => d.address.text === inst.address && d.port === inst.port);
       if (!daemon) continue;
       this.monitor.setDraining(daemon.id, true);
-      await this.waitFor(() => this.dispatcher.balancer.activeFlows(daemon.id) === 0, (options.drainTimeout ?? 30) * 1000);
+      await this.waitFor(() => this.dispatcher.balancer.activeFlows(daemon.id) === 0 && this.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
       this.events.emitEvent({ type: 'daemon_drained', port: name, daemon: daemon.name });
       await entry.supervisor.restartInstance(inst.index);
       this.monitor.restarted(daemon.id);

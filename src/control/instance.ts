@@ -164,6 +164,7 @@ export class Instance {
     const netfilter = this.netfilter;
     if (netfilter) {
       this.health.resetDaemonFlows = (id) => netfilter.resetDaemonFlows(id);
+      this.health.nothingLive = (id) => netfilter.liveFlows(id) === 0;
       // Retired daemons keep their map entry while their flows drain.
       netfilter.keepDaemons = () => this.dispatcher.tree.daemonsById.filter((d) => d && d.retired && this.dispatcher.balancer.activeFlows(d.id) > 0);
     }

@@ -17,9 +17,11 @@ import { SOURCE_HASH_SEED } from '../dispatch/inbound.js';
 import type { ConnectionInfo } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
+import { read32 } from '../wire/bytes.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
+import { fallbackBuckets } from './fallback-buckets.js';
 import { ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
-import { CtMessage, EVENT_DESTROY, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
+import { CtMessage, EVENT_DESTROY, IPCTNL_MSG_CT_NEW, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
 import { NetlinkSocket } from '../netlink/socket.js';
@@ -197,7 +199,7 @@ export class NetfilterPlane {
           const weight = this.balancer.effectiveWeight(port, d.id);
           if (weight > 0) live.push({ id: d.id, weight });
         }
-        ports.push({ address: cluster.address.text, protocol: port.protocol, port: port.port, daemons: live });
+        ports.push({ address: cluster.address.text, protocol: port.protocol, port: port.port, buckets: fallbackBuckets(live) });
       }
     }
     for (const d of this.keepDaemons()) add(d);
@@ -313,15 +315,15 @@ export class NetfilterPlane {
       protocol = buf[at + 9];
       l4 = at + ihl;
       family = 4;
-      key[0] = word(buf, at + 12); key[1] = 0; key[2] = 0; key[3] = 0;
-      key[4] = word(buf, at + 16); key[5] = 0; key[6] = 0; key[7] = 0;
+      key[0] = read32(buf, at + 12); key[1] = 0; key[2] = 0; key[3] = 0;
+      key[4] = read32(buf, at + 16); key[5] = 0; key[6] = 0; key[7] = 0;
     } else if (version === 6 && length >= 40) {
       protocol = buf[at + 6];
       l4 = at + 40;
       family = 6;
       for (let w = 0; w < 4; w++) {
-        key[w] = word(buf, at + 8 + 4 * w);
-        key[4 + w] = word(buf, at + 24 + 4 * w);
+        key[w] = read32(buf, at + 8 + 4 * w);
+        key[4 + w] = read32(buf, at + 24 + 4 * w);
       }
     } else {
       return this.unparsed();
@@ -404,42 +406,34 @@ export class NetfilterPlane {
     const b = id * DAEMON_COLUMNS;
     let flow = this.flows.get(ct.id);
     if (flow === undefined) {
-      if (ct.kind === EVENT_DESTROY) {
-        // A decided flow destroyed before it was established: conntrack deletes the entry
-        // at once when a SYN's only answer is a RST, so this is how a refusal shows.
-        if (restoring || !ct.tuples(bytes, view)) return;
-        const o = ct.orig;
-        const flowKey = clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort);
-        const decided = this.pending.get(flowKey);
-        if (decided === undefined || decided.daemonId !== id) return;
+      if (this.balancer.tree.daemonsById[id] === undefined || !ct.tuples(bytes, view)) return;
+      const o = ct.orig;
+      if (restoring) {
+        const active = o.protocol !== 6 || !ENDED_TCP.has(ct.tcpState);
+        this.flows.set(ct.id, { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: ct.tcpState, active });
+        if (active) stats[b + D_ACTIVE_FLOWS]++;
+        return;
+      }
+      const flowKey = clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort);
+      const pending = this.pending.get(flowKey);
+      const decided = pending !== undefined && pending.daemonId === id ? pending : undefined;
+      if (ct.kind === EVENT_DESTROY || (o.protocol === 6 && ENDED_TCP.has(ct.tcpState) && decided === undefined)) {
+        // Destroyed before it was established: conntrack deletes the entry at once when a
+        // SYN's only answer is a RST, so this is how a refusal shows. Otherwise the end of
+        // a flow hostlb no longer counts (its first FIN went by, or a sweep ended it): nothing to do.
+        if (ct.kind !== EVENT_DESTROY || decided === undefined) return;
         this.pending.delete(flowKey);
         this.balancer.flowEnded(id);
         if (o.protocol === 6) stats[b + D_SYN_REFUSED]++;
         return;
       }
-      if (this.balancer.tree.daemonsById[id] === undefined || !ct.tuples(bytes, view)) return;
-      const o = ct.orig;
-      flow = {
-        daemonId: id, protocol: o.protocol, created: this.clock(),
-        // A TCP flow's first event is its answer (established or refused): it began with the SYN hostlb passed on.
-        tcpState: restoring ? ct.tcpState : TcpCt.SynSent, active: true,
-      };
+      // A TCP flow's first event is its answer (established or refused): it began with the SYN hostlb passed on.
+      flow = { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: TcpCt.SynSent, active: true };
       this.flows.set(ct.id, flow);
-      if (restoring) {
-        flow.active = o.protocol !== 6 || !ENDED_TCP.has(ct.tcpState);
-        if (flow.active) stats[b + D_ACTIVE_FLOWS]++;
-        return;
-      }
-      const flowKey = clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort);
-      const decided = this.pending.get(flowKey);
-      if (decided !== undefined && decided.daemonId === id) {
+      if (decided !== undefined) {
         // Counted when hostlb decided; the SYN's time runs from then.
         this.pending.delete(flowKey);
         flow.created = decided.decided;
-      } else if (o.protocol === 6 && ENDED_TCP.has(ct.tcpState)) {
-        // The end of a flow hostlb does not count (a sweep ended it already, or it began elsewhere).
-        this.flows.delete(ct.id);
-        return;
       } else {
         // Not decided by this hostlb (the kernel-side hash while it was away, or decided too long ago).
         this.balancer.flowStarted(id);
@@ -498,6 +492,27 @@ export class NetfilterPlane {
     } catch (e) {
       if ((e as { errno?: number }).errno !== 2) this.options.onError?.(e, 'delete the conntrack entry of a reset flow');
     }
+  }
+
+  /**
+   * Connections conntrack holds for daemon `id` that have not begun to close
+   * (no FIN or RST yet), counted or not: what a drain must wait for before
+   * the daemon may stop. Control path: one dump filtered by the daemon's mark.
+   */
+  liveFlows(id: number): number {
+    const socket = this.controlSocket;
+    if (socket === null) return 0;
+    let live = 0;
+    this.requests.reset();
+    const seq = writeDumpByMark(this.requests, (this.options.markBase | id) >>> 0, (MARK_MASK | ENDING_BIT | ID_MASK) >>> 0);
+    try {
+      socket.dump(this.requests, seq, `list the live conntrack entries of daemon ${id}`, (m) => {
+        if (m.type === IPCTNL_MSG_CT_NEW) live++;
+      });
+    } catch (e) {
+      this.options.onError?.(e, 'list the live flows of a daemon');
+    }
+    return live;
   }
 
   /**
@@ -573,10 +588,6 @@ function clientKey(protocol: number, buf: Uint8Array, at: number, length: number
   let key = `${protocol}:${srcPort}:${dstPort}`;
   for (let i = at; i < at + length; i++) key += `.${buf[i]}`;
   return key;
-}
-
-function word(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
 }
 
 function addressText(family: number, bytes: Uint8Array): string {

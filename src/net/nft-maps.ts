@@ -7,7 +7,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { NetError } from './net-error.js';
-import { FALLBACK_BUCKETS, hex, portObjectName, REJECT_ID } from './netfilter-plan.js';
+import { hex, portObjectName } from './netfilter-plan.js';
 
 export interface MapDaemon {
   id: number;
@@ -20,35 +20,8 @@ export interface MapPort {
   address: string;
   protocol: string;
   port: number;
-  /** Daemons that take new flows, with their effective weights (> 0). */
-  daemons: Array<{ id: number; weight: number }>;
-}
-
-/** Bucket b's daemon: weighted rendezvous hashing, so a weight change moves few buckets. */
-export function fallbackBuckets(daemons: ReadonlyArray<{ id: number; weight: number }>, buckets = FALLBACK_BUCKETS): number[] {
-  const out: number[] = [];
-  for (let b = 0; b < buckets; b++) {
-    let best = REJECT_ID;
-    let bestScore = -Infinity;
-    for (const d of daemons) {
-      if (!(d.weight > 0)) continue;
-      // u in (0, 1) from a hash of (bucket, daemon); score = -w / ln(u) (higher wins).
-      const u = (mix(b * 0x9e3779b1 + d.id * 0x85ebca6b + 1) + 0.5) / 4294967296;
-      const score = -d.weight / Math.log(u);
-      if (score > bestScore) {
-        bestScore = score;
-        best = d.id;
-      }
-    }
-    out.push(best);
-  }
-  return out;
-}
-
-function mix(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
+  /** The daemon id of each fallback bucket (REJECT_ID: none takes flows). */
+  buckets: readonly number[];
 }
 
 /** The nft script that sets every map of `table` to the given state. Pure. */
@@ -61,7 +34,7 @@ export function mapScript(table: string, markBase: number, daemons: readonly Map
   }
   for (const p of ports) {
     const name = portObjectName(p.address, p.protocol, p.port);
-    const buckets = fallbackBuckets(p.daemons);
+    const buckets = p.buckets;
     lines.push(`flush map inet ${table} ${name}`);
     lines.push(`add element inet ${table} ${name} { ${buckets.map((id, b) => `${b} : ${hex(markBase | id)}`).join(', ')} }`);
   }

@@ -27,13 +27,10 @@ export function checkNetAdmin(statusText?: string): null | string {
   return 'hostlb needs CAP_NET_ADMIN to set up its data plane (iptables and nftables rules, or a TUN device and routes): run it as root (sudo) or grant the capability.';
 }
 
-/**
- * Null when every program in `tools` is on PATH, otherwise one sentence
- * naming what is missing and the Debian package that has it.
- */
-export function checkTools(tools: readonly string[], pathVariable = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'): null | string {
+/** The programs of `tools` that are not on PATH (as executables). */
+export function missingTools(tools: readonly string[], pathVariable = process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'): string[] {
   const dirs = pathVariable.split(':').filter((d) => d !== '');
-  const missing = tools.filter((tool) => !dirs.some((dir) => {
+  return tools.filter((tool) => !dirs.some((dir) => {
     try {
       accessSync(`${dir}/${tool}`, constants.X_OK);
       return true;
@@ -41,8 +38,21 @@ export function checkTools(tools: readonly string[], pathVariable = process.env.
       return false;
     }
   }));
+}
+
+/** The Debian packages that hold `tools`. */
+export function toolPackages(tools: readonly string[]): string[] {
+  return [...new Set(tools.map((t) => TOOL_PACKAGES[t] ?? t))];
+}
+
+/**
+ * Null when every program in `tools` is on PATH, otherwise one sentence
+ * naming what is missing and the Debian package that has it.
+ */
+export function checkTools(tools: readonly string[], pathVariable?: string): null | string {
+  const missing = missingTools(tools, pathVariable);
   if (missing.length === 0) return null;
-  const packages = [...new Set(missing.map((t) => TOOL_PACKAGES[t] ?? t))];
+  const packages = toolPackages(missing);
   return `the netfilter data plane needs ${missing.join(' and ')}, not found on PATH: install ${packages.join(' and ')} (Debian: apt-get install -y ${packages.join(' ')}), or use dataplane: tun`;
 }
 

@@ -370,3 +370,14 @@ export function pct(x: number): string {
   return `${(x * 100).toFixed(1)}%`;
 }
 
+/** A TCP connect from the client namespace: prints how it ended. */
+export const TCP_CLIENT = `
+import net from 'node:net';
+const [address, port] = process.argv.slice(1);
+const started = Date.now();
+const s = net.connect(Number(port), address);
+const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
+const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
+s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
+s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
+`;

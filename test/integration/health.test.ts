@@ -18,7 +18,7 @@ import { startNginxDaemons, startUdpEchoDaemons, stopDaemons, type NginxDaemon }
 import { CLUSTER_V4, curlThrough, type HostlbProcess } from '../support/hostlb-process.js';
 import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
-import { AdminClient, cli, describeCli, EventStream, healthSetup, pollUntil, runWrk, startFixtureDaemons, startHostlb, type HealthTopo, type StreamedEvent } from './health-harness.js';
+import { AdminClient, cli, describeCli, EventStream, healthSetup, pollUntil, runWrk, startFixtureDaemons, startHostlb, TCP_CLIENT, type HealthTopo, type StreamedEvent } from './health-harness.js';
 
 const WHY_ROOT = 'network namespaces, a TUN device or netfilter rules, nginx and Node daemons, wrk and curl';
 
@@ -286,17 +286,6 @@ s.on('message', (m) => { clearTimeout(timer); done({ result: 'answer', text: Str
 s.connect(Number(port), address, () => s.send('ping'));
 `;
 
-/** A TCP connect from the client namespace: prints how it ended. */
-const TCP_CLIENT = `
-import net from 'node:net';
-const [address, port] = process.argv.slice(1);
-const started = Date.now();
-const s = net.connect(Number(port), address);
-const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
-const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
-s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
-s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
-`;
 
 async function allDown(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;

@@ -20,7 +20,7 @@ import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/dae
 import { assertPlaneGone, assertPlaneSetUp, iptablesChain, iptablesJumps, nftDaemons, nftTable } from '../support/dataplanes.js';
 import { CLUSTER_V4, curlThrough, HostlbProcess, type CurlResult } from '../support/hostlb-process.js';
 import { type Namespace, type NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
-import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, type HealthTopo } from './health-harness.js';
+import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, TCP_CLIENT, type HealthTopo } from './health-harness.js';
 
 const WHY_ROOT = 'network namespaces, iptables and nftables rules, nginx daemons and curl';
 /** Compiled to dist/test/integration/: three levels up is the repo root, where the .mjs fixtures stay. */
@@ -391,17 +391,6 @@ test('[netfilter] active flows per daemon come from conntrack events: held conne
   }
 });
 
-/** A TCP connect from the client namespace: prints how it ended. */
-const TCP_CLIENT = `
-import net from 'node:net';
-const [address, port] = process.argv.slice(1);
-const started = Date.now();
-const s = net.connect(Number(port), address);
-const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
-const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
-s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
-s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
-`;
 
 test('[netfilter] whenAllDown: reject — with every daemon stopped and down, a new connection is refused at once by hostlb\'s verdict', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;

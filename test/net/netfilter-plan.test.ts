@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { HostFacts } from '../../src/net/host-facts.js';
-import { fallbackBuckets, mapScript } from '../../src/net/nft-maps.js';
+import { fallbackBuckets } from '../../src/dataplane/fallback-buckets.js';
+import { mapScript } from '../../src/net/nft-maps.js';
 import { FALLBACK_BUCKETS, planNetfilterSetup, portObjectName, REJECT_ID, type NetfilterSpec } from '../../src/net/netfilter-plan.js';
 import { formatCommand } from '../../src/net/net-step.js';
 
@@ -91,7 +92,7 @@ test('map script: flushes and refills every map in one transaction', () => {
   const script = mapScript('hostlb_hlb0', 0x4c420000, [
     { id: 1, family: 4, address: '198.18.2.1', port: 8080 },
     { id: 2, family: 6, address: '2001:db8::2:1', port: 8080 },
-  ], [{ address: '198.18.100.1', protocol: 'tcp', port: 80, daemons: [{ id: 1, weight: 1 }] }]);
+  ], [{ address: '198.18.100.1', protocol: 'tcp', port: 80, buckets: fallbackBuckets([{ id: 1, weight: 1 }]) }]);
   assert.match(script, /flush map inet hostlb_hlb0 daemons4\nadd element inet hostlb_hlb0 daemons4 \{ 0x4c420001 : 198\.18\.2\.1 \. 8080 \}/);
   assert.match(script, /add element inet hostlb_hlb0 daemons6 \{ 0x4c420002 : 2001:db8::2:1 \. 8080 \}/);
   const fb = /add element inet hostlb_hlb0 c_198_18_100_1_tcp_80 \{ (.*) \}/.exec(script);

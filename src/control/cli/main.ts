@@ -65,11 +65,13 @@ program.command('demo')
     try {
       const { demoConfig, demoInstructions, startDemoDaemons } = await import('../demo.js');
       const { runForeground } = await import('./serve.js');
-      const { checkTools } = await import('../../net/privileges.js');
+      const { missingTools, toolPackages } = await import('../../net/privileges.js');
       // The default data plane needs nft and iptables; a machine without them still gets a demo.
-      const missing = checkTools(['nft', 'iptables']);
-      if (missing !== null) process.stderr.write(`hostlb demo: ${missing.replace(/, or use dataplane: tun$/, '')}; running the demo on the TUN data plane instead\n`);
-      const config = demoConfig(missing === null ? 'netfilter' : 'tun');
+      const missing = missingTools(['nft', 'iptables']);
+      if (missing.length > 0) {
+        process.stderr.write(`hostlb demo: ${missing.join(' and ')} not found (Debian: apt-get install -y ${toolPackages(missing).join(' ')}); running the demo on the TUN data plane instead\n`);
+      }
+      const config = demoConfig(missing.length === 0 ? 'netfilter' : 'tun');
       const servers = await startDemoDaemons();
       await runForeground(VERSION, config, undefined, () => servers.forEach((s) => s.close()));
       process.stdout.write(demoInstructions(config));
