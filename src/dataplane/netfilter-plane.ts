@@ -10,7 +10,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { Balancer } from '../dispatch/balancer.js';
-import type { Daemon } from '../dispatch/config-tree.js';
+import type { ClusterPort, Daemon } from '../dispatch/config-tree.js';
 import { createFlowKey, hashAddress, hashFlowKey } from '../dispatch/flow-hash.js';
 import { Drop } from '../dispatch/drop-reason.js';
 import { SOURCE_HASH_SEED } from '../dispatch/inbound.js';
@@ -21,7 +21,7 @@ import { read32 } from '../wire/bytes.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
 import { fallbackBuckets } from './fallback-buckets.js';
 import { ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
-import { CtMessage, EVENT_DESTROY, IPCTNL_MSG_CT_NEW, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
+import { CtMessage, CtTuple, EVENT_DESTROY, IPCTNL_MSG_CT_NEW, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
 import { NetlinkSocket } from '../netlink/socket.js';
@@ -85,7 +85,7 @@ export class NetfilterPlane {
    * its conntrack id. One that never gets confirmed (its SYN dropped further
    * on) stops counting after PENDING_MS.
    */
-  private readonly pending = new Map<number | string, { daemonId: number; decided: number }>();
+  private readonly pending = new Map<number | string, { daemonId: number; decided: number; port: ClusterPort }>();
   private readonly clock: () => number;
   private lastScript = '';
   private syncTimer: NodeJS.Timeout | null = null;
@@ -145,6 +145,7 @@ export class NetfilterPlane {
     let overrunsAtSweep = 0;
     this.syncTimer = setInterval(() => {
       this.expirePending();
+      this.releaseHandshakes();
       this.syncMaps();
       // Lost events (an overrun, or one the kernel could not build) would leave a flow counted
       // active for good: compare with conntrack now and then, and at once after an overrun.
@@ -357,11 +358,39 @@ export class NetfilterPlane {
     }
     if (daemon.id >= REJECT_ID) return this.unparsed(); // beyond what a mark can name: the kernel-side hash decides
     this.verdictsDaemon++;
-    this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock() });
+    this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port });
     this.balancer.flowStarted(daemon.id);
     if (protocol === 6) this.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
     return (this.options.markBase | daemon.id) >>> 0;
   }
+
+  /**
+   * Handshakes still pending at a daemon that no longer takes new flows (down,
+   * drained, removed): their conntrack entries are deleted and they stop
+   * counting, so the client's next SYN from that port is a new connection
+   * hostlb decides (to another daemon) instead of a retransmission conntrack
+   * sends after the old one. The TUN dispatcher reschedules such a SYN itself.
+   */
+  private releaseHandshakes(): void {
+    for (const [key, p] of this.pending) {
+      if (this.balancer.takesNewFlows(p.port, p.daemonId)) continue;
+      this.pending.delete(key);
+      this.balancer.flowEnded(p.daemonId);
+      const t = this.released;
+      if (!clientTuple(key, p.port, t)) continue;
+      const socket = this.controlSocket;
+      if (socket === null) continue;
+      this.requests.reset();
+      const seq = writeDeleteFlow(this.requests, t, 0);
+      try {
+        socket.request(this.requests, [seq], 'delete the conntrack entry of a handshake at a daemon taken out');
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== 2) this.options.onError?.(e, 'delete the conntrack entry of a handshake');
+      }
+    }
+  }
+
+  private readonly released = new CtTuple();
 
   /** Pending flows whose first packet never made a conntrack entry (dropped after the verdict) stop counting as active. */
   private expirePending(): void {
@@ -578,6 +607,28 @@ const SWEEP_GRACE_MS = 5_000;
 const PENDING_MS = 10_000;
 
 /** A flow's client side as a Map key: protocol, ports and the client address. */
+/** The original tuple of a pending flow from its clientKey and cluster port; false when the key cannot say. */
+function clientTuple(key: number | string, port: ClusterPort, t: CtTuple): boolean {
+  const cluster = port.cluster.address;
+  t.family = cluster.family;
+  t.dst.fill(0).set(cluster.bytes);
+  t.dstPort = port.port;
+  if (typeof key === 'number') {
+    t.protocol = key % 2 === 0 ? 6 : 17;
+    t.srcPort = Math.floor(key / 2) % 65536;
+    const addr = Math.floor(key / 131072);
+    t.src.fill(0).set([addr >>> 24, (addr >>> 16) & 0xff, (addr >>> 8) & 0xff, addr & 0xff]);
+    return true;
+  }
+  const [head, ...bytes] = key.split('.');
+  const [protocol, srcPort] = head.split(':').map(Number);
+  if (bytes.length !== 16) return false;
+  t.protocol = protocol;
+  t.srcPort = srcPort;
+  t.src.set(bytes.map(Number));
+  return true;
+}
+
 function clientKey(protocol: number, buf: Uint8Array, at: number, length: number, srcPort: number, dstPort: number): number | string {
   if (length === 4) {
     // IPv4 as a number below 2^53: address, source port, protocol (TCP/UDP: 1 bit). A client

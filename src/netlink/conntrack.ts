@@ -197,9 +197,9 @@ export function writeDeleteByMark(w: NetlinkWriter, family: number, mark: number
 }
 
 /**
- * Deletes one conntrack entry, named by its original tuple and id (the
- * kernel refuses with ENOENT when that entry is gone or the id belongs to
- * another one).
+ * Deletes one conntrack entry, named by its original tuple and id (0: any
+ * id; the kernel refuses with ENOENT when that entry is gone or the id
+ * belongs to another one).
  */
 export function writeDeleteFlow(w: NetlinkWriter, t: CtTuple, id: number): number {
   const v4 = t.family === 4;
@@ -215,7 +215,7 @@ export function writeDeleteFlow(w: NetlinkWriter, t: CtTuple, id: number): numbe
   w.u16be(CTA_PROTO_DST_PORT, t.dstPort);
   w.endNest();
   w.endNest();
-  w.u32be(CTA_ID, id);
+  if (id !== 0) w.u32be(CTA_ID, id);
   w.endMessage();
   return seq;
 }
