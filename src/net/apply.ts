@@ -3,10 +3,11 @@
 // crash can undo what the crashed run left. Planning lives in plan.ts.
 
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { NetError } from './net-error.js';
+import { stepShapeProblem } from './journal-shape.js';
 import { formatCommand, type NetCommand, type NetStep } from './net-step.js';
+import { writeFileAtomic } from './state-files.js';
 
 /** Where journals live by default: tmpfs, so a reboot (which resets the network) also forgets them. */
 export const JOURNAL_DIR = '/run/hostlb';
@@ -69,37 +70,37 @@ export function isAlreadyUndone(error: unknown): boolean {
 
 function writeJournal(path: string, steps: NetStep[]): void {
   const journal: Journal = { version: 1, pid: process.pid, updatedAt: new Date().toISOString(), steps };
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
   try {
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(journal, null, 1)}\n`);
-      // On disk before the step runs: a crash right after must still find it.
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
+    // On disk before the step runs: a crash right after must still find it.
+    writeFileAtomic(path, `${JSON.stringify(journal, null, 1)}\n`);
   } catch (cause) {
-    rmSync(tmp, { force: true });
     throw new NetError('NET_JOURNAL_INVALID', `cannot write the journal ${path}: ${(cause as Error).message}`, { cause });
   }
 }
 
-/** Reads a journal; null when there is none. Throws NET_JOURNAL_INVALID when it is unreadable. */
+/**
+ * Reads a journal; null when there is none. Throws NET_JOURNAL_INVALID when it
+ * is unreadable, NET_JOURNAL_FOREIGN when a step is not shaped like the ones
+ * hostlb writes (journal-shape.ts): such a journal is never replayed.
+ */
 export function readJournal(path: string): Journal | null {
   if (!existsSync(path)) return null;
+  let journal: Journal;
   try {
-    const journal = JSON.parse(readFileSync(path, 'utf8')) as Journal;
-    if (journal.version !== 1 || !Array.isArray(journal.steps)) throw new Error('unknown journal format');
-    for (const step of journal.steps) {
-      if (!Array.isArray(step.apply) || !Array.isArray(step.undo)) throw new Error('a step without apply/undo commands');
-    }
-    return journal;
+    journal = JSON.parse(readFileSync(path, 'utf8')) as Journal;
+    if (typeof journal !== 'object' || journal === null || journal.version !== 1 || !Array.isArray(journal.steps)) throw new Error('unknown journal format');
+    if (!Number.isInteger(journal.pid) || journal.pid < 1) throw new Error(`${JSON.stringify(journal.pid)} is not a process id`);
   } catch (cause) {
     throw new NetError('NET_JOURNAL_INVALID', `the journal ${path} cannot be read (${(cause as Error).message}): undo its changes by hand, then delete it`, { cause });
   }
+  journal.steps.forEach((step, i) => {
+    const problem = stepShapeProblem(step);
+    if (problem !== null) {
+      const description = typeof (step as { description?: unknown })?.description === 'string' ? ` "${(step as NetStep).description}"` : '';
+      throw new NetError('NET_JOURNAL_FOREIGN', `the journal ${path} holds a step hostlb does not write (step ${i + 1}${description}: ${problem}), so hostlb replays none of it: inspect it, undo by hand what its steps did, then delete it`);
+    }
+  });
+  return journal;
 }
 
 /** Undoes `steps` last to first, tolerating "already gone". Returns the steps whose undo failed, with why. */

@@ -20,6 +20,12 @@ export type NetErrorCode =
   | 'NET_UNDO_FAILED'
   /** The journal file cannot be read, parsed or written. */
   | 'NET_JOURNAL_INVALID'
+  /** The journal holds a step hostlb does not write (journal-shape.ts): nothing is replayed. */
+  | 'NET_JOURNAL_FOREIGN'
+  /** The state directory is not owned by root (or hostlb's user), or others may write to it. */
+  | 'NET_STATE_DIR_UNSAFE'
+  /** The baseline (the host before hostlb changed it) of a crashed run cannot be read. */
+  | 'NET_BASELINE_INVALID'
   /** Another live process owns the journal or the device. */
   | 'NET_INSTANCE_RUNNING';
 
