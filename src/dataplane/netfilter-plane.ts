@@ -14,14 +14,14 @@ import type { ClusterPort, Daemon } from '../dispatch/config-tree.js';
 import { createFlowKey, hashAddress, hashFlowKey } from '../dispatch/flow-hash.js';
 import { Drop } from '../dispatch/drop-reason.js';
 import { SOURCE_HASH_SEED } from '../dispatch/inbound.js';
-import type { ConnectionInfo } from '../dispatch/record-view.js';
+import type { ConnectionInfo, ConnectionPage } from '../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { formatIpv4Bytes, formatIpv6 } from '../wire/address.js';
 import { read32 } from '../wire/bytes.js';
 import { applyMapScript, mapScript, type MapDaemon, type MapPort } from '../net/nft-maps.js';
 import { fallbackBuckets } from './fallback-buckets.js';
-import { ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
-import { CtMessage, CtTuple, EVENT_DESTROY, IPCTNL_MSG_CT_NEW, EVENT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
+import { ANSWERED_BIT, ENDING_BIT, EVENT_BITS, ID_MASK, MARK_MASK, REJECT_ID } from '../net/netfilter-plan.js';
+import { CtMessage, CtTuple, DELETE_FLOW_BYTES, EVENT_DESTROY, IPCTNL_MSG_CT_NEW, EVENT_NEW, IPS_SEEN_REPLY, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, TcpCt, writeDeleteByMark, writeDeleteFlow, writeDumpByMark } from '../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../netlink/nfqueue.js';
 import { NetlinkSocket } from '../netlink/socket.js';
@@ -40,6 +40,21 @@ export interface NetfilterPlaneOptions {
   clock?: () => number;
   /** Told when the maps could not be updated (nft failed); the plane carries on with the old maps. */
   onError?: (error: unknown, what: string) => void;
+}
+
+/**
+ * A decided flow waiting for the daemon's answer. `reached`: its SYN is known
+ * to have reached the daemon (conntrack confirmed the entry) and has been
+ * counted as a SYN sent to it (D_SYNS). Only such SYNs feed passive health: one
+ * dropped on the way (a martian or spoofed source, a firewall rule) says
+ * nothing about the daemon.
+ */
+interface Pending {
+  daemonId: number;
+  decided: number;
+  port: ClusterPort;
+  protocol: number;
+  reached: boolean;
 }
 
 /** One hostlb flow conntrack has confirmed, by conntrack id (its addresses stay in conntrack: connections() reads them there). */
@@ -66,26 +81,31 @@ export class NetfilterPlane {
   events = 0;
   /** Flows whose count a sweep corrected (an event was lost). */
   swept = 0;
+  /** Decisions not tracked as pending because the pending map was full (they count when conntrack reports them). */
+  pendingOverflows = 0;
   private queueSocket: NetlinkSocket | null = null;
   private eventSocket: NetlinkSocket | null = null;
   /** Requests (dumps, deletes) on a socket of their own: their answers must not be read off the queue or event sockets. */
   private controlSocket: NetlinkSocket | null = null;
   private readonly verdicts = new NetlinkWriter(1 << 16);
   private readonly requests = new NetlinkWriter(1 << 12);
+  /** Deletes of released handshakes, up to ~500 to a datagram. */
+  private readonly releases = new NetlinkWriter(1 << 16);
   private readonly reader = new MessageReader();
   private readonly packet = new QueuedPacket();
   private readonly ct = new CtMessage();
   private readonly key = createFlowKey();
   private readonly flows = new Map<number, Flow>();
   /**
-   * Flows hostlb has sent to a daemon whose conntrack entry is not confirmed
-   * yet, by client tuple. A flow counts (new, active, SYN) when hostlb decides,
-   * as in the TUN dispatcher — a burst of connections must see the counts of
-   * the ones before it (lc, wlc, drain) — and the NEW event then only names
-   * its conntrack id. One that never gets confirmed (its SYN dropped further
-   * on) stops counting after PENDING_MS.
+   * Flows hostlb has sent to a daemon that the daemon has not answered yet,
+   * by client tuple. A flow counts (new, active) when hostlb decides, as in
+   * the TUN dispatcher — a burst of connections must see the counts of the
+   * ones before it (lc, wlc, drain) — and its first event then only names its
+   * conntrack id. One that never gets confirmed (its SYN dropped further on)
+   * stops counting after PENDING_MS. At most MAX_PENDING: beyond that a flow
+   * counts when its first event arrives, as one the fallback hash decided.
    */
-  private readonly pending = new Map<number | string, { daemonId: number; decided: number; port: ClusterPort }>();
+  private readonly pending = new Map<number | string, Pending>();
   private readonly clock: () => number;
   private lastScript = '';
   private syncTimer: NodeJS.Timeout | null = null;
@@ -144,6 +164,7 @@ export class NetfilterPlane {
     let lastSweep = this.clock();
     let overrunsAtSweep = 0;
     this.syncTimer = setInterval(() => {
+      this.confirmHandshakes();
       this.expirePending();
       this.releaseHandshakes();
       this.syncMaps();
@@ -246,9 +267,10 @@ export class NetfilterPlane {
    * Hostlb's flows as the admin API shows connections, read from conntrack
    * now (a dump filtered by hostlb's mark): the events hostlb subscribes to
    * are trimmed (netfilter-plan.ts), so only conntrack knows each flow's
-   * current state. Control path; allocates freely.
+   * current state. Control path; allocates freely. With `page`, only the
+   * flows it admits (filter, offset, limit) are built; it counts the rest.
    */
-  connections(): ConnectionInfo[] {
+  connections(page?: ConnectionPage): ConnectionInfo[] {
     const socket = this.controlSocket;
     if (socket === null) return [];
     const out: ConnectionInfo[] = [];
@@ -264,6 +286,7 @@ export class NetfilterPlane {
       const o = ct.orig;
       const ep = (bytes: Uint8Array, p: number): string => (o.family === 6 ? `[${addressText(6, bytes)}]:${p}` : `${addressText(4, bytes)}:${p}`);
       const daemon = this.balancer.tree.daemonsById[id];
+      if (page && !page.admit(o.protocol, o.protocol === 6 ? TCP_STATE_NAMES[ct.tcpState] ?? 'UNKNOWN' : 'UDP', daemon?.name ?? (ct.hasReply ? ep(ct.reply.src, ct.reply.srcPort) : String(id)), o.family, o.dst, o.dstPort, o.src)) return;
       out.push({
         id: ct.id, protocol: o.protocol === 6 ? 'tcp' : 'udp', client: ep(o.src, o.srcPort), cluster: ep(o.dst, o.dstPort),
         daemon: daemon?.name ?? (ct.hasReply ? ep(ct.reply.src, ct.reply.srcPort) : String(id)),
@@ -358,9 +381,13 @@ export class NetfilterPlane {
     }
     if (daemon.id >= REJECT_ID) return this.unparsed(); // beyond what a mark can name: the kernel-side hash decides
     this.verdictsDaemon++;
-    this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port });
-    this.balancer.flowStarted(daemon.id);
-    if (protocol === 6) this.balancer.stats.daemon[daemon.id * DAEMON_COLUMNS + D_SYNS]++;
+    if (this.pending.size < MAX_PENDING) {
+      // The SYN counts as sent to the daemon (D_SYNS) once it is known to have reached it: its answer, or confirmHandshakes().
+      this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port, protocol, reached: false });
+      this.balancer.flowStarted(daemon.id);
+    } else {
+      this.pendingOverflows++;
+    }
     return (this.options.markBase | daemon.id) >>> 0;
   }
 
@@ -372,25 +399,70 @@ export class NetfilterPlane {
    * sends after the old one. The TUN dispatcher reschedules such a SYN itself.
    */
   private releaseHandshakes(): void {
+    const socket = this.controlSocket;
+    const w = this.releases;
+    const seqs: number[] = [];
+    w.reset();
+    const flush = (): void => {
+      if (socket === null || seqs.length === 0) return;
+      // One datagram for the batch; entries already gone answer ENOENT.
+      const failed = socket.requestAll(w, seqs, 'delete the conntrack entries of handshakes at a daemon taken out', ENOENT);
+      if (failed !== null) this.options.onError?.(failed, 'delete the conntrack entries of handshakes');
+      seqs.length = 0;
+      w.reset();
+    };
     for (const [key, p] of this.pending) {
       if (this.balancer.takesNewFlows(p.port, p.daemonId)) continue;
       this.pending.delete(key);
       this.balancer.flowEnded(p.daemonId);
-      const t = this.released;
-      if (!clientTuple(key, p.port, t)) continue;
-      const socket = this.controlSocket;
-      if (socket === null) continue;
-      this.requests.reset();
-      const seq = writeDeleteFlow(this.requests, t, 0);
-      try {
-        socket.request(this.requests, [seq], 'delete the conntrack entry of a handshake at a daemon taken out');
-      } catch (e) {
-        if ((e as { errno?: number }).errno !== 2) this.options.onError?.(e, 'delete the conntrack entry of a handshake');
-      }
+      if (socket === null || !clientTuple(key, p.port, this.released)) continue;
+      if (!w.fits(DELETE_FLOW_BYTES)) flush();
+      seqs.push(writeDeleteFlow(w, this.released, 0));
     }
+    flush();
   }
 
   private readonly released = new CtTuple();
+
+  /**
+   * Pending TCP handshakes still unanswered a moment after hostlb decided
+   * them: those conntrack has confirmed reached the daemon (their SYN passed
+   * every hook) and now count as SYNs sent to it, so a daemon that ignores
+   * them is judged by passive health. A SYN dropped on the way (no confirmed
+   * entry) never counts. One dump of hostlb's unanswered entries (the kernel
+   * filters on the ANSWERED mark bit), only when such handshakes exist:
+   * normally the daemon's SYN-ACK event resolves a handshake at once.
+   */
+  private confirmHandshakes(): void {
+    const socket = this.controlSocket;
+    if (socket === null) return;
+    const limit = this.clock() - CONFIRM_AFTER_MS;
+    let waiting = false;
+    for (const p of this.pending.values()) {
+      if (!p.reached && p.protocol === 6 && p.decided <= limit) {
+        waiting = true;
+        break;
+      }
+    }
+    if (!waiting) return;
+    const stats = this.balancer.stats.daemon;
+    this.requests.reset();
+    const seq = writeDumpByMark(this.requests, this.options.markBase, (MARK_MASK | ANSWERED_BIT | ENDING_BIT) >>> 0);
+    try {
+      socket.dump(this.requests, seq, 'list hostlb\'s unanswered handshakes', (m, view) => {
+        const ct = this.ct;
+        if (!ct.parse(view, m) || !ct.tuples(socket.buffer, view)) return;
+        const o = ct.orig;
+        if (o.protocol !== 6) return;
+        const p = this.pending.get(clientKey(o.protocol, o.src, 0, o.family === 4 ? 4 : 16, o.srcPort, o.dstPort));
+        if (p === undefined || p.reached || p.daemonId !== (ct.mark & ID_MASK)) return;
+        p.reached = true;
+        stats[p.daemonId * DAEMON_COLUMNS + D_SYNS]++;
+      });
+    } catch (e) {
+      this.options.onError?.(e, 'list unanswered handshakes');
+    }
+  }
 
   /** Pending flows whose first packet never made a conntrack entry (dropped after the verdict) stop counting as active. */
   private expirePending(): void {
@@ -447,22 +519,33 @@ export class NetfilterPlane {
       const pending = this.pending.get(flowKey);
       const decided = pending !== undefined && pending.daemonId === id ? pending : undefined;
       if (ct.kind === EVENT_DESTROY || (o.protocol === 6 && ENDED_TCP.has(ct.tcpState) && decided === undefined)) {
-        // Destroyed before it was established: conntrack deletes the entry at once when a
-        // SYN's only answer is a RST, so this is how a refusal shows. Otherwise the end of
-        // a flow hostlb no longer counts (its first FIN went by, or a sweep ended it): nothing to do.
+        // Destroyed before its SYN-ACK was heard. Conntrack kills an entry at once when a
+        // SYN's only answer is a RST, with no reply seen: that is how a refusal shows. With a
+        // reply seen the daemon did answer (its SYN-ACK's event was lost) and the client went
+        // away. Otherwise the end of a flow hostlb no longer counts (its first FIN went by,
+        // or a sweep ended it): nothing to do.
         if (ct.kind !== EVENT_DESTROY || decided === undefined) return;
         this.pending.delete(flowKey);
         this.balancer.flowEnded(id);
-        if (o.protocol === 6) stats[b + D_SYN_REFUSED]++;
+        if (o.protocol === 6) {
+          if (!decided.reached) stats[b + D_SYNS]++;
+          if ((ct.status & IPS_SEEN_REPLY) === 0) {
+            stats[b + D_SYN_REFUSED]++;
+          } else {
+            stats[b + D_SYN_ANSWERED]++;
+            stats[b + D_SYN_TIME_MS] += this.clock() - decided.decided;
+          }
+        }
         return;
       }
-      // A TCP flow's first event is its answer (established or refused): it began with the SYN hostlb passed on.
+      // A TCP flow's first event is the daemon's answer (its SYN-ACK): it began with the SYN hostlb passed on.
       flow = { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: TcpCt.SynSent, active: true };
       this.flows.set(ct.id, flow);
       if (decided !== undefined) {
-        // Counted when hostlb decided; the SYN's time runs from then.
+        // Counted active when hostlb decided; the SYN's time runs from then, and it reached the daemon.
         this.pending.delete(flowKey);
         flow.created = decided.decided;
+        if (o.protocol === 6 && !decided.reached) stats[b + D_SYNS]++;
       } else {
         // Not decided by this hostlb (the kernel-side hash while it was away, or decided too long ago).
         this.balancer.flowStarted(id);
@@ -484,16 +567,12 @@ export class NetfilterPlane {
     if (ct.tcpState < 0 || ct.tcpState === flow.tcpState) return;
     const was = flow.tcpState;
     flow.tcpState = ct.tcpState;
-    if (was === TcpCt.SynSent || was === TcpCt.None) {
-      // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
-      // Answered is heard when the flow is established (the client's ACK; see the events chains
-      // in netfilter-plan.ts), so the time includes the client's leg of the handshake.
-      if (ct.tcpState === TcpCt.Close) {
-        stats[b + D_SYN_REFUSED]++;
-      } else {
-        stats[b + D_SYN_ANSWERED]++;
-        stats[b + D_SYN_TIME_MS] += this.clock() - flow.created;
-      }
+    if ((was === TcpCt.SynSent || was === TcpCt.None) && (ct.tcpState === TcpCt.SynRecv || ct.tcpState === TcpCt.Established)) {
+      // Passive health (health/passive.ts): the daemon answered the SYN — its SYN-ACK's event
+      // (netfilter-plan.ts), or established when that event was lost. Nothing a client does
+      // after the SYN counts here: a refusal shows only as a destroy with no reply seen (above).
+      stats[b + D_SYN_ANSWERED]++;
+      stats[b + D_SYN_TIME_MS] += this.clock() - flow.created;
     }
     if (ENDED_TCP.has(ct.tcpState)) {
       // The flow's last event (netfilter-plan.ts masks the rest): it is no longer active, and forgotten.
@@ -605,6 +684,17 @@ const SWEEP_GRACE_MS = 5_000;
 
 /** How long a decided flow waits for its conntrack entry before it stops counting, ms. */
 const PENDING_MS = 10_000;
+
+/**
+ * The most decided flows waiting for an answer hostlb tracks (a spoofed SYN
+ * flood at a daemon that answers nothing fills it); about 100 bytes each.
+ */
+const MAX_PENDING = 65_536;
+
+/** How long a handshake goes unanswered before hostlb asks conntrack whether its SYN reached the daemon, ms. */
+const CONFIRM_AFTER_MS = 200;
+
+const ENOENT = 2;
 
 /** A flow's client side as a Map key: protocol, ports and the client address. */
 /** The original tuple of a pending flow from its clientKey and cluster port; false when the key cannot say. */

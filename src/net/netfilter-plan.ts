@@ -39,7 +39,8 @@ export const FALLBACK_BUCKETS = 64;
 export const MARK_MASK = 0xffff0000;
 /**
  * Conntrack mark bits of a TCP flow's event life (see the events chains
- * below): it has reported that it is established (ANSWERED), its mask is
+ * below): it has reported the daemon's SYN-ACK (ANSWERED; UDP flows carry it
+ * from the start), its mask is
  * back to "destroy only" after that (QUIET), it has reported its first FIN or
  * RST (ENDING). Daemon ids use the 13 bits below them.
  */
@@ -105,18 +106,22 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
         `add rule inet ${table} ${hook} ip6 daddr . meta l4proto . th dport vmap @ports6`,
       ]),
       // Conntrack events, trimmed. A TCP flow reports every state change
-      // unless told otherwise (6.9 events per connection in bench:e2e), and
-      // the events of a SYN and its SYN-ACK would be built on hostlb's own
-      // thread (the verdict re-injects the SYN; the daemon answers in the
-      // same call) — the thread every new connection waits for. hostlb
-      // needs two: established (or refused), and the first FIN or RST (no
-      // longer active, and hostlb forgets it), plus destroyed for a flow
-      // that ends without either (a timeout). Between conntrack and the hook
-      // that delivers a packet's events, these chains set the flow's event
-      // mask: state changes for the packet that makes the flow assured (the
-      // client's ACK, in the client's context), then only its destruction,
-      // then state changes for the first FIN or RST and the answering one,
-      // then nothing (hostlb has forgotten the flow by then).
+      // unless told otherwise (6.9 events per connection in bench:e2e).
+      // hostlb needs two: the daemon's answer to the SYN (its SYN-ACK), and
+      // the first FIN or RST (no longer active, and hostlb forgets it), plus
+      // destroyed for a flow that ends without either (a timeout, or a SYN
+      // refused with a RST: conntrack kills that entry at once). The answer
+      // is the daemon's SYN-ACK, not the client's ACK that makes the flow
+      // assured: passive health must hear only what the daemon does, or
+      // spoofed SYNs (never completed) and a SYN scan (the scanner's kernel
+      // resets each SYN-ACK) would take healthy daemons out. For a daemon on
+      // this host that event is built on hostlb's thread (the verdict
+      // re-injects the SYN and the daemon answers in the same call); it
+      // replaces the assured event, so a flow still costs three. Between
+      // conntrack and the hook that delivers a packet's events, these chains
+      // set the flow's event mask: state changes for the SYN-ACK, then only
+      // its destruction, then state changes for the first FIN or RST and the
+      // answering one, then nothing (hostlb has forgotten the flow by then).
       `add chain inet ${table} events_in { type filter hook input priority 0; policy accept; }`,
       `add chain inet ${table} events_out { type filter hook postrouting priority 0; policy accept; }`,
       // Most packets leave at the third rule: other traffic at the second,
@@ -134,7 +139,7 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
         `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT | QUIET_BIT)} == ${hex(ENDING_BIT)} tcp flags & (fin | rst) != 0 ct mark set ct mark or ${hex(QUIET_BIT)} accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT | QUIET_BIT)} == ${hex(ENDING_BIT | QUIET_BIT)} tcp flags & (fin | rst) == 0 ct event set 0x0 accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ENDING_BIT)} != 0 accept`,
-        `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT)} == 0 ct status assured ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
+        `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT)} == 0 ct direction reply tcp flags & (syn | ack) == syn | ack ct mark set ct mark or ${hex(ANSWERED_BIT)} ct event set protoinfo,destroy accept`,
         `add rule inet ${table} ${chain} ct mark & ${hex(ANSWERED_BIT | QUIET_BIT)} == ${hex(ANSWERED_BIT)} ct mark set ct mark or ${hex(QUIET_BIT)} ct event set destroy accept`,
         `add rule inet ${table} ${chain} ct event set destroy`,
       ]),
@@ -156,7 +161,8 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
           `add rule inet ${table} ${name} meta l4proto { tcp, udp } meta mark & ${hex(MARK_MASK)} != ${base} meta mark set jhash ${ip} saddr . th sport mod ${FALLBACK_BUCKETS} seed 0x686c6221 map @${name}`,
           // TCP reports no NEW event (hostlb counted the flow when it decided; see the events chains); UDP has no states to report.
           `add rule inet ${table} ${name} meta l4proto tcp ct mark set meta mark ct event set protoinfo,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
-          `add rule inet ${table} ${name} meta l4proto udp ct mark set meta mark ct event set new,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
+          // A UDP flow has no answer to wait for: ANSWERED from the start keeps it out of the dump of unanswered handshakes.
+          `add rule inet ${table} ${name} meta l4proto udp ct mark set meta mark or ${hex(ANSWERED_BIT)} ct event set new,destroy dnat ${ip} to meta mark map @daemons${a.family}`,
           `add element inet ${table} ports${a.family} { ${elements.map((e) => `${e} : jump ${name}`).join(', ')} }`,
         ].join('\n')],
         undo: ['nft', [

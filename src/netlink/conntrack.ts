@@ -19,6 +19,7 @@ const NLM_F_CREATE = 0x400;
 
 const CTA_TUPLE_ORIG = 1;
 const CTA_TUPLE_REPLY = 2;
+const CTA_STATUS = 3;
 const CTA_PROTOINFO = 4;
 const CTA_TIMEOUT = 7;
 const CTA_MARK = 8;
@@ -47,6 +48,13 @@ export const TcpCt = {
   None: 0, SynSent: 1, SynRecv: 2, Established: 3, FinWait: 4, CloseWait: 5, LastAck: 6, TimeWait: 7, Close: 8, SynSent2: 9,
 } as const;
 
+/**
+ * Status bit: conntrack has seen a packet in the reply direction. A TCP entry
+ * destroyed without it ended on a RST before anyone answered: conntrack kills
+ * an entry at once when the only reply to a SYN is a RST (tcp_packet, "If only
+ * reply is a RST"), so with it set the daemon had answered the SYN.
+ */
+export const IPS_SEEN_REPLY = 1 << 1;
 export const EVENT_NEW = 1;
 export const EVENT_UPDATE = 2;
 export const EVENT_DESTROY = 3;
@@ -68,6 +76,8 @@ export class CtMessage {
   mark = 0;
   /** TCP state, or -1 when the message carries none. */
   tcpState = -1;
+  /** The entry's status bits (IPS_*; every event and dump entry carries them; 0 when absent). */
+  status = 0;
   /** Seconds until conntrack forgets the entry (dumps carry it; -1 when absent). */
   timeout = -1;
   readonly orig = new CtTuple();
@@ -105,6 +115,7 @@ export class CtMessage {
     this.id = off[CTA_ID] !== 0 && len[CTA_ID] >= 4 ? view.getUint32(off[CTA_ID], false) : 0;
     this.mark = off[CTA_MARK] !== 0 && len[CTA_MARK] >= 4 ? view.getUint32(off[CTA_MARK], false) : 0;
     this.timeout = off[CTA_TIMEOUT] !== 0 && len[CTA_TIMEOUT] >= 4 ? view.getUint32(off[CTA_TIMEOUT], false) : -1;
+    this.status = off[CTA_STATUS] !== 0 && len[CTA_STATUS] >= 4 ? view.getUint32(off[CTA_STATUS], false) : 0;
     this.tcpState = -1;
     if (off[CTA_PROTOINFO] !== 0) {
       const [o, l] = this.inner;
@@ -201,6 +212,9 @@ export function writeDeleteByMark(w: NetlinkWriter, family: number, mark: number
  * id; the kernel refuses with ENOENT when that entry is gone or the id
  * belongs to another one).
  */
+/** The most bytes writeDeleteFlow writes (an IPv6 tuple and an id), for NetlinkWriter.fits. */
+export const DELETE_FLOW_BYTES = 128;
+
 export function writeDeleteFlow(w: NetlinkWriter, t: CtTuple, id: number): number {
   const v4 = t.family === 4;
   const seq = w.beginNfMessage(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, v4 ? 2 : 10, 0);

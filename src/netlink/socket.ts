@@ -99,6 +99,33 @@ export class NetlinkSocket {
   }
 
   /**
+   * Like request(), for a batch whose messages may fail one by one: reads
+   * every answer, and returns the first error other than `tolerated` (an
+   * errno, e.g. ENOENT for a delete of an entry already gone), or null.
+   */
+  requestAll(w: NetlinkWriter, seqs: readonly number[], what: string, tolerated: number): NetlinkError | null {
+    if (!this.write(w)) return new NetlinkError(`${what}: the kernel did not take the request`, 0);
+    const waiting = new Set(seqs);
+    const m = new MessageReader();
+    let first: NetlinkError | null = null;
+    for (let round = 0; waiting.size > 0 && round < 64 + seqs.length; round++) {
+      const n = this.read();
+      if (n === 0) break;
+      for (let i = 0; i < n; i++) {
+        m.reset(this.buffer, this.view, this.offsets[i], this.offsets[i] + this.lengths[i]);
+        while (m.next()) {
+          if (m.type !== NLMSG_ERROR || !waiting.has(m.seq)) continue;
+          const code = m.errorCode();
+          waiting.delete(m.seq);
+          if (code < 0 && -code !== tolerated && first === null) first = new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
+        }
+      }
+    }
+    if (waiting.size > 0 && first === null) first = new NetlinkError(`${what}: no answer from the kernel for ${waiting.size} of ${seqs.length}`, 0);
+    return first;
+  }
+
+  /**
    * Writes a dump request and hands every message of the answer to `each`,
    * until the kernel says done. Events read meanwhile go to `each` too; the
    * caller tells them apart by type.
