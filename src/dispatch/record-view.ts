@@ -1,8 +1,9 @@
 // Connection records as plain objects, for people and the admin API: the
 // control path's window onto the table (allocates freely; never on the
-// packet path). Filtering and paging happen here, over one table scan.
+// packet path). Filtering and paging happen here, over one table scan that
+// counts every match but builds only the records of the page asked for.
 
-import { formatIpv4, formatIpv6 } from '../wire/address.js';
+import { formatIpv4, formatIpv6, parseIp, type IpAddress } from '../wire/address.js';
 import {
   REC_WORDS, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS, R_STATE,
   RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT,
@@ -88,33 +89,88 @@ export function describeRecord(d: Dispatcher, id: number): ConnectionInfo {
   };
 }
 
-/** Records matching `filter`, in table order, with the total that matched (for paging). */
-export function listConnections(d: Dispatcher, filter: ConnectionFilter = {}): { total: number; connections: ConnectionInfo[] } {
-  const records: ConnectionInfo[] = [];
-  d.table.forEach((id) => {
-    records.push(describeRecord(d, id));
-  });
-  return filterConnections(records, filter);
+/** Records built for a listing since start (both planes), so a test can count what a page cost. */
+export const listingCounters = { built: 0 };
+
+function sameAddress(want: IpAddress, family: number, bytes: Uint8Array): boolean {
+  if (want.family !== family) return false;
+  for (let i = 0; i < want.bytes.length; i++) if (want.bytes[i] !== bytes[i]) return false;
+  return true;
 }
 
-/** The connections of `records` matching `filter`, with the total that matched (for paging). */
-export function filterConnections(records: Iterable<ConnectionInfo>, filter: ConnectionFilter = {}): { total: number; connections: ConnectionInfo[] } {
-  const offset = filter.offset ?? 0;
-  const limit = filter.limit ?? 100;
-  const out: ConnectionInfo[] = [];
-  let total = 0;
-  for (const r of records) {
-    if (filter.protocol && r.protocol !== filter.protocol) continue;
-    if (filter.state && r.state !== filter.state.toUpperCase()) continue;
-    if (filter.daemon && r.daemon !== filter.daemon) continue;
-    if (filter.cluster || filter.port) {
-      const m = /^\[?(.*?)\]?:(\d+)$/.exec(r.cluster)!;
-      if (filter.cluster && m[1] !== filter.cluster) continue;
-      if (filter.port && Number(m[2]) !== filter.port) continue;
-    }
-    if (filter.client && r.client.replace(/^\[?(.*?)\]?:\d+$/, '$1') !== filter.client) continue;
-    if (total >= offset && out.length < limit) out.push(r);
-    total++;
+/**
+ * One page of a connection listing being gathered: the filter, the window
+ * (offset, limit), the count of every match (`total`) and the records built
+ * (`connections`). A plane offers each flow's fields to admit() and builds
+ * the record only when admit() says so: at most `limit` records, however
+ * many flows there are.
+ */
+export class ConnectionPage {
+  total = 0;
+  readonly connections: ConnectionInfo[] = [];
+  private readonly offset: number;
+  private readonly limit: number;
+  private readonly protocol: number;
+  private readonly state: string | undefined;
+  private readonly cluster: IpAddress | null;
+  private readonly client: IpAddress | null;
+
+  /** Addresses in `filter` must be canonical text (the route checks them). */
+  constructor(private readonly filter: ConnectionFilter = {}) {
+    this.offset = filter.offset ?? 0;
+    this.limit = filter.limit ?? 100;
+    this.protocol = filter.protocol === 'tcp' ? 6 : filter.protocol === 'udp' ? 17 : 0;
+    this.state = filter.state?.toUpperCase();
+    this.cluster = filter.cluster !== undefined ? parseIp(filter.cluster) : null;
+    this.client = filter.client !== undefined ? parseIp(filter.client) : null;
   }
-  return { total, connections: out };
+
+  /**
+   * Counts the flow when it matches the filter; true when it also falls in
+   * the page, and the caller is to build its record (and push it to
+   * `connections`). Addresses are network-order bytes (IPv4 in the first 4),
+   * `protocol` the IP protocol number, `state` and `daemon` as ConnectionInfo
+   * names them.
+   */
+  admit(protocol: number, state: string, daemon: string, family: number, clusterAddr: Uint8Array, clusterPort: number, clientAddr: Uint8Array): boolean {
+    const f = this.filter;
+    if (this.protocol !== 0 && protocol !== this.protocol) return false;
+    if (this.state !== undefined && state !== this.state) return false;
+    if (f.daemon !== undefined && daemon !== f.daemon) return false;
+    if (f.port !== undefined && clusterPort !== f.port) return false;
+    if (this.cluster !== null && !sameAddress(this.cluster, family, clusterAddr)) return false;
+    if (this.client !== null && !sameAddress(this.client, family, clientAddr)) return false;
+    const inPage = this.total >= this.offset && this.connections.length < this.limit;
+    this.total++;
+    if (inPage) listingCounters.built++;
+    return inPage;
+  }
+}
+
+function wordsToBytes(u32: Uint32Array, at: number, family: number, out: Uint8Array): Uint8Array {
+  for (let i = 0; i < (family === 4 ? 1 : 4); i++) {
+    const w = u32[at + i];
+    out[4 * i] = w >>> 24; out[4 * i + 1] = (w >>> 16) & 0xff; out[4 * i + 2] = (w >>> 8) & 0xff; out[4 * i + 3] = w & 0xff;
+  }
+  return out;
+}
+
+/** The TUN dispatcher's records matching `filter`, in table order: the page asked for and the total that matched. */
+export function listConnections(d: Dispatcher, filter: ConnectionFilter = {}): ConnectionPage {
+  const page = new ConnectionPage(filter);
+  const u32 = d.table.u32;
+  const cluster = new Uint8Array(16);
+  const client = new Uint8Array(16);
+  d.table.forEach((id) => {
+    const b = id * REC_WORDS;
+    const meta = u32[b + R_META];
+    const family = meta & 0xff;
+    const daemon = d.tree.daemonsById[u32[b + R_DAEMON_ID]]?.name ?? endpoint(addressText(u32, b + R_DAEMON_ADDR, family), meta >>> 16, family);
+    const admitted = page.admit(
+      (meta >>> 8) & 0xff, CONN_STATE_NAMES[u32[b + R_STATE] & STATE_MASK] ?? 'UNKNOWN', daemon, family,
+      wordsToBytes(u32, b + R_CLUSTER_ADDR, family, cluster), u32[b + R_PORTS] & 0xffff, wordsToBytes(u32, b + R_CLIENT_ADDR, family, client),
+    );
+    if (admitted) page.connections.push(describeRecord(d, id));
+  });
+  return page;
 }

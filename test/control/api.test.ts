@@ -7,13 +7,18 @@ import { validateConfig } from '../../src/control/config-file.js';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/control/config-file.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
+import { listingCounters } from '../../src/dispatch/record-view.js';
 import {
-  TEST_CONFIG, TEST_TOKEN, startFakeHostlb, type ApiAnswer, type FakeHostlb,
+  TEST_CONFIG, TEST_TOKEN, startFakeHostlb, type ApiAnswer, type FakeHostlb, type StartOptions,
 } from '../support/fake-instance.js';
 
 // ---------------------------------------------------------------------------
@@ -93,6 +98,25 @@ function runAs(uid: number, script: string, args: string[]): Promise<string> {
 }
 
 const isRoot = process.getuid?.() === 0;
+
+/**
+ * A stack whose config names a stateDir of its own (config save may write
+ * there); `config` is TEST_CONFIG-shaped text, its stateDir line replaced.
+ */
+async function startWithStateDir(options: StartOptions = {}): Promise<FakeHostlb & { state: string }> {
+  const state = mkdtempSync(join(tmpdir(), 'hostlb-state-'));
+  const text = (options.config ?? TEST_CONFIG).replace('stateDir: /run/hostlb-test', `stateDir: ${state}`);
+  assert.ok(text.includes(state), 'the config names the state directory');
+  const s = await startFakeHostlb({ ...options, config: text });
+  return Object.assign(s, {
+    state,
+    close: () => {
+      s.admin.close();
+      rmSync(s.dir, { recursive: true, force: true });
+      rmSync(state, { recursive: true, force: true });
+    },
+  });
+}
 
 // ---------------------------------------------------------------------------
 // Reads
@@ -536,8 +560,11 @@ describe('admin API: config save and reload', () => {
   afterEach(() => s.close());
 
   it('POST /v1/config/save writes the running configuration (mode 0600) as a file loadConfig accepts', async () => {
+    s.close();
+    const saving = await startWithStateDir({ traffic: true });
+    s = saving;
     assertOk(await s.call('POST', `${portPath(C4, 80)}/daemons`, { address: '198.18.2.9:8080', weight: 7 }), 201);
-    const target = join(s.dir, 'saved.yaml');
+    const target = join(saving.state, 'saved.yaml');
     assert.deepEqual(assertOk(await s.call('POST', '/v1/config/save', { path: target })), { ok: true, path: target });
     assert.equal(statSync(target).mode & 0o777, 0o600);
     assert.match(readFileSync(target, 'utf8'), /^# saved by hostlb \d{4}-\d\d-\d\dT/);
@@ -554,10 +581,10 @@ describe('admin API: config save and reload', () => {
 
   it('POST /v1/config/save needs an absolute path, and a path when there is no file', async () => {
     assertError(await s.call('POST', '/v1/config/save', { path: 'relative.yaml' }), 400, 'BAD_PATH', 'path');
-    const bare = await startFakeHostlb({ withFile: false });
+    const bare = await startWithStateDir({ withFile: false });
     try {
       assertError(await bare.call('POST', '/v1/config/save'), 400, 'NO_PATH', 'path');
-      const target = join(bare.dir, 'out.yaml');
+      const target = join(bare.state, 'out.yaml');
       assertOk(await bare.call('POST', '/v1/config/save', { path: target }));
       assert.deepEqual(loadConfig(target), loadConfig(bare.file));
     } finally {
@@ -627,6 +654,390 @@ describe('admin API: config save and reload', () => {
       bare.close();
     }
   });
+});
+
+// ---------------------------------------------------------------------------
+// Programs come only from the configuration file
+
+/** TEST_CONFIG plus what makes hostlb run programs: an exec advisor on 80/tcp, a supervised 8080/tcp with an env, and an admin token. */
+const SECRET_TOKEN = 'admin-token-never-shown-0123456789';
+const SECRET_ENV = 'env-value-never-shown-42';
+const EXEC_CONFIG = TEST_CONFIG
+  .replace('        scheduler: rr\n', '        scheduler: rr\n        advisor:\n          type: exec\n          command: /bin/true\n          args: [probe]\n')
+  .replace('      - port: 53\n', [
+    '      - port: 8080',
+    '        supervise:',
+    '          command: /bin/true',
+    '          instances: 2',
+    '          host: 198.18.3.1',
+    '          port: 8080',
+    '          env:',
+    `            API_KEY: ${SECRET_ENV}`,
+    '      - port: 53',
+    '',
+  ].join('\n'))
+  .replace('clusters:\n', `admin:\n  token: ${SECRET_TOKEN}\nclusters:\n`);
+
+describe('admin API: programs (supervise, exec advisors) come only from the configuration file', () => {
+  let s: FakeHostlb;
+  before(async () => { s = await startFakeHostlb({ config: EXEC_CONFIG }); });
+  after(() => s.close());
+
+  const SUPERVISE = { command: '/bin/sh', args: ['-c', 'id > /tmp/pwned'], instances: 1, host: '198.18.3.9', port: 9000 };
+  const FROM_FILE = { command: '/bin/true', instances: 2, host: '198.18.3.1', port: 8080, env: { API_KEY: SECRET_ENV } };
+  const P = `/v1/clusters/${C4}/ports`;
+  const cases: { what: string; path: string; body: unknown; field: string }[] = [
+    { what: 'a new cluster with a supervised port', path: '/v1/clusters', body: { address: '198.18.100.9', ports: [{ port: 80, supervise: SUPERVISE }] }, field: 'clusters[2].ports[0].supervise' },
+    { what: 'a new port with supervise', path: P, body: { port: 9000, supervise: SUPERVISE }, field: 'clusters[0].ports[3].supervise' },
+    { what: 'the file\'s supervise block copied to a new port (more programs)', path: P, body: { port: 9001, supervise: FROM_FILE }, field: 'clusters[0].ports[3].supervise' },
+    { what: 'a new port with an exec advisor', path: P, body: { port: 9002, advisor: { type: 'exec', command: '/bin/sh', args: ['-c', 'id'] }, daemons: [{ address: '198.18.2.7:9002' }] }, field: 'clusters[0].ports[3].advisor' },
+    { what: 'a tcp advisor naming a command (an override could make it exec)', path: P, body: { port: 9003, advisor: { type: 'tcp', command: '/bin/sh' } }, field: 'clusters[0].ports[3].advisor' },
+    { what: 'a daemon whose advisor override runs a program', path: P, body: { port: 9004, daemons: [{ address: '198.18.2.7:9004', advisor: { type: 'exec', command: '/bin/sh' } }] }, field: 'clusters[0].ports[3].daemons[0].advisor' },
+  ];
+  for (const c of cases) {
+    it(`${c.what}: 403 API_EXEC_FORBIDDEN naming the key; nothing changes`, async () => {
+      const before = await snapshot(s);
+      const applied = s.fake.applied.length;
+      const running = s.fake.config;
+      const e = assertError(await s.call('POST', c.path, c.body), 403, 'API_EXEC_FORBIDDEN', c.field);
+      assert.ok(e.message.startsWith(`${c.field}: `), e.message);
+      assert.match(e.message, /configuration file and reload/);
+      assert.equal(s.fake.applied.length, applied, 'nothing was applied');
+      assert.equal(s.fake.config, running, 'the running configuration is the same object');
+      assert.deepEqual(await snapshot(s), before);
+    });
+  }
+
+  it('changes that keep the file\'s programs as they are still work: scheduler, weights, daemons, ports without programs', async () => {
+    assertOk(await s.call('PUT', portPath(C4, 8080), { scheduler: 'maglev' }));
+    assertOk(await s.call('PUT', daemonPath(C4, 80, 'tcp', '198.18.2.1:8080'), { weight: 4 }));
+    assertOk(await s.call('POST', `${portPath(C4, 80)}/daemons`, { address: '198.18.2.9:8080', weight: 2 }), 201);
+    assertOk(await s.call('POST', `${daemonPath(C4, 80, 'tcp', '198.18.2.9:8080')}/quiesce`));
+    assertOk(await s.call('DELETE', daemonPath(C4, 80, 'tcp', '198.18.2.9:8080')));
+    assertOk(await s.call('POST', P, { port: 9100, advisor: { type: 'http', path: '/health' }, daemons: [{ address: '198.18.2.7:9100', advisor: { timeout: 0.5 } }] }), 201);
+    assertOk(await s.call('POST', '/v1/clusters', { address: '198.18.100.9', ports: [{ port: 80, daemons: [{ address: '198.18.4.1:80' }] }] }), 201);
+    const config = s.fake.config;
+    const p80 = config.clusters[0].ports[0];
+    assert.equal(p80.daemons[0].weight, 4);
+    assert.deepEqual(p80.advisor?.args, ['probe'], 'the exec advisor is still the file\'s');
+    assert.equal(config.clusters[0].ports[1].scheduler, 'maglev');
+    assert.deepEqual(config.clusters[0].ports[1].supervise?.env, { API_KEY: SECRET_ENV });
+    // Taking a program away is allowed: it runs fewer programs.
+    assertOk(await s.call('DELETE', portPath(C4, 8080)));
+    assert.equal(s.fake.config.clusters[0].ports.some((p) => p.supervise), false);
+  });
+
+  it('a reload may add programs: the file is where they belong', async () => {
+    writeFileSync(s.file, EXEC_CONFIG.replace('          port: 8080\n', '          port: 8080\n          args: [--verbose]\n'));
+    assertOk(await s.call('POST', '/v1/reload'));
+    assert.deepEqual(s.fake.config.clusters[0].ports[1].supervise?.args, ['--verbose']);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Secrets and where a save may write
+
+describe('admin API: the token and supervise.env stay in the file', () => {
+  let s: FakeHostlb & { state: string };
+  beforeEach(async () => { s = await startWithStateDir({ config: EXEC_CONFIG }); });
+  afterEach(() => s.close());
+
+  it('GET /v1/config redacts admin.token and the values of supervise.env, as JSON and as YAML', async () => {
+    const json = await s.call('GET', '/v1/config');
+    const yaml = await s.call('GET', '/v1/config?format=yaml');
+    for (const r of [json, yaml]) {
+      assert.equal(r.status, 200);
+      assert.ok(!r.text.includes(SECRET_TOKEN), 'no token in the answer');
+      assert.ok(!r.text.includes(SECRET_ENV), 'no env value in the answer');
+    }
+    const shown = json.body as { admin: { token: string }; clusters: { ports: { supervise?: { env: Record<string, string> } }[] }[] };
+    assert.equal(shown.admin.token, '(redacted)');
+    assert.deepEqual(shown.clusters[0].ports[1].supervise?.env, { API_KEY: '(redacted)' }, 'names stay, values go');
+    assert.deepEqual(parseYaml(yaml.text), shown);
+    // The running configuration itself still has them.
+    assert.equal(s.fake.config.admin.token, SECRET_TOKEN);
+  });
+
+  it('a save to the running file keeps the token and env as the file has them; a save elsewhere holds neither', async () => {
+    assertOk(await s.call('PUT', daemonPath(C4, 80, 'tcp', '198.18.2.2:8080'), { weight: 3 }));
+    assertOk(await s.call('POST', '/v1/config/save'));
+    assert.deepEqual(loadConfig(s.file), s.fake.config, 'the file has the change, and the token and env it had');
+    assert.ok(readFileSync(s.file, 'utf8').includes(SECRET_TOKEN));
+
+    const other = join(s.state, 'copy.yaml');
+    assertOk(await s.call('POST', '/v1/config/save', { path: other }));
+    const text = readFileSync(other, 'utf8');
+    assert.ok(!text.includes(SECRET_TOKEN), 'no token copied into another file');
+    assert.ok(!text.includes(SECRET_ENV), 'no env copied into another file');
+    const copy = loadConfig(other);
+    assert.equal(copy.admin.token, undefined);
+    assert.deepEqual(copy.clusters[0].ports[1].supervise?.env, {});
+    assert.equal(copy.clusters[0].ports[0].daemons[1].weight, 3);
+  });
+});
+
+describe('admin API: config save writes only its own files, never through a link', () => {
+  let s: FakeHostlb & { state: string };
+  let outside: string;
+  beforeEach(async () => {
+    s = await startWithStateDir();
+    outside = mkdtempSync(join(tmpdir(), 'hostlb-outside-'));
+  });
+  afterEach(() => {
+    s.close();
+    rmSync(outside, { recursive: true, force: true });
+  });
+
+  it('a path outside the running file and stateDir: 403 SAVE_PATH_FORBIDDEN, nothing written', async () => {
+    mkdirSync(join(s.state, 'sub'));
+    symlinkSync(outside, join(s.state, 'escape'));
+    for (const path of [
+      join(outside, 'hostlb.yaml'),
+      join(s.dir, 'beside-the-file.yaml'),
+      `${s.state}/sub/../../${outside.split('/').pop()}/dotdot.yaml`,
+      join(s.state, 'escape', 'through-a-dir-link.yaml'),
+      `${s.state}-sibling/x.yaml`,
+    ]) {
+      const e = assertError(await s.call('POST', '/v1/config/save', { path }), 403, 'SAVE_PATH_FORBIDDEN', 'path');
+      assert.ok(e.message.includes(path) && e.message.includes(s.state), e.message);
+    }
+    assert.deepEqual(readdirSync(outside), [], 'nothing written outside');
+    assert.deepEqual(readdirSync(s.dir).sort(), ['admin.sock', 'hostlb.yaml']);
+  });
+
+  it('a target that is a symbolic link: 409 SAVE_TARGET_SYMLINK; neither the link nor what it points at changes', async () => {
+    const victim = join(outside, 'victim');
+    writeFileSync(victim, 'precious\n');
+    const link = join(s.state, 'link.yaml');
+    symlinkSync(victim, link);
+    assertError(await s.call('POST', '/v1/config/save', { path: link }), 409, 'SAVE_TARGET_SYMLINK', 'path');
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    assert.ok(lstatSync(link).isSymbolicLink());
+    // The running file itself replaced by a link: refused the same way.
+    const fileText = readFileSync(s.file, 'utf8');
+    rmSync(s.file);
+    writeFileSync(join(outside, 'real.yaml'), fileText);
+    symlinkSync(join(outside, 'real.yaml'), s.file);
+    assertError(await s.call('POST', '/v1/config/save'), 409, 'SAVE_TARGET_SYMLINK', 'path');
+    assert.equal(readFileSync(join(outside, 'real.yaml'), 'utf8'), fileText);
+    assert.deepEqual(readdirSync(s.state).sort(), ['link.yaml'], 'no temporary file left behind');
+  });
+
+  it('the saved file is mode 0600 even over a file that was 0644, and no temporary file is left', async () => {
+    const target = join(s.state, 'saved.yaml');
+    writeFileSync(target, 'old: true\n', { mode: 0o644 });
+    chmodSync(target, 0o644);
+    assertOk(await s.call('POST', '/v1/config/save', { path: target }));
+    assert.equal(statSync(target).mode & 0o777, 0o600);
+    assert.deepEqual(loadConfig(target), s.fake.config);
+    assertOk(await s.call('POST', '/v1/config/save'));
+    assert.equal(statSync(s.file).mode & 0o777, 0o600);
+    assert.deepEqual(readdirSync(s.state), ['saved.yaml']);
+    assert.deepEqual(readdirSync(s.dir).sort(), ['admin.sock', 'hostlb.yaml']);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Limits
+
+/** Opens an event stream on a raw connection; resolves once the answer's head has arrived, with the text so far. */
+function openStream(socketPath: string): Promise<{ socket: Socket; head: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    let text = '';
+    const onData = (c: Buffer): void => {
+      text += c.toString('latin1');
+      if (text.includes('\r\n\r\n')) {
+        socket.off('data', onData);
+        resolve({ socket, head: text });
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write('GET /v1/events HTTP/1.1\r\nHost: hostlb\r\nAccept: text/event-stream\r\n\r\n');
+  });
+}
+
+/** Turns of the event loop until `done()` (a condition, not a time: the test's own timeout bounds it). */
+async function until(done: () => boolean): Promise<void> {
+  while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+describe('admin API: limits on clients', () => {
+  it('both listeners cap connections and the time to send a request', async () => {
+    const s = await startFakeHostlb({ tcp: true });
+    try {
+      assert.equal(s.admin.listeners.length, 2);
+      for (const l of s.admin.listeners) {
+        assert.ok(l.maxConnections > 0 && l.maxConnections <= 1024, `maxConnections ${l.maxConnections}`);
+        assert.ok(l.headersTimeout > 0 && l.headersTimeout <= 30_000, `headersTimeout ${l.headersTimeout}`);
+        assert.ok(l.requestTimeout > 0 && l.requestTimeout <= 60_000, `requestTimeout ${l.requestTimeout}`);
+      }
+    } finally {
+      s.close();
+    }
+  });
+
+  it('a connection over maxConnections is closed unanswered; a half-sent request is cut off; then it answers again', async () => {
+    const s = await startFakeHostlb({ limits: { maxConnections: 2, headersTimeoutMs: 300, requestTimeoutMs: 300, checkIntervalMs: 50 } });
+    try {
+      const closed = (c: Socket): Promise<string> => new Promise((resolve) => {
+        let text = '';
+        c.on('data', (b: Buffer) => { text += b.toString(); });
+        c.on('error', () => {});
+        c.on('close', () => resolve(text));
+      });
+      const held = [connect(s.socket), connect(s.socket)];
+      const heldClosed = held.map(closed);
+      for (const c of held) c.write('GET /v1/status HTTP/1.1\r\nHost: hostlb\r\n'); // never finished
+      await Promise.all(held.map((c) => new Promise((resolve) => (c.connecting ? c.once('connect', resolve) : resolve(undefined)))));
+      const count = (): Promise<number> => new Promise((resolve, reject) => s.admin.listeners[0].getConnections((err, n) => (err ? reject(err) : resolve(n))));
+      while (await count() < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+      const third = connect(s.socket);
+      third.write('GET /v1/status HTTP/1.1\r\nHost: hostlb\r\n\r\n');
+      assert.equal(await closed(third), '', 'the connection over the cap got no answer');
+      // The half-sent requests are cut off (408) rather than held for ever.
+      for (const text of await Promise.all(heldClosed)) assert.ok(text === '' || text.startsWith('HTTP/1.1 408'), text);
+      assertOk(await s.call('GET', '/v1/status'));
+    } finally {
+      s.close();
+    }
+  });
+
+  it('event-stream clients over the cap get 503 TOO_MANY_EVENT_CLIENTS as JSON; a freed place is taken again', async () => {
+    const s = await startFakeHostlb({ health: true, limits: { maxEventClients: 2 } });
+    const open: Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const { socket, head } = await openStream(s.socket);
+        open.push(socket);
+        assert.match(head, /^HTTP\/1\.1 200 /);
+        assert.match(head, /content-type: text\/event-stream/i);
+      }
+      assert.equal(s.admin.eventStreams.clients, 2);
+      const r = await apiStream(s);
+      const e = assertError(r, 503, 'TOO_MANY_EVENT_CLIENTS');
+      assert.match(e.message, /2 clients/);
+      assert.equal(s.admin.eventStreams.refused, 1);
+      open.shift()!.destroy();
+      await until(() => s.admin.eventStreams.clients === 1);
+      const again = await openStream(s.socket);
+      open.push(again.socket);
+      assert.match(again.head, /^HTTP\/1\.1 200 /);
+      assert.equal(s.admin.eventStreams.clients, 2);
+    } finally {
+      for (const c of open) c.destroy();
+      s.close();
+    }
+  });
+
+  it('a client that does not read its event stream is dropped once its unsent bytes pass the limit; others keep theirs', async () => {
+    const LIMIT = 64 * 1024;
+    const s = await startFakeHostlb({ health: true, limits: { maxEventBuffer: LIMIT } });
+    try {
+      const slow = await openStream(s.socket);
+      slow.socket.pause(); // reads nothing more: the kernel's buffers fill, then hostlb's
+      const fast = await openStream(s.socket);
+      let fastBytes = 0;
+      fast.socket.on('data', (c: Buffer) => { fastBytes += c.length; });
+      const events = s.fake.health!.events;
+      const reason = 'x'.repeat(1000);
+      let sent = 0;
+      let sentBytes = 0;
+      // Until the slow client is dropped; 256 MB of events at most (a server that buffers without bound fails here).
+      for (let round = 0; round < 16_384 && s.admin.eventStreams.dropped === 0; round++) {
+        for (let i = 0; i < 16; i++) {
+          const e = events.emitEvent({ type: 'weight_changed', port: `${C4}:80/tcp`, daemon: '198.18.2.1:8080', reason });
+          sentBytes += Buffer.byteLength(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+          sent++;
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      assert.equal(s.admin.eventStreams.dropped, 1, 'the slow client was dropped');
+      const oneEvent = sentBytes / sent;
+      assert.ok(s.admin.eventStreams.maxBuffered <= LIMIT + 2 * oneEvent, `at most the limit waited for one client: ${s.admin.eventStreams.maxBuffered}`);
+      await until(() => s.admin.eventStreams.clients === 1);
+      // The reader kept up and got every event.
+      await until(() => fastBytes >= sentBytes);
+      assert.equal(s.admin.eventStreams.clients, 1);
+      fast.socket.destroy();
+      slow.socket.destroy();
+    } finally {
+      s.close();
+    }
+  });
+
+  it('an error on a listener (EMFILE on accept) is logged, and both listeners still answer', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'error' }, new Writable({ write(chunk: Buffer, _e, done) { lines.push(chunk.toString()); done(); } }));
+    const s = await startFakeHostlb({ tcp: true, logger });
+    try {
+      for (const l of s.admin.listeners) {
+        l.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', errno: -24, syscall: 'accept' }));
+      }
+      await until(() => lines.length === 2);
+      for (const line of lines) {
+        const entry = JSON.parse(line) as { code: string; event: string };
+        assert.equal(entry.code, 'EMFILE');
+        assert.equal(entry.event, 'admin_listener_error');
+      }
+      assertOk(await s.call('GET', '/v1/status'));
+      assertOk(await s.callTcp('GET', '/v1/status', undefined, TEST_TOKEN));
+    } finally {
+      s.close();
+    }
+  });
+});
+
+/** GET /v1/events with Accept: text/event-stream, read to the end (for an answer that is not a stream). */
+function apiStream(s: FakeHostlb): Promise<ApiAnswer> {
+  return new Promise((resolve, reject) => {
+    const c = connect(s.socket);
+    let text = '';
+    c.on('data', (b: Buffer) => { text += b.toString(); });
+    c.on('error', reject);
+    c.on('end', () => {
+      const [head, body] = text.split('\r\n\r\n');
+      const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1]);
+      const headers = Object.fromEntries(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      resolve({ status, headers, text: body, body: JSON.parse(body) as unknown });
+    });
+    c.write('GET /v1/events HTTP/1.1\r\nHost: hostlb\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n');
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Connection listing cost
+
+describe('admin API: GET /v1/connections builds only the records of the page', () => {
+  let s: FakeHostlb;
+  before(async () => {
+    s = await startFakeHostlb({ traffic: true });
+    for (let i = 0; i < 200; i++) s.fake.tcpFlow({ client: '198.18.0.50', clientPort: 30000 + i, cluster: C4, port: 80 });
+  });
+  after(() => s.close());
+
+  const cases: [string, number, number, number][] = [
+    // query, total, records answered, at most records built
+    ['?limit=2', 206, 2, 2],
+    ['?offset=150&limit=2', 206, 2, 2],
+    ['?offset=205&limit=10', 206, 1, 1],
+    ['?limit=0', 206, 0, 0],
+    ['?client=198.18.0.50&limit=3', 200, 3, 3],
+    [`?cluster=${C4}&port=80&state=ESTABLISHED&protocol=tcp&limit=1`, 203, 1, 1],
+    ['?client=198.18.0.99', 0, 0, 0],
+  ];
+  for (const [query, total, answered, built] of cases) {
+    it(`${query}: total ${total}, ${answered} answered, at most ${built} built`, async () => {
+      const before = listingCounters.built;
+      const r = await connections(s, query);
+      const cost = listingCounters.built - before;
+      assert.equal(r.total, total);
+      assert.equal(r.connections.length, answered);
+      assert.ok(cost <= built, `${cost} records built for ${query}`);
+      assert.equal(cost, answered);
+    });
+  }
 });
 
 describe('admin API: stop', () => {

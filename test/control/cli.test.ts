@@ -6,7 +6,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -234,8 +235,13 @@ describe('hostlb CLI', { concurrency: true }, () => {
     // Steps build on each other: one at a time (subtests would inherit the parent's concurrency).
     describe(`hostlb CLI: every change command${json ? ' with --json' : ''}`, { concurrency: false }, () => {
       let s: FakeHostlb;
-      before(async () => { s = await startFakeHostlb({ traffic: true }); });
-      after(() => s.close());
+      // A stateDir of its own: config save may write there (and to the running file), nowhere else.
+      const state = mkdtempSync(join(tmpdir(), 'hostlb-state-'));
+      before(async () => { s = await startFakeHostlb({ traffic: true, config: TEST_CONFIG.replace('stateDir: /run/hostlb-test', `stateDir: ${state}`) }); });
+      after(() => {
+        s.close();
+        rmSync(state, { recursive: true, force: true });
+      });
 
       it('cluster, port and daemon commands, then reload, each exit 0 and change what they say', async () => {
         for (const step of STEPS.filter((x) => !(json && x.plainOnly))) {
@@ -257,7 +263,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
         // A change made since start, so the saved file differs from the one hostlb started with.
         if (json) assert.equal((await s.call('PUT', `/v1/clusters/${C4}/ports/80/tcp/daemons/198.18.2.1%3A8080`, { weight: 9 })).status, 200);
         else await expectExit(s, ['daemon', 'set', C4, '80', '198.18.2.1:8080', '--weight', '9'], 0);
-        const target = join(s.dir, 'saved.yaml');
+        const target = join(state, 'saved.yaml');
         const r = await expectExit(s, [...(json ? ['--json'] : []), 'config', 'save', target], 0);
         if (json) assert.deepEqual(JSON.parse(r.stdout), { ok: true, path: target });
         else assert.equal(r.stdout, `configuration saved to ${target}\n`);
@@ -298,6 +304,9 @@ describe('hostlb CLI', { concurrency: true }, () => {
         [['conns', '--state', 'bogus'], /state must be one of.*\(BAD_QUERY\)/],
         [['config', 'save', 'relative.yaml'], /path must be absolute.*\(BAD_PATH\)/],
       ];
+      // Refused as not this client's to do: exit 4, like a missing permission.
+      const outside = await expectExit(s, ['config', 'save', join(s.dir, 'elsewhere.yaml')], 4);
+      assert.match(outside.stderr, /only to the running configuration file .* or a file under stateDir.*\(SAVE_PATH_FORBIDDEN\)/);
       await each(cases, async ([args, message]) => {
         const r = await expectExit(s, args, 1);
         assert.match(r.stderr, message);
@@ -362,12 +371,16 @@ describe('hostlb CLI', { concurrency: true }, () => {
 
     it('4: the TCP listener without the right token; 0 with it (--token or $HOSTLB_TOKEN)', async () => {
       const url = `http://127.0.0.1:${s.tcpPort}`;
-      const [none, wrong, given, fromEnv] = await Promise.all([
+      const wrongEnv = 'wrong-env-token-0123456789abcdef';
+      const [none, wrong, given, fromEnv, wrongFromEnv] = await Promise.all([
         expectExit(s, ['--url', url, 'status'], 4),
         expectExit(s, ['--url', url, '--token', 'wrong-token-0123456789abcdef', 'daemon', 'quiesce', C4, '80', '198.18.2.1:8080'], 4),
         expectExit(s, ['--url', url, '--token', TEST_TOKEN, '--json', 'status'], 0),
         expectExit(s, ['--url', url, 'config', 'show', '--json'], 0, { env: { HOSTLB_TOKEN: TEST_TOKEN } }),
+        expectExit(s, ['--url', url, 'status'], 4, { env: { HOSTLB_TOKEN: wrongEnv } }),
       ]);
+      assert.match(wrongFromEnv.stderr, /UNAUTHORIZED/);
+      assert.ok(!wrongFromEnv.stderr.includes(wrongEnv) && !wrongFromEnv.stdout.includes(wrongEnv), 'the refused token is not echoed');
       assert.match(none.stderr, /Authorization: Bearer <token>.*\(UNAUTHORIZED\)/);
       assert.match(wrong.stderr, /UNAUTHORIZED/);
       assert.equal((JSON.parse(given.stdout) as { daemons: number }).daemons, 4);
@@ -417,6 +430,23 @@ describe('hostlb CLI', { concurrency: true }, () => {
       [['config', 'show'], ['--help'], []],
       [['config', 'save'], ['--help'], []],
     ];
+
+    it('never shows $HOSTLB_TOKEN: not in any --help, a usage error\'s help, nor a refused request\'s message', async () => {
+      const secret = 'env-token-never-printed-0123456789';
+      const env = { HOSTLB_TOKEN: secret };
+      const runs = await Promise.all([
+        ...COMMANDS.map(([path]) => hostlb([...path, '--help'], { env })),
+        hostlb(['frobnicate'], { env }),
+        hostlb(['status', '--bogus'], { env }),
+        hostlb(['--url', 'http://127.0.0.1:1', 'status'], { env }),
+      ]);
+      const top = runs[0];
+      assert.equal(top.code, 0);
+      assert.match(top.stdout, /--token <token> +bearer token for --url \(env: HOSTLB_TOKEN\)/, 'the help says where the token may come from');
+      for (const r of runs) {
+        assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), `the token was printed:\n${r.stdout}${r.stderr}`);
+      }
+    });
 
     it('every command exits 0 and mentions each of its options and subcommands', async () => {
       await each(COMMANDS, async ([path, options, subcommands]) => {

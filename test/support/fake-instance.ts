@@ -31,11 +31,15 @@
 //                                           newFlows, packetsIn, packetsOut, bytesIn, bytesOut; and
 //                                           totals packetsIn, packetsOut, dropped
 //
+//   new FakeInstance(config, { health: true })   also a HealthRuntime (events, monitor; never started),
+//                                           so a test can emit daemon events: fake.health!.events.emitEvent(...)
+//
 //   A whole admin stack over it, in a fresh temp dir (what the API and CLI tests talk to):
-//   startFakeHostlb({ config?, tcp?, traffic?, withFile?, onStopRequested? }) → FakeHostlb
+//   startFakeHostlb({ config?, tcp?, traffic?, withFile?, onStopRequested?, health?, logger?, limits? }) → FakeHostlb
 //       config: YAML text (default TEST_CONFIG) written to <dir>/hostlb.yaml (the file reload() reads,
 //       unless withFile = false); an AdminServer on <dir>/admin.sock and, with tcp = true, on
 //       127.0.0.1:<free port> with TEST_TOKEN; traffic = true pushes standardTraffic() first.
+//       health: as for FakeInstance; logger: the AdminServer's (default silent); limits: AdminLimits overrides.
 //       stack.call(method, path, body?) and stack.callTcp(method, path, body?, token?) → ApiAnswer
 //       stack.stops counts onStopRequested calls; stack.close() stops the listeners, removes the dir.
 //   standardTraffic(fake)                   three established TCP flows and one half-open one to
@@ -49,10 +53,12 @@ import { request, type IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { HostlbError } from '../../src/errors.js';
 import { AdminServer } from '../../src/control/api/server.js';
 import type { Controlled } from '../../src/control/api/controlled.js';
+import type { AdminLimits } from '../../src/control/api/limits.js';
+import { HealthRuntime } from '../../src/control/health-runtime.js';
 import type { HostlbConfig } from '../../src/control/config-schema.js';
 import { loadConfig } from '../../src/control/config-file.js';
 import { checkLiveChange, type ChangeSummary } from '../../src/control/instance.js';
@@ -97,14 +103,16 @@ export class FakeInstance implements Controlled {
   readonly plane = { packetsRead: 0, packetsWritten: 0, writeShortfall: 0 };
   readonly applied: string[] = [];
   readonly expected = { packetsIn: 0, packetsOut: 0, dropped: 0, daemons: new Map<string, DaemonTally>() };
+  readonly health: HealthRuntime | undefined;
   private current: HostlbConfig;
 
   /** `config` must have passed validateConfig or parseConfig. Throws ConfigError on a spec the dispatcher refuses. */
-  constructor(config: HostlbConfig, options: { configFile?: string } = {}) {
+  constructor(config: HostlbConfig, options: { configFile?: string; health?: boolean } = {}) {
     this.current = config;
     this.configFile = options.configFile;
     this.dispatcher = new Dispatcher({ capacity: config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed });
     this.dispatcher.configure(config);
+    this.health = options.health ? new HealthRuntime(this.dispatcher, config, pino({ level: 'silent' })) : undefined;
   }
 
   /** An instance over `file`, which reload() re-reads. Throws ConfigError naming file, line and key. */
@@ -368,6 +376,11 @@ export interface StartOptions {
   /** Default true: the instance knows its file, so reload and config save work without a path. */
   withFile?: boolean;
   onStopRequested?(): void;
+  /** A HealthRuntime on the instance (never started), for daemon events. */
+  health?: boolean;
+  /** The AdminServer's logger (default: silent). */
+  logger?: Logger;
+  limits?: Partial<AdminLimits>;
 }
 
 export async function startFakeHostlb(options: StartOptions = {}): Promise<FakeHostlb> {
@@ -377,7 +390,7 @@ export async function startFakeHostlb(options: StartOptions = {}): Promise<FakeH
   const file = join(dir, 'hostlb.yaml');
   writeFileSync(file, options.config ?? TEST_CONFIG);
   const config = loadConfig(file);
-  const fake = new FakeInstance(config, { configFile: options.withFile === false ? undefined : file });
+  const fake = new FakeInstance(config, { configFile: options.withFile === false ? undefined : file, health: options.health });
   const flows = options.traffic ? standardTraffic(fake) : null;
   const socket = join(dir, 'admin.sock');
   const tcpPort = options.tcp ? await freePort() : 0;
@@ -386,7 +399,8 @@ export async function startFakeHostlb(options: StartOptions = {}): Promise<FakeH
     socket,
     tcp: options.tcp ? { host: '127.0.0.1', port: tcpPort, token: TEST_TOKEN } : undefined,
     version: '0.0.0-test',
-    logger: pino({ level: 'silent' }),
+    logger: options.logger ?? pino({ level: 'silent' }),
+    limits: options.limits,
     onStopRequested: () => {
       stops++;
       options.onStopRequested?.();

@@ -1,12 +1,12 @@
 // The admin API's resources: status, clusters/ports/daemons (list, add, change,
 // quiesce, remove), connections, counters, config, reload, stop, metrics.
 // Reads are GET and never change anything; every change is POST, PUT or
-// DELETE and goes through Controlled.apply, validated whole.
+// DELETE and goes through Controlled.apply, validated whole — and refused
+// when it would make hostlb run a program the file did not ask for.
 
-import { writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
 import { DROP_REASON_NAMES } from '../../dispatch/drop-reason.js';
-import { filterConnections, listConnections } from '../../dispatch/record-view.js';
+import { ConnectionPage, listConnections } from '../../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
 import { CONN_STATE_NAMES } from '../../dispatch/tcp-state.js';
 import {
@@ -17,7 +17,10 @@ import { validateConfig } from '../config-file.js';
 import { HostlbError } from '../../errors.js';
 import { formatEndpoint, parseIp } from '../../wire/address.js';
 import { ApiError, badRequest, conflict, notFound } from './api-error.js';
+import { saveConfig, saveTarget } from './config-save.js';
 import type { Controlled } from './controlled.js';
+import { checkNoNewExec } from './exec-guard.js';
+import { redactSecrets } from './secrets.js';
 
 export const API_VERSION = 'v1';
 
@@ -57,7 +60,9 @@ function portRef(params: string[]): PortRef {
 }
 
 function change(ctx: RouteContext, next: unknown, source: string): Response {
-  const summary = ctx.ctl.apply(validateConfig(next), source);
+  const valid = validateConfig(next);
+  checkNoNewExec(ctx.ctl.config, valid);
+  const summary = ctx.ctl.apply(valid, source);
   return { body: { ok: true, change: summary } };
 }
 
@@ -217,8 +222,15 @@ const routes: Route[] = [
         offset: intParam(q, 'offset', 0, 1 << 30),
         limit: intParam(q, 'limit', 100, 10000),
       };
-      const { total, connections } = netfilter ? filterConnections(netfilter.connections(), filter) : listConnections(ctx.ctl.dispatcher, filter);
-      return { body: { total, offset: intParam(q, 'offset', 0, 1 << 30), connections } };
+      // Both planes count every match but build only the records of the page asked for.
+      let page: ConnectionPage;
+      if (netfilter) {
+        page = new ConnectionPage(filter);
+        page.connections.push(...netfilter.connections(page));
+      } else {
+        page = listConnections(ctx.ctl.dispatcher, filter);
+      }
+      return { body: { total: page.total, offset: filter.offset, connections: page.connections } };
     },
   },
   {
@@ -240,15 +252,16 @@ const routes: Route[] = [
     },
   },
   {
-    method: 'GET', pattern: /^\/v1\/config$/, handler: (ctx, req) =>
-      (req.query.get('format') === 'yaml' ? { body: stringify(ctx.ctl.config), contentType: 'application/yaml' } : { body: ctx.ctl.config }),
+    method: 'GET', pattern: /^\/v1\/config$/, handler: (ctx, req) => {
+      // The token and supervised daemons' environments are the file's; a reader of the API never sees them.
+      const shown = redactSecrets(ctx.ctl.config);
+      return req.query.get('format') === 'yaml' ? { body: stringify(shown), contentType: 'application/yaml' } : { body: shown };
+    },
   },
   {
     method: 'POST', pattern: /^\/v1\/config\/save$/, handler: (ctx, req) => {
-      const path = typeof req.body.path === 'string' ? req.body.path : ctx.ctl.configFile;
-      if (!path) throw badRequest('NO_PATH', 'hostlb was started without --config: give "path" to save to', 'path');
-      if (!path.startsWith('/')) throw badRequest('BAD_PATH', `path must be absolute, got "${path}"`, 'path');
-      writeFileSync(path, `# saved by hostlb ${new Date().toISOString()}\n${stringify(ctx.ctl.config)}`, { mode: 0o600 });
+      const path = saveTarget(ctx.ctl.config, ctx.ctl.configFile, req.body.path);
+      saveConfig(ctx.ctl.config, path);
       return { body: { ok: true, path } };
     },
   },

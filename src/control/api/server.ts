@@ -2,6 +2,7 @@
 // owner — root — can connect) and, only when configured, on a TCP address that
 // demands a bearer token. Parses requests, checks the token, hands off to
 // routes.ts and turns every error into a JSON answer with a stable code.
+// Both listeners are bounded (limits.ts) and survive their own errors.
 
 import { timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -13,6 +14,8 @@ import type { Logger } from '../logger.js';
 import { createMetrics } from '../metrics.js';
 import { ApiError, badRequest, errorResponse } from './api-error.js';
 import type { Controlled } from './controlled.js';
+import { EventStreams, type EventStreamStats } from './event-stream.js';
+import { DEFAULT_ADMIN_LIMITS, type AdminLimits } from './limits.js';
 import { route, type RouteContext } from './routes.js';
 
 export interface AdminOptions {
@@ -26,6 +29,8 @@ export interface AdminOptions {
   onStopRequested(): void;
   /** Called after a POST /v1/takeover has been answered; absent = not offered. */
   onTakeoverRequested?: () => void;
+  /** Overrides of DEFAULT_ADMIN_LIMITS (tests use small ones). */
+  limits?: Partial<AdminLimits>;
 }
 
 const MAX_BODY = 1 << 20;
@@ -81,36 +86,53 @@ function socketAlive(path: string): Promise<boolean> {
   });
 }
 
+type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
 /**
- * GET /v1/events with Accept: text/event-stream: server-sent events, first
- * the kept ones after Last-Event-ID (or ?since=N), then each as it happens.
+ * One bounded listener: at most `maxConnections` connections, headers and
+ * request within their times. Once it listens, an 'error' (EMFILE or ENFILE
+ * on accept when hostlb is out of file descriptors) is logged and survived:
+ * without a listener Node would end hostlb, and with one the server keeps
+ * accepting once descriptors are free again.
  */
-function streamEvents(ctl: Controlled, req: IncomingMessage, res: ServerResponse, url: URL): void {
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-  const events = ctl.health?.events;
-  const write = (e: { id: number; type: string }): void => {
-    res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
-  };
-  const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('since') ?? 0) || 0;
-  res.write(': hostlb daemon events\n\n');
-  if (!events) return;
-  for (const e of events.since(after)) write(e);
-  events.on('event', write);
-  // A comment now and then keeps proxies and idle timeouts from closing the stream.
-  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-  heartbeat.unref();
-  res.on('close', () => {
-    clearInterval(heartbeat);
-    events.off('event', write);
+async function listen(handler: Handler, limits: AdminLimits, logger: Logger, name: string, start: (s: Server, done: () => void) => void): Promise<Server> {
+  const server = createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: limits.checkIntervalMs,
+  }, (req, res) => void handler(req, res));
+  server.maxConnections = limits.maxConnections;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    start(server, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    logger.error({ err, code: err.code, listener: name, event: 'admin_listener_error' }, 'admin listener error; still listening');
+  });
+  return server;
 }
 
 export class AdminServer {
-  private constructor(private readonly servers: Server[], private readonly socket: string) {}
+  private constructor(private readonly servers: Server[], private readonly socket: string, private readonly streams: EventStreams) {}
+
+  /** The listeners (unix socket first, then TCP when configured). */
+  get listeners(): readonly Server[] {
+    return this.servers;
+  }
+
+  /** Event-stream clients now, refused, dropped for reading too slowly, and the most bytes one had waiting. */
+  get eventStreams(): Readonly<EventStreamStats> {
+    return this.streams.stats;
+  }
 
   /** Starts the listeners. Throws HostlbError ADMIN_SOCKET_IN_USE when another live hostlb owns the socket. */
   static async start(ctl: Controlled, options: AdminOptions): Promise<AdminServer> {
     const registry = createMetrics(ctl);
+    const limits: AdminLimits = { ...DEFAULT_ADMIN_LIMITS, ...options.limits };
+    const streams = new EventStreams(limits.maxEventClients, limits.maxEventBuffer);
     let stopRequested = false;
     let takeoverRequested = false;
     const ctx: RouteContext = {
@@ -130,7 +152,7 @@ export class AdminServer {
         }
         const url = new URL(req.url ?? '/', 'http://hostlb');
         if (method === 'GET' && url.pathname === '/v1/events' && (req.headers.accept ?? '').includes('text/event-stream')) {
-          streamEvents(ctl, req, res, url);
+          streams.open(ctl, req, res, url);
           return;
         }
         const { handler: h, params } = route(method, url.pathname);
@@ -162,23 +184,21 @@ export class AdminServer {
       rmSync(options.socket, { force: true }); // left by a crashed run
     }
     const servers: Server[] = [];
-    const unix = createServer(handler(null));
-    await new Promise<void>((resolve, reject) => {
-      unix.once('error', reject);
-      unix.listen(options.socket, () => resolve());
-    });
+    const unix = await listen(handler(null), limits, options.logger, 'unix', (s, done) => s.listen(options.socket, done));
     // Only the owner (root) may connect: the socket grants full control.
     chmodSync(options.socket, 0o600);
     servers.push(unix);
     if (options.tcp) {
-      const tcp = createServer(handler(options.tcp.token));
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen(options.tcp!.port, options.tcp!.host, () => resolve());
-      });
-      servers.push(tcp);
+      const { host, port } = options.tcp;
+      try {
+        servers.push(await listen(handler(options.tcp.token), limits, options.logger, 'tcp', (s, done) => s.listen(port, host, done)));
+      } catch (e) {
+        unix.close();
+        rmSync(options.socket, { force: true });
+        throw e;
+      }
     }
-    return new AdminServer(servers, options.socket);
+    return new AdminServer(servers, options.socket, streams);
   }
 
   close(): void {

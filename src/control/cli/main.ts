@@ -4,7 +4,7 @@
 // that API (see commands.ts).
 
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { HostlbError } from '../../errors.js';
 import { EXIT } from './client.js';
 import { addClientCommands } from './commands.js';
@@ -25,7 +25,8 @@ const program = new Command()
   .description('Load-balance many daemons on one host behind one cluster address, below TCP.')
   .option('--socket <path>', 'admin socket of the running hostlb (default /run/hostlb/admin.sock, or $HOSTLB_SOCKET)')
   .option('--url <url>', 'talk to a TCP admin listener instead, e.g. http://127.0.0.1:9180 (needs --token)')
-  .option('--token <token>', 'bearer token for --url (or $HOSTLB_TOKEN)', process.env.HOSTLB_TOKEN)
+  // Read from the environment at parse time, never given as a default: commander prints defaults in --help.
+  .addOption(new Option('--token <token>', 'bearer token for --url').env('HOSTLB_TOKEN'))
   .option('--json', 'print the API\'s JSON answer instead of a table')
   .showHelpAfterError()
   .addHelpText('after', '\nExit codes: 0 done, 1 rejected (the message says what to change), 2 usage or config error,\n3 hostlb not running, 4 permission denied, 5 hostlb failed.');
