@@ -14,6 +14,7 @@
 //   cli(sandbox, ns, hostlb, args)            `hostlb --socket <state>/admin.sock ...args` inside ns
 //   startFixtureDaemons(sandbox, ns, specs)   one fixture process per spec; resolves when all listen
 //   runWrk(sandbox, ns, args, timeoutMs)      wrk to completion, summary parsed
+//   startWrk(sandbox, ns, args, timeoutMs)    wrk until the test calls stop() (SIGINT); done: its summary
 //   healthSetup(t, addresses)                 sandbox, client/server namespaces (client reuses TIME_WAIT ports),
 //                                             addresses on the server's lo, temp dir
 //   startHostlb(topo, config)                 HostlbProcess.start, then waits for "admin_listening"
@@ -79,10 +80,10 @@ export class AdminClient {
     return new AdminClient(join(hostlb.stateDir, 'admin.sock'));
   }
 
-  /** GET `path`, parsed JSON. Throws on a status other than 2xx, or after 5 s. */
+  /** GET `path`, parsed JSON. Throws on a status other than 2xx, or after 30 s (a bound on a hang, not a speed). */
   get<T = unknown>(path: string): Promise<T> {
     return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.socket, path, method: 'GET', headers: { accept: 'application/json' }, timeout: 5_000 }, (res) => {
+      const req = request({ socketPath: this.socket, path, method: 'GET', headers: { accept: 'application/json' }, timeout: 30_000 }, (res) => {
         let text = '';
         res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
         res.on('end', () => {
@@ -94,7 +95,7 @@ export class AdminClient {
           }
         });
       });
-      req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 5 s`)));
+      req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 30 s`)));
       req.on('error', reject);
       req.end();
     });
@@ -267,11 +268,12 @@ export async function startFixtureDaemons(sandbox: NetnsSandbox, ns: Namespace, 
     child.stderr?.on('data', add);
     return { name, endpoint: spec.endpoint, child, output: () => text };
   });
-  const deadline = Date.now() + 10_000;
+  // A bound on a fixture that never listens; several Node processes starting at once take seconds on a busy machine.
+  const deadline = Date.now() + 60_000;
   for (const d of daemons) {
     while (!d.output().includes('listening on')) {
       if (d.child.exitCode !== null || d.child.signalCode !== null) throw new Error(`fixture ${d.name} (${d.endpoint}) exited: ${d.output()}`);
-      if (Date.now() > deadline) throw new Error(`fixture ${d.name} (${d.endpoint}) not listening after 10 s: ${d.output()}`);
+      if (Date.now() > deadline) throw new Error(`fixture ${d.name} (${d.endpoint}) not listening after 60 s: ${d.output()}`);
       await sleep(20);
     }
   }
@@ -313,6 +315,41 @@ export async function runWrk(sandbox: NetnsSandbox, ns: Namespace, args: string[
   return parseWrk(await sandbox.run(ns, ['wrk', ...args], { timeoutMs }));
 }
 
+/** A wrk the test ends when it has seen what it needs (see startWrk). */
+export interface RunningWrk {
+  /** SIGINT: wrk stops at once and still prints its summary. */
+  stop(): void;
+  readonly done: Promise<WrkSummary>;
+}
+
+/**
+ * Starts wrk inside `ns` (args after `wrk`; give a -d longer than any run
+ * needs) for a test that ends the load itself, once it has counted what it
+ * needs, instead of guessing how long that takes on this machine. Killed
+ * (SIGKILL, no summary) at `timeoutMs`, a bound for a broken run.
+ */
+export function startWrk(sandbox: NetnsSandbox, ns: Namespace, args: string[], timeoutMs: number): RunningWrk {
+  const child = sandbox.spawn(ns, ['wrk', ...args]);
+  let stdout = '';
+  let stderr = '';
+  let timedOut = false;
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const done = new Promise<RunResult>((resolve) => {
+    child.on('error', (error) => resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), timedOut }));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, timedOut }));
+  }).then((run) => {
+    clearTimeout(timer);
+    return parseWrk(run);
+  });
+  // `ip netns exec` execs wrk: the child's PID is wrk's.
+  return { stop: () => void (child.exitCode === null && child.kill('SIGINT')), done };
+}
+
 // ---------------------------------------------------------------- set-up
 
 export interface HealthTopo {
@@ -345,11 +382,11 @@ export async function startHostlb(topo: HealthTopo, config: Record<string, unkno
   const hostlb = await HostlbProcess.start(topo.sandbox, topo.server, config, { dir: topo.dir });
   const listening = await Promise.race([
     hostlb.waitForEvent('admin_listening').then(() => true),
-    sleep(10_000).then(() => false),
+    sleep(60_000).then(() => false),
   ]);
   if (!listening) {
     await hostlb.stop();
-    throw new Error(`hostlb logged no "admin_listening" within 10 s of "started":\n${hostlb.describe()}`);
+    throw new Error(`hostlb logged no "admin_listening" within 60 s of "started":\n${hostlb.describe()}`);
   }
   return hostlb;
 }
@@ -370,14 +407,18 @@ export function pct(x: number): string {
   return `${(x * 100).toFixed(1)}%`;
 }
 
-/** A TCP connect from the client namespace: prints how it ended. */
+/**
+ * A TCP connect from the client namespace: prints how it ended. It gives up
+ * after 8 s (callers give the child 10 s): an answer (SYN-ACK or RST) comes
+ * at once, a dropped SYN never.
+ */
 export const TCP_CLIENT = `
 import net from 'node:net';
 const [address, port] = process.argv.slice(1);
 const started = Date.now();
 const s = net.connect(Number(port), address);
 const done = (what) => { console.log(JSON.stringify({ ...what, ms: Date.now() - started })); s.destroy(); };
-const timer = setTimeout(() => done({ result: 'timeout' }), 3000);
+const timer = setTimeout(() => done({ result: 'timeout' }), 8000);
 s.on('connect', () => { clearTimeout(timer); done({ result: 'connected' }); });
 s.on('error', (e) => { clearTimeout(timer); done({ result: 'error', code: e.code }); });
 `;

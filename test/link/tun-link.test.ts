@@ -92,7 +92,8 @@ test('TunLink moves IPv4 and IPv6 packets between the kernel and the caller\'s b
   if (!canRunTun(t)) return;
   const sandbox = NetnsSandbox.forTest(t);
   const ns = sandbox.namespace();
-  const out = parse<IoReport>(await sandbox.run(ns, [process.execPath, CHILD, 'io']));
+  // The child's own waits are bounded at 15 s each (tun-link-child.ts); this bounds the whole child.
+  const out = parse<IoReport>(await sandbox.run(ns, [process.execPath, CHILD, 'io'], { timeoutMs: 120_000 }));
 
   assert.equal(out.name, 'hlbt0');
   assert.equal(out.mtu, 1400, 'the mtu option sets the device MTU and link.mtu reports it');
@@ -139,7 +140,7 @@ test('TunLink persist keeps the device after close; setPersist(false) lets it go
   if (!canRunTun(t)) return;
   const sandbox = NetnsSandbox.forTest(t);
   const ns = sandbox.namespace();
-  const out = parse<Record<string, unknown>>(await sandbox.run(ns, [process.execPath, CHILD, 'persist']));
+  const out = parse<Record<string, unknown>>(await sandbox.run(ns, [process.execPath, CHILD, 'persist'], { timeoutMs: 60_000 }));
   assert.deepEqual(out, { afterPersistentClose: true, reattached: 'hlbt1', afterNonPersistentClose: false });
 });
 
@@ -150,7 +151,7 @@ test('TunLink.open without CAP_NET_ADMIN fails with TUN_PERMISSION and says what
   // Root without CAP_NET_ADMIN: drop it from the bounding and inheritable sets
   // so the exec'd node does not regain it.
   const argv = ['setpriv', '--inh-caps=-net_admin', '--bounding-set=-net_admin', process.execPath, CHILD, 'no-privilege'];
-  const out = parse<{ open: ErrorSeen | null; exists: boolean }>(await sandbox.run(ns, argv));
+  const out = parse<{ open: ErrorSeen | null; exists: boolean }>(await sandbox.run(ns, argv, { timeoutMs: 60_000 }));
   assert.equal(out.open?.code, 'TUN_PERMISSION');
   assert.equal(out.open?.name, 'LinkError');
   assert.match(out.open?.message ?? '', /^hostlb needs CAP_NET_ADMIN to open \/dev\/net\/tun: run it as root/);

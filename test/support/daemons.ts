@@ -27,7 +27,9 @@ import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Namespace, NetnsSandbox } from './netns.js';
 
-const READY_TIMEOUT_MS = 10_000;
+// A bound on a daemon that never gets ready; nginx and Node start in well
+// under a second here, seconds on a busy machine.
+const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 5_000;
 
 /** A mkdtemp directory (mode 0700) removed when the test ends, pass or fail. */

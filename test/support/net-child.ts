@@ -57,7 +57,8 @@ async function live(specJson: string, journal: string): Promise<{ seen: string[]
     await new Promise<void>((resolve) => daemon.listen(8080, '127.10.1.1', resolve));
     connect({ port: 80, host: '127.10.0.1' }).on('error', () => {});
     connect({ port: 8080, host: '127.10.1.1', localAddress: '127.0.0.1', localPort: 40000 }).on('error', () => {});
-    const deadline = Date.now() + 3000;
+    // Ends as soon as both are seen; the bound only stops a broken run (a busy machine may take seconds).
+    const deadline = Date.now() + 15_000;
     while (seen.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     return { seen: seen.sort() };
   } finally {

@@ -13,7 +13,7 @@
 //                                          addresses (CIDR strings; IPv6 added nodad)
 //   sandbox.spawn(ns, argv, options?): ChildProcess   runs argv inside ns; killed (by PID) at cleanup
 //   sandbox.run(ns, argv, { timeoutMs?, env? }): Promise<RunResult>
-//                                          runs to completion (killed at the timeout), never rejects
+//                                          runs to completion (killed at the timeout, default 60 s), never rejects
 //   sandbox.cleanup()                      kills live children, deletes the namespaces (and with
 //                                          them their devices, routes and rules); idempotent
 //   ns.name                                the namespace's name
@@ -62,7 +62,10 @@ export interface VethOptions {
   bName?: string;
 }
 
-const SYNC_TIMEOUT_MS = 10_000;
+// Bounds on a child that should take milliseconds (ip, nft, ss); reached only
+// when one hangs, so generous enough for a busy machine.
+const SYNC_TIMEOUT_MS = 30_000;
+const RUN_TIMEOUT_MS = 60_000;
 let namespaceCounter = 0;
 let vethCounter = 0;
 const liveNamespaces = new Set<string>();
@@ -205,7 +208,7 @@ export class NetnsSandbox {
     return child;
   }
 
-  /** Runs `argv` inside `ns` to completion; kills it after `timeoutMs` (default 20 s). Never rejects. */
+  /** Runs `argv` inside `ns` to completion; kills it after `timeoutMs` (default 60 s). Never rejects. */
   run(ns: Namespace, argv: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
     return new Promise((resolve) => {
       const child = this.spawn(ns, argv, { env: options.env });
@@ -217,7 +220,7 @@ export class NetnsSandbox {
       const timer = setTimeout(() => {
         timedOut = true;
         if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-      }, options.timeoutMs ?? 20_000);
+      }, options.timeoutMs ?? RUN_TIMEOUT_MS);
       child.on('error', (error) => {
         clearTimeout(timer);
         resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), timedOut });
