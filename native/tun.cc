@@ -25,6 +25,7 @@
 #include <linux/netlink.h>
 #include <net/if.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -454,6 +455,23 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// tryLock(fd) -> true when this open file now holds an exclusive flock(2) on
+// it, false when another holds it (EWOULDBLOCK). The lock lasts while the fd is
+// open: a process that dies, however it dies, lets go of it.
+Napi::Value TryLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  int rc;
+  do {
+    rc = flock(fd, LOCK_EX | LOCK_NB);
+  } while (rc < 0 && errno == EINTR);
+  if (rc == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  ThrowSystemError(env, errno, "flock fd " + std::to_string(fd), "flock");
+  return env.Undefined();
+}
+
 void Cleanup(void* data) {
   // The environment is going away (process exit, worker end): close the poll
   // handles so the loop can close too. The fds themselves belong to the caller.
@@ -601,6 +619,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch, "recvBatch"));
   exports.Set("netlinkOpen", Napi::Function::New(env, NetlinkOpen, "netlinkOpen"));
+  exports.Set("tryLock", Napi::Function::New(env, TryLock, "tryLock"));
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   return exports;
 }

@@ -18,6 +18,8 @@ export interface MetricsSource {
   readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number } | null;
   /** The netfilter data plane's queue and conntrack counters, when it runs. */
   readonly netfilter?: { verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; swept: number; flowCount: number; conntrackCapacity(): number } | null;
+  /** Host objects put back after they vanished, by kind (instance.ts, net/repair.ts). */
+  readonly repairs?: Readonly<Record<string, number>>;
 }
 
 const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
@@ -206,6 +208,13 @@ export function createMetrics(source: MetricsSource): Registry {
   new Counter({
     name: 'hostlb_conntrack_swept_total', help: 'Flows whose active count a comparison with conntrack corrected (an event was lost).', registers: [registry],
     collect(this: Counter) { this.reset(); this.inc(source.netfilter?.swept ?? 0); },
+  });
+  new Counter({
+    name: 'hostlb_repairs_total', help: 'Host objects hostlb set up that vanished underneath it (nft flush ruleset, a deleted route or rule, a sysctl set back) and were put back, by kind.', labelNames: ['kind'], registers: [registry],
+    collect(this: Counter<'kind'>) {
+      this.reset();
+      for (const [kind, n] of Object.entries(source.repairs ?? {})) this.inc({ kind }, n);
+    },
   });
   return registry;
 }

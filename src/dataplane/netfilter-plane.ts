@@ -55,6 +55,8 @@ interface Pending {
   port: ClusterPort;
   protocol: number;
   reached: boolean;
+  /** A dump taken after it was decided has looked for it (confirmHandshakes): not asked again. */
+  asked: boolean;
 }
 
 /** One hostlb flow conntrack has confirmed, by conntrack id (its addresses stay in conntrack: connections() reads them there). */
@@ -109,6 +111,7 @@ export class NetfilterPlane {
   private readonly clock: () => number;
   private lastScript = '';
   private syncTimer: NodeJS.Timeout | null = null;
+  private confirmTimer: NodeJS.Timeout | null = null;
   private running = false;
   /** Daemons the maps must keep (retired ones whose flows drain), besides the live ones. */
   keepDaemons: () => Daemon[] = () => [];
@@ -163,8 +166,9 @@ export class NetfilterPlane {
     this.eventSocket.onReadable(this.drainEvents);
     let lastSweep = this.clock();
     let overrunsAtSweep = 0;
+    this.confirmTimer = setInterval(() => this.confirmHandshakes(), CONFIRM_MS);
+    this.confirmTimer.unref();
     this.syncTimer = setInterval(() => {
-      this.confirmHandshakes();
       this.expirePending();
       this.releaseHandshakes();
       this.syncMaps();
@@ -189,7 +193,8 @@ export class NetfilterPlane {
     if (!this.running) return;
     this.running = false;
     if (this.syncTimer) clearInterval(this.syncTimer);
-    this.syncTimer = null;
+    if (this.confirmTimer) clearInterval(this.confirmTimer);
+    this.syncTimer = this.confirmTimer = null;
     // Fallback buckets as they are now, so connections go on without hostlb.
     this.syncMaps();
     if (this.queueSocket) {
@@ -203,6 +208,12 @@ export class NetfilterPlane {
     this.eventSocket?.close();
     this.controlSocket?.close();
     this.queueSocket = this.eventSocket = this.controlSocket = null;
+  }
+
+  /** Rewrites the nft maps whatever hostlb last wrote (their table was flushed and put back). Never throws. */
+  resyncMaps(): void {
+    this.lastScript = '';
+    this.syncMaps();
   }
 
   /** Rewrites the nft maps when the daemons or effective weights changed. Never throws. */
@@ -383,7 +394,7 @@ export class NetfilterPlane {
     this.verdictsDaemon++;
     if (this.pending.size < MAX_PENDING) {
       // The SYN counts as sent to the daemon (D_SYNS) once it is known to have reached it: its answer, or confirmHandshakes().
-      this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port, protocol, reached: false });
+      this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port, protocol, reached: false, asked: false });
       this.balancer.flowStarted(daemon.id);
     } else {
       this.pendingOverflows++;
@@ -430,21 +441,29 @@ export class NetfilterPlane {
    * every hook) and now count as SYNs sent to it, so a daemon that ignores
    * them is judged by passive health. A SYN dropped on the way (no confirmed
    * entry) never counts. One dump of hostlb's unanswered entries (the kernel
-   * filters on the ANSWERED mark bit), only when such handshakes exist:
-   * normally the daemon's SYN-ACK event resolves a handshake at once.
+   * filters on the ANSWERED mark bit), only when handshakes no dump has looked
+   * for exist: normally the daemon's SYN-ACK event resolves a handshake at
+   * once, and a verdict's SYN is confirmed (or dropped) within microseconds,
+   * so one look per handshake is enough. At most one dump per CONFIRM_MS.
    */
   private confirmHandshakes(): void {
     const socket = this.controlSocket;
-    if (socket === null) return;
+    if (socket === null || !this.running) return;
     const limit = this.clock() - CONFIRM_AFTER_MS;
     let waiting = false;
+    // Insertion order is decision order: stop at the first one too young.
     for (const p of this.pending.values()) {
-      if (!p.reached && p.protocol === 6 && p.decided <= limit) {
+      if (p.decided > limit) break;
+      if (!p.asked && p.protocol === 6) {
         waiting = true;
         break;
       }
     }
     if (!waiting) return;
+    for (const p of this.pending.values()) {
+      if (p.decided > limit) break;
+      p.asked = true;
+    }
     const stats = this.balancer.stats.daemon;
     this.requests.reset();
     const seq = writeDumpByMark(this.requests, this.options.markBase, (MARK_MASK | ANSWERED_BIT | ENDING_BIT) >>> 0);
@@ -691,8 +710,9 @@ const PENDING_MS = 10_000;
  */
 const MAX_PENDING = 65_536;
 
-/** How long a handshake goes unanswered before hostlb asks conntrack whether its SYN reached the daemon, ms. */
-const CONFIRM_AFTER_MS = 200;
+/** How long a handshake goes unanswered before hostlb asks conntrack whether its SYN reached the daemon, and how often it asks, ms. */
+const CONFIRM_AFTER_MS = 50;
+const CONFIRM_MS = 100;
 
 const ENOENT = 2;
 

@@ -20,6 +20,12 @@ export interface TunAddon {
    * the kernel's copy (a "%d" template comes back filled in).
    */
   open(name: string): { fd: number; name: string };
+  /**
+   * flock(fd, LOCK_EX | LOCK_NB): true when this open file now holds the lock,
+   * false when another open file does. Released when the fd closes (or the
+   * process ends, however it ends).
+   */
+  tryLock(fd: number): boolean;
   /** TUNSETPERSIST: whether the device outlives the close of its last fd. */
   setPersist(fd: number, on: boolean): void;
   /** The device's MTU in bytes (SIOCGIFMTU in the caller's network namespace). */

@@ -112,18 +112,19 @@ export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
   const needsLocalnet = clusters.some((c) => c.loopback || c.ports.some((p) => p.daemons.some((d) => isLoopback(d.address))));
   if (families.has(4)) {
     addSysctl(IPV4_FORWARD, '1', 'forward IPv4, for clients on other hosts');
-    // rp_filter: packets the dispatcher writes arrive on the device from
-    // sources routed elsewhere; the effective value is max(all, device).
-    addSysctl(conf('all', 'rp_filter'), '0', 'no reverse-path filter (all): translated packets arrive on the device');
-    addSysctl(conf(device, 'rp_filter'), '0', `no reverse-path filter on ${device}`);
+    // Only hostlb's own device: the `all` values would change every interface
+    // (route_localnet=1 on all lets the LAN reach 127.0.0.1 services). The
+    // kernel reads accept_local and route_localnet as (all OR device).
+    // rp_filter is max(all, device): packets the dispatcher writes arrive on
+    // the device from sources routed elsewhere, which strict mode (1) drops and
+    // loose mode (2) passes; so loose on the device unless all is 0 already.
+    addSysctl(conf(device, 'rp_filter'), facts.sysctls[conf('all', 'rp_filter')] === '0' ? '0' : '2', `loose (or no) reverse-path filter on ${device}: translated packets arrive on it`);
     // accept_local: a reply rewritten to come from a local cluster address, or a
     // local client's packet, arrives from a source this host owns.
-    addSysctl(conf('all', 'accept_local'), '1', 'accept packets from local source addresses (all)');
     addSysctl(conf(device, 'accept_local'), '1', `accept packets from local source addresses on ${device}`);
     if (needsLocalnet) {
       // 127/8 on a device other than lo is martian unless route_localnet is set.
-      addSysctl(conf('all', 'route_localnet'), '1', 'route 127.0.0.0/8 (all): loopback-range clusters or daemons');
-      addSysctl(conf(device, 'route_localnet'), '1', `route 127.0.0.0/8 on ${device}`);
+      addSysctl(conf(device, 'route_localnet'), '1', `route 127.0.0.0/8 on ${device}: loopback-range clusters or daemons`);
     }
   }
   if (families.has(6)) addSysctl(IPV6_FORWARD, '1', 'forward IPv6, for clients on other hosts');

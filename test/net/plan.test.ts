@@ -60,9 +60,8 @@ function lines(steps: NetStep[]): string[] {
 
 const IPV4_BASE = [
   'sysctl net/ipv4/ip_forward 1  <-  sysctl net/ipv4/ip_forward 0',
-  'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 1',
-  'sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
-  'sysctl net/ipv4/conf/all/accept_local 1  <-  sysctl net/ipv4/conf/all/accept_local 0',
+  // Debian's strict rp_filter on all stays; hlb0 becomes loose (max(all, device) = 2).
+  'sysctl net/ipv4/conf/hlb0/rp_filter 2  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
   'sysctl net/ipv4/conf/hlb0/accept_local 1  <-  sysctl net/ipv4/conf/hlb0/accept_local 0',
 ];
 const LINK_UP = 'ip link set dev hlb0 up  <-  ip link set dev hlb0 down';
@@ -121,7 +120,6 @@ test('a loopback-range cluster: route_localnet, table-100 route with src 127.0.0
   );
   assert.deepEqual(lines(steps), [
     ...IPV4_BASE,
-    'sysctl net/ipv4/conf/all/route_localnet 1  <-  sysctl net/ipv4/conf/all/route_localnet 0',
     'sysctl net/ipv4/conf/hlb0/route_localnet 1  <-  sysctl net/ipv4/conf/hlb0/route_localnet 0',
     LINK_UP,
     ...IPV4_TABLE,
@@ -224,10 +222,10 @@ test('an existing device starts from its own sysctls; one that is up needs no `u
   const facts: HostFacts = {
     ...HOST,
     devices: [...HOST.devices, { name: 'hlb0', up: true }],
-    sysctls: { ...HOST_SYSCTLS, 'net/ipv4/conf/hlb0/rp_filter': '2', 'net/ipv4/conf/hlb0/accept_local': '1' },
+    sysctls: { ...HOST_SYSCTLS, 'net/ipv4/conf/hlb0/rp_filter': '1', 'net/ipv4/conf/hlb0/accept_local': '1' },
   };
   const steps = lines(planHostSetup(spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [] }] }]), facts));
-  assert.ok(steps.includes('sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 2'));
+  assert.ok(steps.includes('sysctl net/ipv4/conf/hlb0/rp_filter 2  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1'));
   assert.ok(!steps.some((l) => l.includes('hlb0/accept_local')), 'already 1');
   assert.ok(!steps.includes(LINK_UP));
 });
@@ -329,14 +327,12 @@ const CAPTURED_AFTER = factsFrom(
 
 test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and local clusters', () => {
   const steps = lines(planHostSetup(CAPTURED_SPEC, CAPTURED_BEFORE));
-  assert.equal(steps.length, 34);
+  assert.equal(steps.length, 31);
   assert.deepEqual(steps.map((l) => l.split('  <-  ')[0]), [
     'sysctl net/ipv4/ip_forward 1',
-    'sysctl net/ipv4/conf/all/rp_filter 0',
-    'sysctl net/ipv4/conf/hlb0/rp_filter 0',
-    'sysctl net/ipv4/conf/all/accept_local 1',
+    // Nothing on `all` but forwarding: the other keys only on hostlb's device.
+    'sysctl net/ipv4/conf/hlb0/rp_filter 2',
     'sysctl net/ipv4/conf/hlb0/accept_local 1',
-    'sysctl net/ipv4/conf/all/route_localnet 1',
     'sysctl net/ipv4/conf/hlb0/route_localnet 1',
     'sysctl net/ipv6/conf/all/forwarding 1',
     'ip link set dev hlb0 up',
@@ -375,13 +371,13 @@ test('captured host, after: everything is present, so the plan is empty (idempot
 test('partly present: only the missing steps are planned, and only they would be undone', () => {
   const facts: HostFacts = {
     ...CAPTURED_AFTER,
-    // Someone deleted one reply rule and the IPv4 blackhole, and set rp_filter back.
+    // Someone deleted one reply rule and the IPv4 blackhole, and set hlb0's rp_filter back to strict.
     rules: CAPTURED_AFTER.rules.filter((r) => !r.key.includes('from 198.18.1.1/32 to all ipproto 17 sport 8443')),
     routes: CAPTURED_AFTER.routes.filter((r) => !(r.family === 4 && r.key.includes('type 6'))),
-    sysctls: { ...CAPTURED_AFTER.sysctls, 'net/ipv4/conf/all/rp_filter': '2' },
+    sysctls: { ...CAPTURED_AFTER.sysctls, 'net/ipv4/conf/hlb0/rp_filter': '1' },
   };
   assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)), [
-    'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 2',
+    'sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
     'ip -4 route add blackhole default metric 4000000000 table 100  <-  ip -4 route del blackhole default metric 4000000000 table 100',
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100',
   ]);
