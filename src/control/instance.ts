@@ -3,9 +3,10 @@
 // reconfiguration (validated whole, host changed to match, applied atomically)
 // and stop (undo everything). The CLI, the admin API and the demo use this.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { restoreTable, snapshotTable } from '../dispatch/checkpoint.js';
+import { writeCheckpointFile } from './checkpoint-file.js';
 import { Dispatcher } from '../dispatch/dispatcher.js';
 import { NetfilterPlane } from '../dataplane/netfilter-plane.js';
 import { TunPlane } from '../dataplane/tun-plane.js';
@@ -18,6 +19,9 @@ import type { HostSpec } from '../net/host-spec.js';
 import type { NetStep } from '../net/net-step.js';
 import { planNetfilterSetup, tableName } from '../net/netfilter-plan.js';
 import { planHostSetup } from '../net/plan.js';
+import { ensureStateDir, readBaseline, writeFileAtomic } from '../net/state-files.js';
+import { DeviceLock } from '../net/device-lock.js';
+import { repairMissing } from '../net/repair.js';
 import { checkNetAdmin, checkTools } from '../net/privileges.js';
 import { probeHost } from '../net/probe.js';
 import { addMissing, removeUnwanted } from '../net/reconcile.js';
@@ -78,19 +82,15 @@ export function planFor(config: HostlbConfig, spec: HostSpec, baseline: HostFact
   return planHostSetup(spec, baseline);
 }
 
+/** How often the host set-up is checked for objects that vanished (ms): noticed within 2 s. */
+const REPAIR_MS = 1_000;
+
 /** How often retired daemons are checked for their last flow ending (ms). */
 const DRAIN_CHECK_MS = 2_000;
 
 /** Files an instance keeps beside its journal, named after its device. */
 export function stateFiles(config: HostlbConfig): { baseline: string; checkpoint: string } {
   return { baseline: join(config.stateDir, `${config.device}.baseline.json`), checkpoint: join(config.stateDir, `${config.device}.table`) };
-}
-
-function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  renameSync(tmp, path);
 }
 
 /** Keys fixed for the life of an instance: changing one needs a restart. */
@@ -144,13 +144,23 @@ export class Instance {
   /** The host as it was before hostlb changed it: every plan is made against this. */
   private readonly baseline: HostFacts;
   private readonly log: Logger;
+  /** This device's lock (device-lock.ts), held until stop or hand-over. */
+  private readonly lock: DeviceLock;
   private stopped = false;
   /** Ids of retired daemons whose reply rules are kept while their flows drain. */
   private draining = new Set<number>();
   private drainTimer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
+  private repairTimer: NodeJS.Timeout | null = null;
+  private readonly repairAbort = new AbortController();
+  private repairing = false;
+  /** Host objects put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables): hostlb_repairs_total. */
+  readonly repairs: Record<string, number> = {};
+  /** A checkpoint is being written slice by slice. */
+  private checkpointing = false;
 
-  private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink | null; netfilter: NetfilterPlane | null; baseline: HostFacts; journal: string }) {
+  private constructor(config: HostlbConfig, options: InstanceOptions, parts: { dispatcher: Dispatcher; link: TunLink | null; netfilter: NetfilterPlane | null; baseline: HostFacts; journal: string; lock: DeviceLock }) {
+    this.lock = parts.lock;
     this.current = config;
     this.configFile = options.configFile;
     this.log = options.logger;
@@ -189,6 +199,20 @@ export class Instance {
       const tools = checkTools(['nft', 'iptables', ...(v6 ? ['ip6tables'] : [])]);
       if (tools !== null) throw new HostlbError('NETFILTER_TOOLS_MISSING', tools);
     }
+    // Before anything on the host changes: a second hostlb for this device
+    // (another stateDir, say) is refused here, and never rolls back the
+    // objects of the one running.
+    const lock = DeviceLock.acquire(config.device);
+    try {
+      return Instance.startLocked(config, options, lock);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static startLocked(config: HostlbConfig, options: InstanceOptions, lock: DeviceLock): Instance {
+    const netfilter = config.dataplane === 'netfilter';
     const dispatcher = new Dispatcher({
       // The netfilter plane keeps no records of its own (conntrack does): the table stays minimal.
       capacity: netfilter ? 1 : config.table.capacity, timeouts: config.table.timeouts, seed: config.seed, hashSeed: config.seed,
@@ -197,6 +221,8 @@ export class Instance {
     dispatcher.configure(dispatchSpecOf(config));
     const spec = hostSpecOf(expandSupervised(config));
 
+    // Root commands are replayed from files in stateDir: it must be root's alone.
+    ensureStateDir(config.stateDir);
     const journal = journalPathFor(config.device, config.stateDir);
     const files = stateFiles(config);
     // A run that ended without undoing (a crash, or a --takeover) left its
@@ -217,7 +243,7 @@ export class Instance {
     let baseline: HostFacts;
     try {
       if (adopt) {
-        baseline = JSON.parse(readFileSync(files.baseline, 'utf8')) as HostFacts;
+        baseline = readBaseline(files.baseline);
         const desired = planFor(config, spec, baseline);
         const added = addMissing(desired, journal);
         const removed = removeUnwanted(desired, journal);
@@ -248,14 +274,20 @@ export class Instance {
       if (adopt) options.logger.info({ event: 'flows_recounted', flows: plane.flowCount }, 'flows counted from conntrack');
     }
     if (!netfilter && adopt && existsSync(files.checkpoint)) {
-      const { restored, skipped } = restoreTable(dispatcher, readFileSync(files.checkpoint), Date.now());
-      options.logger.info({ event: 'table_restored', restored, skipped }, 'connection table restored from its checkpoint');
+      try {
+        const { restored, skipped } = restoreTable(dispatcher, readFileSync(files.checkpoint), Date.now());
+        options.logger.info({ event: 'table_restored', restored, skipped }, 'connection table restored from its checkpoint');
+      } catch (e) {
+        // Only an optimisation: without it flows recover through a consistent-hash scheduler, or end.
+        options.logger.warn({ event: 'checkpoint_invalid', file: files.checkpoint, err: (e as Error).message }, 'the table checkpoint cannot be restored; starting with an empty table');
+      }
     }
-    const instance = new Instance(config, options, { dispatcher, link, netfilter: plane, baseline, journal });
+    const instance = new Instance(config, options, { dispatcher, link, netfilter: plane, baseline, journal, lock });
     installConnectionLog(dispatcher, config.log.connections, options.logger);
     instance.plane?.start();
     instance.health.start();
     instance.startCheckpoints();
+    instance.startRepairs();
     options.logger.info({ dataplane: config.dataplane, device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
@@ -349,25 +381,79 @@ export class Instance {
     await this.health.stop();
   }
 
-  /** Stops the data plane and undoes every change to the host. Safe to call twice. */
-  /** Writes the table checkpoint now (atomically). */
+  /** Writes the table checkpoint now, all at once (atomically): for the handover, when packets have stopped. */
   checkpoint(): void {
     // The netfilter plane's flows live in conntrack, which outlives hostlb.
     if (this.netfilter) return;
     writeFileAtomic(stateFiles(this.current).checkpoint, snapshotTable(this.dispatcher));
   }
 
+  /**
+   * Writes the table checkpoint slice by slice between packets (checkpoint-file.ts).
+   * Resolves with the records written, or null when one is already being
+   * written or the instance stopped meanwhile (the old file stays).
+   */
+  async checkpointInSlices(): Promise<number | null> {
+    if (this.netfilter || this.checkpointing) return null;
+    this.checkpointing = true;
+    try {
+      return await writeCheckpointFile(stateFiles(this.current).checkpoint, this.dispatcher, { proceed: () => !this.stopped });
+    } finally {
+      this.checkpointing = false;
+    }
+  }
+
   private startCheckpoints(): void {
     const seconds = this.current.table.checkpoint;
     if (seconds <= 0 || this.netfilter) return;
     this.checkpointTimer = setInterval(() => {
-      try {
-        this.checkpoint();
-      } catch (e) {
-        this.log.error({ err: e }, 'table checkpoint failed');
-      }
+      this.checkpointInSlices().catch((e: unknown) => this.log.error({ err: e }, 'table checkpoint failed'));
     }, seconds * 1000);
     this.checkpointTimer.unref();
+  }
+
+  /** Checks the host set-up every REPAIR_MS and puts back what vanished (repair.ts). */
+  private startRepairs(): void {
+    this.repairTimer = setInterval(() => void this.repairOnce(), REPAIR_MS);
+    this.repairTimer.unref();
+  }
+
+  private async repairOnce(): Promise<void> {
+    if (this.repairing || this.stopped) return;
+    this.repairing = true;
+    try {
+      const journal = readJournal(this.journal);
+      if (journal === null) return;
+      const report = await repairMissing(journal.steps, this.repairAbort.signal);
+      if (this.stopped) return;
+      for (const [kind, n] of Object.entries(report.repaired)) this.repairs[kind] = (this.repairs[kind] ?? 0) + n;
+      if (Object.keys(report.repaired).length > 0) {
+        // A flushed nft table came back empty of map elements: write them again.
+        if (report.repaired.nft !== undefined) this.netfilter?.resyncMaps();
+        this.log.warn({ event: 'host_repaired', repaired: report.repaired }, 'host objects hostlb set up had vanished; put them back');
+      }
+      // A failing check repeats every second: log each distinct failure once a minute at most.
+      const now = Date.now();
+      for (const error of report.errors) {
+        if ((this.repairErrorsLogged.get(error) ?? 0) > now - 60_000) continue;
+        this.repairErrorsLogged.set(error, now);
+        this.log.error({ event: 'host_repair_failed', error }, 'could not check or put back a host object');
+      }
+      if (this.repairErrorsLogged.size > 1000) this.repairErrorsLogged.clear();
+    } catch (e) {
+      this.log.error({ err: e, event: 'host_repair_failed' }, 'could not check the host set-up');
+    } finally {
+      this.repairing = false;
+    }
+  }
+
+  private readonly repairErrorsLogged = new Map<string, number>();
+
+  /** Stops repairs at once: commands in flight are killed, so nothing comes back after an undo. */
+  private stopRepairs(): void {
+    if (this.repairTimer !== null) clearInterval(this.repairTimer);
+    this.repairTimer = null;
+    this.repairAbort.abort();
   }
 
   /**
@@ -379,6 +465,7 @@ export class Instance {
   handOver(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.stopRepairs();
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     this.plane?.stop();
     // Unbinds the queue: until the next owner binds it, the kernel-side hash rule dispatches.
@@ -387,12 +474,19 @@ export class Instance {
     this.health.killAll();
     // The device stays persistent; the journal stays for the next owner.
     this.link?.close();
+    this.lock.release();
     this.log.info({ event: 'handed_over' }, 'handed the data plane over; the host set-up stays');
   }
 
+  /**
+   * Stops the data plane and undoes every change to the host. Safe to call
+   * twice. Throws (after logging `undo_failed`) NetError NET_UNDO_FAILED when
+   * some change could not be undone; the journal then keeps those.
+   */
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    this.stopRepairs();
     if (this.drainTimer !== null) clearInterval(this.drainTimer);
     this.drainTimer = null;
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
@@ -400,17 +494,22 @@ export class Instance {
     void this.health.stop();
     this.plane?.stop();
     this.netfilter?.stop();
-    let undone = 0;
+    let undone: number | null = null;
     try {
       undone = undoJournal(this.journal);
       // Nothing to adopt after a deliberate stop: its flows ended with the set-up.
       const files = stateFiles(this.current);
       rmSync(files.baseline, { force: true });
       rmSync(files.checkpoint, { force: true });
+    } catch (e) {
+      // NET_UNDO_FAILED: the journal keeps what is left, for the next start or a person.
+      this.log.error({ event: 'undo_failed', err: e, journal: this.journal }, `the host set-up was not completely undone: ${(e as Error).message}`);
+      throw e;
     } finally {
       this.link?.setPersist(false);
       this.link?.close();
-      this.log.info({ event: 'stopped', undone }, 'stopped');
+      this.lock.release();
+      this.log.info({ event: 'stopped', undone, undoFailed: undone === null }, 'stopped');
     }
   }
 }
