@@ -3,7 +3,7 @@
 // ports that run their own daemons, drains and rolling restarts. The instance
 // calls sync() after every configuration change and stop() at the end.
 
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterPort, DispatchSpec } from '../dispatch/config-tree.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
@@ -13,11 +13,19 @@ import { advisorSpec, type AdvisorSpec } from '../health/advisors/advisor.js';
 import { EventLog } from '../health/events.js';
 import { HealthMonitor, type PortHealthSpec } from '../health/health-monitor.js';
 import { daemonEndpoints, Supervisor } from '../health/supervisor.js';
+import { stillAlive } from '../net/apply.js';
+import { writeFileAtomic } from '../net/state-files.js';
 import { formatEndpoint, parseEndpoint, parseIp } from '../wire/address.js';
 import type { HostlbConfig } from './config-schema.js';
 import type { Logger } from './logger.js';
 
 type PortConf = HostlbConfig['clusters'][number]['ports'][number];
+
+/** `<stateDir>/<device>.daemons.json`: the hostlb that started them, and each daemon's PID and command. */
+interface DaemonPids {
+  owner: number;
+  daemons: Array<{ pid: number; command: string }>;
+}
 
 /** "198.18.100.1:80/tcp", as ClusterPort.name writes it. */
 export function portName(clusterAddress: string, port: PortConf): string {
@@ -94,20 +102,24 @@ export class HealthRuntime {
     this.monitor.start();
   }
 
-  /** Where the PIDs of supervised daemons are kept, so a crashed hostlb's daemons are ended at the next start. */
+  /**
+   * Where the PIDs of supervised daemons are kept, so a crashed hostlb's
+   * daemons are ended at the next start. Named after the device: instances
+   * that share a stateDir must never end each other's daemons.
+   */
   private get pidFile(): string {
-    return join(this.config.stateDir, 'daemons.json');
+    return join(this.config.stateDir, `${this.config.device}.daemons.json`);
   }
 
   private writePids(): void {
-    const pids: Array<{ pid: number; command: string }> = [];
+    const daemons: Array<{ pid: number; command: string }> = [];
     for (const { supervisor, spec } of this.supervisors.values()) {
       const command = (JSON.parse(spec) as { command: string }).command;
-      for (const i of supervisor.instances()) if (i.pid) pids.push({ pid: i.pid, command });
+      for (const i of supervisor.instances()) if (i.pid) daemons.push({ pid: i.pid, command });
     }
+    const record: DaemonPids = { owner: process.pid, daemons };
     try {
-      mkdirSync(this.config.stateDir, { recursive: true, mode: 0o700 });
-      writeFileSync(this.pidFile, JSON.stringify(pids), { mode: 0o600 });
+      writeFileAtomic(this.pidFile, JSON.stringify(record));
     } catch (e) {
       this.log.warn({ err: e, file: this.pidFile }, 'cannot record supervised daemon PIDs');
     }
@@ -115,18 +127,25 @@ export class HealthRuntime {
 
   /**
    * Daemons a crashed hostlb started still hold their addresses; end them
-   * (SIGKILL) before starting new ones — only PIDs whose command line still
-   * names the recorded command, so a reused PID is left alone.
+   * (SIGKILL) before starting new ones. Only when the hostlb that recorded
+   * them is gone (a live one is running them), and only PIDs whose command
+   * line still names the recorded command, so a reused PID is left alone.
    */
   private killLeftovers(): void {
-    let recorded: Array<{ pid: number; command: string }>;
+    let recorded: DaemonPids;
     try {
-      recorded = JSON.parse(readFileSync(this.pidFile, 'utf8')) as typeof recorded;
+      recorded = JSON.parse(readFileSync(this.pidFile, 'utf8')) as DaemonPids;
+      if (!Number.isInteger(recorded.owner) || recorded.owner < 1 || !Array.isArray(recorded.daemons)) throw new Error('not a PID record');
     } catch {
       return;
     }
-    for (const { pid, command } of recorded) {
+    if (recorded.owner !== process.pid && stillAlive(recorded.owner, 0)) {
+      this.log.warn({ file: this.pidFile, owner: recorded.owner }, 'the supervised daemons recorded here belong to a running hostlb; left alone');
+      return;
+    }
+    for (const { pid, command } of recorded.daemons) {
       try {
+        if (!Number.isInteger(pid) || pid < 2 || typeof command !== 'string') continue;
         const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
         if (!cmdline.some((arg) => arg === command || arg.endsWith(`/${command}`))) continue;
         process.kill(pid, 'SIGKILL');
@@ -150,7 +169,16 @@ export class HealthRuntime {
     if (this.drainWatch) clearInterval(this.drainWatch);
     await Promise.all([...this.supervisors.values()].map((s) => s.supervisor.stop()));
     this.supervisors.clear();
-    rmSync(this.pidFile, { force: true });
+    if (this.ownsPidFile()) rmSync(this.pidFile, { force: true });
+  }
+
+  /** The PID file is this process's (or there is none): a hostlb refused at start must not remove a running one's. */
+  private ownsPidFile(): boolean {
+    try {
+      return (JSON.parse(readFileSync(this.pidFile, 'utf8')) as DaemonPids).owner === process.pid;
+    } catch {
+      return true;
+    }
   }
 
   /** Stops supervised daemons synchronously enough for an exit path: SIGKILL to any still running. */

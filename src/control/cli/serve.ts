@@ -11,6 +11,9 @@ import { createLogger } from '../logger.js';
 
 const log = createLogger();
 
+/** Exit status when the host set-up could not be completely undone (the CLI's "hostlb failed"). */
+export const EXIT_STOP_FAILED = 5;
+
 function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: string; port: number; token: string } } {
   const socket = config.admin.socket ?? `${config.stateDir}/admin.sock`;
   if (!config.admin.listen) return { socket };
@@ -61,11 +64,17 @@ export async function runForeground(version: string, config: HostlbConfig, confi
     stopping = true;
     log.info({ event: 'stopping', why }, 'stopping');
     const finish = (): void => {
+      let exitCode = code;
       try {
         instance?.stop();
+      } catch (e) {
+        // Instance.stop logged an undo that failed; anything else is logged here. Either way the
+        // host is not as it was, and whoever runs hostlb (systemd, a script) must hear of it.
+        if (!(e instanceof HostlbError && e.code === 'NET_UNDO_FAILED')) log.error({ event: 'stop_failed', err: e }, 'stopping failed');
+        exitCode = EXIT_STOP_FAILED;
       } finally {
         onStop();
-        process.exit(code);
+        process.exit(exitCode);
       }
     };
     admin?.close();
