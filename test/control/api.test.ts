@@ -17,6 +17,9 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/control/config-file.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
 import { listingCounters } from '../../src/dispatch/record-view.js';
+import { checkNoNewExec } from '../../src/control/api/exec-guard.js';
+import { ApiError } from '../../src/control/api/api-error.js';
+import { parseConfig } from '../../src/control/config-file.js';
 import {
   TEST_CONFIG, TEST_TOKEN, startFakeHostlb, type ApiAnswer, type FakeHostlb, type StartOptions,
 } from '../support/fake-instance.js';
@@ -731,6 +734,46 @@ describe('admin API: programs (supervise, exec advisors) come only from the conf
     writeFileSync(s.file, EXEC_CONFIG.replace('          port: 8080\n', '          port: 8080\n          args: [--verbose]\n'));
     assertOk(await s.call('POST', '/v1/reload'));
     assert.deepEqual(s.fake.config.clusters[0].ports[1].supervise?.args, ['--verbose']);
+  });
+});
+
+describe('exec guard: a whole new configuration (what a PUT of the config would carry) against the running one', () => {
+  const running = parseConfig(EXEC_CONFIG);
+  const refused = (edit: (c: ReturnType<typeof parseConfig>) => void): string | undefined => {
+    const next = structuredClone(running);
+    edit(next);
+    try {
+      checkNoNewExec(running, next);
+      return undefined;
+    } catch (e) {
+      assert.ok(e instanceof ApiError && e.status === 403 && e.code === 'API_EXEC_FORBIDDEN', String(e));
+      return e.field;
+    }
+  };
+  type Raw = Record<string, unknown>;
+
+  it('passes what keeps every program as the file has it, wherever the port moved in the list', () => {
+    assert.equal(refused(() => {}), undefined);
+    assert.equal(refused((c) => { c.clusters[0].ports[0].daemons[0].weight = 7; }), undefined);
+    assert.equal(refused((c) => { c.clusters[0].ports[1].scheduler = 'rr'; }), undefined);
+    assert.equal(refused((c) => { c.clusters[0].ports.reverse(); }), undefined);
+    assert.equal(refused((c) => { c.clusters[0].ports[1].supervise = undefined; }), undefined, 'fewer programs pass');
+    // The same block written short (defaults left out) is the same block once validated.
+    const short = EXEC_CONFIG.replace('          instances: 2\n', '          instances: 2\n          args: []\n          stopTimeout: 10s\n');
+    assert.notEqual(short, EXEC_CONFIG);
+    assert.doesNotThrow(() => checkNoNewExec(running, parseConfig(short)));
+  });
+
+  it('refuses any change to a supervise block, keys it does not know yet included, and to an exec advisor or an override of one', () => {
+    assert.equal(refused((c) => { c.clusters[0].ports[1].supervise!.instances = 3; }), 'clusters[0].ports[1].supervise');
+    assert.equal(refused((c) => { c.clusters[0].ports[1].supervise!.env.LD_PRELOAD = '/tmp/x.so'; }), 'clusters[0].ports[1].supervise');
+    assert.equal(refused((c) => { (c.clusters[0].ports[1].supervise as unknown as Raw).user = 'root'; }), 'clusters[0].ports[1].supervise');
+    assert.equal(refused((c) => { c.clusters[0].ports[0].advisor!.command = '/bin/sh'; }), 'clusters[0].ports[0].advisor');
+    assert.equal(refused((c) => { c.clusters[0].ports[0].advisor!.interval = 0.01; }), 'clusters[0].ports[0].advisor');
+    assert.equal(refused((c) => { c.clusters[0].ports[0].daemons[1].advisor = { interval: 0.01 }; }), 'clusters[0].ports[0].daemons[1].advisor');
+    assert.equal(refused((c) => { c.clusters[1].ports[0].advisor = { type: 'exec', command: '/bin/true', interval: 2, timeout: 1, rise: 2, fall: 3 }; }), 'clusters[1].ports[0].advisor');
+    // A supervised port moved to another cluster address is a new place: more programs.
+    assert.equal(refused((c) => { c.clusters[1].ports.push(c.clusters[0].ports.splice(1, 1)[0]); }), 'clusters[1].ports[1].supervise');
   });
 });
 

@@ -42,7 +42,8 @@ function canonicalDaemon(text: string): string {
 /**
  * Every part of `config` that makes hostlb run a program: a port's whole
  * `supervise` block (whatever keys it has or will have: command, args, env,
- * cwd, user, ...), and every advisor that runs one (see advisorRuns).
+ * cwd, user, ...), every advisor that runs one (see advisorRuns), and every
+ * daemon's override of such an advisor.
  */
 export function execParts(config: HostlbConfig): ExecPart[] {
   const parts: ExecPart[] = [];
@@ -53,7 +54,8 @@ export function execParts(config: HostlbConfig): ExecPart[] {
       if (p.supervise !== undefined) parts.push({ site: `${site} supervise`, path: `${at}.supervise`, value: p.supervise });
       if (advisorRuns(p.advisor)) parts.push({ site: `${site} advisor`, path: `${at}.advisor`, value: p.advisor });
       (p.daemons ?? []).forEach((d, di) => {
-        if (advisorRuns(d.advisor)) parts.push({ site: `${site} ${canonicalDaemon(d.address)} advisor`, path: `${at}.daemons[${di}].advisor`, value: d.advisor });
+        // An override of an advisor that runs a program changes how that program runs (its interval, its timeout).
+        if (advisorRuns(d.advisor) || (d.advisor !== undefined && advisorRuns(p.advisor))) parts.push({ site: `${site} ${canonicalDaemon(d.address)} advisor`, path: `${at}.daemons[${di}].advisor`, value: d.advisor });
       });
     });
   });
