@@ -1,6 +1,7 @@
 // Structured JSON logs on stderr (pino): start, stop, configuration changes,
-// daemon state changes, errors. Written synchronously so the last lines before
-// an exit are never lost.
+// daemon state changes, errors. Written asynchronously, so a slow stderr (a
+// pipe nobody drains fast, a full journald) never holds the packet path;
+// pino flushes what is still buffered when the process exits.
 
 import { pino, type BaseLogger } from 'pino';
 
@@ -8,5 +9,5 @@ import { pino, type BaseLogger } from 'pino';
 export type Logger = BaseLogger;
 
 export function createLogger(level = process.env.HOSTLB_LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: true }));
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: 2, sync: false }));
 }

@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { Dispatcher } from '../../src/dispatch/dispatcher.js';
 import { installConnectionLog } from '../../src/control/connection-log.js';
+import { LogBudget } from '../../src/control/log-budget.js';
 import { buildTcp } from '../support/packet-builder.js';
 
 function capture(): { log: ReturnType<typeof pino>; lines: Record<string, unknown>[] } {
@@ -63,5 +64,25 @@ describe('connection log', () => {
     d.collect(1_000_000, 100);
     await new Promise((r) => setImmediate(r));
     assert.equal(lines.length, 2);
+  });
+
+  it('a flood of ended connections logs at most the budget per second, and the next line says how many were left out', async () => {
+    const d = new Dispatcher({ capacity: 64 });
+    d.configure({ clusters: [{ address: '198.18.100.1', ports: [{ port: 80, daemons: [{ address: '198.18.2.1:8080' }] }] }] });
+    const { log, lines } = capture();
+    let now = 0;
+    installConnectionLog(d, 1, log, () => 0, new LogBudget(3, 1_000, () => now));
+    for (let i = 0; i < 10; i++) closeOne(d, 41000 + i, 1000);
+    d.collect(1000 + 5 + 121_000, 100);
+    now = 500; // the same second: all ten ended, three logged
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lines.length, 3);
+    assert.ok(lines.every((l) => l.suppressed === undefined));
+    now = 1_500; // the next second: one more ends, logged with the seven left out
+    closeOne(d, 42000, 200_000);
+    d.collect(200_000 + 5 + 121_000, 100);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(lines.length, 4);
+    assert.equal(lines[3].suppressed, 7);
   });
 });
