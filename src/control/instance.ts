@@ -28,6 +28,7 @@ import { addMissing, removeUnwanted } from '../net/reconcile.js';
 import { parseEndpoint, parseIp } from '../wire/address.js';
 import type { HostlbConfig } from './config-schema.js';
 import { installConnectionLog } from './connection-log.js';
+import { LogBudget } from './log-budget.js';
 import { dispatchSpecOf, expandSupervised, HealthRuntime } from './health-runtime.js';
 import { loadConfig } from './config-file.js';
 import type { Logger } from './logger.js';
@@ -260,10 +261,15 @@ export class Instance {
     }
     let plane: NetfilterPlane | null = null;
     if (netfilter) {
+      const errorBudget = new LogBudget(5, 60_000);
       plane = new NetfilterPlane(dispatcher.balancer, {
         queue: config.netfilter.queue, markBase: config.netfilter.mark, queueLength: config.netfilter.queueLength,
         table: tableName(config.device), hashSeed: config.seed,
-        onError: (err, what) => options.logger.error({ err }, `could not ${what}`),
+        // A failure that repeats on every tick is logged a few times a minute, not twice a second.
+        onError: (err, what) => {
+          const suppressed = errorBudget.take();
+          if (suppressed !== null) options.logger.error({ err, ...(suppressed > 0 ? { suppressed } : {}) }, `could not ${what}`);
+        },
       });
       try {
         plane.start();
