@@ -316,9 +316,13 @@ async function passiveBlackHole(t: TestContext, dataplane: Dataplane): Promise<v
     console.log(`  before the event: ${before.length} requests, ${failed(before).length} failed (curl timeout); after: ${after.length} requests, ${failed(after).length} failed, slowest ${slowest.toFixed(3)} s`);
     assert.match(down.reason ?? '', /ignores new connections/, 'taken out for ignoring SYNs');
     assert.ok(failed(before).length > 0, 'the black hole did swallow connections before it was taken out (else this test proves nothing)');
-    // "Ignores": threshold SYNs unanswered for grace (1 s), on a 250 ms tick. The loops start right after
-    // hostlb does, so this also holds with less than 2×grace of passive history.
-    assert.ok(downAt - thresholdLost < 2_000, `taken out ${downAt - thresholdLost} ms after the third lost connection began; bound 2000 ms${await admin.evidence(hostlb)}`);
+    // "Ignores": threshold SYNs unanswered for grace (1 s), judged on a 250 ms tick from counters sampled
+    // on that tick (two ticks at most). The loop notes the time before it starts curl, which on a busy
+    // machine sends its SYN some hundreds of ms later: one more second covers that, and what is bounded
+    // is hostlb's own grace and ticks. The loops start right after hostlb does, so this also holds with
+    // less than 2×grace of passive history.
+    const IGNORES_BOUND_MS = 1_000 + 2 * 250 + 1_000 + 500;
+    assert.ok(downAt - thresholdLost < IGNORES_BOUND_MS, `taken out ${downAt - thresholdLost} ms after the third lost connection began; bound ${IGNORES_BOUND_MS} ms${await admin.evidence(hostlb)}`);
     assert.ok(after.length >= AFTER, `the clients kept connecting after the event (${after.length} requests)`);
     assert.equal(atEnd, atDown, `no new flow reached ${black} after the event${await blackFlows()}`);
     // A connection that met the black hole would fail at curl's 2 s limit: none after the event did.
