@@ -114,6 +114,8 @@ export class ConnectionPage {
   private readonly state: string | undefined;
   private readonly cluster: IpAddress | null;
   private readonly client: IpAddress | null;
+  /** Flows admit() said to build: counted here, not from `connections`, which a plane may fill only after its pass. */
+  private admitted = 0;
 
   /** Addresses in `filter` must be canonical text (the route checks them). */
   constructor(private readonly filter: ConnectionFilter = {}) {
@@ -140,9 +142,12 @@ export class ConnectionPage {
     if (f.port !== undefined && clusterPort !== f.port) return false;
     if (this.cluster !== null && !sameAddress(this.cluster, family, clusterAddr)) return false;
     if (this.client !== null && !sameAddress(this.client, family, clientAddr)) return false;
-    const inPage = this.total >= this.offset && this.connections.length < this.limit;
+    const inPage = this.total >= this.offset && this.admitted < this.limit;
     this.total++;
-    if (inPage) listingCounters.built++;
+    if (inPage) {
+      this.admitted++;
+      listingCounters.built++;
+    }
     return inPage;
   }
 }

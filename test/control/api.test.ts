@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/control/config-file.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
-import { listingCounters } from '../../src/dispatch/record-view.js';
+import { listingCounters, type ConnectionInfo, type ConnectionPage } from '../../src/dispatch/record-view.js';
 import { checkNoNewExec } from '../../src/control/api/exec-guard.js';
 import { ApiError } from '../../src/control/api/api-error.js';
 import { parseConfig } from '../../src/control/config-file.js';
@@ -1079,6 +1079,59 @@ describe('admin API: GET /v1/connections builds only the records of the page', (
       assert.equal(r.connections.length, answered);
       assert.ok(cost <= built, `${cost} records built for ${query}`);
       assert.equal(cost, answered);
+    });
+  }
+});
+
+describe('admin API: GET /v1/connections on the netfilter plane hands it the page', () => {
+  // What NetfilterPlane.connections(page) does with a conntrack dump (root-only; covered by the
+  // integration tests): offer each entry to page.admit(), build only what it admits.
+  const ENTRIES = 500;
+  let built = 0;
+  const plane = {
+    connections(page?: ConnectionPage): ConnectionInfo[] {
+      const out: ConnectionInfo[] = [];
+      for (let i = 0; i < ENTRIES; i++) {
+        const v6 = i % 5 === 0;
+        const cluster = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, ...new Array<number>(10).fill(0), 0x01, 0x00]) : new Uint8Array([198, 18, 100, 1, ...new Array<number>(12).fill(0)]);
+        const client = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 1, ...new Array<number>(9).fill(0), i % 250]) : new Uint8Array([198, 18, 0, i % 250, ...new Array<number>(12).fill(0)]);
+        const state = i % 2 === 0 ? 'ESTABLISHED' : 'TIME_WAIT';
+        const daemon = i % 3 === 0 ? '198.18.2.1:8080' : '198.18.2.2:8080';
+        if (page && !page.admit(6, state, daemon, v6 ? 6 : 4, cluster, v6 ? 443 : 80, client)) continue;
+        built++;
+        out.push({
+          id: i, protocol: 'tcp', client: v6 ? `[2001:db8:1::${(i % 250).toString(16)}]:${1000 + i}` : `198.18.0.${i % 250}:${1000 + i}`,
+          cluster: v6 ? '[2001:db8::100]:443' : '198.18.100.1:80', daemon, state, reset: false,
+          created: 0, lastSeen: 0, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
+        });
+      }
+      return out;
+    },
+  };
+  let s: FakeHostlb;
+  before(async () => {
+    s = await startFakeHostlb();
+    Object.assign(s.fake, { netfilter: plane });
+  });
+  after(() => s.close());
+
+  const cases: [string, number, number][] = [
+    // query, total, answered (= built)
+    ['?limit=2', 500, 2],
+    ['?offset=498&limit=5', 500, 2],
+    ['?state=ESTABLISHED&limit=3', 250, 3],
+    [`?cluster=${enc(C6)}&limit=1000`, 100, 100],
+    ['?cluster=198.18.100.1&port=80&client=198.18.0.7', 2, 2],
+    ['?daemon=198.18.2.1:8080&state=time_wait&limit=1', 83, 1],
+    ['?port=443&client=198.18.0.5', 0, 0],
+  ];
+  for (const [query, total, answered] of cases) {
+    it(`${query}: total ${total}, ${answered} built`, async () => {
+      built = 0;
+      const r = await connections(s, query);
+      assert.equal(r.total, total);
+      assert.equal(r.connections.length, answered);
+      assert.equal(built, answered, `records built for ${query}`);
     });
   }
 });
