@@ -184,8 +184,21 @@ export class AdminServer {
       rmSync(options.socket, { force: true }); // left by a crashed run
     }
     const servers: Server[] = [];
-    const unix = await listen(handler(null), limits, options.logger, 'unix', (s, done) => s.listen(options.socket, done));
-    // Only the owner (root) may connect: the socket grants full control.
+    // Only the owner (root) may connect: the socket grants full control. The umask makes
+    // bind() create it 0600 (listen binds synchronously), so it is never open to others.
+    const umask = process.umask(0o177);
+    let unix: Server;
+    try {
+      unix = await listen(handler(null), limits, options.logger, 'unix', (s, done) => {
+        try {
+          s.listen(options.socket, done);
+        } finally {
+          process.umask(umask);
+        }
+      });
+    } finally {
+      process.umask(umask);
+    }
     chmodSync(options.socket, 0o600);
     servers.push(unix);
     if (options.tcp) {
