@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { addLoopbackAddress, splitEndpoint, tempDir } from '../support/daemons.js';
 import { clusterTopology, HOSTLB_MAIN, HostlbProcess } from '../support/hostlb-process.js';
 import { type Namespace, NetnsSandbox, type RunResult } from '../support/netns.js';
+import { startWrk as startRawWrk } from '../support/wrk.js';
 
 /** Compiled to dist/test/integration/: three levels up is the repo root, where the .mjs fixtures stay. */
 export const FIXTURE = fileURLToPath(new URL('../../../test/integration/fixtures/graceful-http-daemon.mjs', import.meta.url));
@@ -322,32 +323,10 @@ export interface RunningWrk {
   readonly done: Promise<WrkSummary>;
 }
 
-/**
- * Starts wrk inside `ns` (args after `wrk`; give a -d longer than any run
- * needs) for a test that ends the load itself, once it has counted what it
- * needs, instead of guessing how long that takes on this machine. Killed
- * (SIGKILL, no summary) at `timeoutMs`, a bound for a broken run.
- */
+/** support/wrk.ts's startWrk with the summary parsed (give a -d longer than any run needs). */
 export function startWrk(sandbox: NetnsSandbox, ns: Namespace, args: string[], timeoutMs: number): RunningWrk {
-  const child = sandbox.spawn(ns, ['wrk', ...args]);
-  let stdout = '';
-  let stderr = '';
-  let timedOut = false;
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, timeoutMs);
-  const done = new Promise<RunResult>((resolve) => {
-    child.on('error', (error) => resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), timedOut }));
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, timedOut }));
-  }).then((run) => {
-    clearTimeout(timer);
-    return parseWrk(run);
-  });
-  // `ip netns exec` execs wrk: the child's PID is wrk's.
-  return { stop: () => void (child.exitCode === null && child.kill('SIGINT')), done };
+  const wrk = startRawWrk(sandbox, ns, args, timeoutMs);
+  return { stop: wrk.stop, done: wrk.done.then(parseWrk) };
 }
 
 // ---------------------------------------------------------------- set-up

@@ -22,6 +22,7 @@ import { addLoopbackAddress, splitEndpoint, stopDaemons, tempDir } from '../supp
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, HOSTLB_MAIN, HostlbProcess, nftCounters, nftLoad } from '../support/hostlb-process.js';
 import { assertPlaneGone, DATAPLANES, type Dataplane, nftDaemons } from '../support/dataplanes.js';
 import { type Namespace, NetnsSandbox, type RunResult, skipUnlessRoot } from '../support/netns.js';
+import { type RunningWrk, startWrk } from '../support/wrk.js';
 
 const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080', '198.18.2.4:8080'];
 const [D1, D2, D3, D4] = ENDPOINTS;
@@ -179,34 +180,6 @@ function parseWrk(output: string): WrkSummary {
   };
 }
 
-/**
- * wrk inside `ns` until stop() (SIGINT: it stops at once and prints its
- * summary): the test ends the load once it has counted what it needs, not
- * after a guess of how long that takes. Give a -d longer than any run; killed
- * at `timeoutMs` (no summary then), a bound for a broken run.
- */
-function startLoad(sandbox: NetnsSandbox, ns: Namespace, args: string[], timeoutMs: number): { stop(): void; done: Promise<RunResult> } {
-  const child = sandbox.spawn(ns, ['wrk', ...args]);
-  let stdout = '';
-  let stderr = '';
-  let timedOut = false;
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, timeoutMs);
-  const done = new Promise<RunResult>((resolve) => {
-    child.on('error', (error) => resolve({ code: null, signal: null, stdout, stderr: stderr + String(error), timedOut }));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut });
-    });
-  });
-  // `ip netns exec` execs wrk: the child's PID is wrk's.
-  return { stop: () => void (child.exitCode === null && child.kill('SIGINT')), done };
-}
-
 /** Polls `read` every `everyMs` until `pred` holds; returns the value, or throws after `timeoutMs` naming `what`. */
 async function pollUntil<T>(what: string, read: () => T | Promise<T>, pred: (v: T) => boolean, timeoutMs = WAIT_MS, everyMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -357,8 +330,8 @@ async function reconfiguredUnderLoad(t: TestContext, dataplane: Dataplane): Prom
     const newSince = (from: number): number => allLogs().reduce((a, l) => a + countIn(newConnections(l), from, Infinity), 0);
     // The keep-alive wrk first, so wlc spreads its 9 connections 3/3/3 over
     // d1-d3: they must outlive d2's quiesce and removal and d3's removal.
-    const keepAlive = startLoad(sandbox, client, ['-t1', '-c9', '-d600s', '--timeout', '5s', URL_], 660_000);
-    const fresh = { current: undefined as ReturnType<typeof startLoad> | undefined };
+    const keepAlive = startWrk(sandbox, client, ['-t1', '-c9', '-d600s', '--timeout', '5s', URL_], 660_000);
+    const fresh = { current: undefined as RunningWrk | undefined };
     const runs: Array<{ step: Step; run: CliRun; view: PortView }> = [];
     let loadStart = 0;
     let loadEnd = 0;
@@ -368,7 +341,7 @@ async function reconfiguredUnderLoad(t: TestContext, dataplane: Dataplane): Prom
     try {
       await pollUntil('wrk\'s 9 keep-alive connections up', () => allLogs().reduce((a, l) => a + new Set(l.map((r) => r.connection)).size, 0), (n) => n >= 9);
       loadStart = Date.now();
-      fresh.current = startLoad(sandbox, client, ['-t2', '-c50', '-d600s', '--timeout', '5s', '-H', 'Connection: close', URL_], 660_000);
+      fresh.current = startWrk(sandbox, client, ['-t2', '-c50', '-d600s', '--timeout', '5s', '-H', 'Connection: close', URL_], 660_000);
       // Every phase (before the first change, and after each) lasts until PHASE_FLOWS new connections began
       // in it once the change settled: counted, so a busy machine only makes the run longer.
       await pollUntil(`${PHASE_FLOWS} new connections before the first change`, () => newSince(loadStart), (n) => n >= PHASE_FLOWS);
@@ -548,7 +521,7 @@ async function brokenReload(t: TestContext, dataplane: Dataplane): Promise<void>
       const from = served();
       await pollUntil(`${LOAD_STEP} more requests served ${what}`, served, (n) => n >= from + LOAD_STEP);
     };
-    const load = startLoad(sandbox, client, ['-t1', '-c10', '-d600s', '--timeout', '5s', URL_], 660_000);
+    const load = startWrk(sandbox, client, ['-t1', '-c10', '-d600s', '--timeout', '5s', URL_], 660_000);
     const rejected: Array<{ what: string; run: CliRun; key: string; line: number }> = [];
     let afterCli: { config: unknown; view: PortView };
     let hupEvent: (typeof h.events)[number] | undefined;
