@@ -27,10 +27,10 @@ const FIXTURES = fileURLToPath(new URL('../../../test/integration/fixtures/', im
 // ---------------------------------------------------------------------------
 // Helpers
 
-/** GET `path` from hostlb's admin API over its unix socket (a file: reachable from any namespace). */
+/** GET `path` from hostlb's admin API over its unix socket (a file: reachable from any namespace); 30 s bounds a hang. */
 function adminGet<T>(hostlb: HostlbProcess, path: string): Promise<T> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path, headers: { accept: 'application/json' }, timeout: 5_000 }, (res) => {
+    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path, headers: { accept: 'application/json' }, timeout: 30_000 }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => {
@@ -38,7 +38,7 @@ function adminGet<T>(hostlb: HostlbProcess, path: string): Promise<T> {
         else resolve(JSON.parse(body) as T);
       });
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 5 s`)));
+    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 30 s`)));
     req.on('error', reject);
     req.end();
   });
