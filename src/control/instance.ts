@@ -83,6 +83,14 @@ export function planFor(config: HostlbConfig, spec: HostSpec, baseline: HostFact
   return planHostSetup(spec, baseline);
 }
 
+/**
+ * A retired daemon's id is given to a new daemon once it has held no flow and
+ * no record this long (ms): conntrack's TIME_WAIT, so the netfilter plane's
+ * marks of its last flows are gone too. Checked every RELEASE_CHECK_MS.
+ */
+const RELEASE_QUIET_MS = 120_000;
+const RELEASE_CHECK_MS = 10_000;
+
 /** How often the host set-up is checked for objects that vanished (ms): noticed within 2 s. */
 const REPAIR_MS = 1_000;
 
@@ -153,6 +161,7 @@ export class Instance {
   private drainTimer: NodeJS.Timeout | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private repairTimer: NodeJS.Timeout | null = null;
+  private releaseTimer: NodeJS.Timeout | null = null;
   private readonly repairAbort = new AbortController();
   private repairing = false;
   /** Host objects put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables): hostlb_repairs_total. */
@@ -294,6 +303,7 @@ export class Instance {
     instance.health.start();
     instance.startCheckpoints();
     instance.startRepairs();
+    instance.startReleases();
     options.logger.info({ dataplane: config.dataplane, device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
@@ -418,6 +428,21 @@ export class Instance {
     this.checkpointTimer.unref();
   }
 
+  /**
+   * Every RELEASE_CHECK_MS, retired daemons that have held nothing for
+   * RELEASE_QUIET_MS give their ids back (Dispatcher.releaseRetired), so the
+   * ids — and the netfilter plane's 13-bit marks — do not run out over months
+   * of daemons added and removed.
+   */
+  private startReleases(): void {
+    this.releaseTimer = setInterval(() => {
+      const held = this.netfilter?.daemonsHeld() ?? null;
+      const released = this.dispatcher.releaseRetired(Date.now(), RELEASE_QUIET_MS, (id) => held?.has(id) ?? false);
+      if (released.length > 0) this.log.info({ event: 'daemon_ids_released', ids: released }, 'ids of removed daemons released');
+    }, RELEASE_CHECK_MS);
+    this.releaseTimer.unref();
+  }
+
   /** Checks the host set-up every REPAIR_MS and puts back what vanished (repair.ts). */
   private startRepairs(): void {
     this.repairTimer = setInterval(() => void this.repairOnce(), REPAIR_MS);
@@ -458,7 +483,8 @@ export class Instance {
   /** Stops repairs at once: commands in flight are killed, so nothing comes back after an undo. */
   private stopRepairs(): void {
     if (this.repairTimer !== null) clearInterval(this.repairTimer);
-    this.repairTimer = null;
+    if (this.releaseTimer !== null) clearInterval(this.releaseTimer);
+    this.repairTimer = this.releaseTimer = null;
     this.repairAbort.abort();
   }
 

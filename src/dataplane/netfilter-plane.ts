@@ -210,6 +210,14 @@ export class NetfilterPlane {
     this.queueSocket = this.eventSocket = this.controlSocket = null;
   }
 
+  /** Daemon ids that a flow hostlb follows, or a handshake it waits for, still names. Control path. */
+  daemonsHeld(): Set<number> {
+    const held = new Set<number>();
+    for (const f of this.flows.values()) held.add(f.daemonId);
+    for (const p of this.pending.values()) held.add(p.daemonId);
+    return held;
+  }
+
   /** Rewrites the nft maps whatever hostlb last wrote (their table was flushed and put back). Never throws. */
   resyncMaps(): void {
     this.lastScript = '';

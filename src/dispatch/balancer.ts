@@ -4,6 +4,7 @@
 // queue and conntrack events) asks it for a daemon and tells it when flows
 // start and end. It never sees a packet.
 
+import assert from 'node:assert/strict';
 import { ConfigTree, type ClusterPort, type Daemon, type DispatchSpec } from './config-tree.js';
 import { Rng } from './rng.js';
 import { createScheduler } from './schedulers/index.js';
@@ -58,6 +59,20 @@ export class Balancer implements SchedulerContext {
     this.schedulers = schedulers;
     this.tree = tree;
     return tree;
+  }
+
+  /**
+   * Control path: forgets retired daemon `id` so a later configuration may
+   * give its id to a new daemon. The caller makes sure nothing names it any
+   * more (no active flow, no record, no pending handshake). Its counters are
+   * zeroed, so the next daemon with this id starts from nothing.
+   */
+  releaseDaemon(id: number): void {
+    const daemon = this.tree.daemonsById[id];
+    assert.ok(daemon !== undefined && daemon.retired, `daemon id ${id} is not a retired daemon`);
+    (this.tree.daemonsById as Array<Daemon | undefined>)[id] = undefined;
+    this.stats.daemon.fill(0, id * DAEMON_COLUMNS, (id + 1) * DAEMON_COLUMNS);
+    for (const override of this.overrides) override?.delete(id);
   }
 
   /**

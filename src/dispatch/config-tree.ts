@@ -52,6 +52,8 @@ export class Daemon {
   readonly name: string;
   /** Set when a new tree no longer has this daemon; its records may still exist. */
   retired = false;
+  /** When a retired daemon was first seen holding nothing (ms, the releaser's clock); NaN while it holds flows. */
+  quietSince = Number.NaN;
   constructor(
     readonly id: number,
     readonly address: IpAddress,
@@ -161,7 +163,8 @@ export class ConfigTree {
       // Retired daemons too: one added back while its old flows live on is the
       // same daemon again, so its flows and counters stay under one id.
       for (const d of previous.daemonsById) if (d) oldDaemons.set(`${d.clusterPort.name} ${d.name}`, d);
-      // Ids are never reused within a run: a retired daemon's id still names its records.
+      // A retired daemon's id still names its records; it is reused only once the
+      // balancer has released it (no flow, no record left: Balancer.releaseDaemon).
       tree.daemonsById.length = previous.daemonsById.length;
       tree.portsById.length = previous.portsById.length;
       for (let i = 0; i < previous.daemonsById.length; i++) tree.daemonsById[i] = previous.daemonsById[i];
@@ -200,11 +203,15 @@ export class ConfigTree {
             // Same object, so records and counters that name it carry on.
             daemon = previousDaemon;
             daemon.retired = false;
+            daemon.quietSince = Number.NaN;
             daemon.weight = weight;
             daemon.clusterPort = port;
             kept.add(daemon);
           } else {
-            daemon = new Daemon(tree.daemonsById.length, endpoint.address, addressWords(endpoint.address), endpoint.port, weight, port);
+            // The lowest released id first: marks (netfilter plane) and stats stay small over months of add/remove.
+            let id = tree.daemonsById.findIndex((d) => d === undefined);
+            if (id < 0) id = tree.daemonsById.length;
+            daemon = new Daemon(id, endpoint.address, addressWords(endpoint.address), endpoint.port, weight, port);
             tree.daemonsById[daemon.id] = daemon;
           }
           port.daemons.push(daemon);

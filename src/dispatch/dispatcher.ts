@@ -205,6 +205,39 @@ export class Dispatcher {
     return this.balancer.configure(spec);
   }
 
+  /**
+   * Control path: releases retired daemons that have held nothing for
+   * `quietMs` — no active flow, no record in the table, and nothing `holds`
+   * (another plane's own bookkeeping) — so their ids can be given to new
+   * daemons (Balancer.releaseDaemon). Records that outlive their daemon's last
+   * active flow (TIME_WAIT, a half-closed flow) keep its id taken. One pass
+   * over the table, only when a candidate exists. Returns the released ids.
+   */
+  releaseRetired(now: number, quietMs: number, holds: (id: number) => boolean = () => false): number[] {
+    const candidates = this.tree.daemonsById.filter((d) => d !== undefined && d.retired && this.balancer.activeFlows(d.id) === 0 && !holds(d.id));
+    for (const d of this.tree.daemonsById) {
+      if (d !== undefined && d.retired && !candidates.includes(d)) d.quietSince = Number.NaN;
+    }
+    if (candidates.length === 0) return [];
+    const named = new Set<number>();
+    const u32 = this.table.u32;
+    this.table.forEach((id) => {
+      named.add(u32[id * REC_WORDS + R_DAEMON_ID]);
+    });
+    const released: number[] = [];
+    for (const d of candidates) {
+      if (named.has(d.id)) {
+        d.quietSince = Number.NaN;
+        continue;
+      }
+      if (Number.isNaN(d.quietSince)) d.quietSince = now;
+      if (now - d.quietSince < quietMs) continue;
+      this.balancer.releaseDaemon(d.id);
+      released.push(d.id);
+    }
+    return released;
+  }
+
   /** Control path: new timeouts apply to each record at its next packet. */
   setTimeouts(timeouts: Partial<Timeouts>): void {
     const merged = { ...this.timeoutSeconds, ...timeouts };

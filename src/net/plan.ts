@@ -112,13 +112,16 @@ export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
   const needsLocalnet = clusters.some((c) => c.loopback || c.ports.some((p) => p.daemons.some((d) => isLoopback(d.address))));
   if (families.has(4)) {
     addSysctl(IPV4_FORWARD, '1', 'forward IPv4, for clients on other hosts');
-    // Only hostlb's own device: the `all` values would change every interface
-    // (route_localnet=1 on all lets the LAN reach 127.0.0.1 services). The
-    // kernel reads accept_local and route_localnet as (all OR device).
+    // hostlb's own device, except where the kernel reads `all` too. accept_local
+    // and route_localnet are (all OR device): the device alone is enough, and
+    // route_localnet=1 on all would let the LAN reach 127.0.0.1 services.
     // rp_filter is max(all, device): packets the dispatcher writes arrive on
-    // the device from sources routed elsewhere, which strict mode (1) drops and
-    // loose mode (2) passes; so loose on the device unless all is 0 already.
-    addSysctl(conf(device, 'rp_filter'), facts.sysctls[conf('all', 'rp_filter')] === '0' ? '0' : '2', `loose (or no) reverse-path filter on ${device}: translated packets arrive on it`);
+    // the device from sources routed elsewhere, which both strict (1) and loose
+    // (2) mode drop there (the loose check looks the source up through the
+    // device itself), so it must be 0 on all as well — the one host-wide
+    // change, left out when all is 0 already, undone at stop.
+    addSysctl(conf('all', 'rp_filter'), '0', 'no reverse-path filter (all): the kernel uses max(all, device), and translated packets arrive on the device');
+    addSysctl(conf(device, 'rp_filter'), '0', `no reverse-path filter on ${device}`);
     // accept_local: a reply rewritten to come from a local cluster address, or a
     // local client's packet, arrives from a source this host owns.
     addSysctl(conf(device, 'accept_local'), '1', `accept packets from local source addresses on ${device}`);

@@ -51,8 +51,22 @@ function snapshot(ns: Namespace, serverDev: string): Snapshot {
     routes: ns.ipJson('-4', 'route', 'show', 'table', 'all'),
     routes6: ns.ipJson('-6', 'route', 'show', 'table', 'all'),
     links: ns.ipJson('link'),
-    sysctls: Object.fromEntries(sysctlPaths(serverDev).map((p) => [p, ns.readSysctl(p)])),
+    sysctls: { ...Object.fromEntries(sysctlPaths(serverDev).map((p) => [p, ns.readSysctl(p)])), ...deviceSysctls(ns) },
   };
+}
+
+/** hostlb's device's own settings, while it exists. */
+function deviceSysctls(ns: Namespace): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of ['rp_filter', 'accept_local', 'route_localnet']) {
+    const path = `net/ipv4/conf/${DEVICE}/${key}`;
+    try {
+      out[path] = ns.readSysctl(path);
+    } catch {
+      // No device (before start, after stop).
+    }
+  }
+  return out;
 }
 
 function linkNames(s: Snapshot): string[] {
@@ -67,13 +81,19 @@ function assertChanged(before: Snapshot, during: Snapshot): void {
   assert.ok(linkNames(during).includes(DEVICE), `${DEVICE} exists while hostlb runs`);
   const needed: Record<string, string> = {
     'net/ipv4/ip_forward': '1',
-    'net/ipv4/conf/all/rp_filter': '0',
-    'net/ipv4/conf/all/accept_local': '1',
-    'net/ipv4/conf/all/route_localnet': '1',
     'net/ipv6/conf/all/forwarding': '1',
+    // rp_filter is max(all, device): 0 on both. The rest on its own device only.
+    'net/ipv4/conf/all/rp_filter': '0',
+    [`net/ipv4/conf/${DEVICE}/rp_filter`]: '0',
+    [`net/ipv4/conf/${DEVICE}/accept_local`]: '1',
+    [`net/ipv4/conf/${DEVICE}/route_localnet`]: '1',
   };
-  for (const [path, value] of Object.entries(needed)) assert.notEqual(before.sysctls[path], value, `${path} starts out different`);
+  for (const [path, value] of Object.entries(needed)) {
+    if (path in before.sysctls) assert.notEqual(before.sysctls[path], value, `${path} starts out different`);
+  }
   assert.deepEqual(pick(during.sysctls, Object.keys(needed)), needed, 'hostlb set the sysctls it needs');
+  const all = ['net/ipv4/conf/all/accept_local', 'net/ipv4/conf/all/route_localnet'];
+  assert.deepEqual(pick(during.sysctls, all), pick(before.sysctls, all), 'hostlb leaves the `all` settings of every interface alone');
   for (const [path, value] of Object.entries(during.sysctls)) {
     if (path.endsWith('/forwarding')) assert.equal(value, '1', `${path} follows the global forwarding switch`);
   }

@@ -60,8 +60,9 @@ function lines(steps: NetStep[]): string[] {
 
 const IPV4_BASE = [
   'sysctl net/ipv4/ip_forward 1  <-  sysctl net/ipv4/ip_forward 0',
-  // Debian's strict rp_filter on all stays; hlb0 becomes loose (max(all, device) = 2).
-  'sysctl net/ipv4/conf/hlb0/rp_filter 2  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
+  // rp_filter is max(all, device): the one host-wide key; accept_local only on hlb0.
+  'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 1',
+  'sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
   'sysctl net/ipv4/conf/hlb0/accept_local 1  <-  sysctl net/ipv4/conf/hlb0/accept_local 0',
 ];
 const LINK_UP = 'ip link set dev hlb0 up  <-  ip link set dev hlb0 down';
@@ -225,7 +226,7 @@ test('an existing device starts from its own sysctls; one that is up needs no `u
     sysctls: { ...HOST_SYSCTLS, 'net/ipv4/conf/hlb0/rp_filter': '1', 'net/ipv4/conf/hlb0/accept_local': '1' },
   };
   const steps = lines(planHostSetup(spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [] }] }]), facts));
-  assert.ok(steps.includes('sysctl net/ipv4/conf/hlb0/rp_filter 2  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1'));
+  assert.ok(steps.includes('sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1'));
   assert.ok(!steps.some((l) => l.includes('hlb0/accept_local')), 'already 1');
   assert.ok(!steps.includes(LINK_UP));
 });
@@ -327,11 +328,12 @@ const CAPTURED_AFTER = factsFrom(
 
 test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and local clusters', () => {
   const steps = lines(planHostSetup(CAPTURED_SPEC, CAPTURED_BEFORE));
-  assert.equal(steps.length, 31);
+  assert.equal(steps.length, 32);
   assert.deepEqual(steps.map((l) => l.split('  <-  ')[0]), [
     'sysctl net/ipv4/ip_forward 1',
-    // Nothing on `all` but forwarding: the other keys only on hostlb's device.
-    'sysctl net/ipv4/conf/hlb0/rp_filter 2',
+    // Nothing on `all` but forwarding and rp_filter (max(all, device)): the other keys only on hostlb's device.
+    'sysctl net/ipv4/conf/all/rp_filter 0',
+    'sysctl net/ipv4/conf/hlb0/rp_filter 0',
     'sysctl net/ipv4/conf/hlb0/accept_local 1',
     'sysctl net/ipv4/conf/hlb0/route_localnet 1',
     'sysctl net/ipv6/conf/all/forwarding 1',
@@ -371,13 +373,13 @@ test('captured host, after: everything is present, so the plan is empty (idempot
 test('partly present: only the missing steps are planned, and only they would be undone', () => {
   const facts: HostFacts = {
     ...CAPTURED_AFTER,
-    // Someone deleted one reply rule and the IPv4 blackhole, and set hlb0's rp_filter back to strict.
+    // Someone deleted one reply rule and the IPv4 blackhole, and set rp_filter back.
     rules: CAPTURED_AFTER.rules.filter((r) => !r.key.includes('from 198.18.1.1/32 to all ipproto 17 sport 8443')),
     routes: CAPTURED_AFTER.routes.filter((r) => !(r.family === 4 && r.key.includes('type 6'))),
-    sysctls: { ...CAPTURED_AFTER.sysctls, 'net/ipv4/conf/hlb0/rp_filter': '1' },
+    sysctls: { ...CAPTURED_AFTER.sysctls, 'net/ipv4/conf/all/rp_filter': '2' },
   };
   assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)), [
-    'sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1',
+    'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 2',
     'ip -4 route add blackhole default metric 4000000000 table 100  <-  ip -4 route del blackhole default metric 4000000000 table 100',
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100',
   ]);
