@@ -22,11 +22,31 @@ function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: str
   return { socket, tcp: { host: m[1], port: Number(m[2]), token } };
 }
 
+/** How often a hostlb run by npm looks whether npm is still there (ms). */
+const PARENT_POLL_MS = 1000;
+
 /**
- * Starts an instance and its admin API, then runs until SIGINT, SIGTERM or
- * `hostlb stop`; SIGHUP re-reads the config file. Every change to the host is
- * undone on the way out, also after an uncaught error.
+ * npm runs a package's bin (`npx hostlb`, `npm exec`, `npm start`) under
+ * `sh -c`, and on SIGTERM it ends that shell, not hostlb: hostlb would keep
+ * the host set up without anyone to stop it, and the next start would refuse
+ * ("process N still owns ... journal"). Node has no PR_SET_PDEATHSIG, so a
+ * hostlb that npm started (npm sets npm_command / npm_lifecycle_event) polls
+ * its parent PID and stops cleanly once it changes. Run any other way (the
+ * installed binary, systemd) it is left alone: `nohup hostlb start &` must
+ * outlive its shell.
  */
+export function watchParent(onGone: () => void, env: NodeJS.ProcessEnv = process.env): NodeJS.Timeout | null {
+  if (env.npm_command === undefined && env.npm_lifecycle_event === undefined) return null;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    onGone();
+  }, PARENT_POLL_MS);
+  timer.unref();
+  return timer;
+}
+
 /**
  * `start --takeover`: asks the hostlb answering on this configuration's admin
  * socket to hand over, and waits for it to exit. Returns without asking when
@@ -55,6 +75,12 @@ export async function requestTakeover(config: HostlbConfig): Promise<void> {
   }
 }
 
+/**
+ * Starts an instance and its admin API, then runs until SIGINT, SIGTERM,
+ * `hostlb stop` or (when npm started it) the end of its npm parent; SIGHUP
+ * re-reads the config file. Every change to the host is undone on the way
+ * out, also after an uncaught error.
+ */
 export async function runForeground(version: string, config: HostlbConfig, configFile: string | undefined, onStop: () => void = () => {}): Promise<Instance> {
   let instance: Instance | null = null;
   let admin: AdminServer | null = null;
@@ -87,6 +113,7 @@ export async function runForeground(version: string, config: HostlbConfig, confi
   // One that arrives during the synchronous start runs after it, and undoes it.
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  watchParent(() => stop('the npm process that ran hostlb exited'));
   const running = Instance.start(config, { configFile, logger: log });
   instance = running;
   process.once('uncaughtException', (e) => {
