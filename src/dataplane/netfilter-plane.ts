@@ -35,6 +35,8 @@ export interface NetfilterPlaneOptions {
   queueLength?: number;
   /** Seeds the flow hash, as the TUN dispatcher's hashSeed does. */
   hashSeed?: number;
+  /** Decided flows waiting for their answer hostlb tracks at most. Default MAX_PENDING (65,536). */
+  maxPending?: number;
   /** How often effective weights are checked for a change of the fallback buckets, ms. Default 500. */
   syncIntervalMs?: number;
   clock?: () => number;
@@ -400,7 +402,7 @@ export class NetfilterPlane {
     }
     if (daemon.id >= REJECT_ID) return this.unparsed(); // beyond what a mark can name: the kernel-side hash decides
     this.verdictsDaemon++;
-    if (this.pending.size < MAX_PENDING) {
+    if (this.pending.size < (this.options.maxPending ?? MAX_PENDING)) {
       // The SYN counts as sent to the daemon (D_SYNS) once it is known to have reached it: its answer, or confirmHandshakes().
       this.pending.set(flowKey, { daemonId: daemon.id, decided: this.clock(), port, protocol, reached: false, asked: false });
       this.balancer.flowStarted(daemon.id);
