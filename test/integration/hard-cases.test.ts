@@ -44,6 +44,15 @@ function adminGet<T>(hostlb: HostlbProcess, path: string): Promise<T> {
   });
 }
 
+/** Until hostlb logs "admin_listening" (just after "started"); throws after 60 s, a bound for a hostlb that never gets there. */
+async function adminListening(hostlb: HostlbProcess): Promise<void> {
+  const listening = await Promise.race([
+    hostlb.waitForEvent('admin_listening').then(() => true),
+    sleep(60_000, undefined, { ref: false }).then(() => false),
+  ]);
+  assert.ok(listening, `hostlb logged "admin_listening" after "started":\n${hostlb.describe()}`);
+}
+
 interface AdminStatus {
   pid: number;
   table: { records: number; capacity: number; evictions: number };
@@ -553,7 +562,7 @@ test('a spoofed SYN flood at a 2000-record table: the established connection and
       clusters: [{ address: CLUSTER_V4, ports: [tcpPort(FLOOD.daemons)] }],
     }, { dir });
     const running = hostlb;
-    await running.waitForEvent('admin_listening');
+    await adminListening(running);
     const url = `http://${CLUSTER_V4}/`;
     const status = (): Promise<AdminStatus> => adminGet<AdminStatus>(running, '/v1/status');
     const curlOnce = async (): Promise<{ at: number; ok: boolean; out: string }> => {
@@ -714,7 +723,7 @@ test('blind spoofed RSTs with an established connection\'s 4-tuple and wrong seq
     }, { dir });
     const url = `http://${CLUSTER_V4}/`;
     // The admin socket comes up just after "started".
-    await hostlb.waitForEvent('admin_listening');
+    await adminListening(hostlb);
     const before = (await adminGet<AdminCounters>(hostlb, '/v1/counters')).drops.rst_out_of_window ?? 0;
 
     // The client goes on until the test has seen what it needs, not for a guessed number of requests.

@@ -361,7 +361,7 @@ export async function startHostlb(topo: HealthTopo, config: Record<string, unkno
   const hostlb = await HostlbProcess.start(topo.sandbox, topo.server, config, { dir: topo.dir });
   const listening = await Promise.race([
     hostlb.waitForEvent('admin_listening').then(() => true),
-    sleep(60_000).then(() => false),
+    sleep(60_000, undefined, { ref: false }).then(() => false),
   ]);
   if (!listening) {
     await hostlb.stop();

@@ -13,7 +13,7 @@
 // line tells when its connection carried its first request.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -130,7 +130,27 @@ async function startLoggingDaemons(sandbox: NetnsSandbox, ns: Namespace, dir: st
     child.stdout?.on('data', add);
     child.stderr?.on('data', add);
     const read = (file: string): string => (existsSync(join(home, file)) ? readFileSync(join(home, file), 'utf8') : '');
-    return { name, endpoint, child, output: () => text + read('error.log'), requests: () => parseTimedLog(read('access.log')) };
+    // The test counts requests while the load runs, so the log is read on from where the last call stopped.
+    const log = { offset: 0, requests: [] as LoggedRequest[] };
+    const requests = (): LoggedRequest[] => {
+      const path = join(home, 'access.log');
+      if (!existsSync(path)) return log.requests;
+      const fd = openSync(path, 'r');
+      try {
+        const size = fstatSync(fd).size;
+        if (size <= log.offset) return log.requests;
+        const chunk = Buffer.alloc(size - log.offset);
+        readSync(fd, chunk, 0, chunk.length, log.offset);
+        // Only whole lines; a half-written last line is read again next time.
+        const end = chunk.lastIndexOf(10) + 1;
+        log.offset += end;
+        for (const r of parseTimedLog(chunk.subarray(0, end).toString('utf8'))) log.requests.push(r);
+        return log.requests;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    return { name, endpoint, child, output: () => text + read('error.log'), requests };
   });
   const deadline = Date.now() + 60_000;
   try {
