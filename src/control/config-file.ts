@@ -4,8 +4,9 @@
 
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
-import { ConfigError } from '../errors.js';
+import { ConfigError, HostlbError } from '../errors.js';
 import { validate as validateTree } from '../dispatch/config-tree.js';
+import { resolveRunAs } from '../health/run-as.js';
 import { configSchema, type HostlbConfig } from './config-schema.js';
 
 /** Formats a key path the way messages show it: clusters[0].ports[1].scheduler. */
@@ -37,7 +38,33 @@ export function validateConfig(raw: unknown): HostlbConfig {
     throw new ConfigError(formatPath(path), issue.message);
   }
   validateTree(result.data);
+  checkRunAs(result.data);
   return result.data;
+}
+
+/**
+ * Every `user` and `group` (supervise, exec advisors and their per-daemon
+ * overrides) names a user or group of this host. Throws ConfigError naming
+ * the key, e.g. clusters[0].ports[0].supervise.user.
+ */
+function checkRunAs(config: HostlbConfig): void {
+  const check = (path: (string | number)[], ids: { user?: string | number; group?: string | number } | undefined): void => {
+    if (ids === undefined) return;
+    try {
+      resolveRunAs(ids.user, ids.group);
+    } catch (e) {
+      if (!(e instanceof HostlbError && e.code === 'RUN_AS_UNKNOWN')) throw e;
+      // The message starts with the key ("user: ...").
+      const key = e.message.startsWith('group:') ? 'group' : 'user';
+      throw new ConfigError(formatPath([...path, key]), e.message.slice(key.length + 2));
+    }
+  };
+  config.clusters.forEach((c, ci) => c.ports.forEach((p, pi) => {
+    const at = ['clusters', ci, 'ports', pi];
+    check([...at, 'supervise'], p.supervise);
+    check([...at, 'advisor'], p.advisor);
+    p.daemons.forEach((d, di) => check([...at, 'daemons', di, 'advisor'], d.advisor));
+  }));
 }
 
 /**

@@ -17,6 +17,9 @@ export const duration = z.union([
   return m[2] === 'ms' ? n / 1000 : m[2] === 's' ? n : m[2] === 'm' ? n * 60 : n * 3600;
 });
 
+/** A user or group a child process runs as: a name, or a numeric id (resolved when the file is validated). */
+const runAsId = z.union([z.string().min(1), z.number().int().min(0)]);
+
 /** An advisor: how hostlb probes a daemon's health (health/advisors). */
 const advisorFields = {
   type: z.enum(['tcp', 'http', 'udp', 'exec']),
@@ -33,9 +36,15 @@ const advisorFields = {
   reply: z.string().optional(),
   command: z.string().optional(),
   args: z.array(z.string()).optional(),
+  /** exec: the user (and group) the command runs as; default hostlb's own (root: a warning at start). */
+  user: runAsId.optional(),
+  group: runAsId.optional(),
 };
 const advisor = z.strictObject(advisorFields).superRefine((a, ctx) => {
   if (a.type === 'exec' && !a.command) ctx.addIssue({ code: 'custom', path: ['command'], message: 'an exec advisor needs a command' });
+  for (const key of ['user', 'group'] as const) {
+    if (a.type !== 'exec' && a[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `only an exec advisor runs a command; remove ${key} from this ${a.type} advisor` });
+  }
   if (a.timeout > a.interval) ctx.addIssue({ code: 'custom', path: ['timeout'], message: `timeout (${a.timeout} s) must not exceed interval (${a.interval} s)` });
 });
 /** Per-daemon override: any advisor key, merged over the port's advisor. */
@@ -73,6 +82,9 @@ const supervise = z.strictObject({
   port: z.number().int().min(1).max(65535),
   cwd: z.string().optional(),
   stopTimeout: duration.default(10),
+  /** The user (and group) the daemons run as; default hostlb's own (root: a warning at start). */
+  user: runAsId.optional(),
+  group: runAsId.optional(),
 });
 
 const port = z.strictObject({

@@ -12,6 +12,7 @@ import { HostlbError } from '../errors.js';
 import { advisorSpec, type AdvisorSpec } from '../health/advisors/advisor.js';
 import { EventLog } from '../health/events.js';
 import { HealthMonitor, type PortHealthSpec } from '../health/health-monitor.js';
+import { resolveRunAs, runsAsRoot } from '../health/run-as.js';
 import { daemonEndpoints, Supervisor } from '../health/supervisor.js';
 import { stillAlive } from '../net/apply.js';
 import { writeFileAtomic } from '../net/state-files.js';
@@ -67,8 +68,16 @@ export function expandSupervised(config: HostlbConfig): HostlbConfig {
   };
 }
 
+/** An advisor as the config writes it (user and group by name) → the spec probes take (runAs by id). */
 function toAdvisor(a: NonNullable<PortConf['advisor']>): AdvisorSpec {
-  return advisorSpec(a as Parameters<typeof advisorSpec>[0]);
+  const { user, group, ...rest } = a;
+  return advisorSpec({ ...rest, runAs: resolveRunAs(user, group) } as Parameters<typeof advisorSpec>[0]);
+}
+
+/** A per-daemon override, with its user and group resolved when it names them. */
+function toOverride(o: NonNullable<PortConf['daemons'][number]['advisor']>): Partial<AdvisorSpec> {
+  const { user, group, ...rest } = o;
+  return user === undefined && group === undefined ? rest as Partial<AdvisorSpec> : { ...rest, runAs: resolveRunAs(user, group) } as Partial<AdvisorSpec>;
 }
 
 export class HealthRuntime {
@@ -98,8 +107,20 @@ export class HealthRuntime {
 
   start(): void {
     this.killLeftovers();
+    this.warnExecAsRoot();
     this.syncSupervisors();
     this.monitor.start();
+  }
+
+  /** One warning per port whose exec advisor (or a daemon's exec override) would run its command as root. */
+  private warnExecAsRoot(): void {
+    for (const c of this.config.clusters) {
+      for (const p of c.ports) {
+        const advisors = [p.advisor, ...p.daemons.map((d) => (d.advisor ? { ...p.advisor, ...d.advisor } : undefined))];
+        const asRoot = advisors.some((a) => a?.type === 'exec' && runsAsRoot(resolveRunAs(a.user, a.group)));
+        if (asRoot) this.log.warn({ event: 'runs_as_root', port: portName(c.address, p), advisor: 'exec' }, `the exec advisor of ${portName(c.address, p)} runs its command as root: set advisor.user (and group) to an unprivileged user`);
+      }
+    }
   }
 
   /**
@@ -263,7 +284,7 @@ export class HealthRuntime {
     const conf = this.portConf(port);
     const overrides = new Map<string, Partial<AdvisorSpec>>();
     for (const d of conf?.daemons ?? []) {
-      if (d.advisor) overrides.set(formatEndpoint(parseEndpoint(d.address)!), d.advisor as Partial<AdvisorSpec>);
+      if (d.advisor) overrides.set(formatEndpoint(parseEndpoint(d.address)!), toOverride(d.advisor));
     }
     // A supervised daemon is probed with at least a TCP connect: it must not get flows before it listens.
     const advisor = conf?.advisor ? toAdvisor(conf.advisor) : conf?.supervise ? advisorSpec({ type: 'tcp', interval: 0.5, timeout: 0.5, rise: 1, fall: 2 }) : undefined;
@@ -294,7 +315,9 @@ export class HealthRuntime {
     for (const [name, p] of wanted) {
       if (this.supervisors.has(name)) continue;
       const s = p.supervise!;
-      const supervisor = new Supervisor({ ...s, stopTimeout: s.stopTimeout }, { logger: this.log });
+      const runAs = resolveRunAs(s.user, s.group);
+      if (runsAsRoot(runAs)) this.log.warn({ event: 'runs_as_root', port: name, command: s.command }, `the supervised daemons of ${name} run as root: set supervise.user (and group) to an unprivileged user`);
+      const supervisor = new Supervisor({ ...s, stopTimeout: s.stopTimeout, runAs }, { logger: this.log });
       supervisor.on('spawned', (index: number, pid: number) => this.supervisorEvent(name, index, 'daemon_started', `pid ${pid}`));
       supervisor.on('exited', (index: number, code: number | null, signal: string | null) => this.supervisorEvent(name, index, 'daemon_exited', signal ? `killed by ${signal}` : `exit code ${code}`));
       this.supervisors.set(name, { supervisor, spec: JSON.stringify(s) });

@@ -18,6 +18,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { HostlbError } from '../errors.js';
 import { formatIpv4, formatIpv6, ipv4ToU32, parseIp } from '../wire/address.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
+import { childEnvironment, type RunAs } from './run-as.js';
 
 export interface SuperviseSpec {
   /** Program to run: a path, or a name looked up in PATH. No shell is involved. */
@@ -26,7 +27,7 @@ export interface SuperviseSpec {
   args: string[];
   /** Number of daemons, 1..MAX_INSTANCES. */
   instances: number;
-  /** Added to the parent's environment after HOST, PORT and HOSTLB_INDEX; values take placeholders. */
+  /** Added after HOST, PORT and HOSTLB_INDEX to the few variables children inherit (run-as.ts); values take placeholders. */
   env: Record<string, string>;
   /** Address of instance 0 (IPv4 or IPv6); instance i listens on host + i. */
   host: string;
@@ -37,6 +38,8 @@ export interface SuperviseSpec {
   stopSignal?: 'SIGTERM' | 'SIGINT';
   /** Seconds between the stop signal and SIGKILL (default 10). */
   stopTimeout?: number;
+  /** The user and group daemons run as (resolveRunAs); absent: as hostlb. */
+  runAs?: RunAs | null;
 }
 
 export interface DaemonEndpoint {
@@ -181,14 +184,16 @@ interface ResolvedSpec {
   cwd: string | undefined;
   stopSignal: 'SIGTERM' | 'SIGINT';
   stopTimeoutMs: number;
+  runAs: RunAs | null;
 }
 
 const SILENT: SupervisorLogger = { info() {}, warn() {}, error() {} };
 
 /**
  * Runs `spec.instances` copies of `spec.command`, one per address from
- * daemonEndpoints(). Each child gets the parent's environment plus HOST, PORT,
- * HOSTLB_INDEX and `spec.env`; stdin is closed (ignored), stdout and stderr
+ * daemonEndpoints(), as `spec.runAs` when given. Each child gets HOST, PORT,
+ * HOSTLB_INDEX and `spec.env` on top of the few variables of hostlb's that
+ * children inherit (childEnvironment); stdin is closed (ignored), stdout and stderr
  * are logged line by line with the daemon's address. A child that exits while
  * not asked to stop is restarted after a Backoff delay.
  *
@@ -337,13 +342,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.startAfterStop = false;
     slot.lastSpawnError = null;
     const vars = { host: slot.address, port: slot.port, index: slot.index };
-    const env: NodeJS.ProcessEnv = { ...process.env, HOST: slot.address, PORT: String(slot.port), HOSTLB_INDEX: String(slot.index) };
-    for (const [name, value] of Object.entries(this.#spec.env)) env[name] = expandPlaceholders(value, vars);
+    const own: Record<string, string> = { HOST: slot.address, PORT: String(slot.port), HOSTLB_INDEX: String(slot.index) };
+    for (const [name, value] of Object.entries(this.#spec.env)) own[name] = expandPlaceholders(value, vars);
+    // Not hostlb's whole environment: it may hold HOSTLB_TOKEN and the like.
+    const env = childEnvironment(own, this.#spec.runAs);
     const args = this.#spec.args.map((a) => expandPlaceholders(a, vars));
+    const ids = this.#spec.runAs ? { uid: this.#spec.runAs.uid, gid: this.#spec.runAs.gid } : {};
 
     let child: ChildProcess;
     try {
-      child = spawn(this.#spec.command, args, { cwd: this.#spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(this.#spec.command, args, { cwd: this.#spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], ...ids });
     } catch (err) {
       // Synchronous only for arguments libuv rejects outright (e.g. a NUL byte in an argument).
       this.#spawnFailed(slot, asError(err));
@@ -566,6 +574,7 @@ function resolveSpec(spec: SuperviseSpec): ResolvedSpec {
     cwd: spec.cwd,
     stopSignal,
     stopTimeoutMs: stopTimeout * 1000,
+    runAs: spec.runAs ?? null,
   };
 }
 

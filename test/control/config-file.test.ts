@@ -152,6 +152,21 @@ describe('parseConfig: mistakes name file:line and the key path', () => {
       path: '', line: 1, says: /^hostlb\.yaml:1: Invalid input: expected object, received array$/,
     },
     {
+      what: 'a supervise user this host does not have',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise:\n          command: /usr/bin/node\n          instances: 1\n          host: 198.18.2.1\n          port: 8080\n          user: no-such-user-x\n',
+      path: 'clusters[0].ports[0].supervise.user', line: 10, says: /"no-such-user-x" is not a user of this host \(\/etc\/passwd\); give an existing name or a numeric uid$/,
+    },
+    {
+      what: 'an exec advisor group this host does not have',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        advisor: { type: exec, command: /bin/true, user: nobody, group: no-such-group-x }\n        daemons:\n          - address: 198.18.2.1:8080\n',
+      path: 'clusters[0].ports[0].advisor.group', line: 5, says: /"no-such-group-x" is not a group of this host/,
+    },
+    {
+      what: 'a user on an advisor that runs no command',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        advisor: { type: tcp, user: nobody }\n        daemons:\n          - address: 198.18.2.1:8080\n',
+      path: 'clusters[0].ports[0].advisor.user', line: 5, says: /only an exec advisor runs a command; remove user from this tcp advisor/,
+    },
+    {
       what: 'YAML syntax error',
       text: 'clusters:\n  - address: 198.18.100.1\n    ports: [\n      - port: 80\n',
       code: 'CONFIG_SYNTAX', path: '', line: 4, says: /^hostlb\.yaml:4: /,
@@ -175,6 +190,11 @@ describe('parseConfig: mistakes name file:line and the key path', () => {
       assert.ok(!e.message.includes('\n'), `one line: ${e.message}`);
     });
   }
+
+  it('user and group: names and numeric ids of this host are accepted as written', () => {
+    const config = parseConfig('clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 1, host: 198.18.2.1, port: 8080, user: nobody, group: 65534 }\n');
+    assert.deepEqual([config.clusters[0].ports[0].supervise?.user, config.clusters[0].ports[0].supervise?.group], ['nobody', 65534]);
+  });
 
   it('an empty file names the missing key without a line', () => {
     const e = parseError('');

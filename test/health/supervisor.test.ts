@@ -15,6 +15,7 @@ import {
   daemonEndpoints, expandPlaceholders, Supervisor, type SuperviseSpec, type SupervisorEvents, type SupervisorLogger,
   type SupervisorOptions,
 } from '../../src/health/supervisor.js';
+import { INHERITED_ENV, resolveRunAs, runsAsRoot } from '../../src/health/run-as.js';
 
 // Compiled to dist/test/health/: three levels up is the repo root, where the .mjs fixtures stay.
 const FIXTURES = fileURLToPath(new URL('../../../test/health/fixtures/', import.meta.url));
@@ -446,5 +447,63 @@ describe('Supervisor', () => {
     await assert.rejects(sup.restartInstance(0), (err: Error & { code?: string }) => err.code === 'SUPERVISE_SPAWN_FAILED' && /ENOENT/.test(err.message));
     await sup.stop();
     assert.equal(sup.instances()[0].state, 'stopped');
+  });
+});
+
+describe('Supervisor: who daemons run as and what they see', () => {
+  /** Starts one `sh -c script` daemon and returns the stdout lines it printed up to END. */
+  async function output(t: TestContext, extra: Partial<SuperviseSpec>): Promise<string[]> {
+    const logger = memoryLogger();
+    const script = 'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"; env; echo END; exec sleep 60';
+    const sup = supervise(t, { command: '/bin/sh', args: ['-c', script], instances: 1, env: { GREETING: 'hi {index}' }, host: '127.10.3.1', port: 8080, stopTimeout: 1, ...extra }, { logger });
+    sup.start();
+    const deadline = Date.now() + WAIT_MS;
+    const lines = (): string[] => logger.lines.filter((l) => l.obj.stream === 'stdout').map((l) => l.msg ?? '');
+    while (!lines().includes('END')) {
+      if (Date.now() > deadline) assert.fail(`no END from the daemon: ${JSON.stringify(logger.lines)}`);
+      await sleep(25);
+    }
+    return lines();
+  }
+
+  it('a daemon sees its HOST, PORT, HOSTLB_INDEX, the configured env and an allow-list of hostlb\'s, never the rest', PROC, async (t) => {
+    process.env.HOSTLB_TOKEN = 'secret-token-of-the-admin-api';
+    process.env.HOSTLB_TEST_OTHER = 'not for children';
+    t.after(() => { delete process.env.HOSTLB_TOKEN; delete process.env.HOSTLB_TEST_OTHER; });
+    const lines = await output(t, {});
+    const env = new Map(lines.filter((l) => l.includes('=') && !l.startsWith('uid=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    assert.equal(env.get('HOST'), '127.10.3.1');
+    assert.equal(env.get('PORT'), '8080');
+    assert.equal(env.get('HOSTLB_INDEX'), '0');
+    assert.equal(env.get('GREETING'), 'hi 0');
+    assert.equal(env.get('PATH'), process.env.PATH);
+    assert.equal(env.has('HOSTLB_TOKEN'), false, 'hostlb\'s secrets stay with hostlb');
+    assert.equal(env.has('HOSTLB_TEST_OTHER'), false);
+    // sh adds PWD, SHLVL and _ by itself.
+    const allowed = new Set([...INHERITED_ENV, 'HOST', 'PORT', 'HOSTLB_INDEX', 'GREETING', 'PWD', 'SHLVL', '_']);
+    assert.deepEqual([...env.keys()].filter((k) => !allowed.has(k)), []);
+  });
+
+  it('runs as the configured user and group (numeric or resolved from names), supplementary groups dropped', { ...PROC, skip: process.getuid?.() !== 0 && 'needs root to change user' }, async (t) => {
+    const nobody = resolveRunAs('nobody', 'nogroup');
+    assert.deepEqual(nobody, { uid: 65534, gid: 65534, user: 'nobody', home: '/nonexistent' });
+    const lines = await output(t, { runAs: nobody, cwd: '/' });
+    assert.ok(lines.includes('uid=65534 gid=65534 groups=65534'), lines.join('\n'));
+    assert.ok(lines.includes('USER=nobody') && lines.includes('HOME=/nonexistent'), lines.join('\n'));
+    const numeric = await output(t, { runAs: resolveRunAs(4321, 4322), cwd: '/' });
+    assert.ok(numeric.includes('uid=4321 gid=4322 groups=4322'), numeric.join('\n'));
+  });
+});
+
+describe('resolveRunAs', () => {
+  it('names and ids; a user\'s primary group by default; unknown names say which key to fix', () => {
+    assert.equal(resolveRunAs(undefined, undefined), null);
+    assert.deepEqual(resolveRunAs('nobody', undefined), { uid: 65534, gid: 65534, user: 'nobody', home: '/nonexistent' });
+    assert.deepEqual(resolveRunAs('65534', 'nogroup'), { uid: 65534, gid: 65534, user: 'nobody', home: '/nonexistent' });
+    assert.deepEqual(resolveRunAs(5000, undefined), { uid: 5000, gid: 5000, user: null, home: null });
+    assert.throws(() => resolveRunAs('no-such-user-x', undefined), { code: 'RUN_AS_UNKNOWN', message: /^user: "no-such-user-x" is not a user of this host \(\/etc\/passwd\)/ });
+    assert.throws(() => resolveRunAs('nobody', 'no-such-group-x'), { code: 'RUN_AS_UNKNOWN', message: /^group: "no-such-group-x" is not a group of this host/ });
+    assert.equal(runsAsRoot(resolveRunAs('nobody', undefined)), false);
+    assert.equal(runsAsRoot(resolveRunAs(0, undefined)), true);
   });
 });

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { HostlbError } from '../../errors.js';
+import type { RunAs } from '../run-as.js';
 
 export type AdvisorType = 'tcp' | 'http' | 'udp' | 'exec';
 
@@ -40,6 +41,8 @@ export interface AdvisorSpec {
   command?: string;
   /** exec: its arguments. */
   args?: string[];
+  /** exec: the user and group the command runs as (run-as.ts); absent: as hostlb. */
+  runAs?: RunAs | null;
 }
 
 /** One daemon's own endpoint. `address` is IP text (IPv4 or IPv6, no brackets); never a name. */

@@ -1,9 +1,11 @@
-// The exec advisor: runs a command (no shell) with HOST and PORT naming the
-// daemon on top of hostlb's own environment; exit status 0 means healthy. At
-// the timeout or an abort the command's whole process group gets SIGKILL.
+// The exec advisor: runs a command (no shell) as the advisor's user, with HOST
+// and PORT naming the daemon on top of the few variables of hostlb's that
+// children inherit (run-as.ts); exit status 0 means healthy. At the timeout or
+// an abort the command's whole process group gets SIGKILL.
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { childEnvironment } from '../run-as.js';
 import { reasonFromError, runProbe, type Probe } from './advisor.js';
 
 /**
@@ -20,9 +22,11 @@ export const execProbe: Probe = (target, spec, signal) =>
       return;
     }
     const child = spawn(command, spec.args ?? [], {
-      env: { ...process.env, HOST: target.address, PORT: String(target.port) },
+      // Not hostlb's whole environment: it may hold HOSTLB_TOKEN and the like.
+      env: childEnvironment({ HOST: target.address, PORT: String(target.port) }, spec.runAs),
       stdio: 'ignore',
       detached: true,
+      ...(spec.runAs ? { uid: spec.runAs.uid, gid: spec.runAs.gid } : {}),
     });
     child.on('error', (err) => finish(false, spawnReason(command, err)));
     child.on('exit', (code, sig) => {
