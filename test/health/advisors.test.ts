@@ -285,10 +285,10 @@ describe('exec advisor', () => {
     assert.deepEqual(await execProbe(target, spec('exec', { command: 'false' }), new AbortController().signal).then((r) => [r.ok, r.reason]), [false, 'exit code 1']);
   });
 
-  test('HOST and PORT name the daemon; the parent environment is passed on', async () => {
+  test('HOST and PORT name the daemon; of the parent environment only the allow-list (PATH, ...) is passed on', async () => {
     process.env.HLBT_ADVISOR_MARK = 'seen';
     try {
-      const check = spec('exec', { command: 'sh', args: ['-c', 'test "$PORT" = 1234 && test "$HOST" = 127.10.1.1 && test "$HLBT_ADVISOR_MARK" = seen'] });
+      const check = spec('exec', { command: 'sh', args: ['-c', `test "$PORT" = 1234 && test "$HOST" = 127.10.1.1 && test -z "$HLBT_ADVISOR_MARK" && test "$PATH" = "${process.env.PATH}"`] });
       assert.equal((await probe(execProbe, target, check)).ok, true);
       const wrong = await probe(execProbe, { ...target, port: 1235 }, spec('exec', { command: 'sh', args: ['-c', 'test "$PORT" = 1234'] }));
       assert.equal(wrong.reason, 'exit code 1');
