@@ -1,37 +1,45 @@
-// Restarts that lose no flow. A 50 MB download through the cluster, slowed by
-// curl --limit-rate to ~9 s, must arrive whole and byte-identical (sha256) from
-// the daemon it started on, although hostlb is (1) killed with SIGKILL ~2 s in
-// and started again on the same config and stateDir, which adopts the crashed
-// run's device and set-up and restores its table checkpoint; or (2) replaced
-// ~2 s in by `start --takeover`, the old process handing over and exiting 0 on
-// its own. After each, a SIGTERM of the survivor leaves the namespace exactly as
+// Restarts that lose no flow. A 50 MB download through the cluster must
+// arrive whole and byte-identical (sha256) from the daemon it started on,
+// although hostlb is (1) killed with SIGKILL part-way and started again on the
+// same config and stateDir, which adopts the crashed run's device and set-up
+// and restores its table checkpoint; or (2) replaced part-way by
+// `start --takeover`, the old process handing over and exiting 0 on its own.
+// The download holds still at 4 MiB (fixtures/paced-download.mjs) until the
+// disruption is done, so it is mid-flow by construction, not by a guess of
+// the machine's speed; the new instance's own counters show it carried the
+// rest. After each, a SIGTERM of the survivor leaves the namespace exactly as
 // before and no journal, baseline or checkpoint in stateDir; and (3) a start
 // after such a deliberate stop starts clean instead of adopting.
 //
 // Three daemons, rr: a warm-up request takes d1, so the download is on d2 and
 // only the restored record can keep it there. With checkpoints off (tried), the
 // restarted instance drops the flow's packets as `no_record` and the download
-// stalls until curl's --max-time: the test fails.
+// stalls until the client's bound: the test fails.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess, waitForIpv6Settled, type HostlbEvent } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
 import { sha256Of, writeRandomFile } from '../support/files.js';
 
+/** Compiled to dist/test/integration/: three levels up is the repo root, where the fixtures stay. */
+const FIXTURES = fileURLToPath(new URL('../../../test/integration/fixtures/', import.meta.url));
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const DEVICE = 'hlb0';
 const FILE_BYTES = 50 * 1024 * 1024;
-/** 50 MiB at 4 MiB/s: ~12.5 s nominal, ample for a restart or takeover on a busy machine to land mid-download. */
-const LIMIT_RATE = '4M';
 /** A bound on a download that stalls for good (the failure), not a timing of a good one. */
 const MAX_TIME_S = 120;
-/** How much of the file has arrived when hostlb is killed or taken over from (counted, not timed). */
-const DISRUPT_AFTER_BYTES = 4 * 1024 * 1024;
+/**
+ * Where the download holds still (fixtures/paced-download.mjs) while hostlb is
+ * disrupted: the flow is open with most of the file still to carry, however
+ * long the disruption takes on this machine.
+ */
+const PAUSE_AT_BYTES = 4 * 1024 * 1024;
 /** Bound on waiting for a count (bytes arrived, a log line): reached only when something is broken. */
 const WAIT_MS = 60_000;
 
@@ -63,10 +71,6 @@ function snapshot(ns: Namespace, serverDev: string): Snapshot {
     links: ns.ipJson('link'),
     sysctls: Object.fromEntries(sysctls.map((p) => [p, ns.readSysctl(p)])),
   };
-}
-
-function sizeOf(path: string): number {
-  return existsSync(path) ? statSync(path).size : 0;
 }
 
 function eventsNamed(hostlb: HostlbProcess, name: string): HostlbEvent[] {
@@ -125,39 +129,44 @@ test('a download through the cluster survives kill -9 + restart and a takeover; 
   };
 
   /**
-   * One request to "/" (rr: d1), then the slow download (d2); `disrupt` runs
-   * once DISRUPT_AFTER_BYTES have arrived, while the download is under way.
-   * Asserts that the instance running after the disruption carried part of
-   * the download (counted in its own counters, not judged by the clock),
-   * HTTP 200, the whole file, its sha256 and that d2 alone served it once.
+   * One request to "/" (rr: d1), then the download (d2), which holds still
+   * once PAUSE_AT_BYTES have arrived; `disrupt` runs then, with the flow open
+   * and most of the file to go, and calls `resume` when the download is to
+   * read on (after it returns at the latest). Asserts that the instance
+   * running afterwards carried the rest (counted in its own counters), HTTP
+   * 200, the whole file, its sha256 and that d2 alone served it once.
    */
-  const downloadThrough = async (name: string, disrupt: () => Promise<HostlbProcess[]>): Promise<void> => {
+  const downloadThrough = async (name: string, disrupt: (resume: () => void) => Promise<HostlbProcess[]>): Promise<void> => {
     const [warm] = await curlThrough(sandbox, client, [`http://${CLUSTER_V4}/`]);
     assert.match(warm.body, /^d1 /, 'the warm-up request takes d1, so the download goes to d2');
     const servedBefore = served().length;
     const path = join(dir, name);
-    let finished = false;
+    const control = join(dir, `${name}.control`);
+    mkdirSync(control);
     const began = Date.now();
-    const download = sandbox.run(client, [
-      'curl', '-sS', '--max-time', String(MAX_TIME_S), '--limit-rate', LIMIT_RATE, '-o', path,
-      '-w', '%{http_code} %{size_download}', `http://${CLUSTER_V4}/files/big.bin`,
-    ], { timeoutMs: (MAX_TIME_S + 10) * 1000 }).finally(() => (finished = true));
-    for (const deadline = Date.now() + WAIT_MS; !finished && sizeOf(path) < DISRUPT_AFTER_BYTES && Date.now() < deadline;) await sleep(50);
-    const at = sizeOf(path);
-    assert.ok(!finished && at >= DISRUPT_AFTER_BYTES && at < FILE_BYTES, `the download is under way when hostlb is disrupted (${at} of ${FILE_BYTES} bytes, finished ${finished})`);
-    const processes = await disrupt();
+    let finished = false;
+    const download = sandbox.run(client, [process.execPath, join(FIXTURES, 'paced-download.mjs'), `http://${CLUSTER_V4}/files/big.bin`, path, String(PAUSE_AT_BYTES), control], { timeoutMs: MAX_TIME_S * 1000 })
+      .finally(() => (finished = true));
+    for (const deadline = Date.now() + WAIT_MS; !finished && !existsSync(join(control, 'paused')) && Date.now() < deadline;) await sleep(50);
+    const at = existsSync(join(control, 'paused')) ? Number(readFileSync(join(control, 'paused'), 'utf8')) : 0;
+    assert.ok(!finished && at >= PAUSE_AT_BYTES && at < FILE_BYTES, `the download holds still part-way when hostlb is disrupted (${at} of ${FILE_BYTES} bytes, finished ${finished})`);
+    const resume = (): void => writeFileSync(join(control, 'resume'), '');
+    const processes = await disrupt(resume);
+    resume();
     const run = await download;
-    // What the instance now running translated from d2: the rest of the download, or most of it.
+    // What the instance now running translated from d2: the rest of the download, less what sat in the client's receive buffer.
     const carried = await d2PacketsOut();
     const seconds = (Date.now() - began) / 1000;
     t.diagnostic(`${name}: ${at} bytes before the disruption; ${FILE_BYTES / 1048576} MiB in ${seconds.toFixed(1)} s; the instance after it translated ${carried} packets from d2`);
-    if (run.code !== 0 || run.stdout !== `200 ${FILE_BYTES}`) {
-      assert.fail(`curl exited ${run.code ?? run.signal} after ${seconds} s with "${run.stdout}" (want "200 ${FILE_BYTES}"): ${run.stderr.trim()}\n${await evidence(processes)}`);
+    const got = run.code === 0 ? JSON.parse(run.stdout) as { status: number | null; bytes: number; sha256?: string; error?: string } : null;
+    if (got === null || got.status !== 200 || got.bytes !== FILE_BYTES) {
+      assert.fail(`the download ended ${run.code ?? run.signal} after ${seconds} s with ${run.stdout.trim()} (want status 200, ${FILE_BYTES} bytes): ${run.stderr.trim()}\n${await evidence(processes)}`);
     }
-    assert.equal(sha256Of(path), expected, 'sha256 of what arrived equals the file served');
+    assert.equal(got.sha256, expected, 'sha256 of what arrived equals the file served');
+    assert.equal(sha256Of(path), expected, 'and so does the file written');
     // The rest of the file is over (FILE_BYTES − at) / 1448-byte segments; a quarter of that proves the flow crossed the new instance.
     assert.ok(carried >= (FILE_BYTES - at) / 1448 / 4, `the instance running after the disruption carried the download on: ${carried} packets from d2 for ${FILE_BYTES - at} bytes\n${await evidence(processes)}`);
-    // nginx logs a request once its last byte is sent: the line may come a moment after curl is done.
+    // nginx logs a request once its last byte is sent: the line may come a moment after the client is done.
     for (const deadline = Date.now() + WAIT_MS; served().length <= servedBefore && Date.now() < deadline;) await sleep(50);
     assert.deepEqual(served().slice(servedBefore), [{ daemon: 'd2', status: 200, bytes: FILE_BYTES }], 'd2 alone served the download, once, whole');
   };
@@ -186,9 +195,11 @@ test('a download through the cluster survives kill -9 + restart and a takeover; 
       const first = await start();
       const running = snapshot(server, serverDev);
       let second: HostlbProcess | undefined;
-      await downloadThrough('after-kill.bin', async () => {
+      await downloadThrough('after-kill.bin', async (resume) => {
         const exit = await first.kill();
         assert.equal(exit.signal, 'SIGKILL');
+        // The client reads on while no hostlb runs: its window updates and the daemon's data meet the dead device.
+        resume();
         await sleep(500);
         second = await start();
         return [first, second];
