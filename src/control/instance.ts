@@ -401,7 +401,8 @@ export class Instance {
   checkpoint(): void {
     // The netfilter plane's flows live in conntrack, which outlives hostlb.
     if (this.netfilter) return;
-    writeFileAtomic(stateFiles(this.current).checkpoint, snapshotTable(this.dispatcher));
+    // No fsync, as for the periodic checkpoint (checkpoint-file.ts): it is for the next process, not the next boot.
+    writeFileAtomic(stateFiles(this.current).checkpoint, snapshotTable(this.dispatcher), { sync: false });
   }
 
   /**

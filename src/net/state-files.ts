@@ -31,9 +31,12 @@ export function ensureStateDir(dir: string): void {
 /**
  * Replaces `path` with `data` whole: written to a temp file beside it (mode
  * 0600), fsynced, renamed over `path`, and the directory fsynced, so a crash
- * leaves either the old file or the new one, never a torn one. Throws the fs error.
+ * leaves either the old file or the new one, never a torn one. `sync: false`
+ * leaves out both fsyncs: still whole after hostlb dies (the page cache
+ * outlives it), not after a power loss. Throws the fs error.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[], options: { sync?: boolean } = {}): void {
+  const sync = options.sync ?? true;
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.tmp`;
   try {
@@ -41,7 +44,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
     try {
       const pieces = typeof data === 'string' || data instanceof Uint8Array ? [data] : data;
       for (const piece of pieces) writeWhole(fd, piece);
-      fsyncSync(fd);
+      if (sync) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -50,7 +53,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
     rmSync(tmp, { force: true });
     throw e;
   }
-  syncDirectory(dirname(path));
+  if (sync) syncDirectory(dirname(path));
 }
 
 /** writeSync until every byte of `data` is written (a large write may be short). */

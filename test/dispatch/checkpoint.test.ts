@@ -147,6 +147,9 @@ describe('incremental checkpoints (SnapshotCursor)', () => {
     for (const ids of [1, 7, 64, 255, 256, 10_000]) {
       assert.deepEqual(drain(new SnapshotCursor(d, ids)), whole, `${ids} ids per slice`);
     }
+    for (const records of [1, 3, 89, 90, 91]) {
+      assert.deepEqual(drain(new SnapshotCursor(d, 10_000, records)), whole, `${records} records per slice`);
+    }
     assert.deepEqual(drain(new SnapshotCursor(filled(0))), snapshotTable(filled(0)), 'an empty table');
   });
 
@@ -181,6 +184,8 @@ describe('incremental checkpoints (SnapshotCursor)', () => {
     const path = join(dir, 'hlb0.table');
     const d = filled(200, 512);
     assert.equal(await writeCheckpointFile(path, d, { idsPerSlice: 50 }), 200);
+    assert.deepEqual(new Uint8Array(readFileSync(path)), snapshotTable(d));
+    assert.equal(await writeCheckpointFile(path, d), 200, 'one slice');
     assert.deepEqual(new Uint8Array(readFileSync(path)), snapshotTable(d));
     assert.equal(statSync(path).mode & 0o777, 0o600);
     let calls = 0;
