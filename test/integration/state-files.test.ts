@@ -1,6 +1,7 @@
 // hostlb's state directory as a real process sees it, each case in its own
 // namespaces: two instances sharing a stateDir (different devices) leave each
-// other's supervised daemons alone; an undo that fails at stop is logged and
+// other's supervised daemons alone (and a daemon runs as its supervise.user,
+// or as root with a warning); an undo that fails at stop is logged and
 // makes hostlb exit non-zero with the journal kept; a foreign journal, a
 // corrupt baseline and a stateDir others may write refuse the start with the
 // file and what to do, touching nothing; a corrupt checkpoint is a warning
@@ -19,14 +20,14 @@ const FIXTURE = fileURLToPath(new URL('../../../test/integration/fixtures/gracef
 const CLUSTER = '198.18.100.1';
 const DAEMON_HOST = '198.18.2.11';
 
-function supervisedConfig(device: string, dir: string, stateDir: string): Record<string, unknown> {
+function supervisedConfig(device: string, dir: string, stateDir: string, user?: string): Record<string, unknown> {
   return {
     device,
     dataplane: 'tun',
     stateDir,
     admin: { socket: join(dir, `${device}.sock`) },
     table: { capacity: 1024 },
-    clusters: [{ address: CLUSTER, ports: [{ port: 80, supervise: { command: process.execPath, args: [FIXTURE], instances: 1, host: DAEMON_HOST, port: 8080, stopTimeout: '2s' } }] }],
+    clusters: [{ address: CLUSTER, ports: [{ port: 80, supervise: { command: process.execPath, args: [FIXTURE], instances: 1, host: DAEMON_HOST, port: 8080, stopTimeout: '2s', ...(user ? { user } : {}) } }] }],
   };
 }
 
@@ -61,8 +62,13 @@ test('two instances sharing a stateDir, with different devices, leave each other
   try {
     const pidA = await daemonPid(a);
     assert.ok(existsSync(join(stateDir, 'hlba.daemons.json')), 'A records its daemons under its device');
-    b = await HostlbProcess.start(sandbox, nsB, supervisedConfig('hlbb', dir, stateDir), { dir });
+    b = await HostlbProcess.start(sandbox, nsB, supervisedConfig('hlbb', dir, stateDir, 'nobody'), { dir });
     const pidB = await daemonPid(b);
+    // A runs its daemon as root and says so; B's runs as nobody.
+    assert.ok(a.events.some((e) => e.event === 'runs_as_root' && e.port === `${CLUSTER}:80/tcp`), a.describe());
+    assert.ok(!b.events.some((e) => e.event === 'runs_as_root'), b.describe());
+    assert.match(readFileSync(`/proc/${pidB}/status`, 'utf8'), /^Uid:\t65534\t65534\t65534\t65534$/m);
+    assert.match(readFileSync(`/proc/${pidA}/status`, 'utf8'), /^Uid:\t0\t0\t0\t0$/m);
     // B's start (which ends daemons a crashed run left) is over once it logged "started".
     assert.ok(running(pidA), `A's daemon ${pidA} still runs after B started; A: ${a.describe()}\nB: ${b.describe()}`);
     assert.equal(a.events.filter((e) => e.event === 'daemon exited').length, 0, a.describe());
