@@ -17,7 +17,7 @@
 // stalls until the client's bound: the test fails.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -117,6 +117,18 @@ test('a download through the cluster survives kill -9 + restart and a takeover; 
   const served = (): Array<{ daemon: string; status: number; bytes: number }> =>
     daemons.flatMap((d: NginxDaemon) => d.accessLog().filter((e) => e.uri === '/files/big.bin').map((e) => ({ daemon: d.name, status: e.status, bytes: e.bytes })));
 
+  /** Until `count` table checkpoints (each renamed over the last: a new inode) were written after `since` (ms). */
+  const checkpointsSince = async (since: number, count: number): Promise<void> => {
+    const path = join(stateDir, `${DEVICE}.table`);
+    const inodes = new Set<number>();
+    for (const deadline = Date.now() + WAIT_MS; inodes.size < count && Date.now() < deadline;) {
+      const st = existsSync(path) ? statSync(path) : null;
+      if (st !== null && st.mtimeMs > since) inodes.add(st.ino);
+      await sleep(50);
+    }
+    assert.equal(inodes.size, count, `${count} table checkpoints written since the download held still (${path})`);
+  };
+
   /** Packets the running instance translated from d2 to the client (the download's data after a disruption). */
   const d2PacketsOut = async (): Promise<number> => {
     const text = await counters();
@@ -196,6 +208,9 @@ test('a download through the cluster survives kill -9 + restart and a takeover; 
       const running = snapshot(server, serverDev);
       let second: HostlbProcess | undefined;
       await downloadThrough('after-kill.bin', async (resume) => {
+        // A crash loses what no checkpoint holds yet (one a second here): kill once two have been
+        // written since the download held still, so the flow is in the file by construction.
+        await checkpointsSince(Date.now(), 2);
         const exit = await first.kill();
         assert.equal(exit.signal, 'SIGKILL');
         // The client reads on while no hostlb runs: its window updates and the daemon's data meet the dead device.
