@@ -109,7 +109,7 @@ async function vanish(t: TestContext, dataplane: Dataplane): Promise<void> {
       topo.server.ip('route', 'del', `${CLUSTER_V4}/32`);
       topo.server.ip('rule', 'del', 'pref', '100', 'from', '198.18.2.1', 'iif', 'lo', 'ipproto', 'tcp', 'sport', '8080', 'lookup', '100');
     }
-    const repaired = await Promise.race([hostlb.waitForEvent('host_repaired'), sleep(30_000).then(() => null)]);
+    const repaired = await Promise.race([hostlb.waitForEvent('host_repaired'), sleep(60_000, undefined, { ref: false }).then(() => null)]);
     const backIn = await untilServed(topo, 30_000);
     stop = true;
     await loop;
