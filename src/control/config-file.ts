@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { ConfigError, HostlbError } from '../errors.js';
 import { validate as validateTree } from '../dispatch/config-tree.js';
+import { advisorSpec } from '../health/advisors/advisor.js';
 import { resolveRunAs } from '../health/run-as.js';
 import { configSchema, type HostlbConfig } from './config-schema.js';
 
@@ -39,7 +40,41 @@ export function validateConfig(raw: unknown): HostlbConfig {
   }
   validateTree(result.data);
   checkRunAs(result.data);
+  checkAdvisors(result.data);
   return result.data;
+}
+
+/**
+ * Every advisor, and every daemon's override merged over its port's, is one
+ * the health layer can run (advisor.ts checkAdvisorSpec: intervals a timer can
+ * hold, a path without spaces, ...). Checked here, so a bad one is refused
+ * before hostlb touches the host or switches a running configuration, not
+ * half-way through either. Throws ConfigError naming the key.
+ */
+function checkAdvisors(config: HostlbConfig): void {
+  const check = (path: (string | number)[], spec: Record<string, unknown>): void => {
+    try {
+      advisorSpec(spec as Parameters<typeof advisorSpec>[0]);
+    } catch (e) {
+      if (!(e instanceof HostlbError && e.code === 'ADVISOR_INVALID')) throw e;
+      // The message starts with the key ("advisor.interval: ...").
+      const m = /^advisor\.(\w+): (.*)$/s.exec(e.message);
+      throw new ConfigError(formatPath(m ? [...path, m[1]] : path), m ? m[2] : e.message);
+    }
+  };
+  const plain = (a: Record<string, unknown>): Record<string, unknown> => {
+    const { user: _user, group: _group, ...rest } = a;
+    return rest;
+  };
+  config.clusters.forEach((c, ci) => c.ports.forEach((p, pi) => {
+    if (!p.advisor) return;
+    const at = ['clusters', ci, 'ports', pi];
+    const base = plain(p.advisor as Record<string, unknown>);
+    check([...at, 'advisor'], base);
+    p.daemons.forEach((d, di) => {
+      if (d.advisor) check([...at, 'daemons', di, 'advisor'], { ...base, ...plain(d.advisor as Record<string, unknown>) });
+    });
+  }));
 }
 
 /**

@@ -44,7 +44,9 @@ export class DeviceLock {
       locked = loadTunAddon().tryLock(fd);
     } catch (e) {
       closeSync(fd);
-      throw e;
+      // The addon not built (TUN_ADDON_NOT_BUILT): a sentence for the user, not a stack trace.
+      const code = (e as { code?: unknown }).code;
+      throw new HostlbError(typeof code === 'string' && code.startsWith('TUN_') ? code : 'DEVICE_LOCK_FAILED', `cannot lock device ${device} (${path}): ${(e as Error).message}`, { cause: e });
     }
     if (!locked) {
       closeSync(fd);

@@ -512,6 +512,8 @@ describe('admin API: rejected changes answer a stable code and field and change 
     { what: 'weight too large', method: 'POST', path: `${P80}/daemons`, body: { address: '198.18.2.9:8080', weight: 10001 }, status: 400, code: 'CONFIG_INVALID', field: 'clusters[0].ports[0].daemons[2].weight' },
     { what: 'no weight to set', method: 'PUT', path: daemonPath(C4, 80, 'tcp', '198.18.2.1:8080'), body: {}, status: 400, code: 'NOTHING_TO_CHANGE', field: 'weight' },
     { what: 'bad scheduler', method: 'PUT', path: P80, body: { scheduler: 'fastest' }, status: 400, code: 'CONFIG_INVALID', field: 'clusters[0].ports[0].scheduler' },
+    // Used to pass the schema and fail in the health layer after the dispatcher had switched (500, half-changed).
+    { what: 'an http advisor path with a space in a new port', method: 'POST', path: `/v1/clusters/${C4}/ports`, body: { port: 81, advisor: { type: 'http', path: '/a b' } }, status: 400, code: 'CONFIG_INVALID', field: 'clusters[0].ports[2].advisor.path' },
     { what: 'bad scheduler in a new cluster', method: 'POST', path: '/v1/clusters', body: { address: '198.18.100.9', ports: [{ port: 80, scheduler: 'fastest' }] }, status: 400, code: 'CONFIG_INVALID', field: 'clusters[2].ports[0].scheduler' },
     { what: 'no scheduler to set', method: 'PUT', path: P80, body: {}, status: 400, code: 'NOTHING_TO_CHANGE', field: 'scheduler' },
     { what: 'unknown key in a new cluster', method: 'POST', path: '/v1/clusters', body: { address: '198.18.100.9', ports: [{ port: 80 }], colour: 'red' }, status: 400, code: 'CONFIG_INVALID', field: 'clusters[2].colour' },

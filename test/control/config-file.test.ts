@@ -42,6 +42,22 @@ describe('parseConfig: mistakes name file:line and the key path', () => {
       path: 'clusters[0].ports[0].daemons[0].wieght', line: 7, says: /unknown key "wieght"; check the spelling against docs\/configuration\.md/,
     },
     {
+      // Refused here, before hostlb touches the host or switches a running configuration (it used to fail at start, after the set-up).
+      what: 'an advisor path the http advisor cannot send',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        advisor: { type: http, path: "/a b" }\n        daemons:\n          - address: 198.18.2.1:8080\n',
+      path: 'clusters[0].ports[0].advisor.path', line: 5, says: /no spaces/,
+    },
+    {
+      what: 'an advisor interval no timer can hold',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        advisor: { type: tcp, interval: 3000000 }\n        daemons:\n          - address: 198.18.2.1:8080\n',
+      path: 'clusters[0].ports[0].advisor.interval', line: 5, says: /at most 2147483/,
+    },
+    {
+      what: 'a daemon\'s advisor override, merged over its port\'s',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        advisor: { type: http }\n        daemons:\n          - address: 198.18.2.1:8080\n            advisor: { path: "/x y" }\n',
+      path: 'clusters[0].ports[0].daemons[0].advisor.path', line: 8, says: /no spaces/,
+    },
+    {
       what: 'unknown key at the top',
       text: `devise: hlb1\n${CLUSTERS}`,
       path: 'devise', line: 1, says: /unknown key "devise"/,
