@@ -56,7 +56,12 @@ test('SIGTERM to `npx hostlb start` ends hostlb cleanly: it exits, its journal i
   }));
 
   // `ip netns exec` execs npx, so the child's PID is npm's: the process a user (or a service manager) would signal.
-  const npx = sandbox.spawn(ns, ['npx', '--yes', 'hostlb', 'start', '--config', config], { cwd: REPO, env: { ...process.env, npm_config_update_notifier: 'false' } });
+  // npx links the repository into its cache as a `file:` package; without ignore-scripts that link runs the
+  // package's install scripts in the repository itself (node-gyp rebuild, tsc) in the middle of the suite —
+  // and a rebuild cut short by this test's bound left the addon missing for every test after it (seen in CI).
+  const npx = sandbox.spawn(ns, ['npx', '--yes', 'hostlb', 'start', '--config', config], {
+    cwd: REPO, env: { ...process.env, npm_config_update_notifier: 'false', npm_config_ignore_scripts: 'true' },
+  });
   let stderr = '';
   const events: Array<Record<string, unknown>> = [];
   npx.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
