@@ -216,8 +216,22 @@ export function writeDeleteByMark(w: NetlinkWriter, family: number, mark: number
 export const DELETE_FLOW_BYTES = 128;
 
 export function writeDeleteFlow(w: NetlinkWriter, t: CtTuple, id: number): number {
+  return writeFlowRequest(w, IPCTNL_MSG_CT_DELETE, t, id);
+}
+
+/**
+ * Asks for the one entry whose original tuple is `t` (a hash lookup in the
+ * kernel, not a walk of the table): the answer is the entry (IPCTNL_MSG_CT_NEW,
+ * same seq) then an acknowledgment, or ENOENT when conntrack holds none
+ * (never confirmed, or gone). Returns the seq. At most DELETE_FLOW_BYTES.
+ */
+export function writeGetFlow(w: NetlinkWriter, t: CtTuple): number {
+  return writeFlowRequest(w, IPCTNL_MSG_CT_GET, t, 0);
+}
+
+function writeFlowRequest(w: NetlinkWriter, type: number, t: CtTuple, id: number): number {
   const v4 = t.family === 4;
-  const seq = w.beginNfMessage(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, v4 ? 2 : 10, 0);
+  const seq = w.beginNfMessage(type, NLM_F_REQUEST | NLM_F_ACK, v4 ? 2 : 10, 0);
   w.beginNest(CTA_TUPLE_ORIG);
   w.beginNest(CTA_TUPLE_IP);
   w.raw(v4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC, t.src.subarray(0, v4 ? 4 : 16));

@@ -102,8 +102,9 @@ export class NetlinkSocket {
    * Like request(), for a batch whose messages may fail one by one: reads
    * every answer, and returns the first error other than `tolerated` (an
    * errno, e.g. ENOENT for a delete of an entry already gone), or null.
+   * Messages with data (a GET's answer) go to `other`.
    */
-  requestAll(w: NetlinkWriter, seqs: readonly number[], what: string, tolerated: number): NetlinkError | null {
+  requestAll(w: NetlinkWriter, seqs: readonly number[], what: string, tolerated: number, other?: (m: MessageReader, view: DataView) => void): NetlinkError | null {
     if (!this.write(w)) return new NetlinkError(`${what}: the kernel did not take the request`, 0);
     const waiting = new Set(seqs);
     const m = new MessageReader();
@@ -114,7 +115,11 @@ export class NetlinkSocket {
       for (let i = 0; i < n; i++) {
         m.reset(this.buffer, this.view, this.offsets[i], this.offsets[i] + this.lengths[i]);
         while (m.next()) {
-          if (m.type !== NLMSG_ERROR || !waiting.has(m.seq)) continue;
+          if (m.type !== NLMSG_ERROR || !waiting.has(m.seq)) {
+            // An answer with data (a GET's entry) comes before its acknowledgment.
+            if (m.type !== NLMSG_ERROR && other) other(m, this.view);
+            continue;
+          }
           const code = m.errorCode();
           waiting.delete(m.seq);
           if (code < 0 && -code !== tolerated && first === null) first = new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
