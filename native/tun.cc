@@ -10,6 +10,9 @@
 //   watch(fd, callback)   unwatch(fd)   close(fd)
 //   netlinkOpen(protocol, groups, receiveBufferBytes) -> { fd, portId }
 //   recvBatch(fd, buffer, offsets, lengths, maxPackets, slotSize) -> count   (sockets: one recvmmsg)
+//   bpfMapCreate/Update/Lookup/Delete/NextKey, bpfProgLoad, bpfLinkCreate/Detach,
+//   bpfObjPin/Get/GetInfo, pidfdOpen, pidfdGetfd    (the socket data plane, src/bpf/:
+//                                                    one bpf(2) or pidfd command each)
 // readBatch/writeBatch/watch/close work on any datagram fd, so the netfilter
 // data plane reads and writes its netlink sockets through them too; messages
 // are built and parsed in TypeScript (src/netlink/).
@@ -21,6 +24,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <net/if.h>
@@ -29,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
@@ -604,6 +609,386 @@ Napi::Value NetlinkOpen(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// ---- bpf(2) and pidfd ---------------------------------------------------------
+//
+// Thin wrappers for the socket data plane (src/bpf/): one bpf(2) command each,
+// no policy. Programs are assembled and map keys and values encoded in
+// TypeScript; these only move bytes across the syscall and close what they
+// opened when a later step fails. Every fd the kernel returns here is
+// close-on-exec (bpf objects and pidfds always are).
+
+long Bpf(int cmd, union bpf_attr* attr) {
+  long rc;
+  do {
+    rc = syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+uint64_t Pointer(const void* p) {
+  return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+}
+
+// BPF_OBJ_NAME_LEN counts the terminating NUL; the kernel accepts only
+// [A-Za-z0-9_.] and answers EINVAL otherwise, so that is left to it.
+bool GetObjName(const Napi::CallbackInfo& info, size_t i, char (*name)[BPF_OBJ_NAME_LEN]) {
+  memset(*name, 0, sizeof(*name));
+  if (info[i].IsUndefined() || info[i].IsNull()) return true;
+  if (!info[i].IsString()) return ThrowType(info.Env(), "name must be a string");
+  std::string value = info[i].As<Napi::String>().Utf8Value();
+  if (value.size() >= BPF_OBJ_NAME_LEN) {
+    return ThrowSystemError(info.Env(), ENAMETOOLONG, "bpf object name \"" + value + "\" is longer than 15 bytes", "bpf");
+  }
+  memcpy(*name, value.data(), value.size());
+  return true;
+}
+
+bool GetPath(const Napi::CallbackInfo& info, size_t i, std::string* path) {
+  if (!info[i].IsString()) return ThrowType(info.Env(), "path must be a string");
+  *path = info[i].As<Napi::String>().Utf8Value();
+  return true;
+}
+
+// The kernel copies key_size bytes from the key and value_size bytes to or
+// from the value; a shorter Uint8Array would let it read or write past the
+// array. So each map call first asks the map for its sizes (one more syscall,
+// on the control path only) and refuses buffers that are too short.
+struct MapShape {
+  uint32_t type, keySize, valueSize;
+};
+
+bool GetMapShape(Napi::Env env, int fd, MapShape* shape) {
+  struct bpf_map_info map;
+  memset(&map, 0, sizeof(map));
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = static_cast<uint32_t>(fd);
+  attr.info.info_len = sizeof(map);
+  attr.info.info = Pointer(&map);
+  if (Bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) < 0) {
+    return ThrowSystemError(env, errno, "BPF_OBJ_GET_INFO_BY_FD map fd " + std::to_string(fd), "bpf");
+  }
+  switch (map.type) {
+    // Per-CPU values are value_size rounded up to 8, times the possible CPUs:
+    // not needed here, so refused rather than sized wrongly.
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE:
+      return ThrowSystemError(env, EOPNOTSUPP, "map fd " + std::to_string(fd) + " is per-CPU", "bpf");
+    default:
+      break;
+  }
+  shape->type = map.type;
+  shape->keySize = map.key_size;
+  shape->valueSize = map.value_size;
+  return true;
+}
+
+bool GetSized(const Napi::CallbackInfo& info, size_t i, uint32_t need, const char* what, uint8_t** data) {
+  size_t length;
+  if (!GetBytes(info, i, data, &length)) return false;
+  if (length < need) {
+    std::string message = std::string(what) + " is " + std::to_string(length) + " bytes, the map's is " + std::to_string(need);
+    Napi::RangeError::New(info.Env(), message).ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+// bpfMapCreate(type, keySize, valueSize, maxEntries, flags, name) -> fd
+Napi::Value BpfMapCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t type, keySize, valueSize, maxEntries, flags;
+  char name[BPF_OBJ_NAME_LEN];
+  if (!GetUint32(info, 0, "type must be a non-negative integer", &type) ||
+      !GetUint32(info, 1, "keySize must be a non-negative integer", &keySize) ||
+      !GetUint32(info, 2, "valueSize must be a non-negative integer", &valueSize) ||
+      !GetUint32(info, 3, "maxEntries must be a non-negative integer", &maxEntries) ||
+      !GetUint32(info, 4, "flags must be a non-negative integer", &flags) || !GetObjName(info, 5, &name)) {
+    return env.Undefined();
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_type = type;
+  attr.key_size = keySize;
+  attr.value_size = valueSize;
+  attr.max_entries = maxEntries;
+  attr.map_flags = flags;
+  memcpy(attr.map_name, name, sizeof(name));
+  long fd = Bpf(BPF_MAP_CREATE, &attr);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, std::string("BPF_MAP_CREATE ") + (name[0] ? name : "(unnamed)") + " (type " + std::to_string(type) + ")", "bpf");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// bpfMapUpdate(fd, key, value, flags): BPF_ANY 0, BPF_NOEXIST 1, BPF_EXIST 2.
+// For a SOCKMAP/SOCKHASH the value is the socket's fd (u32 or u64).
+Napi::Value BpfMapUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint32_t flags;
+  MapShape shape;
+  uint8_t *key, *value;
+  if (!GetFd(info, 0, &fd) || !GetMapShape(env, fd, &shape) || !GetSized(info, 1, shape.keySize, "key", &key) ||
+      !GetSized(info, 2, shape.valueSize, "value", &value) || !GetUint32(info, 3, "flags must be a non-negative integer", &flags)) {
+    return env.Undefined();
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(fd);
+  attr.key = Pointer(key);
+  attr.value = Pointer(value);
+  attr.flags = flags;
+  if (Bpf(BPF_MAP_UPDATE_ELEM, &attr) < 0) ThrowSystemError(env, errno, "BPF_MAP_UPDATE_ELEM map fd " + std::to_string(fd), "bpf");
+  return env.Undefined();
+}
+
+// Runs a map command whose ENOENT means "no such key": true when the key was
+// there, false when not; throws the system error otherwise.
+Napi::Value MapFound(Napi::Env env, int cmd, union bpf_attr* attr, const char* what, int fd) {
+  if (Bpf(cmd, attr) < 0) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowSystemError(env, errno, std::string(what) + " map fd " + std::to_string(fd), "bpf");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// bpfMapLookup(fd, key, value) -> found. Copies the value into `value`;
+// ENOENT is an answer (false), not an error. A SOCKMAP answers with the
+// socket's cookie (u64) and needs value_size 8.
+Napi::Value BpfMapLookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  MapShape shape;
+  uint8_t *key, *value;
+  if (!GetFd(info, 0, &fd) || !GetMapShape(env, fd, &shape) || !GetSized(info, 1, shape.keySize, "key", &key) ||
+      !GetSized(info, 2, shape.valueSize, "value", &value)) {
+    return env.Undefined();
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(fd);
+  attr.key = Pointer(key);
+  attr.value = Pointer(value);
+  return MapFound(env, BPF_MAP_LOOKUP_ELEM, &attr, "BPF_MAP_LOOKUP_ELEM", fd);
+}
+
+// bpfMapDelete(fd, key) -> deleted (false: there was no such key).
+Napi::Value BpfMapDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  MapShape shape;
+  uint8_t* key;
+  if (!GetFd(info, 0, &fd) || !GetMapShape(env, fd, &shape) || !GetSized(info, 1, shape.keySize, "key", &key)) {
+    return env.Undefined();
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(fd);
+  attr.key = Pointer(key);
+  return MapFound(env, BPF_MAP_DELETE_ELEM, &attr, "BPF_MAP_DELETE_ELEM", fd);
+}
+
+// bpfMapNextKey(fd, key | null, next) -> found. null asks for the first key;
+// false means `key` was the last one.
+Napi::Value BpfMapNextKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  MapShape shape;
+  uint8_t *key = nullptr, *next;
+  if (!GetFd(info, 0, &fd) || !GetMapShape(env, fd, &shape)) return env.Undefined();
+  if (!info[1].IsNull() && !info[1].IsUndefined() && !GetSized(info, 1, shape.keySize, "key", &key)) return env.Undefined();
+  if (!GetSized(info, 2, shape.keySize, "next key", &next)) return env.Undefined();
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.map_fd = static_cast<uint32_t>(fd);
+  attr.key = Pointer(key);
+  attr.next_key = Pointer(next);
+  return MapFound(env, BPF_MAP_GET_NEXT_KEY, &attr, "BPF_MAP_GET_NEXT_KEY", fd);
+}
+
+// bpfProgLoad(type, expectedAttachType, instructions, license, name, logLevel, log | null) -> fd
+// `instructions` is struct bpf_insn[] as bytes (8 each). With a log buffer and
+// logLevel > 0 the verifier writes its log there; on failure the thrown error
+// carries that text as `log` (the verifier's log is part of any load error).
+// ENOSPC: the log did not fit (since Linux 6.4 even a program that verifies
+// fails this way); the caller retries with a larger buffer.
+Napi::Value BpfProgLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t type, attachType, logLevel;
+  uint8_t *insns, *log = nullptr;
+  size_t insnsLength, logLength = 0;
+  char name[BPF_OBJ_NAME_LEN];
+  if (!GetUint32(info, 0, "type must be a non-negative integer", &type) ||
+      !GetUint32(info, 1, "expectedAttachType must be a non-negative integer", &attachType) ||
+      !GetBytes(info, 2, &insns, &insnsLength)) {
+    return env.Undefined();
+  }
+  if (insnsLength == 0 || insnsLength % sizeof(struct bpf_insn) != 0) {
+    ThrowRange(env, "instructions must be a non-empty multiple of 8 bytes");
+    return env.Undefined();
+  }
+  if (!info[3].IsString()) {
+    ThrowType(env, "license must be a string");
+    return env.Undefined();
+  }
+  std::string license = info[3].As<Napi::String>().Utf8Value();
+  if (!GetObjName(info, 4, &name) || !GetUint32(info, 5, "logLevel must be a non-negative integer", &logLevel)) return env.Undefined();
+  if (!info[6].IsNull() && !info[6].IsUndefined() && !GetBytes(info, 6, &log, &logLength)) return env.Undefined();
+  if (logLength > 0xffffffffu) logLength = 0xffffffffu;
+  if (log != nullptr && logLength > 0) log[0] = '\0';
+
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_type = type;
+  attr.expected_attach_type = attachType;
+  attr.insns = Pointer(insns);
+  attr.insn_cnt = static_cast<uint32_t>(insnsLength / sizeof(struct bpf_insn));
+  attr.license = Pointer(license.c_str());
+  memcpy(attr.prog_name, name, sizeof(name));
+  if (log != nullptr && logLength > 0 && logLevel > 0) {
+    attr.log_level = logLevel;
+    attr.log_buf = Pointer(log);
+    attr.log_size = static_cast<uint32_t>(logLength);
+  }
+  long fd = Bpf(BPF_PROG_LOAD, &attr);
+  if (fd < 0) {
+    int err = errno;
+    Napi::Error error = SystemError(env, err, std::string("BPF_PROG_LOAD ") + (name[0] ? name : "(unnamed)"), "bpf");
+    std::string text;
+    if (attr.log_buf != 0) text.assign(reinterpret_cast<char*>(log), strnlen(reinterpret_cast<char*>(log), logLength));
+    error.Set("log", Napi::String::New(env, text));
+    error.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// bpfLinkCreate(progFd, targetFd, attachType, flags) -> link fd. For
+// BPF_SK_LOOKUP the target is a network namespace fd (/proc/self/ns/net,
+// /run/netns/NAME); the program stays attached while the link lives (an open
+// fd or a pin in bpffs).
+Napi::Value BpfLinkCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int progFd, targetFd;
+  uint32_t attachType, flags;
+  if (!GetFd(info, 0, &progFd) || !GetFd(info, 1, &targetFd) ||
+      !GetUint32(info, 2, "attachType must be a non-negative integer", &attachType) ||
+      !GetUint32(info, 3, "flags must be a non-negative integer", &flags)) {
+    return env.Undefined();
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.link_create.prog_fd = static_cast<uint32_t>(progFd);
+  attr.link_create.target_fd = static_cast<uint32_t>(targetFd);
+  attr.link_create.attach_type = attachType;
+  attr.link_create.flags = flags;
+  long fd = Bpf(BPF_LINK_CREATE, &attr);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "BPF_LINK_CREATE prog fd " + std::to_string(progFd) + " target fd " + std::to_string(targetFd), "bpf");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// bpfLinkDetach(linkFd): detaches the program now, even while the link is
+// pinned or open elsewhere (Linux 5.9); the link fd stays valid, defunct.
+Napi::Value BpfLinkDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.link_detach.link_fd = static_cast<uint32_t>(fd);
+  if (Bpf(BPF_LINK_DETACH, &attr) < 0) ThrowSystemError(env, errno, "BPF_LINK_DETACH link fd " + std::to_string(fd), "bpf");
+  return env.Undefined();
+}
+
+// bpfObjPin(fd, path): pins a map, program or link at `path` in a bpffs.
+Napi::Value BpfObjPin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string path;
+  if (!GetFd(info, 0, &fd) || !GetPath(info, 1, &path)) return env.Undefined();
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.pathname = Pointer(path.c_str());
+  attr.bpf_fd = static_cast<uint32_t>(fd);
+  if (Bpf(BPF_OBJ_PIN, &attr) < 0) ThrowSystemError(env, errno, "BPF_OBJ_PIN " + path, "bpf");
+  return env.Undefined();
+}
+
+// bpfObjGet(path) -> fd of the object pinned at `path`.
+Napi::Value BpfObjGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (!GetPath(info, 0, &path)) return env.Undefined();
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.pathname = Pointer(path.c_str());
+  long fd = Bpf(BPF_OBJ_GET, &attr);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "BPF_OBJ_GET " + path, "bpf");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// bpfObjGetInfo(fd, buffer) -> bytes filled. The kernel writes struct
+// bpf_map_info, bpf_prog_info or bpf_link_info (whichever the fd is) into
+// `buffer`, at most its length; the caller parses it.
+Napi::Value BpfObjGetInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* buffer;
+  size_t length;
+  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &length)) return env.Undefined();
+  // The kernel reads the buffer too: fields it does not fill must be zero.
+  memset(buffer, 0, length);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.info.bpf_fd = static_cast<uint32_t>(fd);
+  attr.info.info_len = static_cast<uint32_t>(length > 0xffffffffu ? 0xffffffffu : length);
+  attr.info.info = Pointer(buffer);
+  if (Bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) < 0) {
+    ThrowSystemError(env, errno, "BPF_OBJ_GET_INFO_BY_FD fd " + std::to_string(fd), "bpf");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, attr.info.info_len);
+}
+
+// pidfdOpen(pid) -> pidfd (Linux 5.3).
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t pid;
+  if (!GetUint32(info, 0, "pid must be a non-negative integer", &pid)) return env.Undefined();
+  long fd = syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "pidfd_open pid " + std::to_string(pid), "pidfd_open");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// pidfdGetfd(pidfd, targetFd) -> a duplicate, in this process, of the target
+// process's fd (Linux 5.6; needs ptrace access to it: root, or the same user
+// under Yama scope 0). Both fds then refer to the same open file.
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pidfd, target;
+  if (!GetFd(info, 0, &pidfd) || !GetFd(info, 1, &target)) return env.Undefined();
+  long fd = syscall(SYS_pidfd_getfd, pidfd, target, 0);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "pidfd_getfd fd " + std::to_string(target), "pidfd_getfd");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonState* state = new AddonState();
   env.SetInstanceData<AddonState, KeepState>(state);
@@ -621,6 +1006,19 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netlinkOpen", Napi::Function::New(env, NetlinkOpen, "netlinkOpen"));
   exports.Set("tryLock", Napi::Function::New(env, TryLock, "tryLock"));
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
+  exports.Set("bpfMapCreate", Napi::Function::New(env, BpfMapCreate, "bpfMapCreate"));
+  exports.Set("bpfMapUpdate", Napi::Function::New(env, BpfMapUpdate, "bpfMapUpdate"));
+  exports.Set("bpfMapLookup", Napi::Function::New(env, BpfMapLookup, "bpfMapLookup"));
+  exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
+  exports.Set("bpfMapNextKey", Napi::Function::New(env, BpfMapNextKey, "bpfMapNextKey"));
+  exports.Set("bpfProgLoad", Napi::Function::New(env, BpfProgLoad, "bpfProgLoad"));
+  exports.Set("bpfLinkCreate", Napi::Function::New(env, BpfLinkCreate, "bpfLinkCreate"));
+  exports.Set("bpfLinkDetach", Napi::Function::New(env, BpfLinkDetach, "bpfLinkDetach"));
+  exports.Set("bpfObjPin", Napi::Function::New(env, BpfObjPin, "bpfObjPin"));
+  exports.Set("bpfObjGet", Napi::Function::New(env, BpfObjGet, "bpfObjGet"));
+  exports.Set("bpfObjGetInfo", Napi::Function::New(env, BpfObjGetInfo, "bpfObjGetInfo"));
+  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
   return exports;
 }
 

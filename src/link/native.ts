@@ -114,3 +114,81 @@ export function hugePageAllocator(bytes: number): ArrayBuffer {
   }
   return buffer;
 }
+
+/** A system error from bpfProgLoad: `log` is the verifier's log ('' when none was asked for). */
+export interface NativeBpfLoadError extends NativeSystemError {
+  log: string;
+}
+
+/**
+ * The addon's bpf(2) and pidfd wrappers, used by src/bpf/ for the socket data
+ * plane. One command each, no policy: keys, values and instructions are bytes
+ * encoded by the caller. Errors are raw (errno names); src/bpf/syscalls.ts
+ * maps them to HostlbError codes. Every fd returned is close-on-exec; `close`
+ * above closes them.
+ */
+export interface BpfAddon {
+  /** BPF_MAP_CREATE. `name` is at most 15 bytes of [A-Za-z0-9_.]. Returns the map fd. */
+  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, flags: number, name: string): number;
+  /**
+   * BPF_MAP_UPDATE_ELEM with flags BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2).
+   * For a SOCKMAP the value is the socket's fd. Throws RangeError when `key` or
+   * `value` is shorter than the map's sizes (asked from the map on each call).
+   */
+  bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array, flags: number): void;
+  /** BPF_MAP_LOOKUP_ELEM into `value`; false when the key is absent. A SOCKMAP gives the socket cookie (u64). */
+  bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): boolean;
+  /** BPF_MAP_DELETE_ELEM; false when the key was absent. */
+  bpfMapDelete(fd: number, key: Uint8Array): boolean;
+  /** BPF_MAP_GET_NEXT_KEY into `next`; `key` null asks for the first. False after the last key. */
+  bpfMapNextKey(fd: number, key: Uint8Array | null, next: Uint8Array): boolean;
+  /**
+   * BPF_PROG_LOAD of `instructions` (struct bpf_insn[] as bytes). With
+   * `logLevel` > 0 and a `log` buffer the verifier writes its log there; a
+   * failure throws a NativeBpfLoadError whose `log` holds it. ENOSPC: the log
+   * did not fit the buffer. Returns the program fd.
+   */
+  bpfProgLoad(
+    type: number,
+    expectedAttachType: number,
+    instructions: Uint8Array,
+    license: string,
+    name: string,
+    logLevel: number,
+    log: Uint8Array | null,
+  ): number;
+  /** BPF_LINK_CREATE: attaches `progFd` to `targetFd` (a netns fd for BPF_SK_LOOKUP). Returns the link fd. */
+  bpfLinkCreate(progFd: number, targetFd: number, attachType: number, flags: number): number;
+  /** BPF_LINK_DETACH: detaches the link's program now, even while it is pinned. */
+  bpfLinkDetach(linkFd: number): void;
+  /** BPF_OBJ_PIN: pins a map, program or link at `path` inside a bpffs. */
+  bpfObjPin(fd: number, path: string): void;
+  /** BPF_OBJ_GET: an fd for the object pinned at `path`. */
+  bpfObjGet(path: string): number;
+  /** BPF_OBJ_GET_INFO_BY_FD into `buffer` (zeroed first); returns the bytes the kernel filled. */
+  bpfObjGetInfo(fd: number, buffer: Uint8Array): number;
+  /** pidfd_open(pid, 0) (Linux 5.3). */
+  pidfdOpen(pid: number): number;
+  /** pidfd_getfd(pidfd, targetFd, 0) (Linux 5.6): this process's duplicate of the target's fd. Needs ptrace access (root). */
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** Closes an fd (the TUN addon's close). */
+  close(fd: number): void;
+}
+
+/**
+ * The same addon seen through its bpf surface. Throws like loadTunAddon, and
+ * with code 'BPF_ADDON_STALE' when the built addon predates these functions
+ * (rebuild it: npx node-gyp rebuild).
+ */
+export function loadBpfAddon(): BpfAddon {
+  const addon = loadTunAddon() as unknown as Partial<BpfAddon>;
+  if (typeof addon.bpfProgLoad !== 'function' || typeof addon.pidfdGetfd !== 'function') {
+    const error = new Error(
+      `the native addon at ${TUN_ADDON_PATH} has no bpf functions: it was built from an older native/tun.cc ` +
+        `(run npm install or npx node-gyp rebuild)`,
+    ) as NativeSystemError;
+    error.code = 'BPF_ADDON_STALE';
+    throw error;
+  }
+  return addon as BpfAddon;
+}
