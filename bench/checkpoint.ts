@@ -14,7 +14,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { snapshotTable } from '../src/dispatch/checkpoint.js';
 import { Dispatcher } from '../src/dispatch/dispatcher.js';
-import { writeCheckpointFile } from '../src/control/checkpoint-file.js';
+import { writeCheckpointFile } from '../src/dataplane/tun/checkpoint-file.js';
 import { ConnState, FLAG_ACTIVE, FLAG_REPLIED } from '../src/dispatch/tcp-state.js';
 import { writeFileAtomic } from '../src/net/state-files.js';
 import { ipv4ToU32, parseIp } from '../src/wire/address.js';

@@ -6,7 +6,8 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClusterPort, DispatchSpec } from '../dispatch/config-tree.js';
-import type { Dispatcher } from '../dispatch/dispatcher.js';
+import type { DataPlane } from '../dataplane/data-plane.js';
+import type { Balancer } from '../dispatch/balancer.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../dispatch/stats.js';
 import { HostlbError } from '../errors.js';
 import { advisorSpec, type AdvisorSpec } from '../health/advisors/advisor.js';
@@ -89,19 +90,15 @@ export class HealthRuntime {
   private readonly drainWaiting = new Set<number>();
 
   /**
-   * True when nothing but the counts holds daemon `id` busy. The netfilter
-   * plane asks conntrack here before a drain is over: a connection conntrack
-   * carries to the daemon without hostlb having counted it must not be cut
-   * by the daemon's stop.
+   * `plane` ends a down daemon's flows (downFlows: reset) and says when
+   * nothing but the counts holds a daemon busy: a plane whose flows the
+   * kernel carries asks it before a drain is over, since a connection the
+   * kernel carries to the daemon without hostlb having counted it must not be
+   * cut by the daemon's stop.
    */
-  nothingLive: (id: number) => boolean = () => true;
-
-  /** Ends the flows of a daemon that went down (downFlows: reset); the netfilter plane puts its own here. */
-  resetDaemonFlows: (id: number) => number = (id) => this.dispatcher.resetDaemonFlows(id, Date.now());
-
-  constructor(private readonly dispatcher: Dispatcher, config: HostlbConfig, private readonly log: Logger) {
+  constructor(private readonly balancer: Balancer, private readonly plane: Pick<DataPlane, 'resetDaemonFlows' | 'nothingLive'>, config: HostlbConfig, private readonly log: Logger) {
     this.config = config;
-    this.monitor = new HealthMonitor(dispatcher.balancer, this.events, (port) => this.specOf(port));
+    this.monitor = new HealthMonitor(balancer, this.events, (port) => this.specOf(port));
     this.events.on('event', (e) => this.log.info({ ...e, event: e.type }, `daemon event: ${e.type}`));
   }
 
@@ -214,11 +211,11 @@ export class HealthRuntime {
     this.drainWaiting.add(daemonId);
     if (this.drainWatch) return;
     this.drainWatch = setInterval(() => {
-      const stats = this.dispatcher.balancer.stats.daemon;
+      const stats = this.balancer.stats.daemon;
       for (const id of this.drainWaiting) {
-        if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0 || !this.nothingLive(id)) continue;
+        if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0 || !this.plane.nothingLive(id)) continue;
         this.drainWaiting.delete(id);
-        const d = this.dispatcher.tree.daemonsById[id];
+        const d = this.balancer.tree.daemonsById[id];
         if (d) this.events.emitEvent({ type: 'daemon_drained', port: d.clusterPort.name, daemon: d.name });
       }
       if (this.drainWaiting.size === 0 && this.drainWatch) {
@@ -245,7 +242,7 @@ export class HealthRuntime {
       const daemon = port?.daemons.find((d) => d.address.text === inst.address && d.port === inst.port);
       if (!daemon) continue;
       this.monitor.setDraining(daemon.id, true);
-      await this.waitFor(() => this.dispatcher.balancer.activeFlows(daemon.id) === 0 && this.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
+      await this.waitFor(() => this.balancer.activeFlows(daemon.id) === 0 && this.plane.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
       this.events.emitEvent({ type: 'daemon_drained', port: name, daemon: daemon.name });
       await entry.supervisor.restartInstance(inst.index);
       this.monitor.restarted(daemon.id);
@@ -271,7 +268,7 @@ export class HealthRuntime {
   }
 
   private findPort(name: string): ClusterPort | undefined {
-    for (const c of this.dispatcher.tree.clusters) for (const p of c.ports) if (p.name === name) return p;
+    for (const c of this.balancer.tree.clusters) for (const p of c.ports) if (p.name === name) return p;
     return undefined;
   }
 
@@ -295,8 +292,8 @@ export class HealthRuntime {
       passive: conf?.passive ?? { enabled: true, grace: 1, threshold: 3, holdDown: 5 },
       whenAllDown: conf?.whenAllDown ?? 'reject',
       onDown: conf?.downFlows === 'reset' ? (id) => {
-        const ended = this.resetDaemonFlows(id);
-        this.log.info({ event: 'daemon_flows_reset', port: port.name, daemon: this.dispatcher.tree.daemonsById[id]?.name, flows: ended }, 'flows of a down daemon reset');
+        const ended = this.plane.resetDaemonFlows(id);
+        this.log.info({ event: 'daemon_flows_reset', port: port.name, daemon: this.balancer.tree.daemonsById[id]?.name, flows: ended }, 'flows of a down daemon reset');
       } : undefined,
       startDown: conf?.supervise !== undefined,
     };

@@ -1,23 +1,22 @@
-// Prometheus metrics (prom-client), read from the dispatcher's counters at
+// Prometheus metrics (prom-client), read from the Balancer's and the plane's counters at
 // scrape time: nothing is counted twice and the packet path never calls into
 // prom-client. Names follow Prometheus conventions: hostlb_ prefix, _total
 // for counters, base units (bytes).
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DataPlane, PlaneCounter } from '../dataplane/data-plane.js';
+import type { Balancer } from '../dispatch/balancer.js';
 import type { Daemon } from '../dispatch/config-tree.js';
-import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { DaemonHealthView } from '../health/health-monitor.js';
 import type { HealthRuntime } from './health-runtime.js';
 import { DROP_REASON_NAMES } from '../dispatch/drop-reason.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_NEW_FLOWS, D_PACKETS_IN, D_PACKETS_OUT, DAEMON_COLUMNS } from '../dispatch/stats.js';
 
 export interface MetricsSource {
-  readonly dispatcher: Dispatcher;
+  readonly balancer: Balancer;
   readonly health?: HealthRuntime;
-  /** Link counters of the data plane, when there is one. */
-  readonly plane?: { packetsRead: number; packetsWritten: number; writeShortfall: number } | null;
-  /** The netfilter data plane's queue and conntrack counters, when it runs. */
-  readonly netfilter?: { verdictsDaemon: number; verdictsRejected: number; verdictsUnparsed: number; events: number; eventOverruns: number; swept: number; flowCount: number; conntrackCapacity(): number } | null;
+  /** Where the flows are held, and the plane's own counters by name. */
+  readonly plane: Pick<DataPlane, 'table' | 'counter'>;
   /** Host objects put back after they vanished, by kind (instance.ts, net/repair.ts). */
   readonly repairs?: Readonly<Record<string, number>>;
 }
@@ -26,9 +25,9 @@ const DAEMON_LABELS = ['cluster', 'port', 'protocol', 'daemon'] as const;
 const PORT_LABELS = ['cluster', 'port', 'protocol'] as const;
 
 /** Daemons of the running configuration, plus removed ones that still hold flows. */
-function reportedDaemons(d: Dispatcher): Daemon[] {
-  const stats = d.balancer.stats.daemon;
-  return d.tree.daemonsById.filter((x) => x && (!x.retired || stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0));
+function reportedDaemons(b: Balancer): Daemon[] {
+  const stats = b.stats.daemon;
+  return b.tree.daemonsById.filter((x) => x && (!x.retired || stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0));
 }
 
 function daemonLabels(x: Daemon): Record<(typeof DAEMON_LABELS)[number], string> {
@@ -46,8 +45,8 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: [...DAEMON_LABELS], registers: [registry],
     collect(this: Gauge) {
       this.reset();
-      const stats = source.dispatcher.balancer.stats.daemon;
-      for (const x of reportedDaemons(source.dispatcher)) this.set(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]);
+      const stats = source.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.balancer)) this.set(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS]);
     },
   });
   new Counter({
@@ -55,8 +54,8 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: [...DAEMON_LABELS], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const stats = source.dispatcher.balancer.stats.daemon;
-      for (const x of reportedDaemons(source.dispatcher)) this.inc(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_NEW_FLOWS]);
+      const stats = source.balancer.stats.daemon;
+      for (const x of reportedDaemons(source.balancer)) this.inc(daemonLabels(x), stats[x.id * DAEMON_COLUMNS + D_NEW_FLOWS]);
     },
   });
 
@@ -67,8 +66,8 @@ export function createMetrics(source: MetricsSource): Registry {
       labelNames: [...DAEMON_LABELS, 'direction'], registers: [registry],
       collect(this: Counter) {
         this.reset();
-        const stats = source.dispatcher.balancer.stats.daemon;
-        for (const x of reportedDaemons(source.dispatcher)) {
+        const stats = source.balancer.stats.daemon;
+        for (const x of reportedDaemons(source.balancer)) {
           this.inc({ ...daemonLabels(x), direction: 'in' }, stats[x.id * DAEMON_COLUMNS + inColumn]);
           this.inc({ ...daemonLabels(x), direction: 'out' }, stats[x.id * DAEMON_COLUMNS + outColumn]);
         }
@@ -82,7 +81,7 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: [...DAEMON_LABELS], registers: [registry],
     collect(this: Gauge) {
       this.reset();
-      for (const x of source.dispatcher.tree.daemons()) this.set(daemonLabels(x), x.weight);
+      for (const x of source.balancer.tree.daemons()) this.set(daemonLabels(x), x.weight);
     },
   });
   new Counter({
@@ -90,7 +89,7 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: [...PORT_LABELS, 'scheduler', 'result'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const { stats, tree } = source.dispatcher.balancer;
+      const { stats, tree } = source.balancer;
       const noDaemon = DROP_REASON_NAMES.indexOf('no_daemon');
       for (const c of tree.clusters) for (const p of c.ports) {
         const labels = { cluster: c.address.text, port: String(p.port), protocol: p.protocol, scheduler: p.scheduler };
@@ -106,7 +105,7 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: [...PORT_LABELS, 'reason'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const { stats, tree } = source.dispatcher.balancer;
+      const { stats, tree } = source.balancer;
       for (const c of tree.clusters) for (const p of c.ports) {
         DROP_REASON_NAMES.forEach((reason, i) => {
           const v = stats.portDrops[p.id * DROP_REASON_NAMES.length + i];
@@ -120,7 +119,7 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: ['reason'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const drops = source.dispatcher.balancer.stats.drops;
+      const drops = source.balancer.stats.drops;
       DROP_REASON_NAMES.forEach((reason, i) => { if (i > 0) this.inc({ reason }, drops[i]); });
     },
   });
@@ -131,7 +130,7 @@ export function createMetrics(source: MetricsSource): Registry {
       collect(this: Gauge) {
         this.reset();
         const views = new Map((source.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
-        for (const x of source.dispatcher.tree.daemons()) this.set(daemonLabels(x), value(views.get(`${x.clusterPort.name} ${x.name}`), x));
+        for (const x of source.balancer.tree.daemons()) this.set(daemonLabels(x), value(views.get(`${x.clusterPort.name} ${x.name}`), x));
       },
     });
   };
@@ -152,7 +151,7 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: ['kind'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const s = source.dispatcher.balancer.stats;
+      const s = source.balancer.stats;
       this.inc({ kind: 'reset' }, s.resetsSent);
       this.inc({ kind: 'unreachable' }, s.unreachableSent);
       this.inc({ kind: 'echo_reply' }, s.echoReplies);
@@ -163,26 +162,22 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   new Gauge({
     name: 'hostlb_table_records', help: 'Connection records in the table.', registers: [registry],
-    collect(this: Gauge) { this.set(source.netfilter ? source.netfilter.flowCount : source.dispatcher.table.size); },
+    collect(this: Gauge) { this.set(source.plane.table().records); },
   });
   new Gauge({
     name: 'hostlb_table_capacity', help: 'Most connection records the table holds.', registers: [registry],
-    collect(this: Gauge) { this.set(source.netfilter ? source.netfilter.conntrackCapacity() : source.dispatcher.table.capacity); },
+    collect(this: Gauge) { this.set(source.plane.table().limit); },
   });
   new Counter({
     name: 'hostlb_table_evictions_total', help: 'Records given up to admit new flows when the table was full.', registers: [registry],
-    collect(this: Counter) { this.reset(); this.inc(source.dispatcher.table.evictions); },
+    collect(this: Counter) { this.reset(); this.inc(source.plane.table().evictions); },
   });
   new Counter({
     name: 'hostlb_link_packets_total', help: 'Packets read from and written to the TUN device.',
     labelNames: ['direction'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const plane = source.plane;
-      if (!plane) return;
-      this.inc({ direction: 'read' }, plane.packetsRead);
-      this.inc({ direction: 'written' }, plane.packetsWritten);
-      this.inc({ direction: 'refused' }, plane.writeShortfall);
+      labelled(this, source, 'direction', { read: 'link.read', written: 'link.written', refused: 'link.refused' });
     },
   });
   new Counter({
@@ -190,24 +185,20 @@ export function createMetrics(source: MetricsSource): Registry {
     labelNames: ['outcome'], registers: [registry],
     collect(this: Counter) {
       this.reset();
-      const nf = source.netfilter;
-      if (!nf) return;
-      this.inc({ outcome: 'daemon' }, nf.verdictsDaemon);
-      this.inc({ outcome: 'rejected' }, nf.verdictsRejected);
-      this.inc({ outcome: 'unparsed' }, nf.verdictsUnparsed);
+      labelled(this, source, 'outcome', { daemon: 'queue.daemon', rejected: 'queue.rejected', unparsed: 'queue.unparsed' });
     },
   });
   new Counter({
     name: 'hostlb_conntrack_events_total', help: 'Conntrack events of hostlb\'s flows read (netfilter data plane).', registers: [registry],
-    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.events ?? 0); },
+    collect(this: Counter) { this.reset(); this.inc(source.plane.counter('conntrack.events') ?? 0); },
   });
   new Counter({
     name: 'hostlb_conntrack_event_overruns_total', help: 'Times the kernel dropped conntrack events because hostlb read too slowly (flow counts may be off until they end).', registers: [registry],
-    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.eventOverruns ?? 0); },
+    collect(this: Counter) { this.reset(); this.inc(source.plane.counter('conntrack.overruns') ?? 0); },
   });
   new Counter({
     name: 'hostlb_conntrack_swept_total', help: 'Flows whose active count a comparison with conntrack corrected (an event was lost).', registers: [registry],
-    collect(this: Counter) { this.reset(); this.inc(source.netfilter?.swept ?? 0); },
+    collect(this: Counter) { this.reset(); this.inc(source.plane.counter('conntrack.swept') ?? 0); },
   });
   new Counter({
     name: 'hostlb_repairs_total', help: 'Host objects hostlb set up that vanished underneath it (nft flush ruleset, a deleted route or rule, a sysctl set back) and were put back, by kind.', labelNames: ['kind'], registers: [registry],
@@ -217,4 +208,12 @@ export function createMetrics(source: MetricsSource): Registry {
     },
   });
   return registry;
+}
+
+/** One sample per label value from the plane's counters; none when the plane keeps no such counters. */
+function labelled(metric: Counter, source: MetricsSource, label: string, names: Record<string, PlaneCounter>): void {
+  for (const [value, name] of Object.entries(names)) {
+    const n = source.plane.counter(name);
+    if (n !== null) metric.inc({ [label]: value }, n);
+  }
 }

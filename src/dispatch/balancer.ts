@@ -76,6 +76,35 @@ export class Balancer implements SchedulerContext {
   }
 
   /**
+   * Control path: releases retired daemons that have held nothing for
+   * `quietMs` — no active flow, and not in `held()` (the plane's own records:
+   * a table record, a conntrack flow, a pending handshake) — so their ids can
+   * be given to new daemons (releaseDaemon). A daemon held again starts its
+   * quiet time over. `held` is asked only when some daemon may be released.
+   * Returns the released ids.
+   */
+  releaseRetired(now: number, quietMs: number, held: () => ReadonlySet<number>): number[] {
+    const candidates = this.tree.daemonsById.filter((d) => d !== undefined && d.retired && this.activeFlows(d.id) === 0);
+    for (const d of this.tree.daemonsById) {
+      if (d !== undefined && d.retired && !candidates.includes(d)) d.quietSince = Number.NaN;
+    }
+    if (candidates.length === 0) return [];
+    const named = held();
+    const released: number[] = [];
+    for (const d of candidates) {
+      if (named.has(d.id)) {
+        d.quietSince = Number.NaN;
+        continue;
+      }
+      if (Number.isNaN(d.quietSince)) d.quietSince = now;
+      if (now - d.quietSince < quietMs) continue;
+      this.releaseDaemon(d.id);
+      released.push(d.id);
+    }
+    return released;
+  }
+
+  /**
    * Control path: the weights the scheduler of `port` uses from now on, by
    * daemon id (health and the manager decide them; a daemon not in the map
    * keeps its configured weight). Existing flows are not moved.

@@ -6,7 +6,7 @@
 // bytes, all at once (snapshotTable) or slice by slice (SnapshotCursor), so a
 // table of a million records never holds the packet path for long.
 
-import { REC_WORDS, R_ACK_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORT_ID, R_PORTS, R_STATE, RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED,
+import { REC_F64, REC_WORDS, R_ACK_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORT_ID, R_PORTS, R_STATE, RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED,
   RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from './stats.js';
@@ -16,7 +16,6 @@ import { ConnState, evictionList, FLAG_ACTIVE, FLAG_FIN_IN, FLAG_FIN_OUT, FLAG_R
 const MAGIC = 0x484c4243; // "HLBC"
 const VERSION = 1;
 const HEADER_WORDS = 4;
-const REC_F64 = REC_WORDS / 2;
 const F64_FIELDS = [RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_BYTES_IN, RF_PACKETS_OUT, RF_BYTES_OUT, RF_CREATED];
 
 /** Bytes of the header: magic, version, words per record, record count. */
@@ -114,7 +113,7 @@ const MAX_ID = 1 << 24;
 /** Timestamps further ahead than this are not from a clock hostlb ran on (ms). */
 const MAX_AHEAD_MS = 366 * 24 * 3600 * 1000;
 
-/** Why record `r` (starting at word `b`) cannot have come from a table, or null. */
+/** Why the record starting at word `b` of `words` (double `b / 2` of `f64`) cannot have come from a table, or null. */
 function recordProblem(words: Uint32Array, f64: Float64Array, b: number, now: number): string | null {
   const meta = words[b + R_META];
   const family = meta & 0xff;

@@ -25,7 +25,9 @@ export const R_PORTS = 12; // clientPort << 16 | clusterPort
 export const R_META = 13; // daemonPort << 16 | protocol << 8 | family
 export const R_STATE = 14; // state (low byte) | flags << 8
 export const R_DAEMON_ID = 15;
-// Float64 fields, as indexes into the Float64Array (word index / 2).
+/** Doubles per record in the Float64Array view: record `id`'s RF_* fields start at `id * REC_F64`. */
+export const REC_F64 = REC_WORDS / 2;
+// Float64 fields in words 16-29, as indexes into the Float64Array (word index / 2).
 export const RF_EXPIRES = 8; // ms on the caller's clock
 export const RF_LAST_SEEN = 9;
 export const RF_PACKETS_IN = 10;
@@ -33,6 +35,7 @@ export const RF_BYTES_IN = 11;
 export const RF_PACKETS_OUT = 12;
 export const RF_BYTES_OUT = 13;
 export const RF_CREATED = 14;
+// 32-bit words again, after the Float64 fields.
 export const R_PORT_ID = 30;
 /**
  * The daemon's latest acknowledgment number (what it expects next from the
@@ -41,7 +44,6 @@ export const R_PORT_ID = 30;
  * counters every packet writes anyway.
  */
 export const R_ACK_OUT = 31;
-const REC_F64 = REC_WORDS / 2;
 // Words prefetch() touches to pull in the lines a packet uses: one a line (16
 // words) apart, and the last one a packet touches: a record need not start on a
 // line, and touching word 27 instead of 31 left a third line to a miss (bench:core
@@ -103,7 +105,7 @@ export class ConnTable {
   readonly capacity: number;
   /** Record fields as 32-bit words: record `id` starts at `id * REC_WORDS`. */
   readonly u32: Uint32Array;
-  /** Record fields as doubles: record `id` starts at `id * (REC_WORDS / 2)`. */
+  /** Record fields as doubles: record `id` starts at `id * REC_F64`. */
   readonly f64: Float64Array;
   /** Bookkeeping words (B_*): record `id` starts at `id * B_WORDS`. */
   readonly book: Uint32Array;

@@ -20,7 +20,7 @@ import { WireError } from '../wire/wire-error.js';
 import { Balancer, type BalancerOptions } from './balancer.js';
 import type { ConfigTree, DispatchSpec } from './config-tree.js';
 import {
-  ConnTable, LIST_CLOSED, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_BYTES_OUT,
+  ConnTable, LIST_CLOSED, LOOKUP_FORWARD, LOOKUP_NONE, LOOKUP_REVERSE, REC_F64, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_BYTES_OUT,
   RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT, R_ACK_OUT, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS,
   R_STATE,
 } from './conn-table.js';
@@ -34,11 +34,9 @@ import { translateOutbound } from './outbound.js';
 import { rewriteV4Tcp } from './rewrite.js';
 import { D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, DAEMON_COLUMNS } from './stats.js';
 import { ConnState, DEFAULT_TIMEOUTS, FLAG_ACTIVE, FLAG_RESET, STATE_MASK, timeoutTable, type Timeouts } from './tcp-state.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 
-export const VERDICT_DROP = 0;
-export const VERDICT_FORWARD = 1;
-
-const REC_F64 = REC_WORDS / 2;
 /** protocol << 8 | family of an IPv4 TCP flow key (KEY_PROTO_FAMILY). */
 const V4_TCP = (IP_PROTO_TCP << 8) | 4;
 // What the parse pass of process() made of a packet (slotKind).
@@ -50,12 +48,12 @@ const SLOT_GENERIC = 1;
 const SLOT_V4_TCP = 2;
 /** ICMP or ICMPv6: ipOff, ipLen, family and l4Off kept; translated by icmp-translate.ts. */
 const SLOT_ICMP = 3;
+/** A fragment, translated through processOne() at its turn (the fragment table decides). */
+const SLOT_FRAGMENT = 4;
 /** classify()'s answer for ICMP: no flow key; icmp-translate.ts takes it from here. */
 const CLASSIFY_ICMP = -1;
 /** classify()'s answer for a fragment: addresses and fragment fields set; translateFragment() takes it. */
 const CLASSIFY_FRAGMENT = -2;
-/** A fragment, translated through processPacket() at its turn (the fragment table decides). */
-const SLOT_FRAGMENT = 4;
 
 /** False for flag sets RFC 9293 allows none of: scans and attacks, never a real stack. */
 function tcpFlagsAllowed(flags: number): boolean {
@@ -96,9 +94,17 @@ export interface DispatcherOptions extends BalancerOptions {
   allocate?: (bytes: number) => ArrayBuffer;
   /** Packets process() handles per pass (larger batches go in chunks). Default 256. */
   maxBatch?: number;
+  /**
+   * The Balancer to choose daemons and count flows with, built by the caller
+   * (so an instance can build one and hand it to its data plane). Without it
+   * the Dispatcher builds its own from `seed` and `maglevTableSize`, which are
+   * ignored when it is given.
+   */
+  balancer?: Balancer;
 }
 
-export class Dispatcher {
+/** The TUN data plane's dispatcher; the translators see it as a TranslateContext. */
+export class Dispatcher implements TranslateContext {
   readonly table: ConnTable;
   readonly passUnmatchedReplies: boolean;
   /**
@@ -110,6 +116,7 @@ export class Dispatcher {
   /** Timeout per ConnState in ms. */
   timeouts: Float64Array;
   readonly timeoutSeconds: Timeouts;
+  readonly fragments = new FragmentTable();
 
   // Reusable views and scratch: nothing below is allocated per packet.
   readonly ip4 = new Ipv4Packet();
@@ -119,8 +126,11 @@ export class Dispatcher {
   readonly icmp = new IcmpPacket();
   /** Flow key of the packet being processed, in forward or reverse form. */
   readonly key = createFlowKey();
+  /** Fragment key of the fragment being processed (see FragmentTable). */
+  private readonly fragKey = new Uint32Array(FRAG_KEY_WORDS);
 
-  // The packet being processed, as parsed by classify().
+  // The packet being processed, as parsed by classify() (TranslateContext says
+  // what each field the translators read holds).
   family = 0;
   ipOff = 0;
   /** Bytes of the IP packet (without link padding), for byte counters. */
@@ -132,8 +142,6 @@ export class Dispatcher {
   fragIdent = 0;
   /** The record the last forwarded packet belonged to (inbound.ts and outbound.ts set it). */
   lastRecordId = -1;
-  readonly fragments = new FragmentTable();
-  private readonly fragKey = new Uint32Array(FRAG_KEY_WORDS);
   l4Off = 0;
   protocol = 0;
   srcPort = 0;
@@ -173,7 +181,7 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     this.table = new ConnTable(options.capacity, options.hashSeed, options.allocate);
     this.passUnmatchedReplies = options.passUnmatchedReplies === true;
-    this.balancer = new Balancer(options);
+    this.balancer = options.balancer ?? new Balancer(options);
     this.timeoutSeconds = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.timeouts = timeoutTable(this.timeoutSeconds);
     const max = options.maxBatch ?? 256;
@@ -206,36 +214,17 @@ export class Dispatcher {
   }
 
   /**
-   * Control path: releases retired daemons that have held nothing for
-   * `quietMs` — no active flow, no record in the table, and nothing `holds`
-   * (another plane's own bookkeeping) — so their ids can be given to new
-   * daemons (Balancer.releaseDaemon). Records that outlive their daemon's last
-   * active flow (TIME_WAIT, a half-closed flow) keep its id taken. One pass
-   * over the table, only when a candidate exists. Returns the released ids.
+   * Control path: the daemon ids the table's records name. Records that
+   * outlive their daemon's last active flow (TIME_WAIT, a half-closed flow)
+   * keep its id taken (Balancer.releaseRetired). One pass over the table.
    */
-  releaseRetired(now: number, quietMs: number, holds: (id: number) => boolean = () => false): number[] {
-    const candidates = this.tree.daemonsById.filter((d) => d !== undefined && d.retired && this.balancer.activeFlows(d.id) === 0 && !holds(d.id));
-    for (const d of this.tree.daemonsById) {
-      if (d !== undefined && d.retired && !candidates.includes(d)) d.quietSince = Number.NaN;
-    }
-    if (candidates.length === 0) return [];
+  daemonsNamed(): Set<number> {
     const named = new Set<number>();
     const u32 = this.table.u32;
     this.table.forEach((id) => {
       named.add(u32[id * REC_WORDS + R_DAEMON_ID]);
     });
-    const released: number[] = [];
-    for (const d of candidates) {
-      if (named.has(d.id)) {
-        d.quietSince = Number.NaN;
-        continue;
-      }
-      if (Number.isNaN(d.quietSince)) d.quietSince = now;
-      if (now - d.quietSince < quietMs) continue;
-      this.balancer.releaseDaemon(d.id);
-      released.push(d.id);
-    }
-    return released;
+    return named;
   }
 
   /** Control path: new timeouts apply to each record at its next packet. */
@@ -590,7 +579,7 @@ export class Dispatcher {
       const word = u32[b + R_STATE];
       if (word & FLAG_ACTIVE) this.balancer.flowEnded(daemonId);
       u32[b + R_STATE] = ((word & ~(FLAG_ACTIVE | STATE_MASK)) | ConnState.Close | FLAG_RESET) >>> 0;
-      f64[id * (REC_WORDS / 2) + RF_EXPIRES] = now + this.timeouts[ConnState.Close];
+      f64[id * REC_F64 + RF_EXPIRES] = now + this.timeouts[ConnState.Close];
       this.table.setList(id, LIST_CLOSED);
     });
     return ended;
@@ -741,7 +730,7 @@ export class Dispatcher {
   }
 
   /** When record `id` was created (ms); tells a reused record id from its earlier flow. */
-  private readonly recordCreated = (id: number): number => this.table.f64[id * (REC_WORDS / 2) + RF_CREATED];
+  private readonly recordCreated = (id: number): number => this.table.f64[id * REC_F64 + RF_CREATED];
 
   /**
    * True when record `id` still belongs to the datagram in fragKey: ids are

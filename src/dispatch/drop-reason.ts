@@ -16,7 +16,7 @@ export const Drop = {
   TableFull: 12,
   /** Another record already owns the daemon-side tuple. */
   ReverseTaken: 13,
-  /** A fragment (fragments are not dispatched yet). */
+  /** A fragment that cannot be dispatched: a later one whose first was never seen, or a first too short for its ports (fragments.ts). */
   Fragment: 14,
   /** SYN with FIN or RST, no flags at all, and similar impossible combinations. */
   BadTcpFlags: 15,

@@ -39,6 +39,12 @@ export function hashFlowKey(key: Uint32Array, seed: number): number {
   return hashWords(key, FLOW_KEY_WORDS, seed);
 }
 
+/**
+ * Seeds hashAddress() of the client address the sh and maglev schedulers pick
+ * by (Balancer.choose's sourceHash): inbound.ts and the netfilter plane both use it.
+ */
+export const SOURCE_HASH_SEED = 0x5bd1e995;
+
 /** Hash of a client address alone (for source hashing), given its four words. */
 export function hashAddress(key: Uint32Array, at: number, seed: number): number {
   let h = seed | 0;

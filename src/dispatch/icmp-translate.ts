@@ -17,8 +17,8 @@ import {
   ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMPV6_TIME_EXCEEDED,
 } from '../wire/icmp.js';
 import { REC_WORDS, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_META, R_PORTS } from './conn-table.js';
-import type { Dispatcher } from './dispatcher.js';
-import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 import { Drop } from './drop-reason.js';
 import { hashFlowKey } from './flow-hash.js';
 
@@ -47,7 +47,7 @@ function replaceWords(buf: Uint8Array, off: number, values: Uint32Array, at: num
  * `d.ipLen` its IP length). Returns a verdict; drops (counted) what it does
  * not translate, unless it is a daemon's own ICMP to hand back. Never throws.
  */
-export function translateIcmp(d: Dispatcher, buf: Uint8Array): number {
+export function translateIcmp(d: TranslateContext, buf: Uint8Array): number {
   const ipOff = d.ipOff;
   const icmp = d.l4Off;
   const icmpLen = ipOff + d.ipLen - icmp;
@@ -82,7 +82,7 @@ export function translateIcmp(d: Dispatcher, buf: Uint8Array): number {
 }
 
 /** Answers an echo request in place: addresses swapped, type to reply, TTL reset. */
-function echoReply(d: Dispatcher, buf: Uint8Array, icmp: number, v4: boolean): number {
+function echoReply(d: TranslateContext, buf: Uint8Array, icmp: number, v4: boolean): number {
   const ipOff = d.ipOff;
   if (v4) {
     const src = read32(buf, ipOff + IPV4_SRC_ADDR);
@@ -114,7 +114,7 @@ function echoReply(d: Dispatcher, buf: Uint8Array, icmp: number, v4: boolean): n
  * otherwise it came from the daemon's side about a packet the client sent
  * (quoted: client → daemon).
  */
-function translateError(d: Dispatcher, buf: Uint8Array, icmp: number, icmpLen: number, v4: boolean, toCluster: boolean): number {
+function translateError(d: TranslateContext, buf: Uint8Array, icmp: number, icmpLen: number, v4: boolean, toCluster: boolean): number {
   const ipOff = d.ipOff;
   const inner = icmp + ICMP_HEADER_LEN;
   const end = icmp + icmpLen;
@@ -194,5 +194,3 @@ function translateError(d: Dispatcher, buf: Uint8Array, icmp: number, icmpLen: n
   d.balancer.stats.icmpTranslated++;
   return VERDICT_FORWARD;
 }
-
-

@@ -9,22 +9,19 @@ import { TCP_ACK_FLAG, TCP_DST_PORT, TCP_CHECKSUM, TCP_RST, TCP_SYN } from '../w
 import { UDP_CHECKSUM, UDP_DST_PORT } from '../wire/udp.js';
 import type { ClusterPort } from './config-tree.js';
 import {
-  INSERT_FULL, R_ACK_OUT, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
+  INSERT_FULL, R_ACK_OUT, REC_F64, REC_WORDS, RemoveReason, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN,
   R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_STATE,
 } from './conn-table.js';
-import type { Dispatcher } from './dispatcher.js';
-import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
-import { hashAddress } from './flow-hash.js';
+import { hashAddress, SOURCE_HASH_SEED } from './flow-hash.js';
 import { reflectUnreachable } from './reject.js';
 import { reflectReset } from './reset.js';
 import { rewriteAddressAndPort } from './rewrite.js';
-import { D_BYTES_IN, D_PACKETS_IN, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from './stats.js';
-import { ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, nextTcpState, STATE_MASK } from './tcp-state.js';
+import { D_BYTES_IN, D_PACKETS_IN, D_SYNS, DAEMON_COLUMNS } from './stats.js';
+import { advanceTcp, ConnState, evictionList, FLAG_ACTIVE, FLAG_RESET, isEnded, STATE_MASK } from './tcp-state.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 
-const REC_F64 = REC_WORDS / 2;
-/** Seeds the client-address hash the sh and maglev schedulers pick by (the netfilter plane uses it too). */
-export const SOURCE_HASH_SEED = 0x5bd1e995;
 /**
  * How far past the daemon's last acknowledgment a client's RST may be and
  * still count: data the client sent that the daemon has not acknowledged yet.
@@ -33,7 +30,7 @@ export const SOURCE_HASH_SEED = 0x5bd1e995;
 const RST_WINDOW = 1 << 20;
 
 /** Figure 8 for the packet parsed into `d`, bound for `port`; `hash` is table.hashKey(d.key). Returns a verdict. */
-export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Array, now: number, hash: number): number {
+export function translateInbound(d: TranslateContext, port: ClusterPort, buf: Uint8Array, now: number, hash: number): number {
   const table = d.table;
   const key = d.key;
   const tcp = d.protocol === IP_PROTO_TCP;
@@ -124,34 +121,4 @@ export function translateInbound(d: Dispatcher, port: ClusterPort, buf: Uint8Arr
     d.l4Off + (tcp ? TCP_CHECKSUM : UDP_CHECKSUM), !tcp, d.partial,
   );
   return VERDICT_FORWARD;
-}
-
-/**
- * Moves record `id` to its next TCP state for the packet in `d`, keeping its
- * eviction list and its daemon's active count in step. Shared with outbound.
- */
-export function advanceTcp(d: Dispatcher, id: number, outbound: boolean, now: number): void {
-  const table = d.table;
-  const at = id * REC_WORDS + R_STATE;
-  const word = table.u32[at];
-  let next = nextTcpState(word, d.tcpFlags, outbound);
-  if (next === word) return;
-  const state = next & STATE_MASK;
-  if (outbound && (word & STATE_MASK) === ConnState.SynRecv) {
-    // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
-    const s = d.balancer.stats.daemon;
-    const b = table.u32[id * REC_WORDS + R_DAEMON_ID] * DAEMON_COLUMNS;
-    if (state === ConnState.SynAck) {
-      s[b + D_SYN_ANSWERED]++;
-      s[b + D_SYN_TIME_MS] += now - table.f64[id * REC_F64 + RF_CREATED];
-    } else if (state === ConnState.Close) {
-      s[b + D_SYN_REFUSED]++;
-    }
-  }
-  if (isEnded(state) && (next & FLAG_ACTIVE)) {
-    next &= ~FLAG_ACTIVE;
-    d.balancer.flowEnded(table.u32[id * REC_WORDS + R_DAEMON_ID]);
-  }
-  table.u32[at] = next >>> 0;
-  if (state !== (word & STATE_MASK)) table.setList(id, evictionList(state, next));
 }

@@ -7,24 +7,21 @@ import { IPV6_SRC_ADDR } from '../wire/ipv6.js';
 import { TCP_ACK_FLAG, TCP_CHECKSUM, TCP_RST, TCP_SRC_PORT } from '../wire/tcp.js';
 import { UDP_CHECKSUM, UDP_SRC_PORT } from '../wire/udp.js';
 import {
-  REC_WORDS, RF_BYTES_OUT, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_OUT, R_ACK_OUT, R_CLUSTER_ADDR, R_DAEMON_ID, R_PORTS, R_STATE,
+  REC_F64, REC_WORDS, RF_BYTES_OUT, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_OUT, R_ACK_OUT, R_CLUSTER_ADDR, R_DAEMON_ID, R_PORTS, R_STATE,
 } from './conn-table.js';
-import type { Dispatcher } from './dispatcher.js';
-import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
 import { Drop } from './drop-reason.js';
-import { advanceTcp } from './inbound.js';
 import { reflectReset } from './reset.js';
 import { rewriteAddressAndPort } from './rewrite.js';
 import { D_BYTES_OUT, D_PACKETS_OUT, DAEMON_COLUMNS } from './stats.js';
-import { ConnState, evictionList, FLAG_REPLIED, FLAG_RESET, STATE_MASK } from './tcp-state.js';
-
-const REC_F64 = REC_WORDS / 2;
+import { advanceTcp, ConnState, evictionList, FLAG_REPLIED, FLAG_RESET, STATE_MASK } from './tcp-state.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 
 /**
  * Figure 9 for the packet parsed into `d` (not addressed to any cluster port);
  * `hash` is table.hashKey(d.key). Returns a verdict.
  */
-export function translateOutbound(d: Dispatcher, buf: Uint8Array, now: number, hash: number): number {
+export function translateOutbound(d: TranslateContext, buf: Uint8Array, now: number, hash: number): number {
   const table = d.table;
   // The forward-form key [src, dst, ports] of a reply is already the reverse key
   // [daemon, client, daemonPort<<16|clientPort] the reverse index wants.

@@ -5,13 +5,11 @@
 
 import { formatIpv4, formatIpv6, parseIp, type IpAddress } from '../wire/address.js';
 import {
-  REC_WORDS, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS, R_STATE,
+  REC_F64, REC_WORDS, R_CLIENT_ADDR, R_CLUSTER_ADDR, R_DAEMON_ADDR, R_DAEMON_ID, R_META, R_PORTS, R_STATE,
   RF_BYTES_IN, RF_BYTES_OUT, RF_CREATED, RF_EXPIRES, RF_LAST_SEEN, RF_PACKETS_IN, RF_PACKETS_OUT,
 } from './conn-table.js';
 import type { Dispatcher } from './dispatcher.js';
 import { CONN_STATE_NAMES, FLAG_RESET, STATE_MASK } from './tcp-state.js';
-
-const REC_F64 = REC_WORDS / 2;
 
 export interface ConnectionInfo {
   id: number;

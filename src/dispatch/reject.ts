@@ -11,8 +11,8 @@ import { emitIpv6, IPV6_DST_ADDR, IPV6_HEADER_LEN, IPV6_SRC_ADDR } from '../wire
 import {
   ICMP_HEADER_LEN, ICMPV4_CODE_PORT_UNREACHABLE, ICMPV4_DEST_UNREACHABLE, ICMPV6_CODE_PORT_UNREACHABLE, ICMPV6_DEST_UNREACHABLE,
 } from '../wire/icmp.js';
-import type { Dispatcher } from './dispatcher.js';
-import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 
 /** RFC 1812 §4.3.2.3: an ICMPv4 error quotes as much as fits in 576 bytes. */
 const ICMPV4_MAX = 576;
@@ -28,7 +28,7 @@ const scratch = new Uint8Array(ICMPV6_MAX);
  * it needs `d.room` bytes of space from `d.ipOff`; with less, the datagram is
  * only dropped. Sets `d.ipLen`. Never throws.
  */
-export function reflectUnreachable(d: Dispatcher, buf: Uint8Array): number {
+export function reflectUnreachable(d: TranslateContext, buf: Uint8Array): number {
   const off = d.ipOff;
   const v4 = d.family === 4;
   const outer = v4 ? 20 : IPV6_HEADER_LEN;

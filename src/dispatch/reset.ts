@@ -9,8 +9,8 @@ import { pseudoSumV4, pseudoSumV6 } from '../wire/checksum.js';
 import { IP_PROTO_TCP, IPV4_DST_ADDR, IPV4_SRC_ADDR, IPV4_TOTAL_LEN } from '../wire/ipv4.js';
 import { IPV6_DST_ADDR, IPV6_PAYLOAD_LEN, IPV6_SRC_ADDR } from '../wire/ipv6.js';
 import { TCP_ACK_FLAG, TCP_FIN, TCP_HEADER_LEN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
-import type { Dispatcher } from './dispatcher.js';
-import { VERDICT_DROP, VERDICT_FORWARD } from './dispatcher.js';
+import type { TranslateContext } from './translate-context.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from './verdict.js';
 
 function swap(buf: Uint8Array, a: number, b: number, len: number): void {
   for (let i = 0; i < len; i++) {
@@ -26,7 +26,7 @@ function swap(buf: Uint8Array, a: number, b: number, len: number): void {
  * RFC 9293 prescribes, checksums recomputed. A RST is never answered with a
  * RST (returns VERDICT_DROP). Sets `d.ipLen` to the new length.
  */
-export function reflectReset(d: Dispatcher, buf: Uint8Array): number {
+export function reflectReset(d: TranslateContext, buf: Uint8Array): number {
   const flags = d.tcpFlags;
   if (flags & TCP_RST) return VERDICT_DROP;
   const ipOff = d.ipOff;

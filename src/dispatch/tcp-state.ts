@@ -1,10 +1,13 @@
 // The TCP state of a connection record, as a dispatcher in the middle sees it:
 // driven by the flags of packets in both directions (client→daemon is "in",
 // daemon→client is "out"), modelled on IPVS's tcp state table. It decides the
-// state and its timeout; the connection table only stores them.
+// state and its timeout (nextTcpState, pure) and moves a record to it
+// (advanceTcp); the connection table only stores them.
 
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp.js';
-import { LIST_CLOSED, LIST_NONE, LIST_UNCONFIRMED } from './conn-table.js';
+import { LIST_CLOSED, LIST_NONE, LIST_UNCONFIRMED, R_DAEMON_ID, R_STATE, REC_F64, REC_WORDS, RF_CREATED } from './conn-table.js';
+import { D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, DAEMON_COLUMNS } from './stats.js';
+import type { TranslateContext } from './translate-context.js';
 
 export const ConnState = {
   None: 0,
@@ -125,4 +128,36 @@ export function nextTcpState(word: number, tcpFlags: number, outbound: boolean):
     if (state === ConnState.LastAck) return ConnState.TimeWait | flags;
   }
   return word;
+}
+
+/**
+ * Moves record `id` to its next TCP state for the packet in `d` (direction
+ * `outbound`), keeping its eviction list, its daemon's active count and the
+ * passive health counters in step. Packet path, for translateInbound and
+ * translateOutbound; `now` in ms.
+ */
+export function advanceTcp(d: TranslateContext, id: number, outbound: boolean, now: number): void {
+  const table = d.table;
+  const at = id * REC_WORDS + R_STATE;
+  const word = table.u32[at];
+  let next = nextTcpState(word, d.tcpFlags, outbound);
+  if (next === word) return;
+  const state = next & STATE_MASK;
+  if (outbound && (word & STATE_MASK) === ConnState.SynRecv) {
+    // Passive health signals (health/passive.ts): the daemon answered the SYN, or refused it.
+    const s = d.balancer.stats.daemon;
+    const b = table.u32[id * REC_WORDS + R_DAEMON_ID] * DAEMON_COLUMNS;
+    if (state === ConnState.SynAck) {
+      s[b + D_SYN_ANSWERED]++;
+      s[b + D_SYN_TIME_MS] += now - table.f64[id * REC_F64 + RF_CREATED];
+    } else if (state === ConnState.Close) {
+      s[b + D_SYN_REFUSED]++;
+    }
+  }
+  if (isEnded(state) && (next & FLAG_ACTIVE)) {
+    next &= ~FLAG_ACTIVE;
+    d.balancer.flowEnded(table.u32[id * REC_WORDS + R_DAEMON_ID]);
+  }
+  table.u32[at] = next >>> 0;
+  if (state !== (word & STATE_MASK)) table.setList(id, evictionList(state, next));
 }

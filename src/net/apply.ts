@@ -1,6 +1,7 @@
 // Runs planned steps against the host and keeps a journal of them, so a
-// deliberate stop undoes exactly what was done and the next start after a
-// crash can undo what the crashed run left. Planning lives in plan.ts.
+// deliberate stop undoes exactly what was done and the next start after a crash
+// can undo what the crashed run left. Planning lives with each data plane
+// (dataplane/*/host-plan.ts).
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

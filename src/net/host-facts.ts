@@ -1,6 +1,7 @@
 // What the host's network looks like now, as plain data: addresses, devices,
 // policy rules, routes and sysctls, parsed from `ip -j` output. Pure: probe.ts
-// runs the commands, plan.ts compares these facts with what a HostSpec needs.
+// runs the commands, a host plan (dataplane/*/host-plan.ts) compares these
+// facts with what a HostSpec needs.
 
 import { parseIp } from '../wire/address.js';
 
@@ -99,7 +100,7 @@ export function prefixKey(family: Family, address: unknown, length?: unknown): s
   return `${parsed ? parsed.text : addr}/${len}`;
 }
 
-/** The rule key plan.ts builds for a rule it wants; the same shape ruleFromJson() gives. */
+/** The rule key dataplane/tun/host-plan.ts builds for a rule it wants; the same shape ruleFromJson() gives. */
 export function ruleKey(
   family: Family,
   rule: { priority: number; from?: string; to?: string; ipproto?: string; sport?: number; dport?: number; iif?: string; table: string | number },
@@ -183,4 +184,14 @@ export function addressesFromJson(links: Array<Record<string, unknown>>): { addr
     }
   }
   return { addresses, devices };
+}
+
+/**
+ * The address a same-host client's connection to a cluster leaves from: a
+ * global address of this host that is neither in `taken` (clusters, daemons)
+ * nor on `device`, preferring one not on lo. Null when there is none.
+ */
+export function sourceAddress(family: Family, taken: ReadonlySet<string>, device: string, facts: HostFacts): string | null {
+  const candidates = facts.addresses.filter((a) => a.family === family && a.scope === 'global' && a.dev !== device && !taken.has(a.address));
+  return (candidates.find((a) => a.dev !== 'lo') ?? candidates[0])?.address ?? null;
 }

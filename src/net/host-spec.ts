@@ -1,6 +1,7 @@
 // What hostlb asks of the host's network: the TUN device's name, the policy
 // routing table it may use, and every cluster with its ports and daemons.
-// plan.ts turns this into commands; the config file is parsed elsewhere.
+// A data plane's host plan (dataplane/*/host-plan.ts) turns this into
+// commands; the config file is parsed elsewhere.
 
 /** Table 100, as in DESIGN.md: daemon replies and loopback clusters are routed through it. */
 export const DEFAULT_ROUTE_TABLE = 100;

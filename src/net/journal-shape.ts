@@ -1,6 +1,7 @@
 // What a journal step may look like before hostlb replays it. A journal is a
 // file of root commands; hostlb undoes (or adopts) only steps shaped like the
-// ones plan.ts and netfilter-plan.ts write, so a tampered or foreign journal
+// ones the data planes' host plans (dataplane/tun/host-plan.ts,
+// dataplane/netfilter/host-plan.ts) write, so a tampered or foreign journal
 // cannot make it run anything else. Pure: no I/O.
 
 import { isIP } from 'node:net';
@@ -80,7 +81,7 @@ function ipProblem(args: readonly string[]): string | null {
   return `"${object}" is not an ip object hostlb changes`;
 }
 
-/** The lines netfilter-plan.ts writes, one pattern each (tokens as nft reads them). */
+/** The lines dataplane/netfilter/host-plan.ts writes, one pattern each (tokens as nft reads them). */
 const NFT_LINES: readonly RegExp[] = [
   new RegExp(`^(add|delete) table inet ${NFT_TABLE}$`),
   new RegExp(`^add map inet ${NFT_TABLE} ${NFT_NAME} \\{ [A-Za-z0-9_ .:;]+ \\}$`),

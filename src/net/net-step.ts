@@ -1,7 +1,8 @@
 // One reversible change to the host's network: the command that makes it and
-// the command that takes it back. plan.ts produces steps, apply.ts runs them and
-// writes them to the journal, so a step must survive JSON unchanged. A journal
-// is replayed only if its steps have shapes journal-shape.ts knows: a new kind
+// the command that takes it back. A data plane's host plan
+// (dataplane/*/host-plan.ts) produces steps, apply.ts runs them and writes
+// them to the journal, so a step must survive JSON unchanged. A journal is
+// replayed only if its steps have shapes journal-shape.ts knows: a new kind
 // of step needs its shape there too (its test runs both planners' output).
 
 /**

@@ -1,6 +1,7 @@
-// Reads the host's network state for plan.ts: addresses and devices (`ip -j
-// addr`), policy rules (`ip -j -d rule`, both families), routes (`ip -j route
-// show table all`) and the sysctls the plan may change. Reads only.
+// Reads the host's network state for the data planes' host plans: addresses
+// and devices (`ip -j addr`), policy rules (`ip -j -d rule`, both families),
+// routes (`ip -j route show table all`) and the sysctls a plan may change.
+// Reads only.
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -14,9 +15,20 @@ import {
   type RuleFact,
 } from './host-facts.js';
 import { NetError } from './net-error.js';
-import { sysctlPaths } from './plan.js';
 
 const IP_TIMEOUT_MS = 10_000;
+
+const IPV4_FORWARD = 'net/ipv4/ip_forward';
+const IPV6_FORWARD = 'net/ipv6/conf/all/forwarding';
+
+/** Every /proc/sys path a plan may consult (the TUN plane's, dataplane/tun/host-plan.ts). */
+export function sysctlPaths(device: string): string[] {
+  const paths = [IPV4_FORWARD, IPV6_FORWARD];
+  for (const scope of ['all', 'default', device]) {
+    for (const key of ['rp_filter', 'accept_local', 'route_localnet']) paths.push(`net/ipv4/conf/${scope}/${key}`);
+  }
+  return paths;
+}
 
 function ipJson(args: string[]): Array<Record<string, unknown>> {
   let out: string;
@@ -56,7 +68,7 @@ export function probeHost(device: string): HostFacts {
     try {
       sysctls[path] = readFileSync(`/proc/sys/${path}`, 'utf8').trim();
     } catch {
-      // Absent: IPv6 disabled, or the device does not exist yet (plan.ts then
+      // Absent: IPv6 disabled, or the device does not exist yet (dataplane/tun/host-plan.ts then
       // starts from the `default` values a new device inherits).
     }
   }

@@ -4,15 +4,41 @@
 // answered synchronously: the kernel handles a netlink request inside the
 // write, so the reply is already queued when write returns.
 
+import { HostlbError } from '../errors.js';
 import { loadTunAddon, type NativeSystemError, type TunAddon } from '../link/native.js';
 import { MessageReader, NLMSG_DONE, NLMSG_ERROR, type NetlinkWriter } from './message.js';
 import { NETLINK_NETFILTER } from './nfqueue.js';
 
-export class NetlinkError extends Error {
+/**
+ * The kernel refused a netlink request, or did not answer. The errno is
+ * mapped to a stable code here, once, so no caller looks at errno numbers:
+ * NETLINK_NOT_FOUND (ENOENT: no such entry), NETLINK_QUEUE_BUSY (EBUSY:
+ * another process bound the queue), NEEDS_NET_ADMIN (EPERM),
+ * NETLINK_UNSUPPORTED (the kernel or a module lacks it), NETLINK_FAILED
+ * (anything else, or no answer). `errno` stays for the log (0: no errno).
+ */
+export class NetlinkError extends HostlbError {
   constructor(message: string, readonly errno: number) {
-    super(message);
-    this.name = 'NetlinkError';
+    super(codeOf(errno), message);
   }
+}
+
+function codeOf(errno: number): string {
+  switch (errno) {
+    case 1: return 'NEEDS_NET_ADMIN';
+    case 2: return 'NETLINK_NOT_FOUND';
+    case 16: return 'NETLINK_QUEUE_BUSY';
+    case 95: case 97: return 'NETLINK_UNSUPPORTED';
+    default: return 'NETLINK_FAILED';
+  }
+}
+
+/** How request() treats a message the kernel refused because its entry is not there (a delete of an entry already gone). */
+export interface RequestOptions {
+  /** ENOENT is an answer, not a failure. */
+  absentOk?: boolean;
+  /** Messages read meanwhile that are not acknowledgments (events, a GET's answer). */
+  other?: (m: MessageReader, view: DataView) => void;
 }
 
 export class NetlinkSocket {
@@ -29,10 +55,17 @@ export class NetlinkSocket {
   private readonly writeLengths = new Uint32Array(1);
   private closed = false;
 
-  /** Opens a NETLINK_NETFILTER socket joined to `groups`. Throws the addon's system error (EPERM without CAP_NET_ADMIN). */
+  /** Opens a NETLINK_NETFILTER socket joined to `groups`. Throws NetlinkError (NEEDS_NET_ADMIN without CAP_NET_ADMIN). */
   constructor(groups: number[], options: { slots: number; slotSize: number; receiveBuffer: number }) {
     this.addon = loadTunAddon();
-    const { fd, portId } = this.addon.netlinkOpen(NETLINK_NETFILTER, groups, options.receiveBuffer);
+    let opened: { fd: number; portId: number };
+    try {
+      opened = this.addon.netlinkOpen(NETLINK_NETFILTER, groups, options.receiveBuffer);
+    } catch (e) {
+      const errno = Math.abs((e as NativeSystemError).errno ?? 0);
+      throw new NetlinkError(`open a netfilter netlink socket: ${errno !== 0 ? errnoText(errno) : (e as Error).message}`, errno);
+    }
+    const { fd, portId } = opened;
     this.fd = fd;
     this.portId = portId;
     this.buffer = new Uint8Array(options.slots * options.slotSize);
@@ -73,38 +106,22 @@ export class NetlinkSocket {
   /**
    * Writes a request whose messages ask for acknowledgments and checks the
    * answers. Other messages read meanwhile (events) are handed to `other`.
-   * Throws NetlinkError with the kernel's errno when a message was refused.
+   * Throws NetlinkError when a message was refused (an absent entry too,
+   * unless options.absentOk) or went unanswered.
    */
-  request(w: NetlinkWriter, seqs: readonly number[], what: string, other?: (m: MessageReader, view: DataView) => void): void {
-    if (!this.write(w)) throw new NetlinkError(`${what}: the kernel did not take the request`, 0);
-    const waiting = new Set(seqs);
-    const m = new MessageReader();
-    for (let round = 0; waiting.size > 0 && round < 64; round++) {
-      const n = this.read();
-      if (n === 0) break;
-      for (let i = 0; i < n; i++) {
-        m.reset(this.buffer, this.view, this.offsets[i], this.offsets[i] + this.lengths[i]);
-        while (m.next()) {
-          if (m.type === NLMSG_ERROR && waiting.has(m.seq)) {
-            const code = m.errorCode();
-            waiting.delete(m.seq);
-            if (code < 0) throw new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
-          } else if (other) {
-            other(m, this.view);
-          }
-        }
-      }
-    }
-    if (waiting.size > 0) throw new NetlinkError(`${what}: no answer from the kernel`, 0);
+  request(w: NetlinkWriter, seqs: readonly number[], what: string, options: RequestOptions = {}): void {
+    const failed = this.requestAll(w, seqs, what, options);
+    if (failed !== null) throw failed;
   }
 
   /**
    * Like request(), for a batch whose messages may fail one by one: reads
-   * every answer, and returns the first error other than `tolerated` (an
-   * errno, e.g. ENOENT for a delete of an entry already gone), or null.
-   * Messages with data (a GET's answer) go to `other`.
+   * every answer, and returns the first failure (see RequestOptions for an
+   * absent entry), or null. Messages with data (a GET's answer) go to
+   * options.other.
    */
-  requestAll(w: NetlinkWriter, seqs: readonly number[], what: string, tolerated: number, other?: (m: MessageReader, view: DataView) => void): NetlinkError | null {
+  requestAll(w: NetlinkWriter, seqs: readonly number[], what: string, options: RequestOptions = {}): NetlinkError | null {
+    const { absentOk = false, other } = options;
     if (!this.write(w)) return new NetlinkError(`${what}: the kernel did not take the request`, 0);
     const waiting = new Set(seqs);
     const m = new MessageReader();
@@ -122,7 +139,7 @@ export class NetlinkSocket {
           }
           const code = m.errorCode();
           waiting.delete(m.seq);
-          if (code < 0 && -code !== tolerated && first === null) first = new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
+          if (code < 0 && !(absentOk && -code === ENOENT) && first === null) first = new NetlinkError(`${what}: ${errnoText(-code)}`, -code);
         }
       }
     }
@@ -169,6 +186,8 @@ export class NetlinkSocket {
     this.addon.close(this.fd);
   }
 }
+
+const ENOENT = 2;
 
 const ERRNO: Record<number, string> = {
   1: 'EPERM (operation not permitted: hostlb needs CAP_NET_ADMIN)', 2: 'ENOENT (no such entry)', 16: 'EBUSY (another process has bound this queue: choose another netfilter.queue)',

@@ -52,6 +52,21 @@ export class Ipv4Packet {
     return WireError.None;
   }
 
+  /**
+   * Checked constructor for a packet of which only the first `copied` bytes
+   * are at hand (NFQUEUE copies a packet's head): the version and a whole
+   * header must be there; the total length may lie beyond the copy. Never throws.
+   */
+  wrapHead(buf: Uint8Array, off: number, copied: number): WireError {
+    this.buf = buf;
+    this.off = off;
+    if (copied < IPV4_HEADER_LEN || off < 0 || off + copied > buf.length) return WireError.Truncated;
+    if (buf[off] >>> 4 !== 4) return WireError.BadVersion;
+    const headerLen = (buf[off] & 0x0f) << 2;
+    if (headerLen < IPV4_HEADER_LEN) return WireError.BadHeaderLen;
+    return headerLen > copied ? WireError.Truncated : WireError.None;
+  }
+
   get headerLen(): number { return (this.buf[this.off] & 0x0f) << 2; }
   get dscpEcn(): number { return this.buf[this.off + 1]; }
   get totalLen(): number { return read16(this.buf, this.off + IPV4_TOTAL_LEN); }

@@ -41,14 +41,8 @@ export class Ipv6Packet {
 
   /** Checked constructor: points the view at `buf[off, off + len)` and walks the chain. Never throws. */
   wrap(buf: Uint8Array, off: number, len: number): WireError {
-    this.buf = buf;
-    this.off = off;
-    this.fragmentHeaderOffset = -1;
-    this.transportProtocol = IPV6_NO_NEXT_HEADER;
-    this.transportOffset = off + IPV6_HEADER_LEN;
-    this.nextHeaderFieldOffset = off + IPV6_NEXT_HEADER;
-    if (len < IPV6_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
-    if (buf[off] >>> 4 !== 6) return WireError.BadVersion;
+    const fixed = this.wrapFixed(buf, off, len);
+    if (fixed !== WireError.None) return fixed;
     const end = off + IPV6_HEADER_LEN + read16(buf, off + IPV6_PAYLOAD_LEN);
     if (end > off + len) return WireError.Truncated;
 
@@ -80,6 +74,32 @@ export class Ipv6Packet {
     this.transportProtocol = next;
     this.transportOffset = at;
     this.nextHeaderFieldOffset = fieldAt;
+    return WireError.None;
+  }
+
+  /**
+   * Checked constructor for a packet of which only the first `copied` bytes
+   * are at hand (NFQUEUE copies a packet's head): the version and the fixed
+   * header must be there. The extension chain is not walked (it may run past
+   * the copy): `transportProtocol` is the fixed header's next header and
+   * `transportOffset` follows the fixed header. Never throws.
+   */
+  wrapHead(buf: Uint8Array, off: number, copied: number): WireError {
+    const fixed = this.wrapFixed(buf, off, copied);
+    if (fixed === WireError.None) this.transportProtocol = buf[off + IPV6_NEXT_HEADER];
+    return fixed;
+  }
+
+  /** Points the view at `buf[off…]` with no chain walked yet; checks the version and that `len` bytes hold the fixed header. */
+  private wrapFixed(buf: Uint8Array, off: number, len: number): WireError {
+    this.buf = buf;
+    this.off = off;
+    this.fragmentHeaderOffset = -1;
+    this.transportProtocol = IPV6_NO_NEXT_HEADER;
+    this.transportOffset = off + IPV6_HEADER_LEN;
+    this.nextHeaderFieldOffset = off + IPV6_NEXT_HEADER;
+    if (len < IPV6_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
+    if (buf[off] >>> 4 !== 6) return WireError.BadVersion;
     return WireError.None;
   }
 

@@ -1,7 +1,8 @@
 // The admin API's contract, over its unix socket (and the TCP listener): every
 // endpoint's answer, every error's status, code and field, that a rejected
 // change and any GET change nothing, who may connect, and that /metrics is
-// valid Prometheus text whose counters match the traffic a FakeInstance pushed.
+// valid Prometheus text whose counters match the traffic pushed through a real
+// instance over a MemoryLink (test/support/memory-hostlb.ts).
 
 import { validateConfig } from '../../src/control/config-file.js';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -10,19 +11,21 @@ import { execFile } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/control/config-file.js';
+import type { DataPlane } from '../../src/dataplane/data-plane.js';
+import { checkpointPath } from '../../src/dataplane/tun/tun-plane.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
-import { listingCounters, type ConnectionInfo, type ConnectionPage } from '../../src/dispatch/record-view.js';
+import { ConnectionPage, listingCounters, type ConnectionFilter } from '../../src/dispatch/record-view.js';
 import { checkNoNewExec } from '../../src/control/api/exec-guard.js';
 import { ApiError } from '../../src/control/api/api-error.js';
 import { parseConfig } from '../../src/control/config-file.js';
 import {
-  TEST_CONFIG, TEST_TOKEN, startFakeHostlb, type ApiAnswer, type FakeHostlb, type StartOptions,
-} from '../support/fake-instance.js';
+  TEST_CONFIG, TEST_TOKEN, startMemoryHostlb, type ApiAnswer, type MemoryHostlb,
+} from '../support/memory-hostlb.js';
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -58,33 +61,45 @@ function assertOk(r: ApiAnswer, status = 200): Record<string, unknown> {
   return r.body as Record<string, unknown>;
 }
 
-async function getJson(s: FakeHostlb, path: string): Promise<Record<string, unknown>> {
+async function getJson(s: MemoryHostlb, path: string): Promise<Record<string, unknown>> {
   return assertOk(await s.call('GET', path));
 }
 
-/** Everything a reader can see: config, counters, connections, clusters and status (minus the clock). */
-async function snapshot(s: FakeHostlb): Promise<unknown> {
+/** What the health layer shows of each daemon in /v1/clusters, from its advisors' probes, supervisors and manager. */
+const HEALTH_FIELDS = ['state', 'effectiveWeight', 'reason', 'advisor', 'responseMs'];
+
+/**
+ * Everything a reader can see: config, counters, connections, clusters and
+ * status (minus the clock). `omitHealth`: without HEALTH_FIELDS, for a
+ * configuration whose advisors probe and whose supervised daemons come and go
+ * on their own clock.
+ */
+async function snapshot(s: MemoryHostlb, omitHealth = false): Promise<unknown> {
   const status = await getJson(s, '/v1/status');
   delete status.uptimeSeconds;
+  const clusters = await getJson(s, '/v1/clusters') as { clusters: { ports: { daemons: Record<string, unknown>[] }[] }[] };
+  if (omitHealth) {
+    for (const c of clusters.clusters) for (const p of c.ports) for (const d of p.daemons) for (const k of HEALTH_FIELDS) delete d[k];
+  }
   return {
     config: await getJson(s, '/v1/config'),
     counters: await getJson(s, '/v1/counters'),
     connections: await getJson(s, '/v1/connections?limit=10000'),
-    clusters: await getJson(s, '/v1/clusters'),
+    clusters,
     status,
   };
 }
 
 interface ConnView { id: number; protocol: string; client: string; cluster: string; daemon: string; state: string }
 
-async function connections(s: FakeHostlb, query = ''): Promise<{ total: number; offset: number; connections: ConnView[] }> {
+async function connections(s: MemoryHostlb, query = ''): Promise<{ total: number; offset: number; connections: ConnView[] }> {
   return await getJson(s, `/v1/connections${query}`) as unknown as { total: number; offset: number; connections: ConnView[] };
 }
 
 interface DaemonView { address: string; weight: number; state: string; newFlows: number; activeFlows: number; packetsIn: number; packetsOut: number; bytesIn: number; bytesOut: number }
 interface PortView { port: number; protocol: string; scheduler: string; drops: Record<string, number>; daemons: DaemonView[] }
 
-async function ports(s: FakeHostlb): Promise<Map<string, PortView>> {
+async function ports(s: MemoryHostlb): Promise<Map<string, PortView>> {
   const { clusters } = await getJson(s, '/v1/clusters') as { clusters: { address: string; ports: PortView[] }[] };
   const out = new Map<string, PortView>();
   for (const c of clusters) for (const p of c.ports) out.set(`${c.address} ${p.port}/${p.protocol}`, p);
@@ -102,36 +117,32 @@ function runAs(uid: number, script: string, args: string[]): Promise<string> {
 
 const isRoot = process.getuid?.() === 0;
 
+/** The link's counters as the plane keeps them. */
+function linkCounters(s: MemoryHostlb): { read: number | null; written: number | null; refused: number | null } {
+  const plane = s.instance.plane;
+  return { read: plane.counter('link.read'), written: plane.counter('link.written'), refused: plane.counter('link.refused') };
+}
+
 /**
- * A stack whose config names a stateDir of its own (config save may write
- * there); `config` is TEST_CONFIG-shaped text, its stateDir line replaced.
+ * The names in a stack's stateDir, less the table checkpoint the TUN plane
+ * writes there on its own every table.checkpoint seconds (5 by default).
  */
-async function startWithStateDir(options: StartOptions = {}): Promise<FakeHostlb & { state: string }> {
-  const state = mkdtempSync(join(tmpdir(), 'hostlb-state-'));
-  const text = (options.config ?? TEST_CONFIG).replace('stateDir: /run/hostlb-test', `stateDir: ${state}`);
-  assert.ok(text.includes(state), 'the config names the state directory');
-  const s = await startFakeHostlb({ ...options, config: text });
-  return Object.assign(s, {
-    state,
-    close: () => {
-      s.admin.close();
-      rmSync(s.dir, { recursive: true, force: true });
-      rmSync(state, { recursive: true, force: true });
-    },
-  });
+function stateFiles(s: MemoryHostlb): string[] {
+  const checkpoint = basename(checkpointPath(s.instance.config));
+  return readdirSync(s.state).filter((name) => name !== checkpoint).sort();
 }
 
 // ---------------------------------------------------------------------------
 // Reads
 
 describe('admin API: reads', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb({ traffic: true }); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ traffic: true }); });
   after(() => s.close());
 
   it('GET /v1/status describes the instance, the table and the traffic', async () => {
     const body = await getJson(s, '/v1/status');
-    const { expected } = s.fake;
+    const { expected } = s.traffic;
     assert.equal(typeof body.uptimeSeconds, 'number');
     assert.ok((body.uptimeSeconds as number) >= 0);
     delete body.uptimeSeconds;
@@ -161,7 +172,7 @@ describe('admin API: reads', () => {
     const daemons = [...all.values()].flatMap((p) => p.daemons);
     assert.deepEqual(daemons.map((d) => d.address), ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:5353', '[2001:db8:2::1]:8443']);
     for (const d of daemons) {
-      const want = s.fake.expected.daemons.get(d.address)!;
+      const want = s.traffic.expected.daemons.get(d.address)!;
       assert.ok(want, `traffic reached ${d.address}`);
       assert.equal(d.weight, 1);
       assert.equal(d.state, 'up');
@@ -289,12 +300,13 @@ describe('admin API: reads', () => {
       packets: { in: number; out: number }; drops: Record<string, number>; link: Record<string, number>;
       daemons: Record<string, Record<string, number | boolean>>;
     };
-    const { expected, plane } = s.fake;
+    const { expected } = s.traffic;
     assert.deepEqual(body.packets, { in: expected.packetsIn, out: expected.packetsOut });
     assert.deepEqual(Object.keys(body.drops), DROP_REASON_NAMES.slice(1));
     assert.equal(body.drops.no_record, 1);
     assert.equal(Object.values(body.drops).reduce((a, b) => a + b, 0), expected.dropped);
-    assert.deepEqual(body.link, { read: plane.packetsRead, written: plane.packetsWritten, refused: 0 });
+    assert.deepEqual(body.link, { read: expected.link.read, written: expected.link.written, refused: 0 });
+    assert.deepEqual(body.link, linkCounters(s));
     assert.deepEqual(Object.keys(body.daemons), [
       `${C4}:80/tcp 198.18.2.1:8080`, `${C4}:80/tcp 198.18.2.2:8080`, `${C4}:53/udp 198.18.2.3:5353`, `[${C6}]:443/tcp [2001:db8:2::1]:8443`,
     ]);
@@ -315,8 +327,8 @@ describe('admin API: reads', () => {
 
   it('a GET never changes anything, whatever it asks', async () => {
     const before = await snapshot(s);
-    const applied = s.fake.applied.length;
-    const plane = { ...s.fake.plane };
+    const applied = s.applied.length;
+    const link = linkCounters(s);
     const gets = [
       '/v1/status', '/v1/clusters', '/v1/connections', '/v1/connections?state=ESTABLISHED&limit=1&offset=1',
       '/v1/connections?state=BOGUS', '/v1/connections?port=0', '/v1/counters', '/v1/config', '/v1/config?format=yaml',
@@ -331,8 +343,8 @@ describe('admin API: reads', () => {
     // A GET with a body that would be a change as a POST is still only a read.
     await s.call('GET', '/v1/clusters', { address: '198.18.100.9', ports: [{ port: 80 }] });
     assert.equal(s.stops, 0, 'GET /v1/stop does not stop');
-    assert.equal(s.fake.applied.length, applied, 'nothing was applied');
-    assert.deepEqual(s.fake.plane, plane);
+    assert.equal(s.applied.length, applied, 'nothing was applied');
+    assert.deepEqual(linkCounters(s), link);
     assert.deepEqual(await snapshot(s), before);
   });
 
@@ -371,8 +383,8 @@ describe('admin API: reads', () => {
 // Changes that succeed
 
 describe('admin API: changes', () => {
-  let s: FakeHostlb;
-  beforeEach(async () => { s = await startFakeHostlb({ traffic: true }); });
+  let s: MemoryHostlb;
+  beforeEach(async () => { s = await startMemoryHostlb({ traffic: true }); });
   afterEach(() => s.close());
 
   it('POST /v1/clusters adds a cluster (201), canonical address, defaults filled; DELETE removes it', async () => {
@@ -393,7 +405,7 @@ describe('admin API: changes', () => {
     assert.deepEqual((config.clusters[2] as { ports: { scheduler: string; daemons: unknown[] }[] }).ports[0].daemons, [{ address: '[2001:db8:3::1]:8443', weight: 1 }]);
     assert.equal((await getJson(s, '/v1/status')).clusters, 3);
     // New flows reach it.
-    const flow = s.fake.tcpFlow({ client: '2001:db8:1::20', clientPort: 41000, cluster: '2001:db8::200', port: 8443 });
+    const flow = await s.traffic.tcpFlow({ client: '2001:db8:1::20', clientPort: 41000, cluster: '2001:db8::200', port: 8443 });
     assert.equal(flow.daemon, '[2001:db8:3::1]:8443');
 
     const removed = assertOk(await s.call('DELETE', `/v1/clusters/${enc('2001:db8::200')}`));
@@ -403,7 +415,7 @@ describe('admin API: changes', () => {
     assert.equal((await connections(s, `?cluster=${enc('2001:db8::200')}`)).total, 1);
     const counters = await getJson(s, '/v1/counters') as { daemons: Record<string, { removed: boolean; activeFlows: number }> };
     assert.deepEqual(counters.daemons['[2001:db8::200]:8443/tcp [2001:db8:3::1]:8443'].removed, true);
-    assert.deepEqual(s.fake.applied, ['api: add cluster 2001:DB8:0::200', 'api: remove cluster 2001:db8::200']);
+    assert.deepEqual(s.applied, ['api: add cluster 2001:DB8:0::200', 'api: remove cluster 2001:db8::200']);
   });
 
   it('DELETE /v1/clusters/:address refuses to remove the last cluster (409 LAST_CLUSTER)', async () => {
@@ -422,7 +434,7 @@ describe('admin API: changes', () => {
     assert.equal(all.get(`${C4} 8080/any`)!.scheduler, 'maglev');
     assert.deepEqual(all.get(`${C4} 8080/any`)!.daemons.map((d) => [d.address, d.weight]), [['198.18.2.7:8080', 2]]);
     // `any` serves UDP too.
-    assert.equal(s.fake.udpFlow({ client: '198.18.0.20', clientPort: 6000, cluster: C4, port: 8080 }).daemon, '198.18.2.7:8080');
+    assert.equal((await s.traffic.udpFlow({ client: '198.18.0.20', clientPort: 6000, cluster: C4, port: 8080 })).daemon, '198.18.2.7:8080');
 
     assertOk(await s.call('PUT', portPath(C4, 8080, 'any'), { scheduler: 'wrr' }));
     all = await ports(s);
@@ -455,7 +467,7 @@ describe('admin API: changes', () => {
     assert.deepEqual(await weightOf(), [0, 'quiesced']);
     assertOk(await s.call('DELETE', daemonPath(C4, 80, 'tcp', d)));
     assert.equal(await weightOf(), undefined);
-    assert.deepEqual(s.fake.applied, [`api: add daemon ${d}`, `api: set daemon ${d}`, `api: quiesce daemon ${d}`, `api: remove daemon ${d}`]);
+    assert.deepEqual(s.applied, [`api: add daemon ${d}`, `api: set daemon ${d}`, `api: quiesce daemon ${d}`, `api: remove daemon ${d}`]);
   });
 
   it('a quiesced daemon keeps its flows and gets no new ones; a removed one keeps its flows until they end', async () => {
@@ -464,14 +476,14 @@ describe('admin API: changes', () => {
     const held = (await connections(s, `?daemon=${enc(busy)}`)).total;
     assert.ok(held > 0);
     assertOk(await s.call('POST', `${daemonPath(C4, 80, 'tcp', busy)}/quiesce`));
-    for (let i = 0; i < 4; i++) assert.equal(s.fake.tcpFlow({ client: '198.18.0.30', clientPort: 42000 + i, cluster: C4, port: 80 }).daemon, other);
+    for (let i = 0; i < 4; i++) assert.equal((await s.traffic.tcpFlow({ client: '198.18.0.30', clientPort: 42000 + i, cluster: C4, port: 80 })).daemon, other);
     assert.equal((await connections(s, `?daemon=${enc(busy)}`)).total, held);
-    s.flows!.established[0].data(10); // still forwarded
+    await s.flows!.established[0].data(10); // still forwarded
 
     assertOk(await s.call('DELETE', daemonPath(C4, 53, 'udp', '198.18.2.3:5353')));
     assert.deepEqual((await ports(s)).get(`${C4} 53/udp`)!.daemons, []);
     assert.equal((await connections(s, '?daemon=198.18.2.3:5353')).total, 1);
-    s.flows!.udp.data(10); // the removed daemon's flow still goes both ways
+    await s.flows!.udp.data(10); // the removed daemon's flow still goes both ways
   });
 });
 
@@ -479,8 +491,8 @@ describe('admin API: changes', () => {
 // Changes that are rejected
 
 describe('admin API: rejected changes answer a stable code and field and change nothing', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb({ traffic: true }); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ traffic: true }); });
   after(() => s.close());
 
   const P80 = portPath(C4, 80);
@@ -531,16 +543,16 @@ describe('admin API: rejected changes answer a stable code and field and change 
   for (const c of cases) {
     it(`${c.what}: ${c.method} ${c.path} → ${c.status} ${c.code}`, async () => {
       const before = await snapshot(s);
-      const applied = s.fake.applied.length;
+      const applied = s.applied.length;
       assertError(await s.call(c.method, c.path, c.body), c.status, c.code, c.field);
-      assert.equal(s.fake.applied.length, applied, 'nothing was applied');
+      assert.equal(s.applied.length, applied, 'nothing was applied');
       assert.deepEqual(await snapshot(s), before);
     });
   }
 
   it('after all of them the configuration is still the file', async () => {
     assert.deepEqual(await getJson(s, '/v1/config'), loadConfig(s.file));
-    assert.deepEqual(s.fake.applied, []);
+    assert.deepEqual(s.applied, []);
   });
 
   it('a body over 1 MiB is refused (413 BODY_TOO_LARGE) or cut off, and changes nothing', async () => {
@@ -560,16 +572,13 @@ describe('admin API: rejected changes answer a stable code and field and change 
 // config save, reload, stop
 
 describe('admin API: config save and reload', () => {
-  let s: FakeHostlb;
-  beforeEach(async () => { s = await startFakeHostlb({ traffic: true }); });
+  let s: MemoryHostlb;
+  beforeEach(async () => { s = await startMemoryHostlb({ traffic: true }); });
   afterEach(() => s.close());
 
   it('POST /v1/config/save writes the running configuration (mode 0600) as a file loadConfig accepts', async () => {
-    s.close();
-    const saving = await startWithStateDir({ traffic: true });
-    s = saving;
     assertOk(await s.call('POST', `${portPath(C4, 80)}/daemons`, { address: '198.18.2.9:8080', weight: 7 }), 201);
-    const target = join(saving.state, 'saved.yaml');
+    const target = join(s.state, 'saved.yaml');
     assert.deepEqual(assertOk(await s.call('POST', '/v1/config/save', { path: target })), { ok: true, path: target });
     assert.equal(statSync(target).mode & 0o777, 0o600);
     assert.match(readFileSync(target, 'utf8'), /^# saved by hostlb \d{4}-\d\d-\d\dT/);
@@ -586,19 +595,19 @@ describe('admin API: config save and reload', () => {
 
   it('POST /v1/config/save needs an absolute path, and a path when there is no file', async () => {
     assertError(await s.call('POST', '/v1/config/save', { path: 'relative.yaml' }), 400, 'BAD_PATH', 'path');
-    const bare = await startWithStateDir({ withFile: false });
+    const bare = await startMemoryHostlb({ withFile: false });
     try {
       assertError(await bare.call('POST', '/v1/config/save'), 400, 'NO_PATH', 'path');
       const target = join(bare.state, 'out.yaml');
       assertOk(await bare.call('POST', '/v1/config/save', { path: target }));
       assert.deepEqual(loadConfig(target), loadConfig(bare.file));
     } finally {
-      bare.close();
+      await bare.close();
     }
   });
 
   it('POST /v1/reload applies a good file and says what changed', async () => {
-    writeFileSync(s.file, TEST_CONFIG.replace('          - address: 198.18.2.2:8080\n', '          - address: 198.18.2.2:8080\n          - address: 198.18.2.4:8080\n            weight: 4\n'));
+    writeFileSync(s.file, s.yaml.replace('          - address: 198.18.2.2:8080\n', '          - address: 198.18.2.2:8080\n          - address: 198.18.2.4:8080\n            weight: 4\n'));
     const body = assertOk(await s.call('POST', '/v1/reload'));
     assert.deepEqual(body, {
       ok: true,
@@ -612,7 +621,7 @@ describe('admin API: config save and reload', () => {
 
   it('POST /v1/reload of a file with an error answers 400 naming file, line and key; the running config is unchanged', async () => {
     const before = await snapshot(s);
-    const lines = TEST_CONFIG.split('\n');
+    const lines = s.yaml.split('\n');
     const at = lines.indexOf('        scheduler: rr');
     lines.splice(at + 1, 0, '        schedular: wlc');
     writeFileSync(s.file, lines.join('\n'));
@@ -621,42 +630,42 @@ describe('admin API: config save and reload', () => {
     assert.ok(e.message.includes('clusters[0].ports[0].schedular'), e.message);
     assert.ok(e.message.includes('unknown key'), e.message);
 
-    writeFileSync(s.file, TEST_CONFIG.replace('          - address: 198.18.2.2:8080', '          - address: 198.18.2.1:8080'));
+    writeFileSync(s.file, s.yaml.replace('          - address: 198.18.2.2:8080', '          - address: 198.18.2.1:8080'));
     const dup = assertError(await s.call('POST', '/v1/reload'), 400, 'CONFIG_INVALID', 'clusters[0].ports[0].daemons[1].address');
-    assert.ok(dup.message.includes(`${s.file}:${TEST_CONFIG.split('\n').indexOf('          - address: 198.18.2.2:8080') + 1}:`), dup.message);
+    assert.ok(dup.message.includes(`${s.file}:${s.yaml.split('\n').indexOf('          - address: 198.18.2.2:8080') + 1}:`), dup.message);
 
-    writeFileSync(s.file, TEST_CONFIG.replace('    ports:\n      - port: 80', '    ports:\n      - port: [80'));
+    writeFileSync(s.file, s.yaml.replace('    ports:\n      - port: 80', '    ports:\n      - port: [80'));
     const syntax = assertError(await s.call('POST', '/v1/reload'), 400, 'CONFIG_SYNTAX');
     assert.match(syntax.message, new RegExp(`^${s.file.replace(/[.]/g, '\\.')}:\\d+: `));
 
     rmSync(s.file);
     assertError(await s.call('POST', '/v1/reload'), 400, 'CONFIG_UNREADABLE');
 
-    assert.deepEqual(s.fake.applied, []);
+    assert.deepEqual(s.applied, []);
     assert.deepEqual(await snapshot(s), before);
   });
 
   it('POST /v1/reload of a file that changes device or table.capacity answers 409 CONFIG_NEEDS_RESTART and changes nothing', async () => {
     const before = await snapshot(s);
-    writeFileSync(s.file, TEST_CONFIG.replace('device: hlbtest0', 'device: hlbtest1'));
+    writeFileSync(s.file, s.yaml.replace('device: hlbtest0', 'device: hlbtest1'));
     const e = assertError(await s.call('POST', '/v1/reload'), 409, 'CONFIG_NEEDS_RESTART', 'device');
     assert.ok(e.message.includes('hlbtest1') && e.message.includes('restart'), e.message);
-    writeFileSync(s.file, TEST_CONFIG.replace('capacity: 1024', 'capacity: 2048'));
+    writeFileSync(s.file, s.yaml.replace('capacity: 1024', 'capacity: 2048'));
     assertError(await s.call('POST', '/v1/reload'), 409, 'CONFIG_NEEDS_RESTART', 'table.capacity');
-    writeFileSync(s.file, `${TEST_CONFIG}admin:\n  socket: /run/other.sock\n`);
+    writeFileSync(s.file, `${s.yaml}admin:\n  socket: /run/other.sock\n`);
     assertError(await s.call('POST', '/v1/reload'), 409, 'CONFIG_NEEDS_RESTART', 'admin');
-    assert.deepEqual(s.fake.applied, []);
+    assert.deepEqual(s.applied, []);
     assert.deepEqual(await snapshot(s), before);
   });
 
   it('POST /v1/reload without a config file answers 409 NO_CONFIG_FILE', async () => {
-    const bare = await startFakeHostlb({ withFile: false });
+    const bare = await startMemoryHostlb({ withFile: false });
     try {
       const before = await snapshot(bare);
       assertError(await bare.call('POST', '/v1/reload'), 409, 'NO_CONFIG_FILE');
       assert.deepEqual(await snapshot(bare), before);
     } finally {
-      bare.close();
+      await bare.close();
     }
   });
 });
@@ -664,7 +673,13 @@ describe('admin API: config save and reload', () => {
 // ---------------------------------------------------------------------------
 // Programs come only from the configuration file
 
-/** TEST_CONFIG plus what makes hostlb run programs: an exec advisor on 80/tcp, a supervised 8080/tcp with an env, and an admin token. */
+/**
+ * TEST_CONFIG plus what makes hostlb run programs: an exec advisor on 80/tcp,
+ * a supervised 8080/tcp with an env, and an admin token. The instance runs
+ * them: the advisor probes with /bin/true every 2 s, the supervisor starts
+ * /bin/true (again, as it exits) and probes its daemons, so what /v1/clusters
+ * shows of their health moves on its own (snapshot(s, true) leaves it out).
+ */
 const SECRET_TOKEN = 'admin-token-never-shown-0123456789';
 const SECRET_ENV = 'env-value-never-shown-42';
 const EXEC_CONFIG = TEST_CONFIG
@@ -684,8 +699,8 @@ const EXEC_CONFIG = TEST_CONFIG
   .replace('clusters:\n', `admin:\n  token: ${SECRET_TOKEN}\nclusters:\n`);
 
 describe('admin API: programs (supervise, exec advisors) come only from the configuration file', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb({ config: EXEC_CONFIG }); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ config: EXEC_CONFIG }); });
   after(() => s.close());
 
   const SUPERVISE = { command: '/bin/sh', args: ['-c', 'id > /tmp/pwned'], instances: 1, host: '198.18.3.9', port: 9000 };
@@ -701,15 +716,15 @@ describe('admin API: programs (supervise, exec advisors) come only from the conf
   ];
   for (const c of cases) {
     it(`${c.what}: 403 API_EXEC_FORBIDDEN naming the key; nothing changes`, async () => {
-      const before = await snapshot(s);
-      const applied = s.fake.applied.length;
-      const running = s.fake.config;
+      const before = await snapshot(s, true);
+      const applied = s.applied.length;
+      const running = s.instance.config;
       const e = assertError(await s.call('POST', c.path, c.body), 403, 'API_EXEC_FORBIDDEN', c.field);
       assert.ok(e.message.startsWith(`${c.field}: `), e.message);
       assert.match(e.message, /configuration file and reload/);
-      assert.equal(s.fake.applied.length, applied, 'nothing was applied');
-      assert.equal(s.fake.config, running, 'the running configuration is the same object');
-      assert.deepEqual(await snapshot(s), before);
+      assert.equal(s.applied.length, applied, 'nothing was applied');
+      assert.equal(s.instance.config, running, 'the running configuration is the same object');
+      assert.deepEqual(await snapshot(s, true), before);
     });
   }
 
@@ -721,7 +736,7 @@ describe('admin API: programs (supervise, exec advisors) come only from the conf
     assertOk(await s.call('DELETE', daemonPath(C4, 80, 'tcp', '198.18.2.9:8080')));
     assertOk(await s.call('POST', P, { port: 9100, advisor: { type: 'http', path: '/health' }, daemons: [{ address: '198.18.2.7:9100', advisor: { timeout: 0.5 } }] }), 201);
     assertOk(await s.call('POST', '/v1/clusters', { address: '198.18.100.9', ports: [{ port: 80, daemons: [{ address: '198.18.4.1:80' }] }] }), 201);
-    const config = s.fake.config;
+    const config = s.instance.config;
     const p80 = config.clusters[0].ports[0];
     assert.equal(p80.daemons[0].weight, 4);
     assert.deepEqual(p80.advisor?.args, ['probe'], 'the exec advisor is still the file\'s');
@@ -729,13 +744,13 @@ describe('admin API: programs (supervise, exec advisors) come only from the conf
     assert.deepEqual(config.clusters[0].ports[1].supervise?.env, { API_KEY: SECRET_ENV });
     // Taking a program away is allowed: it runs fewer programs.
     assertOk(await s.call('DELETE', portPath(C4, 8080)));
-    assert.equal(s.fake.config.clusters[0].ports.some((p) => p.supervise), false);
+    assert.equal(s.instance.config.clusters[0].ports.some((p) => p.supervise), false);
   });
 
   it('a reload may add programs: the file is where they belong', async () => {
-    writeFileSync(s.file, EXEC_CONFIG.replace('          port: 8080\n', '          port: 8080\n          args: [--verbose]\n'));
+    writeFileSync(s.file, s.yaml.replace('          port: 8080\n', '          port: 8080\n          args: [--verbose]\n'));
     assertOk(await s.call('POST', '/v1/reload'));
-    assert.deepEqual(s.fake.config.clusters[0].ports[1].supervise?.args, ['--verbose']);
+    assert.deepEqual(s.instance.config.clusters[0].ports[1].supervise?.args, ['--verbose']);
   });
 });
 
@@ -783,8 +798,8 @@ describe('exec guard: a whole new configuration (what a PUT of the config would 
 // Secrets and where a save may write
 
 describe('admin API: the token and supervise.env stay in the file', () => {
-  let s: FakeHostlb & { state: string };
-  beforeEach(async () => { s = await startWithStateDir({ config: EXEC_CONFIG }); });
+  let s: MemoryHostlb;
+  beforeEach(async () => { s = await startMemoryHostlb({ config: EXEC_CONFIG }); });
   afterEach(() => s.close());
 
   it('GET /v1/config redacts admin.token and the values of supervise.env, as JSON and as YAML', async () => {
@@ -800,13 +815,13 @@ describe('admin API: the token and supervise.env stay in the file', () => {
     assert.deepEqual(shown.clusters[0].ports[1].supervise?.env, { API_KEY: '(redacted)' }, 'names stay, values go');
     assert.deepEqual(parseYaml(yaml.text), shown);
     // The running configuration itself still has them.
-    assert.equal(s.fake.config.admin.token, SECRET_TOKEN);
+    assert.equal(s.instance.config.admin.token, SECRET_TOKEN);
   });
 
   it('a save to the running file keeps the token and env as the file has them; a save elsewhere holds neither', async () => {
     assertOk(await s.call('PUT', daemonPath(C4, 80, 'tcp', '198.18.2.2:8080'), { weight: 3 }));
     assertOk(await s.call('POST', '/v1/config/save'));
-    assert.deepEqual(loadConfig(s.file), s.fake.config, 'the file has the change, and the token and env it had');
+    assert.deepEqual(loadConfig(s.file), s.instance.config, 'the file has the change, and the token and env it had');
     assert.ok(readFileSync(s.file, 'utf8').includes(SECRET_TOKEN));
 
     const other = join(s.state, 'copy.yaml');
@@ -822,14 +837,14 @@ describe('admin API: the token and supervise.env stay in the file', () => {
 });
 
 describe('admin API: config save writes only its own files, never through a link', () => {
-  let s: FakeHostlb & { state: string };
+  let s: MemoryHostlb;
   let outside: string;
   beforeEach(async () => {
-    s = await startWithStateDir();
+    s = await startMemoryHostlb();
     outside = mkdtempSync(join(tmpdir(), 'hostlb-outside-'));
   });
-  afterEach(() => {
-    s.close();
+  afterEach(async () => {
+    await s.close();
     rmSync(outside, { recursive: true, force: true });
   });
 
@@ -865,7 +880,7 @@ describe('admin API: config save writes only its own files, never through a link
     symlinkSync(join(outside, 'real.yaml'), s.file);
     assertError(await s.call('POST', '/v1/config/save'), 409, 'SAVE_TARGET_SYMLINK', 'path');
     assert.equal(readFileSync(join(outside, 'real.yaml'), 'utf8'), fileText);
-    assert.deepEqual(readdirSync(s.state).sort(), ['link.yaml'], 'no temporary file left behind');
+    assert.deepEqual(stateFiles(s), ['link.yaml'], 'no temporary file left behind');
   });
 
   it('the saved file is mode 0600 even over a file that was 0644, and no temporary file is left', async () => {
@@ -874,10 +889,10 @@ describe('admin API: config save writes only its own files, never through a link
     chmodSync(target, 0o644);
     assertOk(await s.call('POST', '/v1/config/save', { path: target }));
     assert.equal(statSync(target).mode & 0o777, 0o600);
-    assert.deepEqual(loadConfig(target), s.fake.config);
+    assert.deepEqual(loadConfig(target), s.instance.config);
     assertOk(await s.call('POST', '/v1/config/save'));
     assert.equal(statSync(s.file).mode & 0o777, 0o600);
-    assert.deepEqual(readdirSync(s.state), ['saved.yaml']);
+    assert.deepEqual(stateFiles(s), ['saved.yaml']);
     assert.deepEqual(readdirSync(s.dir).sort(), ['admin.sock', 'hostlb.yaml']);
   });
 });
@@ -910,7 +925,7 @@ async function until(done: () => boolean): Promise<void> {
 
 describe('admin API: limits on clients', () => {
   it('both listeners cap connections and the time to send a request', async () => {
-    const s = await startFakeHostlb({ tcp: true });
+    const s = await startMemoryHostlb({ tcp: true });
     try {
       assert.equal(s.admin.listeners.length, 2);
       for (const l of s.admin.listeners) {
@@ -919,12 +934,12 @@ describe('admin API: limits on clients', () => {
         assert.ok(l.requestTimeout > 0 && l.requestTimeout <= 60_000, `requestTimeout ${l.requestTimeout}`);
       }
     } finally {
-      s.close();
+      await s.close();
     }
   });
 
   it('a connection over maxConnections is closed unanswered; a half-sent request is cut off; then it answers again', async () => {
-    const s = await startFakeHostlb({ limits: { maxConnections: 2, headersTimeoutMs: 300, requestTimeoutMs: 300, checkIntervalMs: 50 } });
+    const s = await startMemoryHostlb({ limits: { maxConnections: 2, headersTimeoutMs: 300, requestTimeoutMs: 300, checkIntervalMs: 50 } });
     try {
       const closed = (c: Socket): Promise<string> => new Promise((resolve) => {
         let text = '';
@@ -945,12 +960,12 @@ describe('admin API: limits on clients', () => {
       for (const text of await Promise.all(heldClosed)) assert.ok(text === '' || text.startsWith('HTTP/1.1 408'), text);
       assertOk(await s.call('GET', '/v1/status'));
     } finally {
-      s.close();
+      await s.close();
     }
   });
 
   it('event-stream clients over the cap get 503 TOO_MANY_EVENT_CLIENTS as JSON; a freed place is taken again', async () => {
-    const s = await startFakeHostlb({ health: true, limits: { maxEventClients: 2 } });
+    const s = await startMemoryHostlb({ limits: { maxEventClients: 2 } });
     const open: Socket[] = [];
     try {
       for (let i = 0; i < 2; i++) {
@@ -972,20 +987,20 @@ describe('admin API: limits on clients', () => {
       assert.equal(s.admin.eventStreams.clients, 2);
     } finally {
       for (const c of open) c.destroy();
-      s.close();
+      await s.close();
     }
   });
 
   it('a client that does not read its event stream is dropped once its unsent bytes pass the limit; others keep theirs', async () => {
     const LIMIT = 64 * 1024;
-    const s = await startFakeHostlb({ health: true, limits: { maxEventBuffer: LIMIT } });
+    const s = await startMemoryHostlb({ limits: { maxEventBuffer: LIMIT } });
     try {
       const slow = await openStream(s.socket);
       slow.socket.pause(); // reads nothing more: the kernel's buffers fill, then hostlb's
       const fast = await openStream(s.socket);
       let fastBytes = 0;
       fast.socket.on('data', (c: Buffer) => { fastBytes += c.length; });
-      const events = s.fake.health!.events;
+      const events = s.instance.health.events;
       const reason = 'x'.repeat(1000);
       let sent = 0;
       let sentBytes = 0;
@@ -1008,14 +1023,14 @@ describe('admin API: limits on clients', () => {
       fast.socket.destroy();
       slow.socket.destroy();
     } finally {
-      s.close();
+      await s.close();
     }
   });
 
   it('an error on a listener (EMFILE on accept) is logged, and both listeners still answer', async () => {
     const lines: string[] = [];
     const logger = pino({ level: 'error' }, new Writable({ write(chunk: Buffer, _e, done) { lines.push(chunk.toString()); done(); } }));
-    const s = await startFakeHostlb({ tcp: true, logger });
+    const s = await startMemoryHostlb({ tcp: true, logger });
     try {
       for (const l of s.admin.listeners) {
         l.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', errno: -24, syscall: 'accept' }));
@@ -1029,13 +1044,13 @@ describe('admin API: limits on clients', () => {
       assertOk(await s.call('GET', '/v1/status'));
       assertOk(await s.callTcp('GET', '/v1/status', undefined, TEST_TOKEN));
     } finally {
-      s.close();
+      await s.close();
     }
   });
 });
 
 /** GET /v1/events with Accept: text/event-stream, read to the end (for an answer that is not a stream). */
-function apiStream(s: FakeHostlb): Promise<ApiAnswer> {
+function apiStream(s: MemoryHostlb): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
     const c = connect(s.socket);
     let text = '';
@@ -1055,10 +1070,10 @@ function apiStream(s: FakeHostlb): Promise<ApiAnswer> {
 // Connection listing cost
 
 describe('admin API: GET /v1/connections builds only the records of the page', () => {
-  let s: FakeHostlb;
+  let s: MemoryHostlb;
   before(async () => {
-    s = await startFakeHostlb({ traffic: true });
-    for (let i = 0; i < 200; i++) s.fake.tcpFlow({ client: '198.18.0.50', clientPort: 30000 + i, cluster: C4, port: 80 });
+    s = await startMemoryHostlb({ traffic: true });
+    for (let i = 0; i < 200; i++) await s.traffic.tcpFlow({ client: '198.18.0.50', clientPort: 30000 + i, cluster: C4, port: 80 });
   });
   after(() => s.close());
 
@@ -1085,36 +1100,36 @@ describe('admin API: GET /v1/connections builds only the records of the page', (
   }
 });
 
-describe('admin API: GET /v1/connections on the netfilter plane hands it the page', () => {
-  // What NetfilterPlane.connections(page) does with a conntrack dump (root-only; covered by the
-  // integration tests): offer each entry to page.admit(), build only what it admits.
+describe('admin API: GET /v1/connections on the netfilter plane hands it the filter', () => {
+  // What NetfilterPlane.connections(filter) does with a conntrack dump (root-only; covered by the
+  // integration tests): offer each entry to a ConnectionPage's admit(), build only what it admits.
+  // The API sees this plane instead of the instance's TUN plane.
   const ENTRIES = 500;
   let built = 0;
-  const plane = {
-    connections(page?: ConnectionPage): ConnectionInfo[] {
-      const out: ConnectionInfo[] = [];
-      for (let i = 0; i < ENTRIES; i++) {
-        const v6 = i % 5 === 0;
-        const cluster = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, ...new Array<number>(10).fill(0), 0x01, 0x00]) : new Uint8Array([198, 18, 100, 1, ...new Array<number>(12).fill(0)]);
-        const client = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 1, ...new Array<number>(9).fill(0), i % 250]) : new Uint8Array([198, 18, 0, i % 250, ...new Array<number>(12).fill(0)]);
-        const state = i % 2 === 0 ? 'ESTABLISHED' : 'TIME_WAIT';
-        const daemon = i % 3 === 0 ? '198.18.2.1:8080' : '198.18.2.2:8080';
-        if (page && !page.admit(6, state, daemon, v6 ? 6 : 4, cluster, v6 ? 443 : 80, client)) continue;
-        built++;
-        out.push({
-          id: i, protocol: 'tcp', client: v6 ? `[2001:db8:1::${(i % 250).toString(16)}]:${1000 + i}` : `198.18.0.${i % 250}:${1000 + i}`,
-          cluster: v6 ? '[2001:db8::100]:443' : '198.18.100.1:80', daemon, state, reset: false,
-          created: 0, lastSeen: 0, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
-        });
-      }
-      return out;
-    },
+  const netfilterConnections = (filter: ConnectionFilter): ConnectionPage => {
+    const page = new ConnectionPage(filter);
+    for (let i = 0; i < ENTRIES; i++) {
+      const v6 = i % 5 === 0;
+      const cluster = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, ...new Array<number>(10).fill(0), 0x01, 0x00]) : new Uint8Array([198, 18, 100, 1, ...new Array<number>(12).fill(0)]);
+      const client = v6 ? new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 1, ...new Array<number>(9).fill(0), i % 250]) : new Uint8Array([198, 18, 0, i % 250, ...new Array<number>(12).fill(0)]);
+      const state = i % 2 === 0 ? 'ESTABLISHED' : 'TIME_WAIT';
+      const daemon = i % 3 === 0 ? '198.18.2.1:8080' : '198.18.2.2:8080';
+      if (!page.admit(6, state, daemon, v6 ? 6 : 4, cluster, v6 ? 443 : 80, client)) continue;
+      built++;
+      page.connections.push({
+        id: i, protocol: 'tcp', client: v6 ? `[2001:db8:1::${(i % 250).toString(16)}]:${1000 + i}` : `198.18.0.${i % 250}:${1000 + i}`,
+        cluster: v6 ? '[2001:db8::100]:443' : '198.18.100.1:80', daemon, state, reset: false,
+        created: 0, lastSeen: 0, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
+      });
+    }
+    return page;
   };
-  let s: FakeHostlb;
-  before(async () => {
-    s = await startFakeHostlb();
-    Object.assign(s.fake, { netfilter: plane });
+  /** The instance's plane with its connections() replaced. */
+  const asNetfilter = (real: DataPlane): DataPlane => new Proxy(real, {
+    get: (target, key, receiver) => (key === 'connections' ? netfilterConnections : Reflect.get(target, key, receiver) as unknown),
   });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ plane: asNetfilter }); });
   after(() => s.close());
 
   const cases: [string, number, number][] = [
@@ -1144,7 +1159,7 @@ describe('admin API: stop', () => {
     const stopCalled = new Promise<void>((resolve) => { stopped = resolve; });
     // What hostlb does on stop: close the listeners, cutting open connections. The
     // answer must already be out, or the client would see a reset instead of 202.
-    const s: FakeHostlb = await startFakeHostlb({ onStopRequested: () => { s.admin.close(); stopped(); } });
+    const s: MemoryHostlb = await startMemoryHostlb({ onStopRequested: () => { s.admin.close(); stopped(); } });
     try {
       assertOk(await s.call('POST', '/v1/reload'));
       assertOk(await s.call('GET', '/v1/status'));
@@ -1154,7 +1169,7 @@ describe('admin API: stop', () => {
       await stopCalled;
       assert.equal(s.stops, 1);
     } finally {
-      s.close();
+      await s.close();
     }
   });
 });
@@ -1211,8 +1226,8 @@ function familyOf(name: string, type: Map<string, string>): string | undefined {
 }
 
 describe('admin API: /metrics', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb({ traffic: true }); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ traffic: true }); });
   after(() => s.close());
 
   async function scrape(): Promise<ReturnType<typeof parsePrometheus>> {
@@ -1263,8 +1278,8 @@ describe('admin API: /metrics', () => {
       '198.18.2.3:5353': { cluster: C4, port: '53', protocol: 'udp' },
       '[2001:db8:2::1]:8443': { cluster: C6, port: '443', protocol: 'tcp' },
     };
-    assert.equal(s.fake.expected.daemons.size, 4);
-    for (const [daemon, want] of s.fake.expected.daemons) {
+    assert.equal(s.traffic.expected.daemons.size, 4);
+    for (const [daemon, want] of s.traffic.expected.daemons) {
       const labels = { ...ports[daemon], daemon };
       assert.equal(value(samples, 'hostlb_daemon_new_flows_total', labels), want.newFlows, daemon);
       assert.equal(value(samples, 'hostlb_daemon_active_flows', labels), want.newFlows, daemon);
@@ -1278,21 +1293,21 @@ describe('admin API: /metrics', () => {
     assert.equal(value(samples, 'hostlb_port_scheduler_decisions_total', { cluster: C4, port: '80', protocol: 'tcp', scheduler: 'rr', result: 'none' }), 0);
     assert.equal(value(samples, 'hostlb_port_drops_total', { cluster: C4, port: '80', protocol: 'tcp', reason: 'no_record' }), 1);
     assert.equal(value(samples, 'hostlb_drops_total', { reason: 'no_record' }), 1);
-    assert.equal(samples.filter((x) => x.name === 'hostlb_drops_total').reduce((a, x) => a + x.value, 0), s.fake.expected.dropped);
+    assert.equal(samples.filter((x) => x.name === 'hostlb_drops_total').reduce((a, x) => a + x.value, 0), s.traffic.expected.dropped);
     assert.equal(value(samples, 'hostlb_table_records', {}), 6);
     assert.equal(value(samples, 'hostlb_table_capacity', {}), 1024);
     assert.equal(value(samples, 'hostlb_table_evictions_total', {}), 0);
-    assert.equal(value(samples, 'hostlb_link_packets_total', { direction: 'read' }), s.fake.plane.packetsRead);
-    assert.equal(value(samples, 'hostlb_link_packets_total', { direction: 'written' }), s.fake.plane.packetsWritten);
+    assert.equal(value(samples, 'hostlb_link_packets_total', { direction: 'read' }), s.traffic.expected.link.read);
+    assert.equal(value(samples, 'hostlb_link_packets_total', { direction: 'written' }), s.traffic.expected.link.written);
 
     // More traffic shows in the next scrape: counters only go up.
-    s.flows!.v6.data(50);
-    s.fake.tcpFlow({ client: '2001:db8:1::11', clientPort: 40500, cluster: C6, port: 443 });
+    await s.flows!.v6.data(50);
+    await s.traffic.tcpFlow({ client: '2001:db8:1::11', clientPort: 40500, cluster: C6, port: 443 });
     const next = (await scrape()).samples;
     const v6 = { cluster: C6, port: '443', protocol: 'tcp', daemon: '[2001:db8:2::1]:8443' };
     assert.equal(value(next, 'hostlb_daemon_new_flows_total', v6), 2);
-    assert.equal(value(next, 'hostlb_daemon_packets_total', { ...v6, direction: 'in' }), s.fake.expected.daemons.get(v6.daemon)!.packetsIn);
-    assert.equal(value(next, 'hostlb_daemon_packets_total', { ...v6, direction: 'out' }), s.fake.expected.daemons.get(v6.daemon)!.packetsOut);
+    assert.equal(value(next, 'hostlb_daemon_packets_total', { ...v6, direction: 'in' }), s.traffic.expected.daemons.get(v6.daemon)!.packetsIn);
+    assert.equal(value(next, 'hostlb_daemon_packets_total', { ...v6, direction: 'out' }), s.traffic.expected.daemons.get(v6.daemon)!.packetsOut);
   });
 
   it('a removed daemon that still holds flows keeps being reported, without a weight', async () => {
@@ -1305,7 +1320,7 @@ describe('admin API: /metrics', () => {
   });
 
   it('a daemon removed while it holds a flow and added back reports that flow', async () => {
-    const other = await startFakeHostlb({ traffic: true });
+    const other = await startMemoryHostlb({ traffic: true });
     try {
       const d = '198.18.2.3:5353';
       assertOk(await other.call('DELETE', daemonPath(C4, 53, 'udp', d)));
@@ -1315,7 +1330,7 @@ describe('admin API: /metrics', () => {
       const counters = await getJson(other, '/v1/counters') as { daemons: Record<string, { activeFlows: number }> };
       assert.equal(counters.daemons[`${C4}:53/udp ${d}`].activeFlows, 1);
     } finally {
-      other.close();
+      await other.close();
     }
   });
 });
@@ -1324,8 +1339,8 @@ describe('admin API: /metrics', () => {
 // Who may connect
 
 describe('admin API: TCP listener with a bearer token', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb({ tcp: true, traffic: true }); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb({ tcp: true, traffic: true }); });
   after(() => s.close());
 
   it('without the token, or with a wrong one, every request answers 401 UNAUTHORIZED and changes nothing', async () => {
@@ -1344,7 +1359,7 @@ describe('admin API: TCP listener with a bearer token', () => {
       }
     }
     assert.equal(s.stops, 0);
-    assert.deepEqual(s.fake.applied, []);
+    assert.deepEqual(s.applied, []);
     assert.throws(() => statSync(join(s.dir, 'stolen.yaml')), /ENOENT/);
     assert.deepEqual(await snapshot(s), before);
   });
@@ -1363,8 +1378,8 @@ describe('admin API: TCP listener with a bearer token', () => {
 });
 
 describe('admin API: the unix socket admits only its owner', () => {
-  let s: FakeHostlb;
-  before(async () => { s = await startFakeHostlb(); });
+  let s: MemoryHostlb;
+  before(async () => { s = await startMemoryHostlb(); });
   after(() => s.close());
 
   const CONNECT = `const s = require('net').connect(process.argv[1]);

@@ -1,18 +1,18 @@
 // The `hostlb` command as users and scripts run it: the built CLI as a child
-// process against an AdminServer over a FakeInstance in this process. Every
+// process against an AdminServer over a real instance (over a MemoryLink:
+// test/support/memory-hostlb.ts) in this process. Every
 // client command with and without --json, the exit codes (0 done, 1 rejected,
 // 2 usage, 3 not running, 4 permission), and --help on every command.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/control/config-file.js';
-import { TEST_CONFIG, TEST_TOKEN, freePort, startFakeHostlb, type FakeHostlb } from '../support/fake-instance.js';
+import { TEST_TOKEN, freePort, startMemoryHostlb, type MemoryHostlb } from '../support/memory-hostlb.js';
 
 /** dist/test/control/ → dist/src/control/cli/main.js */
 const MAIN = fileURLToPath(new URL('../../src/control/cli/main.js', import.meta.url));
@@ -62,7 +62,7 @@ function hostlb(args: string[], options: { env?: Record<string, string>; asNobod
 }
 
 /** `hostlb --socket <s> args...`, asserting the exit code (with the output in the message). */
-async function expectExit(s: FakeHostlb | string, args: string[], code: number, options: { env?: Record<string, string>; asNobody?: boolean } = {}): Promise<Run> {
+async function expectExit(s: MemoryHostlb | string, args: string[], code: number, options: { env?: Record<string, string>; asNobody?: boolean } = {}): Promise<Run> {
   const socket = typeof s === 'string' ? s : s.socket;
   const r = await hostlb(['--socket', socket, ...args], options);
   assert.equal(r.code, code, `hostlb ${args.join(' ')} exited ${r.code}, not ${code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
@@ -73,7 +73,7 @@ async function each<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void
   await Promise.all(items.map(fn));
 }
 
-async function config(s: FakeHostlb): Promise<{ clusters: { address: string; ports: { port: number; protocol: string; scheduler: string; daemons: { address: string; weight: number }[] }[] }[] }> {
+async function config(s: MemoryHostlb): Promise<{ clusters: { address: string; ports: { port: number; protocol: string; scheduler: string; daemons: { address: string; weight: number }[] }[] }[] }> {
   const r = await s.call('GET', '/v1/config');
   assert.equal(r.status, 200);
   return r.body as Awaited<ReturnType<typeof config>>;
@@ -89,8 +89,8 @@ describe('hostlb CLI', { concurrency: true }, () => {
   // Reads
 
   describe('hostlb CLI: status, conns, config show', { concurrency: true }, () => {
-    let s: FakeHostlb;
-    before(async () => { s = await startFakeHostlb({ traffic: true }); });
+    let s: MemoryHostlb;
+    before(async () => { s = await startMemoryHostlb({ traffic: true }); });
     after(() => s.close());
 
     it('status prints a summary and a table with headers; --json the API answer', async () => {
@@ -102,8 +102,9 @@ describe('hostlb CLI', { concurrency: true }, () => {
       assertHeader(lines[3], ['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'EFFECTIVE', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT', 'WHY']);
       const rows = lines.slice(4);
       assert.equal(rows.length, 4);
-      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +1 +up +2 +2 /);
-      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +1 +up +1 +1 /);
+      // EFFECTIVE is weight × factor × ramp × 100 (the health layer's; TEST_CONFIG turns the manager and slow start off).
+      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +100 +up +2 +2 /);
+      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +100 +up +1 +1 /);
 
       for (const args of [['status', '--json']]) {
         const j = await expectExit(s, args, 0);
@@ -153,13 +154,13 @@ describe('hostlb CLI', { concurrency: true }, () => {
     plainOnly?: boolean;
     /** The line printed without --json. */
     says: string;
-    check(s: FakeHostlb): Promise<void>;
+    check(s: MemoryHostlb): Promise<void>;
   }
 
   // The keys these commands set; health and manager keys keep their defaults and are not compared.
   const core = (p: { port: number; protocol: string; scheduler: string; daemons: { address: string; weight: number }[] } | undefined) =>
     p && { port: p.port, protocol: p.protocol, scheduler: p.scheduler, daemons: p.daemons.map((d) => ({ address: d.address, weight: d.weight })) };
-  const portOf = async (s: FakeHostlb, cluster: string, port: number, protocol = 'tcp'): Promise<{ scheduler: string; daemons: { address: string; weight: number }[] } | undefined> =>
+  const portOf = async (s: MemoryHostlb, cluster: string, port: number, protocol = 'tcp'): Promise<{ scheduler: string; daemons: { address: string; weight: number }[] } | undefined> =>
     core((await config(s)).clusters.find((c) => c.address === cluster)?.ports.find((p) => p.port === port && p.protocol === protocol));
 
   const STEPS: Step[] = [
@@ -234,14 +235,10 @@ describe('hostlb CLI', { concurrency: true }, () => {
   for (const json of [false, true]) {
     // Steps build on each other: one at a time (subtests would inherit the parent's concurrency).
     describe(`hostlb CLI: every change command${json ? ' with --json' : ''}`, { concurrency: false }, () => {
-      let s: FakeHostlb;
-      // A stateDir of its own: config save may write there (and to the running file), nowhere else.
-      const state = mkdtempSync(join(tmpdir(), 'hostlb-state-'));
-      before(async () => { s = await startFakeHostlb({ traffic: true, config: TEST_CONFIG.replace('stateDir: /run/hostlb-test', `stateDir: ${state}`) }); });
-      after(() => {
-        s.close();
-        rmSync(state, { recursive: true, force: true });
-      });
+      // Its stateDir (s.state) is its own: config save may write there (and to the running file), nowhere else.
+      let s: MemoryHostlb;
+      before(async () => { s = await startMemoryHostlb({ traffic: true }); });
+      after(() => s.close());
 
       it('cluster, port and daemon commands, then reload, each exit 0 and change what they say', async () => {
         for (const step of STEPS.filter((x) => !(json && x.plainOnly))) {
@@ -263,7 +260,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
         // A change made since start, so the saved file differs from the one hostlb started with.
         if (json) assert.equal((await s.call('PUT', `/v1/clusters/${C4}/ports/80/tcp/daemons/198.18.2.1%3A8080`, { weight: 9 })).status, 200);
         else await expectExit(s, ['daemon', 'set', C4, '80', '198.18.2.1:8080', '--weight', '9'], 0);
-        const target = join(state, 'saved.yaml');
+        const target = join(s.state, 'saved.yaml');
         const r = await expectExit(s, [...(json ? ['--json'] : []), 'config', 'save', target], 0);
         if (json) assert.deepEqual(JSON.parse(r.stdout), { ok: true, path: target });
         else assert.equal(r.stdout, `configuration saved to ${target}\n`);
@@ -280,7 +277,9 @@ describe('hostlb CLI', { concurrency: true }, () => {
         const r = await expectExit(s, [...(json ? ['--json'] : []), 'stop'], 0);
         if (json) assert.deepEqual(JSON.parse(r.stdout), { ok: true, stopping: true });
         else assert.equal(r.stdout, 'hostlb is stopping\n');
-        for (let i = 0; i < 100 && s.stops === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+        // Called on the turn after the answer was written, long before the child could read it and exit:
+        // a few turns of the event loop at most (counted, not timed).
+        for (let turn = 0; turn < 1000 && s.stops === 0; turn++) await new Promise((resolve) => setImmediate(resolve));
         assert.equal(s.stops, 1);
       });
     });
@@ -290,8 +289,8 @@ describe('hostlb CLI', { concurrency: true }, () => {
   // Exit codes
 
   describe('hostlb CLI: exit codes', { concurrency: true }, () => {
-    let s: FakeHostlb;
-    before(async () => { s = await startFakeHostlb({ traffic: true, tcp: true }); });
+    let s: MemoryHostlb;
+    before(async () => { s = await startMemoryHostlb({ traffic: true, tcp: true }); });
     after(() => s.close());
 
     it('1: a rejected change prints the message and code on stderr (and the error as JSON with --json); nothing changes', async () => {
@@ -319,22 +318,22 @@ describe('hostlb CLI', { concurrency: true }, () => {
     });
 
     it('1: a reload of a bad file names file, line and key; the running configuration stays', async () => {
-      const other = await startFakeHostlb();
+      const other = await startMemoryHostlb();
       try {
         const before = await config(other);
-        writeFileSync(other.file, TEST_CONFIG.replace('capacity: 1024', 'capacity: 1024\n  colour: red'));
+        writeFileSync(other.file, other.yaml.replace('capacity: 1024', 'capacity: 1024\n  colour: red'));
         const r = await expectExit(other, ['reload'], 1);
-        const line = TEST_CONFIG.split('\n').indexOf('  capacity: 1024') + 2;
+        const line = other.yaml.split('\n').indexOf('  capacity: 1024') + 2;
         assert.match(r.stderr, new RegExp(`${other.file.replace(/\./g, '\\.')}:${line}: table\\.colour: unknown key "colour"`));
         assert.deepEqual(await config(other), before);
       } finally {
-        other.close();
+        await other.close();
       }
-      const bare = await startFakeHostlb({ withFile: false });
+      const bare = await startMemoryHostlb({ withFile: false });
       try {
         assert.match((await expectExit(bare, ['reload'], 1)).stderr, /without --config.*\(NO_CONFIG_FILE\)/);
       } finally {
-        bare.close();
+        await bare.close();
       }
     });
 

@@ -12,8 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKPOINT_HEADER_BYTES, restoreTable, snapshotTable, SnapshotCursor } from '../../src/dispatch/checkpoint.js';
 import { R_DAEMON_ADDR, R_DAEMON_ID, R_META, RemoveReason, R_PORTS, R_STATE, REC_WORDS, RF_BYTES_IN, RF_EXPIRES, RF_LAST_SEEN } from '../../src/dispatch/conn-table.js';
-import { writeCheckpointFile } from '../../src/control/checkpoint-file.js';
-import { Dispatcher, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { writeCheckpointFile } from '../../src/dataplane/tun/checkpoint-file.js';
+import { Dispatcher } from '../../src/dispatch/dispatcher.js';
+import { VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { buildTcp, buildUdp, describe as describePacket } from '../support/packet-builder.js';
 
 const CLUSTER = '198.18.100.1';

@@ -7,12 +7,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  ConnTable, INSERT_FULL, INSERT_REVERSE_TAKEN, LIST_CLOSED, LIST_NONE, LIST_UNCONFIRMED, REC_WORDS, RF_EXPIRES,
+  ConnTable, INSERT_FULL, INSERT_REVERSE_TAKEN, LIST_CLOSED, LIST_NONE, LIST_UNCONFIRMED, REC_F64, REC_WORDS, RF_EXPIRES,
   R_DAEMON_ID, R_PORT_ID, R_STATE, RemoveReason,
 } from '../../src/dispatch/conn-table.js';
 import { FLOW_KEY_WORDS } from '../../src/dispatch/flow-hash.js';
-
-const REC_F64 = REC_WORDS / 2;
 
 interface Host {
   family: 4 | 6;

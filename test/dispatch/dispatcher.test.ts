@@ -7,13 +7,15 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { Balancer } from '../../src/dispatch/balancer.js';
 import { addressWords, type DispatchSpec } from '../../src/dispatch/config-tree.js';
 import { REC_WORDS, R_DAEMON_ID, R_STATE } from '../../src/dispatch/conn-table.js';
-import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { Dispatcher } from '../../src/dispatch/dispatcher.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
 import { createFlowKey } from '../../src/dispatch/flow-hash.js';
 import type { SchedulerName } from '../../src/dispatch/schedulers/index.js';
 import { CONN_STATE_NAMES, DEFAULT_TIMEOUTS, STATE_MASK, type Timeouts } from '../../src/dispatch/tcp-state.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { ConfigError } from '../../src/errors.js';
 import { PACKET_FLAG_PARTIAL_CSUM, createBatch, createSiblingBatch } from '../../src/link/link.js';
 import { parseIp } from '../../src/wire/address.js';
@@ -1159,4 +1161,27 @@ describe('reconfiguration', () => {
       assert.deepEqual(newFlowsGoTo(d, 4), new Set([A, B]));
     });
   }
+});
+
+// ---------------------------------------------------------------------------
+
+describe('a Balancer handed in (DispatcherOptions.balancer)', () => {
+  it('is the one the dispatcher chooses daemons with and counts in, configured before the dispatcher existed', () => {
+    const balancer = new Balancer({ seed: 5 });
+    balancer.configure(SPEC);
+    const d = new Dispatcher({ capacity: 64, balancer });
+    assert.equal(d.balancer, balancer);
+    assert.equal(d.tree, balancer.tree);
+    const flow = new TestFlow(d, T4);
+    const r = flow.in('S');
+    assert.equal(r.verdict, VERDICT_FORWARD);
+    assert.equal(`${r.out!.dst}:${r.out!.dstPort}`, '198.18.2.1:8080');
+    assert.equal(balancer.activeFlows(flow.daemonId), 1);
+    assert.equal(balancer.stats.forwardedIn, 1);
+    // A configuration given to the dispatcher lands in the same Balancer.
+    const tree = d.configure(SPEC);
+    assert.equal(balancer.tree, tree);
+    assert.equal(flow.out('SA').verdict, VERDICT_FORWARD);
+    assert.equal(balancer.stats.forwardedOut, 1);
+  });
 });

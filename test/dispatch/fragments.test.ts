@@ -5,9 +5,10 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { Dispatcher } from '../../src/dispatch/dispatcher.js';
 import { DROP_REASON_NAMES } from '../../src/dispatch/drop-reason.js';
 import { FRAG_KEY_WORDS, FragmentTable } from '../../src/dispatch/fragments.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { emitIpv4, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
 import { emitIpv6 } from '../../src/wire/ipv6.js';
 import { buildUdp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';

@@ -15,19 +15,19 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DispatchSpec } from '../../src/dispatch/config-tree.js';
-import { REC_WORDS, RF_EXPIRES, RF_LAST_SEEN, R_STATE } from '../../src/dispatch/conn-table.js';
-import { Dispatcher, VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { REC_F64, REC_WORDS, RF_EXPIRES, RF_LAST_SEEN, R_STATE } from '../../src/dispatch/conn-table.js';
+import { Dispatcher } from '../../src/dispatch/dispatcher.js';
 import { DROP_REASON_COUNT, DROP_REASON_NAMES, Drop } from '../../src/dispatch/drop-reason.js';
 import { Rng } from '../../src/dispatch/rng.js';
 import type { Stats } from '../../src/dispatch/stats.js';
 import { CONN_STATE_NAMES, FLAG_RESET, STATE_MASK, type Timeouts } from '../../src/dispatch/tcp-state.js';
+import { VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { PACKET_FLAG_PARTIAL_CSUM, createBatch, createSiblingBatch, type PacketBatch } from '../../src/link/link.js';
 import { formatIpv4Bytes, formatIpv6 } from '../../src/wire/address.js';
 import { checksum } from '../../src/wire/checksum.js';
 import { buildTcp, buildUdp, checksumsValid, fromHex, toHex } from '../support/packet-builder.js';
 import { checkTableConsistency } from '../support/sim.js';
 
-const REC_F64 = REC_WORDS / 2;
 // Compiled to dist/test/dispatch/: three levels up is the repository root, where the corpus stays.
 const CORPUS_DIR = fileURLToPath(new URL('../../../test/fixtures/corpus/', import.meta.url));
 

@@ -1,4 +1,4 @@
-// Daemon ids are recycled (Dispatcher.releaseRetired, Balancer.releaseDaemon):
+// Daemon ids are recycled (Balancer.releaseRetired over Dispatcher.daemonsNamed, Balancer.releaseDaemon):
 // a retired daemon gives its id back once it has held nothing — no active
 // flow, no record — for the quiet time, so ids (and the netfilter plane's
 // 13-bit marks) stay bounded over any number of adds and removes.
@@ -43,9 +43,9 @@ describe('daemon id recycling', () => {
     const b = idOf(d, '198.18.2.2:8080');
     d.balancer.stats.daemon[b * DAEMON_COLUMNS + D_NEW_FLOWS] = 7;
     d.configure(spec(['198.18.2.1:8080']));
-    assert.deepEqual(d.releaseRetired(1_000, 500), [], 'quiet only from now');
-    assert.deepEqual(d.releaseRetired(1_499, 500), [], 'not quiet long enough');
-    assert.deepEqual(d.releaseRetired(1_500, 500), [b]);
+    assert.deepEqual(d.balancer.releaseRetired(1_000, 500, () => d.daemonsNamed()), [], 'quiet only from now');
+    assert.deepEqual(d.balancer.releaseRetired(1_499, 500, () => d.daemonsNamed()), [], 'not quiet long enough');
+    assert.deepEqual(d.balancer.releaseRetired(1_500, 500, () => d.daemonsNamed()), [b]);
     assert.equal(d.tree.daemonsById[b], undefined);
     d.configure(spec(['198.18.2.1:8080', '198.18.2.3:8080']));
     assert.equal(idOf(d, '198.18.2.3:8080'), b, 'the new daemon takes the released id');
@@ -60,12 +60,12 @@ describe('daemon id recycling', () => {
     assert.equal(d.balancer.activeFlows(b), 0, 'the connection is no longer active');
     assert.equal(d.table.size, 1, 'its record waits in TIME_WAIT');
     d.configure(spec(['198.18.2.1:8080']));
-    assert.deepEqual(d.releaseRetired(2_000, 100), []);
-    assert.deepEqual(d.releaseRetired(10_000, 100), [], 'the record still names it');
+    assert.deepEqual(d.balancer.releaseRetired(2_000, 100, () => d.daemonsNamed()), []);
+    assert.deepEqual(d.balancer.releaseRetired(10_000, 100, () => d.daemonsNamed()), [], 'the record still names it');
     d.collect(1_000 + 5 + 121_000, 100); // past TIME_WAIT
     assert.equal(d.table.size, 0);
-    assert.deepEqual(d.releaseRetired(130_000, 100), [], 'quiet from the moment nothing names it');
-    assert.deepEqual(d.releaseRetired(130_100, 100), [b]);
+    assert.deepEqual(d.balancer.releaseRetired(130_000, 100, () => d.daemonsNamed()), [], 'quiet from the moment nothing names it');
+    assert.deepEqual(d.balancer.releaseRetired(130_100, 100, () => d.daemonsNamed()), [b]);
   });
 
   it('something another plane holds (holds(id)) keeps the id taken', () => {
@@ -73,8 +73,8 @@ describe('daemon id recycling', () => {
     d.configure(spec(['198.18.2.1:8080', '198.18.2.2:8080']));
     const b = idOf(d, '198.18.2.2:8080');
     d.configure(spec(['198.18.2.1:8080']));
-    assert.deepEqual(d.releaseRetired(0, 0, (id) => id === b), []);
-    assert.deepEqual(d.releaseRetired(1, 0, () => false), [b]);
+    assert.deepEqual(d.balancer.releaseRetired(0, 0, () => new Set([...d.daemonsNamed(), b])), []);
+    assert.deepEqual(d.balancer.releaseRetired(1, 0, () => d.daemonsNamed()), [b]);
   });
 
   it('a thousand adds and removes use no more ids than daemons live at once', () => {
@@ -83,9 +83,9 @@ describe('daemon id recycling', () => {
     for (let i = 0; i < 1_000; i++) {
       d.configure(spec(['198.18.2.1:8080', `198.18.3.${(i % 250) + 1}:${8000 + Math.floor(i / 250)}`]));
       now += 1_000;
-      d.releaseRetired(now, 500);
+      d.balancer.releaseRetired(now, 500, () => d.daemonsNamed());
       now += 1_000;
-      d.releaseRetired(now, 500);
+      d.balancer.releaseRetired(now, 500, () => d.daemonsNamed());
     }
     assert.ok(d.tree.daemonsById.length <= 3, `ids used: ${d.tree.daemonsById.length}`);
   });

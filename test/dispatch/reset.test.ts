@@ -4,7 +4,8 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Dispatcher, VERDICT_FORWARD } from '../../src/dispatch/dispatcher.js';
+import { Dispatcher } from '../../src/dispatch/dispatcher.js';
+import { VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { buildTcp, buildUdp, checksumsValid, describe as describePacket } from '../support/packet-builder.js';
 
 const TCP_RST = 0x04;

@@ -6,7 +6,7 @@
 // client's kernel on the way in and by the daemon's on the way out; a spoofed
 // SYN flood at a 2000-record table while real clients carry on; blind spoofed
 // RSTs that must not cut a keep-alive connection. The IPv4
-// path MTU case relies on the portless pref-101 rule of src/net/plan.ts.
+// path MTU case relies on the portless pref-101 rule of src/dataplane/tun/host-plan.ts.
 
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -167,7 +167,7 @@ const PMTU = {
 // hand: with one more rule `from D ipproto tcp lookup 100` (no sport) the
 // same download completes in 0.1 s. Remove the `todo` once hostlb's plan
 // covers that lookup.
-// IPv4 needed a portless reply rule (pref 101 in src/net/plan.ts): the kernel's path MTU re-lookup carries no ports.
+// IPv4 needed a portless reply rule (pref 101 in src/dataplane/tun/host-plan.ts): the kernel's path MTU re-lookup carries no ports.
 
 // In the server namespace: errors from the router arriving for the cluster
 // (before hostlb) and arriving at a daemon's address from hlb0 (after it).

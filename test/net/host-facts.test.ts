@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { addressesFromJson, routeFromJson, routeKey, ruleFromJson, ruleKey } from '../../src/net/host-facts.js';
 
-test('a rule printed with names and with numbers (-N) has one key, the key plan.ts builds', () => {
+test('a rule printed with names and with numbers (-N) has one key, the key the TUN host plan builds', () => {
   const named = ruleFromJson(4, { priority: 100, src: '198.18.1.1', ipproto: 'tcp', sport: 8080, table: '100' });
   const numeric = ruleFromJson(4, { priority: 100, src: '198.18.1.1', ipproto: 'ipproto-6', sport: 8080, table: '100', protocol: '0' });
   assert.equal(named.key, numeric.key);

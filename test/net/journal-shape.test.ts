@@ -14,8 +14,8 @@ import type { HostSpec } from '../../src/net/host-spec.js';
 import { commandShapeProblem, stepShapeProblem } from '../../src/net/journal-shape.js';
 import { NetError } from '../../src/net/net-error.js';
 import type { NetStep } from '../../src/net/net-step.js';
-import { planNetfilterSetup } from '../../src/net/netfilter-plan.js';
-import { planHostSetup } from '../../src/net/plan.js';
+import { planNetfilterSetup } from '../../src/dataplane/netfilter/host-plan.js';
+import { planTunSetup } from '../../src/dataplane/tun/host-plan.js';
 
 const SYSCTLS: Record<string, string> = {
   'net/ipv4/ip_forward': '0', 'net/ipv6/conf/all/forwarding': '0',
@@ -50,7 +50,7 @@ const SPEC: HostSpec = {
 
 test('every step of the TUN plan and of the netfilter plan has a shape hostlb writes', () => {
   // The local rule's key must match what ruleKey builds for it to be moved; the planners decide.
-  const tun = planHostSetup(SPEC, FACTS);
+  const tun = planTunSetup(SPEC, FACTS);
   const netfilter = planNetfilterSetup({ ...SPEC, queue: 4242, markBase: 0x4c420000 }, FACTS);
   assert.ok(tun.length > 20 && netfilter.length > 8, `${tun.length} and ${netfilter.length} steps`);
   for (const step of [...tun, ...netfilter]) assert.equal(stepShapeProblem(step), null, JSON.stringify(step));

@@ -22,13 +22,13 @@ import { TunLink } from '../../src/link/tun-link.js';
 import { applyPlan, cleanupLeftovers, undoJournal } from '../../src/net/apply.js';
 import type { HostSpec } from '../../src/net/host-spec.js';
 import type { NetStep } from '../../src/net/net-step.js';
-import { planHostSetup } from '../../src/net/plan.js';
+import { planTunSetup } from '../../src/dataplane/tun/host-plan.js';
 import { checkNetAdmin } from '../../src/net/privileges.js';
 import { probeHost } from '../../src/net/probe.js';
 
 function plan(specJson: string): NetStep[] {
   const spec = JSON.parse(specJson) as HostSpec;
-  return planHostSetup(spec, probeHost(spec.device));
+  return planTunSetup(spec, probeHost(spec.device));
 }
 
 /** "src:port -> dst:port SYN|SYN-ACK" for an IPv4 TCP packet with a 20-byte IP header. */
@@ -43,7 +43,7 @@ async function live(specJson: string, journal: string): Promise<{ seen: string[]
   const seen: string[] = [];
   const daemon = createServer();
   try {
-    applyPlan(planHostSetup(spec, probeHost(spec.device)), journal);
+    applyPlan(planTunSetup(spec, probeHost(spec.device)), journal);
     const batch = createBatch(16, 2048);
     link.onReadable(() => {
       const n = link.read(batch);

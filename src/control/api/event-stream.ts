@@ -34,7 +34,7 @@ export class EventStreams {
     }
     this.stats.clients++;
     let open = true;
-    const events = ctl.health?.events;
+    const events = ctl.health.events;
     // One listener per client: drop() undoes all of it, whichever way the stream ends.
     const send = (text: string): void => {
       if (!open) return;
@@ -56,12 +56,11 @@ export class EventStreams {
       open = false;
       this.stats.clients--;
       clearInterval(heartbeat);
-      events?.off('event', write);
+      events.off('event', write);
     };
     res.on('close', drop);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     send(': hostlb daemon events\n\n');
-    if (!events) return;
     const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('since') ?? 0) || 0;
     for (const e of events.since(after)) write(e);
     if (!open) return; // dropped while catching up

@@ -6,7 +6,6 @@
 
 import { stringify } from 'yaml';
 import { DROP_REASON_NAMES } from '../../dispatch/drop-reason.js';
-import { ConnectionPage, listConnections } from '../../dispatch/record-view.js';
 import { D_ACTIVE_FLOWS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
 import { CONN_STATE_NAMES } from '../../dispatch/tcp-state.js';
 import {
@@ -68,9 +67,9 @@ function change(ctx: RouteContext, next: unknown, source: string): Response {
 
 /** The running tree with weights and counters, as `GET /v1/clusters` shows it. */
 export function describeClusters(ctl: Controlled): unknown[] {
-  const d = ctl.dispatcher;
-  const health = new Map((ctl.health?.monitor.view() ?? []).map((h) => [`${h.port} ${h.daemon}`, h]));
-  const stats = d.balancer.stats;
+  const d = ctl.balancer;
+  const health = new Map(ctl.health.monitor.view().map((h) => [`${h.port} ${h.daemon}`, h]));
+  const stats = d.stats;
   return d.tree.clusters.map((c) => ({
     address: c.address.text,
     ports: c.ports.map((p) => ({
@@ -94,6 +93,13 @@ export function describeClusters(ctl: Controlled): unknown[] {
   }));
 }
 
+/** The TUN device's packet counters, or null for a plane without a device. */
+function linkCounters(plane: Controlled['plane']): { read: number; written: number; refused: number } | null {
+  const read = plane.counter('link.read');
+  if (read === null) return null;
+  return { read, written: plane.counter('link.written') ?? 0, refused: plane.counter('link.refused') ?? 0 };
+}
+
 function intParam(query: URLSearchParams, key: string, fallback: number, max: number): number {
   const text = query.get(key);
   if (text === null) return fallback;
@@ -105,8 +111,9 @@ function intParam(query: URLSearchParams, key: string, fallback: number, max: nu
 const routes: Route[] = [
   {
     method: 'GET', pattern: /^\/v1\/status$/, handler: (ctx) => {
-      const d = ctx.ctl.dispatcher;
+      const d = ctx.ctl.balancer;
       const daemons = [...d.tree.daemons()];
+      const table = ctx.ctl.plane.table();
       return {
         body: {
           version: ctx.version,
@@ -115,15 +122,13 @@ const routes: Route[] = [
           device: ctx.ctl.config.device,
           dataplane: ctx.ctl.config.dataplane,
           configFile: ctx.ctl.configFile ?? null,
-          table: ctx.ctl.netfilter
-            ? { records: ctx.ctl.netfilter.flowCount, capacity: null, evictions: 0 }
-            : { records: d.table.size, capacity: d.table.capacity, evictions: d.table.evictions },
+          table: { records: table.records, capacity: table.capacity, evictions: table.evictions },
           clusters: d.tree.clusters.length,
           daemons: daemons.length,
           // Removed daemons still holding flows count too: those flows are live.
-          activeFlows: d.tree.daemonsById.reduce((a, x) => a + (x ? d.balancer.stats.daemon[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] : 0), 0),
-          packets: { in: d.balancer.stats.forwardedIn, out: d.balancer.stats.forwardedOut },
-          drops: d.balancer.stats.drops.reduce((a, b) => a + b, 0),
+          activeFlows: d.tree.daemonsById.reduce((a, x) => a + (x ? d.stats.daemon[x.id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] : 0), 0),
+          packets: { in: d.stats.forwardedIn, out: d.stats.forwardedOut },
+          drops: d.stats.drops.reduce((a, b) => a + b, 0),
         },
       };
     },
@@ -170,14 +175,13 @@ const routes: Route[] = [
       const ref = portRef(req.params);
       const out = change(ctx, setDaemon(ctx.ctl.config, ref, req.params[3], { weight: 0 }), `api: drain daemon ${req.params[3]}`);
       const name = canonicalEndpoint(req.params[3], 'daemon');
-      const daemon = ctx.ctl.dispatcher.tree.daemonsById.find((x) => x && !x.retired && x.name === name && x.clusterPort.port === ref.port && x.clusterPort.protocol === ref.protocol);
-      if (daemon) ctx.ctl.health?.watchDrain(daemon.id);
-      return { ...out, body: { ...(out.body as object), activeFlows: daemon ? ctx.ctl.dispatcher.balancer.activeFlows(daemon.id) : 0 } };
+      const daemon = ctx.ctl.balancer.tree.daemonsById.find((x) => x && !x.retired && x.name === name && x.clusterPort.port === ref.port && x.clusterPort.protocol === ref.protocol);
+      if (daemon) ctx.ctl.health.watchDrain(daemon.id);
+      return { ...out, body: { ...(out.body as object), activeFlows: daemon ? ctx.ctl.balancer.activeFlows(daemon.id) : 0 } };
     },
   },
   {
     method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/restart$`), handler: async (ctx, req) => {
-      if (!ctx.ctl.health) throw conflict('NO_HEALTH', 'this hostlb has no health layer to restart daemons with');
       const ref = portRef(req.params);
       const address = parseIp(ref.cluster)!;
       const name = `${formatEndpoint({ address, port: ref.port })}/${ref.protocol}`;
@@ -192,11 +196,10 @@ const routes: Route[] = [
     },
   },
   {
-    method: 'GET', pattern: /^\/v1\/health$/, handler: (ctx) => ({ body: { daemons: ctx.ctl.health?.monitor.view() ?? [] } }),
+    method: 'GET', pattern: /^\/v1\/health$/, handler: (ctx) => ({ body: { daemons: ctx.ctl.health.monitor.view() } }),
   },
   {
     method: 'GET', pattern: /^\/v1\/events$/, handler: (ctx, req) => {
-      if (!ctx.ctl.health) return { body: { events: [] } };
       const after = intParam(req.query, 'since', 0, Number.MAX_SAFE_INTEGER);
       return { body: { events: ctx.ctl.health.events.since(after) } };
     },
@@ -211,7 +214,6 @@ const routes: Route[] = [
       const protocol = q.get('protocol') ?? undefined;
       if (protocol !== undefined && protocol !== 'tcp' && protocol !== 'udp') throw badRequest('BAD_QUERY', `protocol must be tcp or udp, got "${protocol}"`, 'protocol');
       const daemon = q.get('daemon');
-      const netfilter = ctx.ctl.netfilter;
       const filter = {
         cluster: q.get('cluster') !== null ? canonicalAddress(q.get('cluster')!, 'cluster') : undefined,
         port: q.get('port') !== null ? parsePort(q.get('port')!) : undefined,
@@ -222,20 +224,14 @@ const routes: Route[] = [
         offset: intParam(q, 'offset', 0, 1 << 30),
         limit: intParam(q, 'limit', 100, 10000),
       };
-      // Both planes count every match but build only the records of the page asked for.
-      let page: ConnectionPage;
-      if (netfilter) {
-        page = new ConnectionPage(filter);
-        page.connections.push(...netfilter.connections(page));
-      } else {
-        page = listConnections(ctx.ctl.dispatcher, filter);
-      }
+      // Every plane counts every match but builds only the records of the page asked for.
+      const page = ctx.ctl.plane.connections(filter);
       return { body: { total: page.total, offset: filter.offset, connections: page.connections } };
     },
   },
   {
     method: 'GET', pattern: /^\/v1\/counters$/, handler: (ctx) => {
-      const stats = ctx.ctl.dispatcher.balancer.stats;
+      const stats = ctx.ctl.balancer.stats;
       return {
         body: {
           packets: { in: stats.forwardedIn, out: stats.forwardedOut },
@@ -245,8 +241,8 @@ const routes: Route[] = [
             icmpTranslated: stats.icmpTranslated, passedThrough: stats.passedThrough, recovered: stats.recovered,
           },
           drops: Object.fromEntries(DROP_REASON_NAMES.slice(1).map((n, i) => [n, stats.drops[i + 1]])),
-          link: ctx.ctl.plane ? { read: ctx.ctl.plane.packetsRead, written: ctx.ctl.plane.packetsWritten, refused: ctx.ctl.plane.writeShortfall } : null,
-          daemons: Object.fromEntries(ctx.ctl.dispatcher.tree.daemonsById.filter(Boolean).map((x) => [`${x.clusterPort.name} ${x.name}`, { ...stats.daemonCounters(x.id), removed: x.retired }])),
+          link: linkCounters(ctx.ctl.plane),
+          daemons: Object.fromEntries(ctx.ctl.balancer.tree.daemonsById.filter(Boolean).map((x) => [`${x.clusterPort.name} ${x.name}`, { ...stats.daemonCounters(x.id), removed: x.retired }])),
         },
       };
     },

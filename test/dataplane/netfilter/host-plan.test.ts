@@ -4,11 +4,12 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { HostFacts } from '../../src/net/host-facts.js';
-import { fallbackBuckets } from '../../src/dataplane/fallback-buckets.js';
-import { mapScript } from '../../src/net/nft-maps.js';
-import { FALLBACK_BUCKETS, planNetfilterSetup, portObjectName, REJECT_ID, type NetfilterSpec } from '../../src/net/netfilter-plan.js';
-import { formatCommand } from '../../src/net/net-step.js';
+import type { HostFacts } from '../../../src/net/host-facts.js';
+import { fallbackBuckets } from '../../../src/dataplane/netfilter/fallback-buckets.js';
+import { mapScript } from '../../../src/dataplane/netfilter/nft-maps.js';
+import { FALLBACK_BUCKETS, planNetfilterSetup, portObjectName, type NetfilterSpec } from '../../../src/dataplane/netfilter/host-plan.js';
+import { REJECT_ID } from '../../../src/dataplane/netfilter/marks.js';
+import { formatCommand } from '../../../src/net/net-step.js';
 
 const FACTS: HostFacts = {
   addresses: [

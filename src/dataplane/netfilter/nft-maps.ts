@@ -6,8 +6,11 @@
 // flows where they are whatever the maps say.
 
 import { execFileSync } from 'node:child_process';
-import { NetError } from './net-error.js';
-import { hex, portObjectName } from './netfilter-plan.js';
+import type { Balancer } from '../../dispatch/balancer.js';
+import type { Daemon } from '../../dispatch/config-tree.js';
+import { NetError } from '../../net/net-error.js';
+import { fallbackBuckets } from './fallback-buckets.js';
+import { hex, portObjectName } from './host-plan.js';
 
 export interface MapDaemon {
   id: number;
@@ -22,6 +25,32 @@ export interface MapPort {
   port: number;
   /** The daemon id of each fallback bucket (REJECT_ID: none takes flows). */
   buckets: readonly number[];
+}
+
+/**
+ * The maps' state for the Balancer as it stands: every daemon of the
+ * configuration (and `kept`: retired ones whose flows still drain) by id, and
+ * each cluster port's fallback buckets over the effective weights.
+ */
+export function mapState(balancer: Balancer, kept: readonly Daemon[]): { daemons: MapDaemon[]; ports: MapPort[] } {
+  const daemons = new Map<number, MapDaemon>();
+  const add = (d: Daemon): void => {
+    daemons.set(d.id, { id: d.id, family: d.address.family, address: d.address.text, port: d.port });
+  };
+  const ports: MapPort[] = [];
+  for (const cluster of balancer.tree.clusters) {
+    for (const port of cluster.ports) {
+      const live: Array<{ id: number; weight: number }> = [];
+      for (const d of port.daemons) {
+        add(d);
+        const weight = balancer.effectiveWeight(port, d.id);
+        if (weight > 0) live.push({ id: d.id, weight });
+      }
+      ports.push({ address: cluster.address.text, protocol: port.protocol, port: port.port, buckets: fallbackBuckets(live) });
+    }
+  }
+  for (const d of kept) add(d);
+  return { daemons: [...daemons.values()].sort((a, b) => a.id - b.id), ports };
 }
 
 /** The nft script that sets every map of `table` to the given state. Pure. */

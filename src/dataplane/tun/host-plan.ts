@@ -3,18 +3,18 @@
 // (DESIGN.md, "Live data plane on Linux"). Pure: no I/O; probe.ts gathers the
 // facts and apply.ts runs the steps.
 
-import { checkDeviceName } from '../link/tun-link.js';
-import { isLoopback, parseIp, type IpAddress } from '../wire/address.js';
-import { prefixKey, routeKey, ruleKey, TABLE_IDS, type Family, type HostFacts } from './host-facts.js';
-import { DEFAULT_ROUTE_TABLE, type HostSpec } from './host-spec.js';
-import { NetError } from './net-error.js';
-import type { NetCommand, NetStep } from './net-step.js';
+import { checkDeviceName } from '../../link/tun-link.js';
+import { isLoopback, parseIp, type IpAddress } from '../../wire/address.js';
+import { prefixKey, routeKey, ruleKey, sourceAddress, TABLE_IDS, type Family, type HostFacts } from '../../net/host-facts.js';
+import { DEFAULT_ROUTE_TABLE, type HostSpec } from '../../net/host-spec.js';
+import { NetError } from '../../net/net-error.js';
+import type { NetCommand, NetStep } from '../../net/net-step.js';
 
 /** `to C lookup <table>` for a loopback-range cluster: before the other rules (DESIGN.md). */
 export const LOOPBACK_CLUSTER_RULE_PREF = 99;
 /** Daemon-reply rules and local-cluster rules. Anything below LOCAL_RULE_PREF works. */
 export const RULE_PREF = 100;
-/** Portless rules for IPv4 daemons, just after the per-port ones (see the path MTU note in planHostSetup). */
+/** Portless rules for IPv4 daemons, just after the per-port ones (see the path MTU note in planTunSetup). */
 export const PMTU_RULE_PREF = 101;
 /** Where the `local` rule moves to: after hostlb's rules, still before `main` (32766). */
 export const LOCAL_RULE_PREF = 32765;
@@ -26,15 +26,6 @@ const IPV6_FORWARD = 'net/ipv6/conf/all/forwarding';
 
 function conf(device: string, key: string): string {
   return `net/ipv4/conf/${device}/${key}`;
-}
-
-/** Every /proc/sys path planHostSetup may consult, for probe.ts to read. */
-export function sysctlPaths(device: string): string[] {
-  const paths = [IPV4_FORWARD, IPV6_FORWARD];
-  for (const scope of ['all', 'default', device]) {
-    for (const key of ['rp_filter', 'accept_local', 'route_localnet']) paths.push(conf(scope, key));
-  }
-  return paths;
 }
 
 interface PlannedPort {
@@ -66,7 +57,7 @@ interface PlannedCluster {
  * Throws NetError NET_SPEC_INVALID (naming the spec key) or
  * NET_FACTS_INCOMPLETE (a sysctl the plan needs is missing, e.g. IPv6 disabled).
  */
-export function planHostSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
+export function planTunSetup(spec: HostSpec, facts: HostFacts): NetStep[] {
   const device = spec.device;
   const table = String(spec.routeTable ?? DEFAULT_ROUTE_TABLE);
   const clusters = validate(spec, facts);
@@ -263,16 +254,6 @@ function pickSource(family: Family, clusters: PlannedCluster[], device: string, 
     for (const p of c.ports) for (const d of p.daemons) taken.add(d.address.text);
   }
   return sourceAddress(family, taken, device, facts);
-}
-
-/**
- * The address a same-host client's connection to a cluster leaves from: a
- * global address of this host that is neither in `taken` (clusters, daemons)
- * nor on `device`, preferring one not on lo. Null when there is none.
- */
-export function sourceAddress(family: Family, taken: ReadonlySet<string>, device: string, facts: HostFacts): string | null {
-  const candidates = facts.addresses.filter((a) => a.family === family && a.scope === 'global' && a.dev !== device && !taken.has(a.address));
-  return (candidates.find((a) => a.dev !== 'lo') ?? candidates[0])?.address ?? null;
 }
 
 function invalid(path: string, message: string): NetError {

@@ -3,10 +3,10 @@
 // until the link is empty. A timer collects expired records in bounded slices.
 // The clock is read here, once per batch, and handed down as a number.
 
-import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { createBatch, createSiblingBatch, type Link, type PacketBatch } from '../link/link.js';
+import type { Dispatcher } from '../../dispatch/dispatcher.js';
+import { createBatch, createSiblingBatch, type Link, type PacketBatch } from '../../link/link.js';
 
-export interface TunPlaneOptions {
+export interface TunPumpOptions {
   /** Packets per batch (one native read and one native write each). Default 64. */
   batchSize?: number;
   /** Batches handled before yielding to the event loop, so timers and the admin API stay responsive. Default 32. */
@@ -19,7 +19,7 @@ export interface TunPlaneOptions {
   clock?: () => number;
 }
 
-export class TunPlane {
+export class TunPump {
   readonly input: PacketBatch;
   readonly output: PacketBatch;
   /** Packets read from and written to the link, and link writes that refused packets. */
@@ -32,7 +32,7 @@ export class TunPlane {
   private readonly batchesPerTurn: number;
   private readonly clock: () => number;
 
-  constructor(readonly link: Link, readonly dispatcher: Dispatcher, private readonly options: TunPlaneOptions = {}) {
+  constructor(readonly link: Link, readonly dispatcher: Dispatcher, private readonly options: TunPumpOptions = {}) {
     this.input = createBatch(options.batchSize ?? 64, Math.max(link.mtu, 1500));
     this.output = createSiblingBatch(this.input);
     this.batchesPerTurn = options.batchesPerTurn ?? 32;

@@ -4,8 +4,9 @@
 // buckets follow effective weights and a change moves only the buckets of the
 // daemons it touches.
 
-import { SourceHashScheduler } from '../dispatch/schedulers/sh.js';
-import { FALLBACK_BUCKETS, REJECT_ID } from '../net/netfilter-plan.js';
+import { SourceHashScheduler } from '../../dispatch/schedulers/sh.js';
+import { FALLBACK_BUCKETS } from './host-plan.js';
+import { REJECT_ID } from './marks.js';
 
 /** Bucket b's daemon id, or REJECT_ID for every bucket when no daemon has weight. */
 export function fallbackBuckets(daemons: ReadonlyArray<{ id: number; weight: number }>, buckets = FALLBACK_BUCKETS): number[] {

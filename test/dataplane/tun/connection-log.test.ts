@@ -6,10 +6,10 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { Dispatcher } from '../../src/dispatch/dispatcher.js';
-import { installConnectionLog } from '../../src/control/connection-log.js';
-import { LogBudget } from '../../src/control/log-budget.js';
-import { buildTcp } from '../support/packet-builder.js';
+import { Dispatcher } from '../../../src/dispatch/dispatcher.js';
+import { installConnectionLog } from '../../../src/dataplane/tun/connection-log.js';
+import { LogBudget } from '../../../src/log-budget.js';
+import { buildTcp } from '../../support/packet-builder.js';
 
 function capture(): { log: ReturnType<typeof pino>; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];

@@ -2,11 +2,11 @@
 // of them (config `log.connections`) are logged with client, cluster, daemon,
 // duration, bytes each way and how the connection ended.
 
-import { RemoveReason } from '../dispatch/conn-table.js';
-import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { describeRecord } from '../dispatch/record-view.js';
-import { LogBudget } from './log-budget.js';
-import type { Logger } from './logger.js';
+import { RemoveReason } from '../../dispatch/conn-table.js';
+import type { Dispatcher } from '../../dispatch/dispatcher.js';
+import { describeRecord } from '../../dispatch/record-view.js';
+import { LogBudget } from '../../log-budget.js';
+import type { BaseLogger as Logger } from 'pino';
 
 /** Connection lines per second at most, whatever the sampling rate and the connection rate. */
 export const CONNECTION_LINES_PER_SECOND = 200;

@@ -4,11 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { addressesFromJson, routeFromJson, ruleFromJson, type HostFacts } from '../../src/net/host-facts.js';
-import type { HostSpec } from '../../src/net/host-spec.js';
-import { NetError } from '../../src/net/net-error.js';
-import type { NetStep } from '../../src/net/net-step.js';
-import { planHostSetup } from '../../src/net/plan.js';
+import { addressesFromJson, routeFromJson, ruleFromJson, type HostFacts } from '../../../src/net/host-facts.js';
+import type { HostSpec } from '../../../src/net/host-spec.js';
+import { NetError } from '../../../src/net/net-error.js';
+import type { NetStep } from '../../../src/net/net-step.js';
+import { planTunSetup } from '../../../src/dataplane/tun/host-plan.js';
 
 type Json = Record<string, unknown>;
 
@@ -76,7 +76,7 @@ const IPV4_LOCAL_MOVE = [
 ];
 
 test('an IPv4 cluster: sysctls, device up, table 100, cluster route with src, reply rules, local moved', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [{ address: '198.18.1.1', port: 8080 }, { address: '198.18.1.2', port: 8081 }] }] }]),
     HOST,
   );
@@ -97,7 +97,7 @@ test('an IPv4 cluster: sysctls, device up, table 100, cluster route with src, re
 });
 
 test('an IPv6 cluster: IPv6 forwarding only, -6 routes and rules, no IPv4 changes', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([{ address: '2001:DB8:0::10', ports: [{ port: 443, protocol: 'tcp', daemons: [{ address: '2001:db8:1:0::1', port: 8443 }] }] }]),
     HOST,
   );
@@ -115,7 +115,7 @@ test('an IPv6 cluster: IPv6 forwarding only, -6 routes and rules, no IPv4 change
 });
 
 test('a loopback-range cluster: route_localnet, table-100 route with src 127.0.0.1, `to C` rule at 99', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([{ address: '127.10.0.1', ports: [{ port: 80, protocol: 'tcp', daemons: [{ address: '127.10.1.1', port: 8080 }] }] }]),
     HOST,
   );
@@ -134,7 +134,7 @@ test('a loopback-range cluster: route_localnet, table-100 route with src 127.0.0
 });
 
 test('an already-local cluster: no route, a `to C ipproto dport` rule per port before local', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([{ address: '198.18.3.1', ports: [{ port: 443, protocol: 'tcp', daemons: [{ address: '198.18.1.1', port: 8443 }] }] }]),
     HOST,
   );
@@ -151,7 +151,7 @@ test('an already-local cluster: no route, a `to C ipproto dport` rule per port b
 });
 
 test('the `any` protocol gives tcp and udp rules, for daemons and for a local cluster', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([{ address: '198.18.3.1', ports: [{ port: 53, protocol: 'any', daemons: [{ address: '198.18.1.1', port: 5353 }] }] }]),
     HOST,
   );
@@ -169,7 +169,7 @@ test('the `any` protocol gives tcp and udp rules, for daemons and for a local cl
 
 test('a daemon serving several ports or clusters gets each rule once', () => {
   const daemons = [{ address: '198.18.1.1', port: 8080 }];
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     spec([
       { address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons }, { port: 8080, protocol: 'tcp', daemons }] },
       { address: '198.18.0.11', ports: [{ port: 80, protocol: 'any', daemons }] },
@@ -187,7 +187,7 @@ test('a daemon serving several ports or clusters gets each rule once', () => {
 });
 
 test('a routeTable other than 100 is used everywhere', () => {
-  const steps = planHostSetup(
+  const steps = planTunSetup(
     { device: 'lb7', routeTable: 4242, clusters: [{ address: '127.10.0.1', ports: [{ port: 80, protocol: 'tcp', daemons: [{ address: '127.10.1.1', port: 80 }] }] }] },
     HOST,
   );
@@ -213,10 +213,10 @@ test('the source for local clients avoids cluster and daemon addresses and prefe
   );
   const cluster = (daemon: string) => spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [{ address: daemon, port: 80 }] }] }]);
   const route = (steps: NetStep[]) => lines(steps).find((l) => l.startsWith('ip -4 route add 198.18.0.10/32'))?.split('  <-  ')[0];
-  assert.equal(route(planHostSetup(cluster('198.18.1.2'), facts)), 'ip -4 route add 198.18.0.10/32 dev hlb0 src 198.18.3.7');
+  assert.equal(route(planTunSetup(cluster('198.18.1.2'), facts)), 'ip -4 route add 198.18.0.10/32 dev hlb0 src 198.18.3.7');
   // No IPv4 address of the host qualifies: leave the choice to the kernel.
   const bare = factsFrom({ addr: [HOST_ADDR[0]], rules4: KERNEL_RULES4, rules6: KERNEL_RULES6, routes4: [], routes6: [] }, HOST_SYSCTLS);
-  assert.equal(route(planHostSetup(cluster('198.18.1.2'), bare)), 'ip -4 route add 198.18.0.10/32 dev hlb0');
+  assert.equal(route(planTunSetup(cluster('198.18.1.2'), bare)), 'ip -4 route add 198.18.0.10/32 dev hlb0');
 });
 
 test('an existing device starts from its own sysctls; one that is up needs no `up` step', () => {
@@ -225,7 +225,7 @@ test('an existing device starts from its own sysctls; one that is up needs no `u
     devices: [...HOST.devices, { name: 'hlb0', up: true }],
     sysctls: { ...HOST_SYSCTLS, 'net/ipv4/conf/hlb0/rp_filter': '1', 'net/ipv4/conf/hlb0/accept_local': '1' },
   };
-  const steps = lines(planHostSetup(spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [] }] }]), facts));
+  const steps = lines(planTunSetup(spec([{ address: '198.18.0.10', ports: [{ port: 80, protocol: 'tcp', daemons: [] }] }]), facts));
   assert.ok(steps.includes('sysctl net/ipv4/conf/hlb0/rp_filter 0  <-  sysctl net/ipv4/conf/hlb0/rp_filter 1'));
   assert.ok(!steps.some((l) => l.includes('hlb0/accept_local')), 'already 1');
   assert.ok(!steps.includes(LINK_UP));
@@ -327,7 +327,7 @@ const CAPTURED_AFTER = factsFrom(
 );
 
 test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and local clusters', () => {
-  const steps = lines(planHostSetup(CAPTURED_SPEC, CAPTURED_BEFORE));
+  const steps = lines(planTunSetup(CAPTURED_SPEC, CAPTURED_BEFORE));
   assert.equal(steps.length, 32);
   assert.deepEqual(steps.map((l) => l.split('  <-  ')[0]), [
     'sysctl net/ipv4/ip_forward 1',
@@ -367,7 +367,7 @@ test('captured host, before: the whole recipe for IPv4, IPv6, loopback-range and
 });
 
 test('captured host, after: everything is present, so the plan is empty (idempotent)', () => {
-  assert.deepEqual(planHostSetup(CAPTURED_SPEC, CAPTURED_AFTER), []);
+  assert.deepEqual(planTunSetup(CAPTURED_SPEC, CAPTURED_AFTER), []);
 });
 
 test('partly present: only the missing steps are planned, and only they would be undone', () => {
@@ -378,7 +378,7 @@ test('partly present: only the missing steps are planned, and only they would be
     routes: CAPTURED_AFTER.routes.filter((r) => !(r.family === 4 && r.key.includes('type 6'))),
     sysctls: { ...CAPTURED_AFTER.sysctls, 'net/ipv4/conf/all/rp_filter': '2' },
   };
-  assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)), [
+  assert.deepEqual(lines(planTunSetup(CAPTURED_SPEC, facts)), [
     'sysctl net/ipv4/conf/all/rp_filter 0  <-  sysctl net/ipv4/conf/all/rp_filter 2',
     'ip -4 route add blackhole default metric 4000000000 table 100  <-  ip -4 route del blackhole default metric 4000000000 table 100',
     'ip -4 rule add pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100  <-  ip -4 rule del pref 100 from 198.18.1.1 iif lo ipproto udp sport 8443 lookup 100',
@@ -393,7 +393,7 @@ test('a rule with a selector hostlb never writes does not count as hostlb\'s', (
       ruleFromJson(4, { priority: 100, src: '127.10.1.1', ipproto: 'ipproto-6', sport: 8080, iif: 'eth0', table: '100' }),
     ],
   };
-  assert.deepEqual(lines(planHostSetup(CAPTURED_SPEC, facts)).map((l) => l.split('  <-  ')[0]), [
+  assert.deepEqual(lines(planTunSetup(CAPTURED_SPEC, facts)).map((l) => l.split('  <-  ')[0]), [
     'ip -4 rule add pref 100 from 127.10.1.1 iif lo ipproto tcp sport 8080 lookup 100',
     'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto tcp lookup 100',
     'ip -4 rule add pref 101 from 127.10.1.1 iif lo ipproto icmp lookup 100',
@@ -403,7 +403,7 @@ test('a rule with a selector hostlb never writes does not count as hostlb\'s', (
 // ---- what cannot be planned ----
 
 function rejects(clusters: HostSpec['clusters'], code: string, message: RegExp, extra: Partial<HostSpec> = {}, facts: HostFacts = HOST): void {
-  assert.throws(() => planHostSetup({ ...spec(clusters), ...extra }, facts), (error: unknown) => {
+  assert.throws(() => planTunSetup({ ...spec(clusters), ...extra }, facts), (error: unknown) => {
     assert.ok(error instanceof NetError, String(error));
     assert.equal(error.code, code);
     assert.match(error.message, message);

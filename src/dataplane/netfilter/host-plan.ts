@@ -20,12 +20,12 @@
 // not steps: they are state that the data plane rewrites in one nft
 // transaction whenever daemons or weights change (nft-maps.ts).
 
-import type { HostFacts } from './host-facts.js';
-import type { HostSpec } from './host-spec.js';
-import { NetError } from './net-error.js';
-import type { NetStep } from './net-step.js';
-import { sourceAddress } from './plan.js';
-import { parseIp } from '../wire/address.js';
+import { sourceAddress, type HostFacts } from '../../net/host-facts.js';
+import type { HostSpec } from '../../net/host-spec.js';
+import { NetError } from '../../net/net-error.js';
+import type { NetStep } from '../../net/net-step.js';
+import { ANSWERED_BIT, ENDING_BIT, EVENT_BITS, MARK_MASK, QUIET_BIT } from './marks.js';
+import { parseIp } from '../../wire/address.js';
 
 export interface NetfilterSpec extends HostSpec {
   /** NFQUEUE queue number (0..65535), one per hostlb instance. */
@@ -36,21 +36,6 @@ export interface NetfilterSpec extends HostSpec {
 
 /** Buckets of the kernel-side hash that picks a daemon while hostlb is away. */
 export const FALLBACK_BUCKETS = 64;
-export const MARK_MASK = 0xffff0000;
-/**
- * Conntrack mark bits of a TCP flow's event life (see the events chains
- * below): it has reported the daemon's SYN-ACK (ANSWERED; UDP flows carry it
- * from the start), its mask is
- * back to "destroy only" after that (QUIET), it has reported its first FIN or
- * RST (ENDING). Daemon ids use the 13 bits below them.
- */
-export const ENDING_BIT = 0x8000;
-export const ANSWERED_BIT = 0x4000;
-export const QUIET_BIT = 0x2000;
-export const EVENT_BITS = ENDING_BIT | ANSWERED_BIT | QUIET_BIT;
-export const ID_MASK = 0x1fff;
-/** The mark hostlb gives a connection no daemon takes: no daemon map entry, so it reaches the (local) cluster address and the kernel refuses it. */
-export const REJECT_ID = 0x1fff;
 
 /** nft table of the instance `name` (the config's device name). */
 export function tableName(name: string): string {

@@ -5,9 +5,9 @@
 
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { CHECKPOINT_HEADER_BYTES, SnapshotCursor } from '../dispatch/checkpoint.js';
-import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { writeWhole } from '../net/state-files.js';
+import { CHECKPOINT_HEADER_BYTES, SnapshotCursor } from '../../dispatch/checkpoint.js';
+import type { Dispatcher } from '../../dispatch/dispatcher.js';
+import { writeWhole } from '../../net/state-files.js';
 
 export interface CheckpointWriteOptions {
   /** Record ids looked at per slice at most (default SNAPSHOT_IDS_PER_SLICE). */

@@ -1,0 +1,120 @@
+// The seam between control and the packets. A data plane carries the flows of
+// the cluster ports to the daemons the Balancer picks and keeps the Balancer's
+// per-daemon counts; control (the instance, health, the admin API, metrics)
+// knows it only through this interface. Two planes exist: `tun` (hostlb's own
+// dispatcher behind a TUN device, tun/) and `netfilter` (hostlb decides, the
+// kernel forwards, netfilter/). createDataPlane is the only place that looks
+// at the configuration's `dataplane:`.
+
+import type { BaseLogger as Logger } from 'pino';
+import type { HostlbConfig } from '../control/config-schema.js';
+import type { Balancer } from '../dispatch/balancer.js';
+import type { ConnectionFilter, ConnectionPage } from '../dispatch/record-view.js';
+import type { Link } from '../link/link.js';
+import type { HostFacts } from '../net/host-facts.js';
+import type { HostSpec } from '../net/host-spec.js';
+import type { NetStep } from '../net/net-step.js';
+import { NetfilterPlane } from './netfilter/netfilter-plane.js';
+import { TunPlane } from './tun/tun-plane.js';
+
+/** Counters a plane may keep, by name (null from counter() when a plane keeps no such thing). */
+export type PlaneCounter =
+  /** Packets read from and written to the TUN device, and packets a write refused (tun). */
+  | 'link.read' | 'link.written' | 'link.refused'
+  /** New connections the queue decided, by outcome (netfilter). */
+  | 'queue.daemon' | 'queue.rejected' | 'queue.unparsed'
+  /** Conntrack events read, event-socket overruns, flow counts a comparison with conntrack corrected (netfilter). */
+  | 'conntrack.events' | 'conntrack.overruns' | 'conntrack.swept';
+
+/** Where a plane's flows are held, for status and metrics. */
+export interface FlowTable {
+  /** Flows (or records) held now. */
+  records: number;
+  /** The most the plane's own table holds; null when it keeps none of its own (conntrack holds the flows). */
+  capacity: number | null;
+  /** The most the table that holds the flows may hold (for netfilter: conntrack's, shared with the host); 0 when unknown. */
+  limit: number;
+  /** Records pushed out by new ones when the table was full. */
+  evictions: number;
+}
+
+/**
+ * What control and health need from a data plane.
+ *
+ * Ownership: the plane owns what moves packets — its device or sockets, its
+ * timers, its own flow records (table checkpoint, conntrack bookkeeping) —
+ * and keeps the Balancer's per-daemon counts (active and new flows, SYNs
+ * answered or refused, bytes). The instance owns the Balancer (configuration
+ * and effective weights), and the host set-up: the plane only plans its steps
+ * (plan), the instance journals, applies, repairs and undoes them.
+ *
+ * Calls come from the control path (the instance, health timers, admin API
+ * requests), never from inside the plane's packet path; none of them may
+ * block for long: a listing or a count may ask the kernel once.
+ *
+ * Errors: open() and start() throw HostlbError (TUN_*, NETFILTER_*, NETLINK_*)
+ * and leave nothing running; every other call reports a failure to the
+ * logger it was given and carries on — the packet path never throws.
+ *
+ * Life: plan* → open → (host set-up) → start → follow* … → stop → close, or
+ * handOver instead of stop and close (`start --takeover`).
+ */
+export interface DataPlane {
+  readonly kind: HostlbConfig['dataplane'];
+  /** Throws HostlbError (e.g. NETFILTER_TOOLS_MISSING) when a program the plane's host set-up runs is not on PATH; checked before anything changes. */
+  checkTools(): void;
+  /** The host set-up steps that bring `spec`'s clusters to this plane, planned against `baseline`. Pure; throws NetError on a spec it cannot set up. */
+  plan(spec: HostSpec, baseline: HostFacts): NetStep[];
+  /** Opens what must exist before the host set-up runs (the TUN device); nothing to do for some planes. */
+  open(): void;
+  /**
+   * Starts moving packets. `adopt`: a previous run left its host set-up (it
+   * crashed, or handed over): take over its flows (the table checkpoint, the
+   * flows conntrack holds) instead of starting empty.
+   */
+  start(adopt: boolean): void;
+  /** The configuration changed (timeouts, connection log) or daemons did: follow it now. */
+  follow(config: HostlbConfig): void;
+  /** Host objects the plane depends on were put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables). */
+  hostRepaired(kinds: readonly string[]): void;
+  /** Ends every flow of daemon `id` now (down with downFlows: reset, or removed with onDaemonRemoved: reset); returns how many. */
+  resetDaemonFlows(id: number): number;
+  /** True when nothing beyond the Balancer's counts keeps daemon `id` busy (a drain may end once this and the counts say so). */
+  nothingLive(id: number): boolean;
+  /** Daemon ids the plane's own records still name: a retired daemon's id is not given to a new one while listed. */
+  daemonsHeld(): ReadonlySet<number>;
+  /** Flows as the admin API lists them: every match of `filter` counted, only the page built. */
+  connections(filter: ConnectionFilter): ConnectionPage;
+  /** Where the flows are held. */
+  table(): FlowTable;
+  /** A counter by name; null when this plane keeps no such counter. */
+  counter(name: PlaneCounter): number | null;
+  /** Stops moving packets (and writes nothing more); the device or rules stay until close / undo. */
+  stop(): void;
+  /** After stop and the undo: lets go of everything; `undone`: the host set-up is gone, so nothing is kept for a next run. */
+  close(undone: boolean): void;
+  /** Stops and leaves its flows for the next hostlb (a last checkpoint; a persistent device stays): `start --takeover`. */
+  handOver(): void;
+}
+
+export interface PlaneContext {
+  /** Shared with health and the admin API; the plane decides with it and keeps its counts. */
+  balancer: Balancer;
+  /** For what the plane cannot do and carries on without (a failing map update, a checkpoint). */
+  logger: Logger;
+  /**
+   * A link to use instead of a TUN device (tun only): a MemoryLink in tests
+   * and simulations. The plane then never touches the host.
+   */
+  link?: Link;
+}
+
+/** The data plane `config.dataplane` names, not yet opened. */
+export function createDataPlane(config: HostlbConfig, context: PlaneContext): DataPlane {
+  switch (config.dataplane) {
+    case 'netfilter':
+      return NetfilterPlane.fromConfig(config, context);
+    case 'tun':
+      return TunPlane.fromConfig(config, context);
+  }
+}
