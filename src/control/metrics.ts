@@ -201,6 +201,18 @@ export function createMetrics(source: MetricsSource): Registry {
     collect(this: Counter) { this.reset(); this.inc(source.plane.counter('conntrack.swept') ?? 0); },
   });
   new Counter({
+    name: 'hostlb_socket_lookups_total', help: 'Socket lookups the socket data plane\'s program saw for cluster ports, and those no daemon socket took (passed on to the kernel, which refuses them).',
+    labelNames: ['result'], registers: [registry],
+    collect(this: Counter) {
+      this.reset();
+      labelled(this, source, 'result', { matched: 'socket.matched', unassigned: 'socket.unassigned' });
+    },
+  });
+  new Counter({
+    name: 'hostlb_socket_daemon_sockets_taken_total', help: 'Listening sockets the socket data plane took from daemons (at start, and each time a daemon came back with a new one).', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.plane.counter('socket.taken') ?? 0); },
+  });
+  new Counter({
     name: 'hostlb_repairs_total', help: 'Host objects hostlb set up that vanished underneath it (nft flush ruleset, a deleted route or rule, a sysctl set back) and were put back, by kind.', labelNames: ['kind'], registers: [registry],
     collect(this: Counter<'kind'>) {
       this.reset();

@@ -1,9 +1,10 @@
 // The seam between control and the packets. A data plane carries the flows of
 // the cluster ports to the daemons the Balancer picks and keeps the Balancer's
 // per-daemon counts; control (the instance, health, the admin API, metrics)
-// knows it only through this interface. Two planes exist: `tun` (hostlb's own
-// dispatcher behind a TUN device, tun/) and `netfilter` (hostlb decides, the
-// kernel forwards, netfilter/). createDataPlane is the only place that looks
+// knows it only through this interface. Three planes exist: `tun` (hostlb's
+// own dispatcher behind a TUN device, tun/), `netfilter` (hostlb decides, the
+// kernel forwards, netfilter/) and `socket` (the kernel's socket lookup hands
+// each connection to a daemon's own socket, socket/). createDataPlane is the only place that looks
 // at the configuration's `dataplane:`.
 
 import type { BaseLogger as Logger } from 'pino';
@@ -15,6 +16,7 @@ import type { HostFacts } from '../net/host-facts.js';
 import type { HostSpec } from '../net/host-spec.js';
 import type { NetStep } from '../net/net-step.js';
 import { NetfilterPlane } from './netfilter/netfilter-plane.js';
+import { SocketPlane } from './socket/socket-plane.js';
 import { TunPlane } from './tun/tun-plane.js';
 
 /** Counters a plane may keep, by name (null from counter() when a plane keeps no such thing). */
@@ -24,7 +26,9 @@ export type PlaneCounter =
   /** New connections the queue decided, by outcome (netfilter). */
   | 'queue.daemon' | 'queue.rejected' | 'queue.unparsed'
   /** Conntrack events read, event-socket overruns, flow counts a comparison with conntrack corrected (netfilter). */
-  | 'conntrack.events' | 'conntrack.overruns' | 'conntrack.swept';
+  | 'conntrack.events' | 'conntrack.overruns' | 'conntrack.swept'
+  /** Socket lookups that matched a cluster port, those no daemon's socket took, and daemon sockets taken (socket). */
+  | 'socket.matched' | 'socket.unassigned' | 'socket.taken';
 
 /** Where a plane's flows are held, for status and metrics. */
 export interface FlowTable {
@@ -109,6 +113,14 @@ export interface PlaneContext {
   link?: Link;
 }
 
+/**
+ * Whether each plane can run on this host, as a person should read it: null
+ * when it can, else why not. Loads nothing that stays; safe to call anywhere.
+ */
+export function planeSupport(): Record<HostlbConfig['dataplane'], string | null> {
+  return { socket: SocketPlane.support(), netfilter: NetfilterPlane.support(), tun: TunPlane.support() };
+}
+
 /** The data plane `config.dataplane` names, not yet opened. */
 export function createDataPlane(config: HostlbConfig, context: PlaneContext): DataPlane {
   switch (config.dataplane) {
@@ -116,5 +128,7 @@ export function createDataPlane(config: HostlbConfig, context: PlaneContext): Da
       return NetfilterPlane.fromConfig(config, context);
     case 'tun':
       return TunPlane.fromConfig(config, context);
+    case 'socket':
+      return SocketPlane.fromConfig(config, context);
   }
 }

@@ -4,10 +4,11 @@
 // (dataplane/*/host-plan.ts).
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { NetError } from './net-error.js';
-import { stepShapeProblem } from './journal-shape.js';
-import { formatCommand, type NetCommand, type NetStep } from './net-step.js';
+import { existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { NetError, type NetErrorCode } from './net-error.js';
+import { bpffsDirProblem, stepShapeProblem } from './journal-shape.js';
+import { BPFFS_ROOT, formatCommand, type NetCommand, type NetStep } from './net-step.js';
 import { writeFileAtomic } from './state-files.js';
 
 /** Where journals live by default: tmpfs, so a reboot (which resets the network) also forgets them. */
@@ -48,10 +49,20 @@ function run(command: NetCommand): void {
     writeFileSync(`/proc/sys/${command[1]}`, `${command[2]}\n`);
     return;
   }
+  if (command[0] === 'bpffs' && command.length === 3 && bpffsDirProblem(command[2]) === null) {
+    if (command[1] === 'mount') {
+      mountBpffs(command[2]);
+      return;
+    }
+    if (command[1] === 'umount') {
+      unmountBpffs(command[2]);
+      return;
+    }
+  }
   throw new NetError('NET_JOURNAL_INVALID', `not a command hostlb runs: ${JSON.stringify(command)}`);
 }
 
-/** stderr of a failed ip(8), or the message of a failed /proc/sys write. */
+/** stderr of a failed ip(8) (or nft, iptables, mount), or the message of a failed /proc/sys write. */
 function failureText(error: unknown): string {
   const stderr = (error as { stderr?: unknown }).stderr;
   if (typeof stderr === 'string' && stderr.trim() !== '') return stderr.trim();
@@ -61,9 +72,13 @@ function failureText(error: unknown): string {
 /**
  * Undo outcomes that mean "already as it was": a deleted route ("No such
  * process", ESRCH), rule ("No such file or directory") or device ("Cannot find
- * device") is gone, or a re-added rule is there ("File exists").
+ * device") is gone, or a re-added rule is there ("File exists"). A NetError is
+ * hostlb's own verdict, never "already gone": the bpffs commands read
+ * /proc/self/mountinfo and treat "not mounted" and "no such directory" as done
+ * themselves, so what they throw is a real failure.
  */
 export function isAlreadyUndone(error: unknown): boolean {
+  if (error instanceof NetError) return false;
   if ((error as { code?: unknown }).code === 'ENOENT') return true;
   // iptables: "Bad rule (does a matching rule exist in that chain?)", "No chain/target/match by that name".
   return /No such file or directory|No such process|Cannot find device|does not exist|File exists|does a matching rule exist|No chain\/target\/match by that name/i.test(failureText(error));
@@ -146,7 +161,7 @@ export function applyPlan(steps: readonly NetStep[], journalPath: string): void 
       run(step.apply);
     } catch (cause) {
       const why = failureText(cause);
-      const hint = /Cannot find device|ENOENT/.test(why) ? ' (does the TUN device exist? open it before applying the plan)' : '';
+      const hint = step.apply[0] === 'ip' && /Cannot find device|ENOENT/.test(why) ? ' (does the TUN device exist? open it before applying the plan)' : '';
       const failed = undoSteps(done);
       const remaining = [...adopted, ...failed.map((f) => f.step)];
       if (remaining.length > 0) writeJournal(journalPath, remaining);
@@ -270,4 +285,150 @@ export function cleanupLeftovers(device: string, options: { journalPath?: string
     if (!isAlreadyUndone(cause)) throw new NetError('NET_UNDO_FAILED', `could not delete the leftover TUN device ${device}: ${failureText(cause)}`, { cause, stderr: failureText(cause) });
   }
   return { undone, deviceRemoved: true };
+}
+
+// ---- bpffs -------------------------------------------------------------------
+// The socket data plane pins its sk_lookup link and maps in a bpffs instance of
+// its own, so they outlive a crash of hostlb. mount(8) and umount(8) follow
+// symlinks and stack a second mount on a mounted directory, so both commands
+// look first: they act only on a real directory <BPFFS_ROOT>/<name> and only on
+// a bpffs mounted right there, never on anything else.
+
+/** One mount of /proc/<pid>/mountinfo (proc(5)): the fields hostlb reads. */
+export interface MountEntry {
+  id: number;
+  parentId: number;
+  /** Unescaped: the kernel writes space, tab, newline and backslash in octal (`\040`). */
+  mountPoint: string;
+  fsType: string;
+}
+
+const MOUNTINFO = '/proc/self/mountinfo';
+
+/** The mounts listed in `text`, the content of a mountinfo file; lines that are not one are skipped. */
+export function parseMountInfo(text: string): MountEntry[] {
+  const mounts: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    // id parent major:minor root mount-point options [optional fields...] - type source super-options
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-', 6);
+    if (dash < 0 || dash + 1 >= fields.length) continue;
+    const mountPoint = fields[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+    mounts.push({ id: Number(fields[0]), parentId: Number(fields[1]), mountPoint, fsType: fields[dash + 1] });
+  }
+  return mounts;
+}
+
+/** The mounts on exactly `path` (none on a directory below or above it). */
+export function mountsOn(mounts: readonly MountEntry[], path: string): MountEntry[] {
+  return mounts.filter((m) => m.mountPoint === path);
+}
+
+/** The mount on `path` that is uppermost (nothing else is mounted on it there): what a lookup of `path` sees and what umount(8) removes. */
+export function topMountOn(mounts: readonly MountEntry[], path: string): MountEntry | undefined {
+  const here = mountsOn(mounts, path);
+  return here.find((m) => !here.some((other) => other.parentId === m.id));
+}
+
+function readMounts(): MountEntry[] {
+  return parseMountInfo(readFileSync(MOUNTINFO, 'utf8'));
+}
+
+/**
+ * Throws unless `dir` has the shape journal-shape.ts allows (then nothing is
+ * done: NET_JOURNAL_INVALID) and each of /run/hostlb, BPFFS_ROOT and `dir` that
+ * exists is a directory, not a symlink (`code`).
+ */
+function checkBpffsDir(dir: string, code: NetErrorCode): void {
+  const problem = bpffsDirProblem(dir);
+  if (problem !== null) throw new NetError('NET_JOURNAL_INVALID', `not a command hostlb runs: ${problem}`);
+  for (const path of [dirname(BPFFS_ROOT), BPFFS_ROOT, dir]) {
+    let isDirectory: boolean;
+    let isLink = false;
+    try {
+      const st = lstatSync(path);
+      isDirectory = st.isDirectory();
+      isLink = st.isSymbolicLink();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new NetError(code, `cannot look at ${path}: ${(error as Error).message}`, { cause: error });
+    }
+    if (!isDirectory) {
+      throw new NetError(code, `${path} is ${isLink ? 'a symbolic link' : 'not a directory'}, so hostlb will not mount or unmount a bpffs through it: remove it (hostlb creates the directories it needs)`);
+    }
+  }
+}
+
+/**
+ * Gets `dir` ready for `['bpffs', 'mount', dir]`: created with mode 0700
+ * (parents too). Returns the path to mount on, or null when a bpffs is mounted
+ * there already (an adopting start re-applies the step; the instance and its
+ * pins are kept). `mountinfo` is /proc/self/mountinfo's text, read when not
+ * given. Throws NetError: NET_JOURNAL_INVALID for a `dir` outside BPFFS_ROOT
+ * (nothing done), NET_STEP_FAILED when a part of the path is not a directory
+ * or another file system is mounted on `dir`.
+ */
+export function bpffsMountTarget(dir: string, mountinfo?: string): string | null {
+  checkBpffsDir(dir, 'NET_STEP_FAILED');
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (cause) {
+    throw new NetError('NET_STEP_FAILED', `cannot create ${dir}: ${(cause as Error).message}`, { cause });
+  }
+  checkBpffsDir(dir, 'NET_STEP_FAILED');
+  const at = realpathSync(dir); // == dir unless /run itself is a link; mountinfo lists real paths
+  const top = topMountOn(mountinfo === undefined ? readMounts() : parseMountInfo(mountinfo), at);
+  if (top === undefined) return at;
+  if (top.fsType === 'bpf') return null;
+  throw new NetError('NET_STEP_FAILED', `${at} has a ${top.fsType} file system mounted on it, not a bpffs, and hostlb leaves other mounts alone: unmount it (umount ${at}) if nothing uses it`);
+}
+
+/** Runs `['bpffs', 'mount', dir]`: see bpffsMountTarget; throws its errors and mount(8)'s (with `stderr`). */
+export function mountBpffs(dir: string): void {
+  const at = bpffsMountTarget(dir);
+  if (at !== null) execFileSync('mount', ['-t', 'bpf', 'bpf', at], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+}
+
+/**
+ * Runs `['bpffs', 'umount', dir]`: unmounts the bpffs on `dir` (each one, if
+ * several got stacked there), which drops its pins, then removes `dir`.
+ * Nothing mounted there, or no `dir`, is done. Throws NetError (which
+ * isAlreadyUndone never takes for done): NET_JOURNAL_INVALID for a `dir`
+ * outside BPFFS_ROOT (nothing done), NET_UNDO_FAILED when another file system
+ * is mounted on `dir` (left alone), umount(8) fails, or `dir` is not empty
+ * once unmounted.
+ */
+export function unmountBpffs(dir: string): void {
+  checkBpffsDir(dir, 'NET_UNDO_FAILED');
+  let at: string;
+  try {
+    at = realpathSync(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return; // a mount needs its directory: nothing mounted
+    throw new NetError('NET_UNDO_FAILED', `cannot look at ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+  const stacked = mountsOn(readMounts(), at).length;
+  for (let i = 0; i < stacked; i++) {
+    const top = topMountOn(readMounts(), at);
+    if (top === undefined) break;
+    if (top.fsType !== 'bpf') {
+      throw new NetError('NET_UNDO_FAILED', `${at} has a ${top.fsType} file system mounted on it, not the bpffs hostlb mounted, and hostlb leaves other mounts alone: unmount it by hand`);
+    }
+    try {
+      execFileSync('umount', [at], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: IP_TIMEOUT_MS });
+    } catch (cause) {
+      if (topMountOn(readMounts(), at)?.id !== top.id) continue; // unmounted by someone else meanwhile
+      throw new NetError('NET_UNDO_FAILED', `umount ${at} failed: ${failureText(cause)}`, { cause, stderr: failureText(cause) });
+    }
+  }
+  const left = topMountOn(readMounts(), at);
+  if (left !== undefined) throw new NetError('NET_UNDO_FAILED', `${at} still has a ${left.fsType} file system mounted on it after umount: unmount it by hand`);
+  try {
+    rmdirSync(at);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    const why = code === 'ENOTEMPTY' || code === 'EEXIST' ? 'is not empty once its bpffs is unmounted (files were put in the directory under it): look at them and remove them' : `cannot be removed (${(error as Error).message}): remove it by hand`;
+    throw new NetError('NET_UNDO_FAILED', `${at} ${why}`, { cause: error });
+  }
 }

@@ -1,10 +1,11 @@
 // What a journal step may look like before hostlb replays it. A journal is a
 // file of root commands; hostlb undoes (or adopts) only steps shaped like the
 // ones the data planes' host plans (dataplane/tun/host-plan.ts,
-// dataplane/netfilter/host-plan.ts) write, so a tampered or foreign journal
-// cannot make it run anything else. Pure: no I/O.
+// dataplane/netfilter/host-plan.ts, and the socket plane's bpffs mounts) write,
+// so a tampered or foreign journal cannot make it run anything else. Pure: no I/O.
 
 import { isIP } from 'node:net';
+import { BPFFS_ROOT } from './net-step.js';
 
 const DEVICE = /^[A-Za-z0-9_.-]{1,15}$/;
 const UINT = /^\d{1,10}$/;
@@ -14,6 +15,7 @@ const RULE_PROTOCOL = /^[a-z0-9]{1,16}$/;
 const NFT_TABLE = 'hostlb_[A-Za-z0-9_]{1,32}';
 const NFT_NAME = '[A-Za-z0-9_]{1,64}';
 const IPT_CHAIN = /^HOSTLB-[A-Za-z0-9_.-]{1,21}$/;
+const BPFFS_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const SYSCTL = /^(net\/ipv4\/ip_forward|net\/ipv6\/conf\/all\/forwarding|net\/ipv4\/conf\/(all|default|[A-Za-z0-9_.-]{1,15})\/(rp_filter|accept_local|route_localnet))$/;
 
 /** An address (`198.18.0.1`) or a prefix (`198.18.0.1/32`, `2001:db8::/64`). */
@@ -121,6 +123,23 @@ function iptablesProblem(args: readonly string[]): string | null {
   return `"${op} ${chain}" is not an iptables change hostlb makes`;
 }
 
+/**
+ * Why `dir` is not a directory hostlb mounts a bpffs on, or null when it is:
+ * exactly `<BPFFS_ROOT>/<name>`, one level, `name` not `.` or `..`. apply.ts
+ * checks this too before it runs a bpffs command.
+ */
+export function bpffsDirProblem(dir: string): string | null {
+  const name = dir.startsWith(`${BPFFS_ROOT}/`) ? dir.slice(BPFFS_ROOT.length + 1) : '';
+  if (BPFFS_NAME.test(name) && name !== '.' && name !== '..') return null;
+  return `${JSON.stringify(dir)} is not a bpffs directory hostlb mounts (${BPFFS_ROOT}/<name>)`;
+}
+
+function bpffsProblem(args: readonly string[]): string | null {
+  if (args.length !== 2) return `bpffs takes a verb and a directory, not ${JSON.stringify(args)}`;
+  if (args[0] !== 'mount' && args[0] !== 'umount') return `"bpffs ${args[0]}" is not a bpffs change hostlb makes`;
+  return bpffsDirProblem(args[1]);
+}
+
 /** Why `command` is not one hostlb writes, or null when it is. */
 export function commandShapeProblem(command: unknown): string | null {
   if (!Array.isArray(command) || command.length === 0 || !command.every((c) => typeof c === 'string')) return 'not a list of strings';
@@ -133,6 +152,7 @@ export function commandShapeProblem(command: unknown): string | null {
     case 'sysctl':
       if (args.length !== 2 || !SYSCTL.test(args[0])) return `${JSON.stringify(args[0])} is not a sysctl hostlb writes`;
       return /^\d{1,2}$/.test(args[1]) ? null : `${JSON.stringify(args[1])} is not a sysctl value hostlb writes`;
+    case 'bpffs': return bpffsProblem(args);
     default: return `${JSON.stringify(program)} is not a program hostlb runs`;
   }
 }

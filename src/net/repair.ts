@@ -1,18 +1,24 @@
 // Puts back host objects that vanish underneath a running hostlb: an
 // `nft flush ruleset` (what `systemctl restart nftables` does), an
-// `iptables -t mangle -F`, a deleted route or rule, a sysctl set back. Every
-// second the journaled steps are checked (child processes, never a blocking
-// call on the packet path's thread) and the missing ones applied again; the
-// journal is not touched: it already lists them, and stop undoes them.
+// `iptables -t mangle -F`, a deleted route or rule, a sysctl set back, an
+// unmounted bpffs. Every second the journaled steps are checked (child
+// processes, never a blocking call on the packet path's thread) and the
+// missing ones applied again; the journal is not touched: it already lists
+// them, and stop undoes them.
 
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { bpffsMountTarget } from './apply.js';
 import type { NetStep } from './net-step.js';
 
 const TIMEOUT_MS = 10_000;
 
 export interface RepairReport {
-  /** Steps applied again, by kind (ip, sysctl, nft, iptables, ip6tables). */
+  /**
+   * Steps applied again, by kind (ip, sysctl, nft, iptables, ip6tables,
+   * bpffs). A bpffs comes back empty: its plane re-pins its objects when told.
+   */
   repaired: Record<string, number>;
   /** Checks or repairs that failed (logged by the caller). */
   errors: string[];
@@ -60,7 +66,8 @@ const PRESENT = /File exists|No such file or directory|No such process|Cannot fi
  * all of it; then every nft step runs again, in order); iptables steps by their
  * chain, its jumps and its rule count (a mismatch: undone and applied again);
  * ip steps by running them again (a present effect answers "File exists");
- * sysctls by their value. Never throws.
+ * sysctls by their value; bpffs mounts by /proc/self/mountinfo (a bpffs
+ * mounted on the step's directory). Never throws.
  *
  * `abort` kills the commands in flight synchronously (SIGKILL) and starts no
  * more: call it before undoing the journal, so nothing is put back after.
@@ -81,6 +88,30 @@ export async function repairMissing(steps: readonly NetStep[], abort: AbortSigna
       }
     } catch (e) {
       report.errors.push(`sysctl ${path}: ${(e as Error).message}`);
+    }
+  }
+
+  // Each directory once: a journal may list a mount twice (re-applied when adopted),
+  // and mountinfo is read once, so a second pass would stack a second bpffs on it.
+  const bpffsDirs = new Map(steps.filter((s) => s.apply[0] === 'bpffs' && s.apply[1] === 'mount').map((s) => [s.apply[2], s]));
+  if (bpffsDirs.size > 0 && !abort.aborted) {
+    let mountinfo: string | undefined;
+    try {
+      mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    } catch (e) {
+      report.errors.push(`/proc/self/mountinfo: ${(e as Error).message}`);
+    }
+    for (const [dir, step] of mountinfo === undefined ? [] : bpffsDirs) {
+      if (abort.aborted) break;
+      try {
+        const at = bpffsMountTarget(dir, mountinfo);
+        if (at === null) continue;
+        const r = await run(abort, ['mount', '-t', 'bpf', 'bpf', at]);
+        if (r.ok) count('bpffs', 1);
+        else report.errors.push(`${step.description}: ${r.stderr.trim()}`);
+      } catch (e) {
+        report.errors.push(`${step.description}: ${(e as Error).message}`);
+      }
     }
   }
 

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, clusterTopology, curlThrough, HostlbProcess, nftCounters, nftLoad, SERVER_V4, type CurlResult } from '../support/hostlb-process.js';
-import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { ALL_DATAPLANES, assertPlaneGone, assertPlaneSetUp, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
@@ -71,7 +71,7 @@ async function httpThroughCluster(t: TestContext, dataplane: Dataplane): Promise
       table: { capacity: 65536 },
       clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'rr', daemons: DAEMONS.map((address) => ({ address })) }] }],
     }, { dir });
-    // The TUN plane's device, or the netfilter plane's nft table and iptables chain.
+    // The TUN plane's device, the netfilter plane's nft table and iptables chain, or the socket plane's bpffs.
     assertPlaneSetUp(server, dataplane);
     nftLoad(client, COUNTERS(CLIENT_V4));
     nftLoad(server, COUNTERS(SERVER_V4));
@@ -111,4 +111,4 @@ async function httpThroughCluster(t: TestContext, dataplane: Dataplane): Promise
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] HTTP through 198.18.100.1:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] HTTP through 198.18.100.1:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));

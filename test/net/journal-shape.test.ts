@@ -1,5 +1,6 @@
 // The allow-list of journal steps (journal-shape.ts): every step both planners
-// write passes, for both data planes and both families; anything else is
+// write passes, for both data planes and both families, and so do the socket
+// plane's bpffs mounts under /run/hostlb/bpf; anything else is
 // refused with the reason, and readJournal refuses a journal holding one. Pure
 // apart from a temp file.
 
@@ -65,6 +66,14 @@ test('the local rule put back with its protocol, and a test\'s hand-made steps, 
   assert.equal(commandShapeProblem(['ip', '-4', 'route', 'del', 'local', '198.18.100.1/32', 'dev', 'lo', 'table', 'local']), null);
 });
 
+test('a bpffs mount on a directory of its own under /run/hostlb/bpf, and its umount, pass', () => {
+  for (const name of ['socket', 'hlb0.v6', 'a_b-c', '...', 'x'.repeat(64)]) {
+    const dir = `/run/hostlb/bpf/${name}`;
+    const step = { description: `mount a bpffs for ${name}`, apply: ['bpffs', 'mount', dir], undo: ['bpffs', 'umount', dir] };
+    assert.equal(stepShapeProblem(step), null, dir);
+  }
+});
+
 const REFUSED: Array<[string, unknown[], RegExp]> = [
   ['another program', ['sh', '-c', 'rm -rf /'], /"sh" is not a program hostlb runs/],
   ['ip netns exec', ['ip', 'netns', 'exec', 'x', 'sh'], /not an ip rule\/route add\/del or link set/],
@@ -85,6 +94,26 @@ const REFUSED: Array<[string, unknown[], RegExp]> = [
   ['iptables jumping elsewhere', ['iptables', '-w', '5', '-t', 'mangle', '-I', 'PREROUTING', '-j', 'DROP'], /does not jump to a hostlb chain/],
   ['iptables dropping in a hostlb chain', ['iptables', '-w', '5', '-t', 'mangle', '-A', 'HOSTLB-hlb0', '-j', 'DROP'], /not the queue rule/],
   ['not strings', ['ip', 4], /not a list of strings/],
+  ['a bpffs elsewhere', ['bpffs', 'mount', '/sys/fs/bpf'], /"\/sys\/fs\/bpf" is not a bpffs directory hostlb mounts \(\/run\/hostlb\/bpf\/<name>\)/],
+  ['a bpffs on the bpf root itself', ['bpffs', 'mount', '/run/hostlb/bpf'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs with an empty name', ['bpffs', 'umount', '/run/hostlb/bpf/'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs on a sibling of the root', ['bpffs', 'mount', '/run/hostlb/bpfx/a'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs on ..', ['bpffs', 'umount', '/run/hostlb/bpf/..'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs on .', ['bpffs', 'umount', '/run/hostlb/bpf/.'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs path climbing out', ['bpffs', 'umount', '/run/hostlb/bpf/../../../sys/fs/bpf'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs two levels down', ['bpffs', 'mount', '/run/hostlb/bpf/a/b'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs with a trailing slash', ['bpffs', 'mount', '/run/hostlb/bpf/a/'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs with a trailing newline', ['bpffs', 'mount', '/run/hostlb/bpf/a\n'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs name of 65 characters', ['bpffs', 'mount', `/run/hostlb/bpf/${'x'.repeat(65)}`], /not a bpffs directory hostlb mounts/],
+  ['a bpffs name with a space', ['bpffs', 'mount', '/run/hostlb/bpf/a b'], /not a bpffs directory hostlb mounts/],
+  ['a relative bpffs directory', ['bpffs', 'mount', 'run/hostlb/bpf/a'], /not a bpffs directory hostlb mounts/],
+  ['a bpffs mount with options', ['bpffs', 'mount', '/run/hostlb/bpf/a', '-o', 'remount'], /bpffs takes a verb and a directory/],
+  ['a bpffs mount without a directory', ['bpffs', 'mount'], /bpffs takes a verb and a directory/],
+  ['a bpffs remount', ['bpffs', 'remount', '/run/hostlb/bpf/a'], /"bpffs remount" is not a bpffs change hostlb makes/],
+  ['a bpffs unmount spelled otherwise', ['bpffs', 'unmount', '/run/hostlb/bpf/a'], /"bpffs unmount" is not a bpffs change/],
+  ['a bpffs verb in capitals', ['bpffs', 'MOUNT', '/run/hostlb/bpf/a'], /"bpffs MOUNT" is not a bpffs change/],
+  ['mount(8) itself', ['mount', '-t', 'bpf', 'bpf', '/run/hostlb/bpf/a'], /"mount" is not a program hostlb runs/],
+  ['umount(8) itself', ['umount', '/run/hostlb/bpf/a'], /"umount" is not a program hostlb runs/],
 ];
 
 for (const [what, command, reason] of REFUSED) {

@@ -1,12 +1,14 @@
-// The two data planes the integration tests run against, and what each leaves
-// on the host while hostlb runs: the TUN plane a device (`ip link`), the
+// The data planes the integration tests run against, and what each leaves on
+// the host while hostlb runs: the TUN plane a device (`ip link`), the
 // netfilter plane an nftables table `inet hostlb_<device>` and an iptables
-// mangle chain `HOSTLB-<device>` with its NFQUEUE rules. Tests that share
+// mangle chain `HOSTLB-<device>` with its NFQUEUE rules, the socket plane a
+// bpffs at /run/hostlb/bpf/<netns inode>-<device> holding its pinned program. Tests that share
 // their checks between the planes use these to see that the plane's objects
 // exist during a run and are gone after a deliberate stop.
 //
 // API
-//   DATAPLANES                                   ['tun', 'netfilter']
+//   DATAPLANES                                   ['tun', 'netfilter']: the planes every per-plane test runs on
+//   ALL_DATAPLANES                               those and 'socket' (tests that run on it list it themselves)
 //   type Dataplane
 //   planeObjects(ns, dataplane, device?)         which of the plane's objects exist now (text for messages)
 //   assertPlaneSetUp(ns, dataplane, device?)     throws unless the plane's objects exist
@@ -15,10 +17,21 @@
 //   nftTable(ns, device?)                        `nft list table inet hostlb_<device>`, or null (no table)
 
 import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
 import type { Namespace } from './netns.js';
 
 export const DATAPLANES = ['tun', 'netfilter'] as const;
-export type Dataplane = (typeof DATAPLANES)[number];
+export const ALL_DATAPLANES = [...DATAPLANES, 'socket'] as const;
+export type Dataplane = (typeof ALL_DATAPLANES)[number];
+
+/** True when the socket plane's bpffs for `device` in ns is mounted. */
+function bpffsMounted(ns: Namespace, device: string): boolean {
+  const dir = `/run/hostlb/bpf/${statSync(`/run/netns/${ns.name}`).ino}-${device}`;
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => {
+    const fields = line.split(' ');
+    return fields[4] === dir && fields[fields.indexOf('-') + 1] === 'bpf';
+  });
+}
 
 /** `iptables -t mangle -S HOSTLB-<device>` inside ns, as lines; null when the chain does not exist. */
 export function iptablesChain(ns: Namespace, device = 'hlb0', tool: 'iptables' | 'ip6tables' = 'iptables'): string[] | null {
@@ -61,6 +74,8 @@ export interface PlaneObjects {
   iptablesChain: boolean;
   /** Jumps into it from PREROUTING / OUTPUT (both tools; one cluster family per test gives 2). */
   iptablesJumps: number;
+  /** The bpffs of the pinned dispatch program (socket plane). */
+  bpffs: boolean;
 }
 
 /** Which objects of either plane exist in ns now. */
@@ -70,6 +85,7 @@ export function planeObjects(ns: Namespace, device = 'hlb0'): PlaneObjects {
     nftTable: nftTable(ns, device) !== null,
     iptablesChain: iptablesChain(ns, device) !== null || iptablesChain(ns, device, 'ip6tables') !== null,
     iptablesJumps: iptablesJumps(ns, device).length + iptablesJumps(ns, device, 'ip6tables').length,
+    bpffs: bpffsMounted(ns, device),
   };
 }
 
@@ -80,15 +96,16 @@ export function planeObjects(ns: Namespace, device = 'hlb0'): PlaneObjects {
  */
 export function assertPlaneSetUp(ns: Namespace, dataplane: Dataplane, device = 'hlb0'): void {
   const seen = planeObjects(ns, device);
+  const none: PlaneObjects = { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false };
   const expected: PlaneObjects = dataplane === 'tun'
-    ? { device: true, nftTable: false, iptablesChain: false, iptablesJumps: 0 }
-    : { device: false, nftTable: true, iptablesChain: true, iptablesJumps: 2 };
+    ? { ...none, device: true }
+    : dataplane === 'netfilter' ? { ...none, nftTable: true, iptablesChain: true, iptablesJumps: 2 } : { ...none, bpffs: true };
   assert.deepEqual(seen, expected, `the ${dataplane} data plane's objects while hostlb runs`);
 }
 
 /** Throws if any object of either plane is left in ns (after a deliberate stop). */
 export function assertPlaneGone(ns: Namespace, device = 'hlb0'): void {
-  assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0 }, 'no data plane object left after hostlb stopped');
+  assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false }, 'no data plane object left after hostlb stopped');
 }
 
 /** The daemons the netfilter plane's map `daemons4` / `daemons6` holds now, as "address:port" (IPv6 in brackets), sorted. */

@@ -98,7 +98,9 @@ export class HostlbProcess {
     // A test that names no data plane was written for the TUN plane (the tests
     // shared by both planes pass theirs from DATAPLANES); the config default is netfilter.
     writeFileSync(configPath, stringify({ dataplane: 'tun', ...config, stateDir }));
-    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])]);
+    // The socket plane's bpffs must live in the host's mount namespace, as it would outside a test:
+    // it holds the dispatch a crashed hostlb leaves running.
+    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])], { sharedMounts: config.dataplane === 'socket' });
     const hostlb = new HostlbProcess(child, configPath, stateDir);
     const timeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
     const outcome = await Promise.race([

@@ -11,7 +11,8 @@
 //   sandbox.veth(a, b, { a?, b?, aName?, bName? }): VethPair
 //                                          a veth pair between two namespaces, up, with
 //                                          addresses (CIDR strings; IPv6 added nodad)
-//   sandbox.spawn(ns, argv, options?): ChildProcess   runs argv inside ns; killed (by PID) at cleanup
+//   sandbox.spawn(ns, argv, options?): ChildProcess   runs argv inside ns; killed (by PID) at cleanup;
+//                                                    sharedMounts: nsenter the netns only (mounts outlive the child)
 //   sandbox.run(ns, argv, { timeoutMs?, env? }): Promise<RunResult>
 //                                          runs to completion (killed at the timeout, default 60 s), never rejects
 //   sandbox.cleanup()                      kills live children, deletes the namespaces (and with
@@ -200,9 +201,15 @@ export class NetnsSandbox {
     return { a: { ns: a, dev: aName }, b: { ns: b, dev: bName } };
   }
 
-  /** Starts `argv` inside `ns` (stdio piped unless options say otherwise); killed by PID at cleanup. */
-  spawn(ns: Namespace, argv: string[], options: SpawnOptions = {}): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  /**
+   * Starts `argv` inside `ns` (stdio piped unless options say otherwise); killed by PID at cleanup.
+   * `sharedMounts`: enter only the network namespace (nsenter), not a mount namespace of its own as
+   * `ip netns exec` does, so what the child mounts (the socket plane's bpffs) outlives it, as on a host.
+   */
+  spawn(ns: Namespace, argv: string[], options: SpawnOptions & { sharedMounts?: boolean } = {}): ChildProcess {
+    const { sharedMounts, ...spawnOptions } = options;
+    const command = sharedMounts === true ? ['nsenter', `--net=/run/netns/${ns.name}`, '--', ...argv] : ['ip', 'netns', 'exec', ns.name, ...argv];
+    const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOptions });
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     return child;

@@ -54,7 +54,12 @@ program.command('check')
   .action(async (opts: { config: string }) => {
     try {
       const { loadConfig } = await import('../config-file.js');
-      process.stdout.write(`${JSON.stringify(loadConfig(opts.config), null, 2)}\n`);
+      const config = loadConfig(opts.config);
+      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      const { planeSupport } = await import('../../dataplane/data-plane.js');
+      const support = planeSupport();
+      const verdict = support[config.dataplane];
+      process.stderr.write(`hostlb check: data plane ${config.dataplane} ${verdict === null ? 'runs on this host' : `cannot run on this host: ${verdict}`}; ${Object.entries(support).map(([plane, why]) => `${plane} ${why === null ? 'yes' : 'no'}`).join(', ')}\n`);
     } catch (e) {
       fail(e);
     }

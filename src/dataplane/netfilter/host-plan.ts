@@ -20,10 +20,11 @@
 // not steps: they are state that the data plane rewrites in one nft
 // transaction whenever daemons or weights change (nft-maps.ts).
 
-import { sourceAddress, type HostFacts } from '../../net/host-facts.js';
+import type { HostFacts } from '../../net/host-facts.js';
 import type { HostSpec } from '../../net/host-spec.js';
 import { NetError } from '../../net/net-error.js';
 import type { NetStep } from '../../net/net-step.js';
+import { localClusterSteps } from '../local-routes.js';
 import { ANSWERED_BIT, ENDING_BIT, EVENT_BITS, MARK_MASK, QUIET_BIT } from './marks.js';
 import { parseIp } from '../../wire/address.js';
 
@@ -189,22 +190,6 @@ export function planNetfilterSetup(spec: NetfilterSpec, facts: HostFacts): NetSt
     }
   }
 
-  // Cluster addresses the host does not own yet become local (table local).
-  // With `src`, a same-host client's connection leaves from a real address of
-  // the host (as with the TUN plane), not from the cluster address itself.
-  const owned = new Set(facts.addresses.map((f) => f.address));
-  const taken = new Set(spec.clusters.flatMap((c) => [parseIp(c.address)!.text, ...c.ports.flatMap((p) => p.daemons.map((d) => parseIp(d.address)?.text ?? d.address))]));
-  for (const c of spec.clusters) {
-    const a = parseIp(c.address)!;
-    if (owned.has(a.text) || (a.family === 4 && a.text.startsWith('127.'))) continue;
-    const prefix = a.family === 4 ? 32 : 128;
-    const src = sourceAddress(a.family, taken, spec.device, facts);
-    const route = ['local', `${a.text}/${prefix}`, 'dev', 'lo', 'table', 'local', ...(src ? ['src', src] : [])];
-    steps.push({
-      description: `make cluster ${a.text} a local address (refused connections are answered from it)`,
-      apply: ['ip', `-${a.family}`, 'route', 'add', ...route],
-      undo: ['ip', `-${a.family}`, 'route', 'del', ...route.slice(0, 6)],
-    });
-  }
+  steps.push(...localClusterSteps(spec, facts));
   return steps;
 }

@@ -97,6 +97,11 @@ export class NetfilterPlane implements DataPlane {
     this.decision = new QueueDecision(balancer, this.accounting, options.hashSeed ?? 0);
   }
 
+  /** Null when nft and iptables are installed, else which packages to install. */
+  static support(): string | null {
+    return checkTools(['nft', 'iptables']);
+  }
+
   static fromConfig(config: HostlbConfig, context: PlaneContext): NetfilterPlane {
     const v6 = config.clusters.some((c) => c.address.includes(':'));
     const budget = new LogBudget(5, 60_000);

@@ -48,6 +48,11 @@ export class TunPlane implements DataPlane {
     this.link = link;
   }
 
+  /** Null when the kernel offers TUN devices (/dev/net/tun), else why not. */
+  static support(): string | null {
+    return existsSync('/dev/net/tun') ? null : '/dev/net/tun does not exist: this kernel (or container) offers no TUN devices';
+  }
+
   static fromConfig(config: HostlbConfig, context: PlaneContext): TunPlane {
     const dispatcher = new Dispatcher({
       balancer: context.balancer,

@@ -1,0 +1,431 @@
+// The socket data plane: the kernel's socket lookup decides. hostlb's
+// sk_lookup program (bpf/sk-lookup.ts), attached to this network namespace,
+// hands each new connection to a cluster port to one of the daemons' own
+// listening sockets, chosen by a hash of the client into a table of buckets
+// hostlb keeps in step with effective weights. No NAT, no conntrack entry, no
+// user-space step per connection: the daemon accepts with the cluster
+// address as its local address and the real client as its peer.
+//
+// This file keeps the program's maps in step with the Balancer (ports,
+// buckets, each daemon's socket, taken from the daemon with pidfd_getfd) and
+// turns the program's per-daemon counters into the Balancer's: a connection
+// handed to a daemon is a new flow and an answered SYN; a lookup that found
+// the daemon's socket gone (it closed: the daemon died or restarted) counts
+// as a refused SYN, so passive health takes the daemon out without an
+// advisor. Active connections are counted from the namespace's socket table
+// (socket-table.ts). The program and maps are pinned in a bpffs of the
+// instance's own (host-plan.ts), so dispatch goes on while hostlb is away
+// and the next hostlb adopts them.
+
+import { closeSync, existsSync, openSync } from 'node:fs';
+import type { BaseLogger as Logger } from 'pino';
+import { BUCKETS, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
+import { closeFd } from '../../bpf/syscalls.js';
+import { takeListener } from '../../bpf/listener.js';
+import type { HostlbConfig } from '../../control/config-schema.js';
+import type { Balancer } from '../../dispatch/balancer.js';
+import type { ClusterPort, Daemon } from '../../dispatch/config-tree.js';
+import { ConnectionPage, type ConnectionFilter } from '../../dispatch/record-view.js';
+import { weightedBuckets } from '../../dispatch/schedulers/weighted-buckets.js';
+import { D_ACTIVE_FLOWS, D_NEW_FLOWS, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYNS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
+import { HostlbError } from '../../errors.js';
+import type { HostFacts } from '../../net/host-facts.js';
+import type { HostSpec } from '../../net/host-spec.js';
+import type { NetStep } from '../../net/net-step.js';
+import { formatIpv4Bytes, formatIpv6 } from '../../wire/address.js';
+import type { DataPlane, FlowTable, PlaneContext, PlaneCounter } from '../data-plane.js';
+import { pinDirectory, planSocketSetup } from './host-plan.js';
+import { readTcpSockets, socketHolders, tcpStateName, TCP_ESTABLISHED, TCP_LISTEN, type TcpSocket } from './socket-table.js';
+
+/** Cluster ports the maps have room for (port ids 0..MAX_PORTS-1). */
+const MAX_PORTS = 1024;
+/** Daemon slots: daemon id i holds slot i + 1 (slot 0 is "none"). */
+const MAX_SLOTS = 8192;
+
+/** How often maps and counters are brought in step, ms: effective weights reach the buckets within this. */
+const SYNC_MS = 250;
+/** How often active connections are counted from the socket table, ms. */
+const COUNT_MS = 1_000;
+
+/**
+ * Schedulers that pick by load: their buckets are weighted by effective weight
+ * over (1 + active connections), from the last count. The kernel holds no
+ * per-daemon count yet (a SOCK_OPS program could), so the least-loaded pick is
+ * as fresh as COUNT_MS, not per connection.
+ */
+const LOAD_SCHEDULERS = new Set(['lc', 'wlc', 'p2c']);
+/** Scales weight / (1 + load) to integers the bucket table takes. */
+const LOAD_SCALE = 1000;
+
+/** What the plane knows of one daemon's slot. */
+interface SlotState {
+  /** Counters already added to the Balancer's. */
+  assigned: number;
+  noSocket: number;
+  refused: number;
+  /** The socket in the slot (its cookie), or null while the daemon has none. */
+  cookie: bigint | null;
+}
+
+export class SocketPlane implements DataPlane {
+  readonly kind = 'socket' as const;
+  private dispatch: SkLookupDispatch | null = null;
+  private readonly slots = new Map<number, SlotState>();
+  /** Port keys in the map now, by their text, with the port index they route to. */
+  private readonly routed = new Map<string, { key: PortKey; index: number }>();
+  /** Bucket tables written, by port index, as text: rewritten only when they change. */
+  private readonly written = new Map<number, string>();
+  private syncTimer: NodeJS.Timeout | null = null;
+  private countTimer: NodeJS.Timeout | null = null;
+  /** Lookups that matched a cluster port, and those no daemon took (from the program's counters). */
+  private matched = 0;
+  private unassigned = 0;
+  /** Sockets the plane took from daemons. */
+  socketsTaken = 0;
+  private active = new Map<number, number>();
+  private readonly pinDir: string;
+
+  constructor(private readonly balancer: Balancer, private config: HostlbConfig, private readonly logger: Logger) {
+    this.pinDir = pinDirectory(config.device);
+  }
+
+  /** Null when this kernel runs sk_lookup programs for hostlb (a throwaway program is loaded and closed), else why not. */
+  static support(): string | null {
+    try {
+      SkLookupDispatch.create({ maxPorts: 1, maxSlots: 2 }).close();
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+
+  static fromConfig(config: HostlbConfig, context: PlaneContext): SocketPlane {
+    return new SocketPlane(context.balancer, config, context.logger);
+  }
+
+  checkTools(): void {
+    // mount(8) and iproute2: present wherever hostlb runs (NET_* errors say so otherwise).
+  }
+
+  plan(spec: HostSpec, baseline: HostFacts): NetStep[] {
+    return planSocketSetup(spec, baseline, this.pinDir);
+  }
+
+  open(): void {
+    // The bpffs is a host step; the program is loaded at start, once it is mounted.
+  }
+
+  /**
+   * Loads the program and its maps (or, adopting, takes over the pinned ones,
+   * still dispatching), fills the maps, attaches to this network namespace and
+   * pins everything. Throws HostlbError SOCKET_PLANE_FAILED with the reason
+   * (BPF_* in its cause: a kernel without sk_lookup, the verifier's log).
+   */
+  start(adopt: boolean): void {
+    try {
+      if (adopt && existsSync(`${this.pinDir}/program`)) {
+        this.dispatch = SkLookupDispatch.adopt(this.pinDir);
+        this.logger.info({ event: 'dispatch_adopted', attached: this.dispatch.fds.link >= 0 }, 'took over the pinned socket dispatch of an earlier run');
+      } else {
+        SkLookupDispatch.unpin(this.pinDir);
+        this.dispatch = SkLookupDispatch.create({ maxPorts: MAX_PORTS, maxSlots: MAX_SLOTS });
+      }
+      this.sync();
+      if (this.dispatch.fds.link < 0) {
+        const netns = openSync('/proc/self/ns/net', 'r');
+        try {
+          this.dispatch.attach(netns);
+        } finally {
+          closeSync(netns);
+        }
+        this.dispatch.pin(this.pinDir);
+      }
+    } catch (e) {
+      this.dispatch?.close();
+      this.dispatch = null;
+      throw e instanceof HostlbError && e.code.startsWith('SOCKET_') ? e : new HostlbError('SOCKET_PLANE_FAILED', `the socket data plane could not start: ${(e as Error).message}`, { cause: e });
+    }
+    this.count();
+    this.syncTimer = setInterval(() => this.sync(), SYNC_MS);
+    this.syncTimer.unref();
+    this.countTimer = setInterval(() => this.count(), COUNT_MS);
+    this.countTimer.unref();
+  }
+
+  follow(config: HostlbConfig): void {
+    this.config = config;
+    this.sync();
+  }
+
+  hostRepaired(kinds: readonly string[]): void {
+    // The bpffs came back empty: pin again what this process holds.
+    if (kinds.includes('bpffs') && this.dispatch !== null) {
+      try {
+        this.dispatch.pin(this.pinDir);
+      } catch (e) {
+        this.logger.error({ err: e }, 'could not pin the socket dispatch again');
+      }
+    }
+  }
+
+  resetDaemonFlows(id: number): number {
+    // The kernel holds these connections in the daemon itself; hostlb cannot end them from here yet.
+    const live = this.active.get(id) ?? 0;
+    if (live > 0) this.logger.warn({ event: 'reset_unsupported', daemon: this.balancer.tree.daemonsById[id]?.name, flows: live }, 'the socket data plane cannot reset a daemon\'s connections; they go on');
+    return 0;
+  }
+
+  nothingLive(id: number): boolean {
+    this.count();
+    return (this.active.get(id) ?? 0) === 0;
+  }
+
+  daemonsHeld(): ReadonlySet<number> {
+    const held = new Set<number>();
+    for (const [id, n] of this.active) if (n > 0) held.add(id);
+    return held;
+  }
+
+  connections(filter: ConnectionFilter): ConnectionPage {
+    const page = new ConnectionPage(filter);
+    const { flows } = this.scan();
+    const now = Date.now();
+    for (const { socket: s, daemon } of flows) {
+      const state = tcpStateName(s.state);
+      if (!page.admit(6, state, daemon.name, s.family, s.local, s.localPort, s.remote)) continue;
+      page.connections.push({
+        id: s.inode, protocol: 'tcp', client: endpoint(s.family, s.remote, s.remotePort), cluster: endpoint(s.family, s.local, s.localPort),
+        daemon: daemon.name, state, reset: false, created: 0, lastSeen: now, expires: 0, packetsIn: 0, bytesIn: 0, packetsOut: 0, bytesOut: 0,
+      });
+    }
+    return page;
+  }
+
+  table(): FlowTable {
+    let records = 0;
+    for (const n of this.active.values()) records += n;
+    return { records, capacity: null, limit: 0, evictions: 0 };
+  }
+
+  counter(name: PlaneCounter): number | null {
+    switch (name) {
+      case 'socket.matched': return this.matched;
+      case 'socket.unassigned': return this.unassigned;
+      case 'socket.taken': return this.socketsTaken;
+      default: return null;
+    }
+  }
+
+  stop(): void {
+    if (this.syncTimer !== null) clearInterval(this.syncTimer);
+    if (this.countTimer !== null) clearInterval(this.countTimer);
+    this.syncTimer = this.countTimer = null;
+  }
+
+  close(): void {
+    // A deliberate stop: dispatch ends now, whatever the bpffs did.
+    if (this.dispatch === null) return;
+    try {
+      this.dispatch.detach();
+      SkLookupDispatch.unpin(this.pinDir);
+    } catch (e) {
+      this.logger.error({ err: e }, 'could not detach the socket dispatch');
+    } finally {
+      this.dispatch.close();
+      this.dispatch = null;
+    }
+  }
+
+  handOver(): void {
+    this.stop();
+    // The pins keep the program attached and the daemons' sockets in its map for the next owner.
+    this.dispatch?.close();
+    this.dispatch = null;
+  }
+
+  // ---- keeping the maps in step ------------------------------------------
+
+  /** Brings ports, sockets and buckets in line with the Balancer, and its counts in line with the program's. Never throws. */
+  private sync(): void {
+    const dispatch = this.dispatch;
+    if (dispatch === null) return;
+    try {
+      this.syncPorts(dispatch);
+      for (const d of this.balancer.tree.daemonsById) if (d !== undefined) this.syncSocket(dispatch, d);
+      for (const cluster of this.balancer.tree.clusters) for (const port of cluster.ports) this.syncBuckets(dispatch, port);
+      this.syncCounters(dispatch);
+    } catch (e) {
+      this.logger.error({ err: e }, 'could not bring the socket dispatch maps in step');
+    }
+  }
+
+  private syncPorts(dispatch: SkLookupDispatch): void {
+    const wanted = new Map<string, { key: PortKey; index: number }>();
+    for (const cluster of this.balancer.tree.clusters) {
+      for (const port of cluster.ports) {
+        if (port.id >= MAX_PORTS) continue;
+        for (const protocol of port.protocol === 'any' ? ['tcp', 'udp'] as const : [port.protocol]) {
+          const key: PortKey = { protocol, family: cluster.address.family, port: port.port, address: cluster.address.text };
+          wanted.set(`${protocol} ${cluster.address.text} ${port.port}`, { key, index: port.id });
+        }
+      }
+    }
+    for (const [text, { key }] of this.routed) {
+      if (!wanted.has(text)) dispatch.deletePort(key);
+    }
+    for (const [text, entry] of wanted) {
+      const had = this.routed.get(text);
+      if (had === undefined || had.index !== entry.index) dispatch.setPort(entry.key, entry.index);
+    }
+    this.routed.clear();
+    for (const [text, entry] of wanted) this.routed.set(text, entry);
+  }
+
+  /** Puts daemon `d`'s socket in its slot when the slot is empty (a new daemon, or one that restarted). */
+  private syncSocket(dispatch: SkLookupDispatch, d: Daemon): void {
+    const slot = d.id + 1;
+    if (slot >= MAX_SLOTS) return;
+    let state = this.slots.get(d.id);
+    if (state === undefined) {
+      // Counted from now: an adopted program (or a slot an earlier daemon held) counted before.
+      const c = dispatch.counters(slot);
+      state = { assigned: c.assigned, noSocket: c.noSocket, refused: c.refused, cookie: null };
+      this.slots.set(d.id, state);
+    }
+    if (d.retired) return;
+    state.cookie = dispatch.socketCookie(slot);
+    if (state.cookie !== null) return;
+    const protocol = d.clusterPort.protocol === 'udp' ? 'udp' : 'tcp';
+    let taken: { fd: number } | null = null;
+    try {
+      taken = takeListener({ protocol, address: d.address.text, port: d.port });
+    } catch {
+      return; // not listening (yet): the buckets leave it out
+    }
+    try {
+      dispatch.setSocket(slot, taken.fd);
+      state.cookie = dispatch.socketCookie(slot);
+      this.socketsTaken++;
+      this.logger.info({ event: 'daemon_socket_taken', daemon: d.name, port: d.clusterPort.name }, 'took the daemon\'s listening socket');
+    } finally {
+      // The map holds the socket; this fd would keep it alive after the daemon closes it.
+      closeFd(taken.fd);
+    }
+  }
+
+  /** Writes port `port`'s buckets over the daemons that take new flows and hold a socket. */
+  private syncBuckets(dispatch: SkLookupDispatch, port: ClusterPort): void {
+    if (port.id >= MAX_PORTS) return;
+    const live: Array<{ id: number; weight: number }> = [];
+    const byLoad = LOAD_SCHEDULERS.has(port.scheduler);
+    for (const d of port.daemons) {
+      let weight = this.balancer.effectiveWeight(port, d.id);
+      if (weight <= 0 || d.id + 1 >= MAX_SLOTS || this.slots.get(d.id)?.cookie == null) continue;
+      // lc, wlc, p2c: new connections in proportion to weight over load, recounted every COUNT_MS.
+      if (byLoad) weight = Math.max(1, Math.round((weight * LOAD_SCALE) / (1 + (this.active.get(d.id) ?? 0))));
+      live.push({ id: d.id, weight });
+    }
+    const slots = weightedBuckets(live, BUCKETS).map((id) => (id < 0 ? NO_SLOT : id + 1));
+    const text = slots.join(',');
+    if (this.written.get(port.id) === text) return;
+    dispatch.setBuckets(port.id, slots);
+    this.written.set(port.id, text);
+  }
+
+  /** Adds what the program counted since the last time to the Balancer's per-daemon counts. */
+  private syncCounters(dispatch: SkLookupDispatch): void {
+    const stats = this.balancer.stats.daemon;
+    for (const [id, state] of this.slots) {
+      const slot = id + 1;
+      if (this.balancer.tree.daemonsById[id] === undefined) {
+        this.slots.delete(id);
+        continue;
+      }
+      const c = dispatch.counters(slot);
+      const assigned = c.assigned - state.assigned;
+      const failed = c.noSocket - state.noSocket + (c.refused - state.refused);
+      state.assigned = c.assigned;
+      state.noSocket = c.noSocket;
+      state.refused = c.refused;
+      const b = id * DAEMON_COLUMNS;
+      // Every assigned lookup is a new connection the kernel answered for the daemon's socket.
+      stats[b + D_NEW_FLOWS] += assigned;
+      if (this.balancer.tree.daemonsById[id]?.clusterPort.protocol !== 'udp') {
+        stats[b + D_SYNS] += assigned + failed;
+        stats[b + D_SYN_ANSWERED] += assigned;
+        // The daemon's socket was gone: as a refused SYN, for passive health.
+        stats[b + D_SYN_REFUSED] += failed;
+      }
+    }
+    const t = dispatch.totals();
+    this.matched = t.matched;
+    this.unassigned = t.unassigned;
+  }
+
+  // ---- active connections ------------------------------------------------
+
+  /** Counts each daemon's connections now (D_ACTIVE_FLOWS). Never throws. */
+  private count(): void {
+    try {
+      const { flows, daemons } = this.scan();
+      const counts = new Map<number, number>();
+      for (const d of daemons) counts.set(d.id, 0);
+      for (const f of flows) if (f.socket.state === TCP_ESTABLISHED) counts.set(f.daemon.id, (counts.get(f.daemon.id) ?? 0) + 1);
+      const stats = this.balancer.stats.daemon;
+      for (const [id, n] of counts) stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] = n;
+      this.active = counts;
+      // Load schedulers' buckets follow the new counts at the next sync.
+    } catch (e) {
+      this.logger.error({ err: e }, 'could not count the daemons\' connections');
+    }
+  }
+
+  /**
+   * The namespace's TCP connections to cluster ports, each with the daemon
+   * that holds it: a connection belongs to the daemon whose listening socket
+   * the same process holds (a forking server's workers inherit it).
+   */
+  private scan(): { flows: Array<{ socket: TcpSocket; daemon: Daemon }>; daemons: Daemon[] } {
+    const sockets = readTcpSockets();
+    const tree = this.balancer.tree;
+    const daemons = tree.daemonsById.filter((d): d is Daemon => d !== undefined && d.clusterPort.protocol !== 'udp');
+    const listeners = new Map<number, Daemon>();
+    const clusterSockets: TcpSocket[] = [];
+    for (const s of sockets) {
+      if (s.inode === 0) continue;
+      if (s.state === TCP_LISTEN) {
+        const d = daemons.find((x) => x.port === s.localPort && sameAddress(x.address.bytes, s.local));
+        if (d !== undefined) listeners.set(s.inode, d);
+      } else if (tree.findPort(s.family, words(s.local), 0, 6, s.localPort) !== undefined) {
+        clusterSockets.push(s);
+      }
+    }
+    const holders = socketHolders(new Set([...listeners.keys(), ...clusterSockets.map((s) => s.inode)]));
+    const daemonOfPid = new Map<number, Daemon>();
+    for (const [inode, d] of listeners) for (const pid of holders.get(inode) ?? []) if (!daemonOfPid.has(pid)) daemonOfPid.set(pid, d);
+    const flows: Array<{ socket: TcpSocket; daemon: Daemon }> = [];
+    for (const s of clusterSockets) {
+      const pid = holders.get(s.inode)?.find((p) => daemonOfPid.has(p));
+      if (pid !== undefined) flows.push({ socket: s, daemon: daemonOfPid.get(pid)! });
+    }
+    return { flows, daemons };
+  }
+}
+
+/** An address as the four words ConfigTree.findPort reads (IPv4 in the first). */
+function words(bytes: Uint8Array): Uint32Array {
+  const w = new Uint32Array(4);
+  for (let i = 0; i < bytes.length; i += 4) w[i / 4] = ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0;
+  return w;
+}
+
+function sameAddress(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function endpoint(family: 4 | 6, bytes: Uint8Array, port: number): string {
+  return family === 4 ? `${formatIpv4Bytes(bytes, 0)}:${port}` : `[${formatIpv6(bytes, 0)}]:${port}`;
+}
+
