@@ -70,6 +70,7 @@ import {
   loadProgram,
   lookupElement,
   mapInfo,
+  nextKey,
   openPinned,
   pinObject,
   programInfo,
@@ -463,6 +464,25 @@ export class SkLookupDispatch {
   deletePort(key: PortKey): boolean {
     this.checkOpen();
     return deleteElement(this.f.ports, encodePortKey(key));
+  }
+
+  /** Every key in `ports` now, as encodePortKey bytes (an adopted program may route ports the configuration no longer has). */
+  portKeys(): Uint8Array[] {
+    this.checkOpen();
+    const keys: Uint8Array[] = [];
+    let key: Uint8Array | null = null;
+    for (;;) {
+      const next = new Uint8Array(PORT_KEY_SIZE);
+      if (!nextKey(this.f.ports, key, next)) return keys;
+      keys.push(next);
+      key = next;
+    }
+  }
+
+  /** Deletes a `ports` key given as its bytes; false when it was not there. */
+  deletePortBytes(key: Uint8Array): boolean {
+    this.checkOpen();
+    return deleteElement(this.f.ports, key);
   }
 
   /**

@@ -146,7 +146,7 @@ export const configSchema = z.strictObject({
    * Who moves packets: the kernel (NFQUEUE verdicts, conntrack, nftables DNAT;
    * the default: it wins bench:e2e) or hostlb itself through a TUN device.
    */
-  dataplane: z.enum(['tun', 'netfilter', 'socket']).default('netfilter'),
+  dataplane: z.enum(['auto', 'socket', 'netfilter', 'tun']).default('auto'),
   netfilter: z.strictObject({
     /** NFQUEUE queue number the first packet of each new connection comes to hostlb on. */
     queue: z.number().int().min(0).max(65535).default(4242),

@@ -12,7 +12,7 @@ export const DEMO_PORT = 80;
 export const DEMO_DAEMONS = ['127.10.1.1', '127.10.1.2', '127.10.1.3'];
 export const DEMO_DAEMON_PORT = 8080;
 
-export function demoConfig(dataplane: 'netfilter' | 'tun' = 'netfilter'): HostlbConfig {
+export function demoConfig(dataplane: 'socket' | 'netfilter' | 'tun' = 'netfilter'): HostlbConfig {
   return parseConfig(`
 device: hlb0
 dataplane: ${dataplane}
@@ -50,7 +50,10 @@ export async function startDemoDaemons(): Promise<Server[]> {
 
 export function demoInstructions(config: Pick<HostlbConfig, 'device' | 'dataplane'>): string {
   const device = config.device;
-  const whereToLook = config.dataplane === 'netfilter'
+  const whereToLook = config.dataplane === 'socket'
+    ? ['Where to look: `mount | grep /run/hostlb/bpf` (the pinned sk_lookup program), `ss -ltnp` (the daemons\' own listening sockets,',
+      'which take the connections: no NAT, no conntrack),']
+    : config.dataplane === 'netfilter'
     ? [`Where to look: \`nft list table inet hostlb_${device}\` (daemons by mark, fallback buckets), \`iptables -t mangle -S HOSTLB-${device}\``,
       '(the queue rule that brings each new connection to hostlb) and /proc/net/nf_conntrack (the flows, marked),']
     : [`Where to look: \`ip rule\`, \`ip route show table 100\`, \`ip -s link show ${device}\` (packets through the TUN device),`];

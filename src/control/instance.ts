@@ -184,7 +184,8 @@ export class Instance implements Controlled {
     instance.health.start();
     instance.startRepairs();
     instance.startReleases();
-    options.logger.info({ dataplane: config.dataplane, device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
+    if (config.dataplane === 'auto') options.logger.info({ event: 'dataplane_chosen', dataplane: plane.kind }, `data plane ${plane.kind}: the fastest this host runs (dataplane: auto; write dataplane: to choose)`);
+    options.logger.info({ dataplane: plane.kind, device: config.device, clusters: config.clusters.map((c) => c.address), capacity: config.table.capacity, event: 'started' }, 'started');
     return instance;
   }
 

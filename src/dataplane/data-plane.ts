@@ -63,8 +63,12 @@ export interface FlowTable {
  * Life: plan* → open → (host set-up) → start → follow* … → stop → close, or
  * handOver instead of stop and close (`start --takeover`).
  */
+/** The planes there are; `dataplane: auto` (the default) is the first of them this host runs. */
+export const PLANE_KINDS = ['socket', 'netfilter', 'tun'] as const;
+export type PlaneKind = (typeof PLANE_KINDS)[number];
+
 export interface DataPlane {
-  readonly kind: HostlbConfig['dataplane'];
+  readonly kind: PlaneKind;
   /** Throws HostlbError (e.g. NETFILTER_TOOLS_MISSING) when a program the plane's host set-up runs is not on PATH; checked before anything changes. */
   checkTools(): void;
   /** The host set-up steps that bring `spec`'s clusters to this plane, planned against `baseline`. Pure; throws NetError on a spec it cannot set up. */
@@ -117,13 +121,24 @@ export interface PlaneContext {
  * Whether each plane can run on this host, as a person should read it: null
  * when it can, else why not. Loads nothing that stays; safe to call anywhere.
  */
-export function planeSupport(): Record<HostlbConfig['dataplane'], string | null> {
+export function planeSupport(): Record<PlaneKind, string | null> {
   return { socket: SocketPlane.support(), netfilter: NetfilterPlane.support(), tun: TunPlane.support() };
 }
 
-/** The data plane `config.dataplane` names, not yet opened. */
+/**
+ * The plane `dataplane` names; for `auto`, the fastest this host runs —
+ * socket, then netfilter, then tun (measured in docs/dataplanes.md) — or tun
+ * when none answers (its start then says what is missing).
+ */
+export function choosePlane(dataplane: HostlbConfig['dataplane']): PlaneKind {
+  if (dataplane !== 'auto') return dataplane;
+  const support = planeSupport();
+  return PLANE_KINDS.find((kind) => support[kind] === null) ?? 'tun';
+}
+
+/** The data plane `config.dataplane` names (choosePlane), not yet opened. */
 export function createDataPlane(config: HostlbConfig, context: PlaneContext): DataPlane {
-  switch (config.dataplane) {
+  switch (choosePlane(config.dataplane)) {
     case 'netfilter':
       return NetfilterPlane.fromConfig(config, context);
     case 'tun':

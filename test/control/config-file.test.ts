@@ -253,7 +253,7 @@ describe('parseConfig: defaults and durations', () => {
     const { device, dataplane, stateDir, routeTable, table, seed, admin, clusters } = config;
     assert.deepEqual({ device, dataplane, stateDir, routeTable, table, seed, admin, clusters }, {
       device: 'hlb0',
-      dataplane: 'netfilter',
+      dataplane: 'auto',
       stateDir: '/run/hostlb',
       routeTable: 100,
       table: {

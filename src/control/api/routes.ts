@@ -120,7 +120,7 @@ const routes: Route[] = [
           pid: process.pid,
           uptimeSeconds: Math.round((Date.now() - ctx.ctl.startedAt) / 1000),
           device: ctx.ctl.config.device,
-          dataplane: ctx.ctl.config.dataplane,
+          dataplane: ctx.ctl.plane.kind,
           configFile: ctx.ctl.configFile ?? null,
           table: { records: table.records, capacity: table.capacity, evictions: table.evictions },
           clusters: d.tree.clusters.length,

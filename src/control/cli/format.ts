@@ -31,7 +31,7 @@ export function formatStatus(s: Record<string, unknown>, clusters: ClusterView[]
   const p = s.packets as { in: number; out: number };
   return [
     `hostlb ${String(s.version)} (pid ${String(s.pid)}), up ${String(s.uptimeSeconds)} s, data plane ${String(s.dataplane)} on ${String(s.device)}`,
-    `${t.capacity === null ? `${t.records} live flows (in conntrack)` : `table ${t.records}/${t.capacity} records`}; ${String(s.activeFlows)} active flows; packets in ${p.in}, out ${p.out}; drops ${String(s.drops)}`,
+    `${t.capacity === null ? `${t.records} live flows (${s.dataplane === 'socket' ? 'the daemons\' own connections' : 'in conntrack'})` : `table ${t.records}/${t.capacity} records`}; ${String(s.activeFlows)} active flows; packets in ${p.in}, out ${p.out}; drops ${String(s.drops)}`,
     '',
     formatClusters(clusters),
   ].join('\n');

@@ -56,10 +56,12 @@ program.command('check')
       const { loadConfig } = await import('../config-file.js');
       const config = loadConfig(opts.config);
       process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
-      const { planeSupport } = await import('../../dataplane/data-plane.js');
+      const { choosePlane, planeSupport } = await import('../../dataplane/data-plane.js');
       const support = planeSupport();
-      const verdict = support[config.dataplane];
-      process.stderr.write(`hostlb check: data plane ${config.dataplane} ${verdict === null ? 'runs on this host' : `cannot run on this host: ${verdict}`}; ${Object.entries(support).map(([plane, why]) => `${plane} ${why === null ? 'yes' : 'no'}`).join(', ')}\n`);
+      const kind = choosePlane(config.dataplane);
+      const verdict = support[kind];
+      const named = config.dataplane === 'auto' ? `auto: ${kind}, the fastest this host runs,` : kind;
+      process.stderr.write(`hostlb check: data plane ${named} ${verdict === null ? 'runs on this host' : `cannot run on this host: ${verdict}`}; ${Object.entries(support).map(([plane, why]) => `${plane} ${why === null ? 'yes' : 'no'}`).join(', ')}\n`);
     } catch (e) {
       fail(e);
     }
@@ -71,13 +73,13 @@ program.command('demo')
     try {
       const { demoConfig, demoInstructions, startDemoDaemons } = await import('../demo.js');
       const { runForeground } = await import('./serve.js');
-      const { missingTools, toolPackages } = await import('../../net/privileges.js');
-      // The default data plane needs nft and iptables; a machine without them still gets a demo.
-      const missing = missingTools(['nft', 'iptables']);
-      if (missing.length > 0) {
-        process.stderr.write(`hostlb demo: ${missing.join(' and ')} not found (Debian: apt-get install -y ${toolPackages(missing).join(' ')}); running the demo on the TUN data plane instead\n`);
-      }
-      const config = demoConfig(missing.length === 0 ? 'netfilter' : 'tun');
+      const { choosePlane, planeSupport } = await import('../../dataplane/data-plane.js');
+      // The fastest plane this host runs, and why not the faster ones, in one line.
+      const kind = choosePlane('auto');
+      const support = planeSupport();
+      const skipped = Object.entries(support).filter(([plane, why]) => why !== null && plane !== kind).map(([plane, why]) => `${plane}: ${why}`);
+      process.stderr.write(`hostlb demo: data plane ${kind}, the fastest this host runs${skipped.length > 0 ? ` (not ${skipped.join('; ')})` : ''}\n`);
+      const config = demoConfig(kind);
       const servers = await startDemoDaemons();
       await runForeground(VERSION, config, undefined, () => servers.forEach((s) => s.close()));
       process.stdout.write(demoInstructions(config));

@@ -19,7 +19,7 @@
 
 import { closeSync, existsSync, openSync } from 'node:fs';
 import type { BaseLogger as Logger } from 'pino';
-import { BUCKETS, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
+import { BUCKETS, encodePortKey, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
 import { closeFd } from '../../bpf/syscalls.js';
 import { takeListener } from '../../bpf/listener.js';
 import type { HostlbConfig } from '../../control/config-schema.js';
@@ -264,11 +264,18 @@ export class SocketPlane implements DataPlane {
     for (const cluster of this.balancer.tree.clusters) {
       for (const port of cluster.ports) {
         if (port.id >= MAX_PORTS) continue;
-        for (const protocol of port.protocol === 'any' ? ['tcp', 'udp'] as const : [port.protocol]) {
+        // A daemon's slot holds one socket: an `any` port is dispatched for TCP only (its daemon's
+        // listening socket); its UDP datagrams reach whatever the kernel's own lookup finds.
+        for (const protocol of port.protocol === 'udp' ? ['udp'] as const : ['tcp'] as const) {
           const key: PortKey = { protocol, family: cluster.address.family, port: port.port, address: cluster.address.text };
           wanted.set(`${protocol} ${cluster.address.text} ${port.port}`, { key, index: port.id });
         }
       }
+    }
+    if (this.routed.size === 0) {
+      // The first sync: the map may hold ports an adopted program routed that this configuration has not.
+      const keep = new Set([...wanted.values()].map(({ key }) => Buffer.from(encodePortKey(key)).toString('hex')));
+      for (const raw of dispatch.portKeys()) if (!keep.has(Buffer.from(raw).toString('hex'))) dispatch.deletePortBytes(raw);
     }
     for (const [text, { key }] of this.routed) {
       if (!wanted.has(text)) dispatch.deletePort(key);
