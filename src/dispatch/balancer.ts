@@ -112,7 +112,15 @@ export class Balancer implements SchedulerContext {
   setWeights(port: ClusterPort, weights: Map<number, number>): void {
     this.overrides[port.id] = new Map(weights);
     this.schedulers[port.id]?.setDaemons(port.daemons.map((d) => ({ id: d.id, weight: weights.get(d.id) ?? d.weight })));
+    this.weightsChanged?.();
   }
+
+  /**
+   * Called after every change of effective weights (setWeights), for a plane
+   * whose decisions run elsewhere and must be told (the socket plane's
+   * buckets): a daemon taken out gets no new flow a moment later. Control path.
+   */
+  weightsChanged: (() => void) | null = null;
 
   /** The weight daemon `id` of `port` has now: the health layer's, else the configured one. */
   effectiveWeight(port: ClusterPort, id: number): number {

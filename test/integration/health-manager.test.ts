@@ -9,7 +9,7 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, stopDaemons } from '../support/daemons.js';
 import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
-import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { ALL_DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, healthSetup, pct, pollUntil, startFixtureDaemons, startHostlb, startWrk, type HealthView } from './health-harness.js';
 
@@ -93,7 +93,7 @@ async function managerResponseTime(t: TestContext, dataplane: Dataplane): Promis
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] manager on response time alone: a daemon answering 50 ms late gets measurably fewer new connections`, (t) => managerResponseTime(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] manager on response time alone: a daemon answering 50 ms late gets measurably fewer new connections`, (t) => managerResponseTime(t, dataplane));
 
 async function slowStart(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
@@ -154,4 +154,4 @@ async function slowStart(t: TestContext, dataplane: Dataplane): Promise<void> {
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] slow start: a quiesced daemon set back to weight 1 ramps its share of new connections over slowStart (6 s)`, (t) => slowStart(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] slow start: a quiesced daemon set back to weight 1 ramps its share of new connections over slowStart (6 s)`, (t) => slowStart(t, dataplane));

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
-import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { ALL_DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, EventStream, FIXTURE, healthSetup, pollUntil, startHostlb, startWrk, type CliRun, type StreamedEvent } from './health-harness.js';
 
@@ -127,4 +127,4 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<voi
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] hostlb restart (twice) under a load of new connections: no failed request, every daemon restarted gracefully with a new PID`, (t) => rollingRestart(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] hostlb restart (twice) under a load of new connections: no failed request, every daemon restarted gracefully with a new PID`, (t) => rollingRestart(t, dataplane));

@@ -18,7 +18,7 @@ import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, startUdpEchoDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
 import { CLUSTER_V4, curlThrough, type HostlbProcess } from '../support/hostlb-process.js';
-import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { ALL_DATAPLANES, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot, type Namespace } from '../support/netns.js';
 import { AdminClient, cli, describeCli, EventStream, healthSetup, pollUntil, startFixtureDaemons, startHostlb, startWrk, TCP_CLIENT, type HealthTopo, type StreamedEvent } from './health-harness.js';
 
@@ -139,7 +139,7 @@ async function passiveKilled(t: TestContext, dataplane: Dataplane): Promise<void
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] passive signals: a daemon killed under load is taken out within 3 s, gets no new flow during the hold-down, and is tried again after it`, (t) => passiveKilled(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] passive signals: a daemon killed under load is taken out within 3 s, gets no new flow during the hold-down, and is tried again after it`, (t) => passiveKilled(t, dataplane));
 
 async function advisorKilled(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
@@ -172,7 +172,7 @@ async function advisorKilled(t: TestContext, dataplane: Dataplane): Promise<void
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] http advisor, passive signals off: a daemon killed under load is down within interval×fall + timeout + 1 s and gets no new flow after`, (t) => advisorKilled(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] http advisor, passive signals off: a daemon killed under load is down within interval×fall + timeout + 1 s and gets no new flow after`, (t) => advisorKilled(t, dataplane));
 
 async function advisorHung(t: TestContext, dataplane: Dataplane): Promise<void> {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
@@ -212,7 +212,7 @@ async function advisorHung(t: TestContext, dataplane: Dataplane): Promise<void> 
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] http advisor: a daemon that accepts but never answers is taken out (timed out); clients then reach only the others`, (t) => advisorHung(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] http advisor: a daemon that accepts but never answers is taken out (timed out); clients then reach only the others`, (t) => advisorHung(t, dataplane));
 
 /** One curl of a client loop: when it began (ms), curl's exit status, HTTP status, seconds taken, its port (0 if unconnected). */
 interface LoopRequest { startMs: number; exit: number; http: number; seconds: number; localPort: number }
@@ -496,4 +496,4 @@ async function drainWait(t: TestContext, dataplane: Dataplane): Promise<void> {
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] hostlb daemon drain --wait returns 0 once the daemon's last flow ends (daemon_drained), and 1 at its timeout`, (t) => drainWait(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] hostlb daemon drain --wait returns 0 once the daemon's last flow ends (daemon_drained), and 1 at its timeout`, (t) => drainWait(t, dataplane));

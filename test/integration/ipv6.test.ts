@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir, type NginxDaemon } from '../support/daemons.js';
 import { CLIENT_V6, CLUSTER_V6, clusterTopology, curlThrough, HostlbProcess, nftCounters, nftLoad, SERVER_V6, type CurlResult } from '../support/hostlb-process.js';
-import { assertPlaneGone, assertPlaneSetUp, DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { assertPlaneGone, assertPlaneSetUp, ALL_DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const DAEMONS = ['[2001:db8:2::1]:8080', '[2001:db8:2::2]:8080', '[2001:db8:2::3]:8080'];
@@ -110,4 +110,4 @@ async function httpThroughCluster(t: TestContext, dataplane: Dataplane): Promise
   }
 }
 
-for (const dataplane of DATAPLANES) test(`[${dataplane}] HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));
+for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] HTTP through [2001:db8:100::1]:80 reaches every nginx daemon with the client's real address, replies only from the cluster`, (t) => httpThroughCluster(t, dataplane));

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { startNginxDaemons, stopDaemons } from '../support/daemons.js';
 import { CLIENT_V4, CLUSTER_V4, curlThrough, type HostlbProcess } from '../support/hostlb-process.js';
-import { DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { ALL_DATAPLANES, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, EventStream, healthSetup, startHostlb, type HealthTopo } from './health-harness.js';
 
@@ -81,7 +81,7 @@ async function attackIdlePort(t: TestContext, dataplane: Dataplane, kind: Attack
   }
 }
 
-for (const dataplane of DATAPLANES) {
+for (const dataplane of ALL_DATAPLANES) {
   test(`[${dataplane}] 8 s of spoofed-source SYNs at an idle port take no daemon out`, (t) => attackIdlePort(t, dataplane, 'spoofed'));
   test(`[${dataplane}] 8 s of a SYN scan from a real client (its kernel resets each SYN-ACK) take no daemon out`, (t) => attackIdlePort(t, dataplane, 'scan'));
 }

@@ -32,7 +32,7 @@ import { HostlbError } from '../../errors.js';
 import type { HostFacts } from '../../net/host-facts.js';
 import type { HostSpec } from '../../net/host-spec.js';
 import type { NetStep } from '../../net/net-step.js';
-import { formatIpv4Bytes, formatIpv6 } from '../../wire/address.js';
+import { formatIpv4Bytes, formatIpv6, parseIp } from '../../wire/address.js';
 import type { DataPlane, FlowTable, PlaneContext, PlaneCounter } from '../data-plane.js';
 import { pinDirectory, planSocketSetup } from './host-plan.js';
 import { readTcpSockets, socketHolders, tcpStateName, TCP_ESTABLISHED, TCP_LISTEN, type TcpSocket } from './socket-table.js';
@@ -75,6 +75,10 @@ export class SocketPlane implements DataPlane {
   private readonly routed = new Map<string, { key: PortKey; index: number }>();
   /** Bucket tables written, by port index, as text: rewritten only when they change. */
   private readonly written = new Map<number, string>();
+  /** The slots each port's written buckets name. */
+  private readonly bucketSlots = new Map<number, Set<number>>();
+  /** Connections waiting in each daemon's accept queue, at the last count. */
+  private backlog = new Map<number, number>();
   private syncTimer: NodeJS.Timeout | null = null;
   private countTimer: NodeJS.Timeout | null = null;
   /** Lookups that matched a cluster port, and those no daemon took (from the program's counters). */
@@ -145,7 +149,14 @@ export class SocketPlane implements DataPlane {
       this.dispatch = null;
       throw e instanceof HostlbError && e.code.startsWith('SOCKET_') ? e : new HostlbError('SOCKET_PLANE_FAILED', `the socket data plane could not start: ${(e as Error).message}`, { cause: e });
     }
+    const udp = this.balancer.tree.clusters.flatMap((c) => c.ports.filter((p) => p.protocol === 'udp').map((p) => p.name));
+    if (udp.length > 0) {
+      // A UDP socket bound to the daemon's own address answers from that address, which the client never sent to.
+      this.logger.warn({ event: 'socket_plane_udp', ports: udp }, `UDP on the socket data plane: the daemons of ${udp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address; use dataplane: netfilter or tun for daemons that cannot`);
+    }
     this.count();
+    // Health's weights reach the buckets at once; the timer catches sockets and counters.
+    this.balancer.weightsChanged = () => this.sync();
     this.syncTimer = setInterval(() => this.sync(), SYNC_MS);
     this.syncTimer.unref();
     this.countTimer = setInterval(() => this.count(), COUNT_MS);
@@ -175,9 +186,17 @@ export class SocketPlane implements DataPlane {
     return 0;
   }
 
+  /**
+   * True once daemon `id` can get no new connection and holds none: its
+   * buckets have been rewritten without it (a sync now, so a drain does not
+   * wait for the timer), its accept queue is empty, and no connection to a
+   * cluster port is open in its processes.
+   */
   nothingLive(id: number): boolean {
+    this.sync();
+    for (const slots of this.bucketSlots.values()) if (slots.has(id + 1)) return false;
     this.count();
-    return (this.active.get(id) ?? 0) === 0;
+    return (this.active.get(id) ?? 0) === 0 && (this.backlog.get(id) ?? 0) === 0;
   }
 
   daemonsHeld(): ReadonlySet<number> {
@@ -217,6 +236,7 @@ export class SocketPlane implements DataPlane {
   }
 
   stop(): void {
+    this.balancer.weightsChanged = null;
     if (this.syncTimer !== null) clearInterval(this.syncTimer);
     if (this.countTimer !== null) clearInterval(this.countTimer);
     this.syncTimer = this.countTimer = null;
@@ -337,16 +357,31 @@ export class SocketPlane implements DataPlane {
     if (this.written.get(port.id) === text) return;
     dispatch.setBuckets(port.id, slots);
     this.written.set(port.id, text);
+    this.bucketSlots.set(port.id, new Set(slots.filter((slot) => slot !== NO_SLOT)));
   }
 
-  /** Adds what the program counted since the last time to the Balancer's per-daemon counts. */
+  /**
+   * Adds what the program counted since the last time to the Balancer's
+   * per-daemon counts. A daemon that takes new flows but has no listening
+   * socket (it died, or closed its port) gets no lookups — its buckets went
+   * to the others at once, so no client is refused — and is counted instead
+   * as refusing: `threshold` refused SYNs a sync (the port's passive
+   * threshold), which passive health reads as a daemon that refuses every
+   * connection, as the kernel would answer its clients.
+   */
   private syncCounters(dispatch: SkLookupDispatch): void {
     const stats = this.balancer.stats.daemon;
     for (const [id, state] of this.slots) {
       const slot = id + 1;
-      if (this.balancer.tree.daemonsById[id] === undefined) {
+      const daemon = this.balancer.tree.daemonsById[id];
+      if (daemon === undefined) {
         this.slots.delete(id);
         continue;
+      }
+      if (state.cookie === null && !daemon.retired && daemon.clusterPort.protocol !== 'udp' && this.balancer.takesNewFlows(daemon.clusterPort, id)) {
+        const threshold = this.passiveThreshold(daemon.clusterPort);
+        stats[id * DAEMON_COLUMNS + D_SYNS] += threshold;
+        stats[id * DAEMON_COLUMNS + D_SYN_REFUSED] += threshold;
       }
       const c = dispatch.counters(slot);
       const assigned = c.assigned - state.assigned;
@@ -369,12 +404,24 @@ export class SocketPlane implements DataPlane {
     this.unassigned = t.unassigned;
   }
 
+  /** The passive threshold configured for `port` (0 when passive signals are off there). */
+  private passiveThreshold(port: ClusterPort): number {
+    for (const c of this.config.clusters) {
+      for (const p of c.ports) {
+        if (p.port !== port.port || p.protocol !== port.protocol || parseIp(c.address)?.text !== port.cluster.address.text) continue;
+        return p.passive.enabled ? p.passive.threshold : 0;
+      }
+    }
+    return 0;
+  }
+
   // ---- active connections ------------------------------------------------
 
   /** Counts each daemon's connections now (D_ACTIVE_FLOWS). Never throws. */
   private count(): void {
     try {
-      const { flows, daemons } = this.scan();
+      const { flows, daemons, backlog } = this.scan();
+      this.backlog = backlog;
       const counts = new Map<number, number>();
       for (const d of daemons) counts.set(d.id, 0);
       for (const f of flows) if (f.socket.state === TCP_ESTABLISHED) counts.set(f.daemon.id, (counts.get(f.daemon.id) ?? 0) + 1);
@@ -392,17 +439,21 @@ export class SocketPlane implements DataPlane {
    * that holds it: a connection belongs to the daemon whose listening socket
    * the same process holds (a forking server's workers inherit it).
    */
-  private scan(): { flows: Array<{ socket: TcpSocket; daemon: Daemon }>; daemons: Daemon[] } {
+  private scan(): { flows: Array<{ socket: TcpSocket; daemon: Daemon }>; daemons: Daemon[]; backlog: Map<number, number> } {
     const sockets = readTcpSockets();
     const tree = this.balancer.tree;
     const daemons = tree.daemonsById.filter((d): d is Daemon => d !== undefined && d.clusterPort.protocol !== 'udp');
     const listeners = new Map<number, Daemon>();
+    const backlog = new Map<number, number>();
     const clusterSockets: TcpSocket[] = [];
     for (const s of sockets) {
       if (s.inode === 0) continue;
       if (s.state === TCP_LISTEN) {
         const d = daemons.find((x) => x.port === s.localPort && sameAddress(x.address.bytes, s.local));
-        if (d !== undefined) listeners.set(s.inode, d);
+        if (d !== undefined) {
+          listeners.set(s.inode, d);
+          backlog.set(d.id, (backlog.get(d.id) ?? 0) + s.rxQueue);
+        }
       } else if (tree.findPort(s.family, words(s.local), 0, 6, s.localPort) !== undefined) {
         clusterSockets.push(s);
       }
@@ -415,7 +466,7 @@ export class SocketPlane implements DataPlane {
       const pid = holders.get(s.inode)?.find((p) => daemonOfPid.has(p));
       if (pid !== undefined) flows.push({ socket: s, daemon: daemonOfPid.get(pid)! });
     }
-    return { flows, daemons };
+    return { flows, daemons, backlog };
   }
 }
 

@@ -22,6 +22,8 @@ export interface TcpSocket {
   remote: Uint8Array;
   remotePort: number;
   state: number;
+  /** For a listening socket, connections waiting in its accept queue; else bytes not yet read. */
+  rxQueue: number;
   /** 0 for a socket no file refers to (TIME_WAIT, being torn down). */
   inode: number;
 }
@@ -48,7 +50,8 @@ export function parseTcpTable(text: string, family: 4 | 6): TcpSocket[] {
     const [remoteHex, remotePort] = f[2].split(':');
     out.push({
       family, local: parseAddress(localHex), localPort: parseInt(localPort, 16),
-      remote: parseAddress(remoteHex), remotePort: parseInt(remotePort, 16), state: parseInt(f[3], 16), inode: Number(f[9]),
+      remote: parseAddress(remoteHex), remotePort: parseInt(remotePort, 16), state: parseInt(f[3], 16),
+      rxQueue: parseInt(f[4].split(':')[1] ?? '0', 16), inode: Number(f[9]),
     });
   }
   return out;
