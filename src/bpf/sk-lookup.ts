@@ -33,7 +33,8 @@
 //      the listener lookup again), meets the same daemon, and a UDP flow stays
 //      on one daemon while the buckets stay put. flowHash() is the same
 //      function in TypeScript.
-//   3. Up to TRIES candidates, bucket i = byte i of h: slot = buckets[index *
+//   3. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
+//      then the buckets after the fourth (bucketCandidates): slot = buckets[index *
 //      BUCKETS + bucket]; skip a 0; take the slot's socket from `sockets`;
 //      bpf_sk_assign(ctx, sk, 0), bpf_sk_release(sk); on success count
 //      `assigned` and return SK_PASS (the kernel uses the assigned socket). An
@@ -80,7 +81,9 @@ import {
 /** Buckets per port: the hash's bytes index them. */
 export const BUCKETS = 256;
 /** Candidates per lookup: one per byte of the 32-bit hash. */
-export const TRIES = 4;
+export const TRIES = 16;
+/** Of those, the ones taken from the hash's bytes; the rest follow the last (bucketCandidates). */
+const HASH_TRIES = 4;
 /** A bucket's slot value meaning "no daemon"; also the counters line of the whole plane. */
 export const NO_SLOT = 0;
 
@@ -238,10 +241,17 @@ export function flowHash(remote: Uint8Array, remotePort: number, seed: number): 
   return state.c;
 }
 
-/** The buckets a lookup tries, in order, for hash `h`. */
+/**
+ * The buckets a lookup tries, in order, for hash `h`: its four bytes, then
+ * the buckets after the last of them. A daemon whose socket just closed still
+ * holds its buckets until hostlb's next sync; with a dozen more candidates a
+ * new connection finds another daemon's socket unless nearly every bucket is
+ * the dead one's.
+ */
 export function bucketCandidates(h: number): number[] {
   const out: number[] = [];
-  for (let i = 0; i < TRIES; i++) out.push((h >>> (8 * i)) & (BUCKETS - 1));
+  for (let i = 0; i < HASH_TRIES; i++) out.push((h >>> (8 * i)) & (BUCKETS - 1));
+  for (let i = HASH_TRIES; i < TRIES; i++) out.push((out[HASH_TRIES - 1] + i - HASH_TRIES + 1) & (BUCKETS - 1));
   return out;
 }
 
@@ -311,7 +321,9 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   for (let t = 0; t < TRIES; t++) {
     const next = `next_${t}`;
     a.mov32(R1, R8).alu32('and', R1, BUCKETS - 1).alu32('add', R1, R7).stx('w', R10, STACK_KEY, R1);
-    if (t < TRIES - 1) a.alu32('rsh', R8, 8);
+    // The hash's next byte, and after the last one the bucket after it (bucketCandidates).
+    if (t < HASH_TRIES - 1) a.alu32('rsh', R8, 8);
+    else a.alu32('add', R8, 1);
     a.ldMapFd(R1, maps.buckets).mov64(R2, R10).alu64('add', R2, STACK_KEY).call(Helper.mapLookupElem);
     a.jmp('eq', R0, 0, next);
     a.ldx('w', R1, R0, 0);

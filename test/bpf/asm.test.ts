@@ -151,8 +151,10 @@ test('sk-lookup: flowHash is __jhash_final over (address, port, seed) as include
   assert.equal(flowHash(v6, 50000, 7), 1389744517);
 });
 
-test('sk-lookup: candidates are the hash bytes, low first', () => {
-  assert.deepEqual(bucketCandidates(0x04030201), [1, 2, 3, 4]);
+test('sk-lookup: candidates are the hash bytes, low first, then the buckets after the last byte\'s', () => {
+  assert.deepEqual(bucketCandidates(0x04030201), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+  assert.deepEqual(bucketCandidates(0xfa000000).slice(3, 9), [250, 251, 252, 253, 254, 255], 'after the last byte');
+  assert.deepEqual(bucketCandidates(0xfe000000).slice(4, 6), [255, 0], 'wrapping at BUCKETS');
   assert.equal(bucketCandidates(0xffffffff).length, TRIES);
   assert.ok(bucketCandidates(0xdeadbeef).every((b) => b >= 0 && b < BUCKETS));
 });

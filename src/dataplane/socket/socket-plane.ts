@@ -59,6 +59,8 @@ const LOAD_SCALE = 1000;
 
 /** What the plane knows of one daemon's slot. */
 interface SlotState {
+  /** The daemon the slot serves: a released id given to a new daemon starts a new state (and an empty slot). */
+  daemon: Daemon;
   /** Counters already added to the Balancer's. */
   assigned: number;
   noSocket: number;
@@ -313,12 +315,18 @@ export class SocketPlane implements DataPlane {
     const slot = d.id + 1;
     if (slot >= MAX_SLOTS) return;
     let state = this.slots.get(d.id);
+    if (state !== undefined && state.daemon.name !== d.name) {
+      // The id was released and given to another daemon: the old one's socket must not serve it.
+      dispatch.clearSocket(slot);
+      state = undefined;
+    }
     if (state === undefined) {
       // Counted from now: an adopted program (or a slot an earlier daemon held) counted before.
       const c = dispatch.counters(slot);
-      state = { assigned: c.assigned, noSocket: c.noSocket, refused: c.refused, cookie: null };
+      state = { daemon: d, assigned: c.assigned, noSocket: c.noSocket, refused: c.refused, cookie: null };
       this.slots.set(d.id, state);
     }
+    state.daemon = d;
     if (d.retired) return;
     state.cookie = dispatch.socketCookie(slot);
     if (state.cookie !== null) return;
@@ -375,6 +383,8 @@ export class SocketPlane implements DataPlane {
       const slot = id + 1;
       const daemon = this.balancer.tree.daemonsById[id];
       if (daemon === undefined) {
+        // Released: its slot empties, so nothing of the old daemon waits there for the id's next owner.
+        dispatch.clearSocket(slot);
         this.slots.delete(id);
         continue;
       }
