@@ -68,6 +68,28 @@ export class NetlinkWriter {
     return seq;
   }
 
+  /** Starts a message with a plain netlink header (no nfnetlink one); returns its sequence number. */
+  beginMessage(type: number, flags: number): number {
+    const at = this.length;
+    this.messageStart = at;
+    const seq = this.seq++;
+    this.view.setUint32(at, 0, true);
+    this.view.setUint16(at + 4, type, true);
+    this.view.setUint16(at + 6, flags, true);
+    this.view.setUint32(at + 8, seq, true);
+    this.view.setUint32(at + 12, 0, true);
+    this.length = at + NLMSG_HDRLEN;
+    return seq;
+  }
+
+  /** Appends a fixed struct (a request's body) of `size` zero bytes, and returns where it starts. */
+  struct(size: number): number {
+    const at = this.length;
+    this.buffer.fill(0, at, at + align4(size));
+    this.length = at + align4(size);
+    return at;
+  }
+
   endMessage(): void {
     this.view.setUint32(this.messageStart, this.length - this.messageStart, true);
     this.messageStart = -1;

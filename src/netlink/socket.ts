@@ -55,12 +55,16 @@ export class NetlinkSocket {
   private readonly writeLengths = new Uint32Array(1);
   private closed = false;
 
-  /** Opens a NETLINK_NETFILTER socket joined to `groups`. Throws NetlinkError (NEEDS_NET_ADMIN without CAP_NET_ADMIN). */
-  constructor(groups: number[], options: { slots: number; slotSize: number; receiveBuffer: number }) {
+  /**
+   * Opens a netlink socket (NETLINK_NETFILTER unless options.protocol says
+   * otherwise) joined to `groups`. Throws NetlinkError (NEEDS_NET_ADMIN
+   * without CAP_NET_ADMIN).
+   */
+  constructor(groups: number[], options: { slots: number; slotSize: number; receiveBuffer: number; protocol?: number }) {
     this.addon = loadTunAddon();
     let opened: { fd: number; portId: number };
     try {
-      opened = this.addon.netlinkOpen(NETLINK_NETFILTER, groups, options.receiveBuffer);
+      opened = this.addon.netlinkOpen(options.protocol ?? NETLINK_NETFILTER, groups, options.receiveBuffer);
     } catch (e) {
       const errno = Math.abs((e as NativeSystemError).errno ?? 0);
       throw new NetlinkError(`open a netfilter netlink socket: ${errno !== 0 ? errnoText(errno) : (e as Error).message}`, errno);

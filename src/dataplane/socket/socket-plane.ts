@@ -35,7 +35,7 @@ import type { NetStep } from '../../net/net-step.js';
 import { formatIpv4Bytes, formatIpv6, parseIp } from '../../wire/address.js';
 import type { DataPlane, FlowTable, PlaneContext, PlaneCounter } from '../data-plane.js';
 import { pinDirectory, planSocketSetup } from './host-plan.js';
-import { readTcpSockets, socketHolders, tcpStateName, TCP_ESTABLISHED, TCP_LISTEN, type TcpSocket } from './socket-table.js';
+import { socketHolders, tcpStateName, TCP_ESTABLISHED, TCP_LISTEN, TcpSocketTable, type TcpSocket } from './socket-table.js';
 
 /** Cluster ports the maps have room for (port ids 0..MAX_PORTS-1). */
 const MAX_PORTS = 1024;
@@ -90,6 +90,7 @@ export class SocketPlane implements DataPlane {
   socketsTaken = 0;
   private active = new Map<number, number>();
   private readonly pinDir: string;
+  private readonly sockets = new TcpSocketTable();
 
   constructor(private readonly balancer: Balancer, private config: HostlbConfig, private readonly logger: Logger) {
     this.pinDir = pinDirectory(config.device);
@@ -239,6 +240,7 @@ export class SocketPlane implements DataPlane {
 
   stop(): void {
     this.balancer.weightsChanged = null;
+    this.sockets.close();
     if (this.syncTimer !== null) clearInterval(this.syncTimer);
     if (this.countTimer !== null) clearInterval(this.countTimer);
     this.syncTimer = this.countTimer = null;
@@ -450,7 +452,7 @@ export class SocketPlane implements DataPlane {
    * the same process holds (a forking server's workers inherit it).
    */
   private scan(): { flows: Array<{ socket: TcpSocket; daemon: Daemon }>; daemons: Daemon[]; backlog: Map<number, number> } {
-    const sockets = readTcpSockets();
+    const sockets = this.sockets.read();
     const tree = this.balancer.tree;
     const daemons = tree.daemonsById.filter((d): d is Daemon => d !== undefined && d.clusterPort.protocol !== 'udp');
     const listeners = new Map<number, Daemon>();
