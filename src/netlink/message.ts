@@ -53,14 +53,8 @@ export class NetlinkWriter {
 
   /** Starts a message with an nfnetlink header; returns its sequence number. */
   beginNfMessage(type: number, flags: number, family: number, resourceId: number): number {
-    const at = this.length;
-    this.messageStart = at;
-    const seq = this.seq++;
-    this.view.setUint32(at, 0, true);
-    this.view.setUint16(at + 4, type, true);
-    this.view.setUint16(at + 6, flags, true);
-    this.view.setUint32(at + 8, seq, true);
-    this.view.setUint32(at + 12, 0, true);
+    const seq = this.beginMessage(type, flags);
+    const at = this.messageStart;
     this.buffer[at + 16] = family;
     this.buffer[at + 17] = 0;
     this.view.setUint16(at + 18, resourceId, false);
