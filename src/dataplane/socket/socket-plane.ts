@@ -20,8 +20,8 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import type { BaseLogger as Logger } from 'pino';
 import { BUCKETS, encodePortKey, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
-import { closeFd } from '../../bpf/syscalls.js';
-import { takeListener } from '../../bpf/listener.js';
+import { closeFd, duplicateFd } from '../../bpf/syscalls.js';
+import { findSocketOwner, takeListener } from '../../bpf/listener.js';
 import type { HostlbConfig } from '../../control/config-schema.js';
 import type { Balancer } from '../../dispatch/balancer.js';
 import type { ClusterPort, Daemon } from '../../dispatch/config-tree.js';
@@ -91,6 +91,10 @@ export class SocketPlane implements DataPlane {
   private active = new Map<number, number>();
   private readonly pinDir: string;
   private readonly sockets = new TcpSocketTable();
+  /** The namespace's TCP listeners, read once in a sync that needs them (takeSocket). */
+  private listening: TcpSocket[] | null = null;
+  /** The process that last held each daemon's listener: searched first next time. */
+  private readonly owners = new Map<number, number>();
 
   constructor(private readonly balancer: Balancer, private config: HostlbConfig, private readonly logger: Logger) {
     this.pinDir = pinDirectory(config.device);
@@ -273,6 +277,7 @@ export class SocketPlane implements DataPlane {
   private sync(): void {
     const dispatch = this.dispatch;
     if (dispatch === null) return;
+    this.listening = null;
     try {
       this.syncPorts(dispatch);
       for (const d of this.balancer.tree.daemonsById) if (d !== undefined) this.syncSocket(dispatch, d);
@@ -332,13 +337,13 @@ export class SocketPlane implements DataPlane {
     if (d.retired) return;
     state.cookie = dispatch.socketCookie(slot);
     if (state.cookie !== null) return;
-    const protocol = d.clusterPort.protocol === 'udp' ? 'udp' : 'tcp';
     let taken: { fd: number } | null = null;
     try {
-      taken = takeListener({ protocol, address: d.address.text, port: d.port });
+      taken = this.takeSocket(d);
     } catch {
-      return; // not listening (yet): the buckets leave it out
+      taken = null;
     }
+    if (taken === null) return; // not listening (yet): the buckets leave it out
     try {
       dispatch.setSocket(slot, taken.fd);
       state.cookie = dispatch.socketCookie(slot);
@@ -348,6 +353,24 @@ export class SocketPlane implements DataPlane {
       // The map holds the socket; this fd would keep it alive after the daemon closes it.
       closeFd(taken.fd);
     }
+  }
+
+  /**
+   * A duplicate of daemon `d`'s listening socket, or null when it has none.
+   * TCP listeners are looked up with sock_diag (LISTEN sockets only, one dump
+   * per sync, kept for the sync), and their process is searched only when one
+   * is there: a daemon that is down costs a small dump, not a read of
+   * /proc/net/tcp, which under load holds a million TIME_WAIT sockets.
+   */
+  private takeSocket(d: Daemon): { fd: number } | null {
+    if (d.clusterPort.protocol === 'udp') return takeListener({ protocol: 'udp', address: d.address.text, port: d.port });
+    this.listening ??= this.sockets.read([TCP_LISTEN]);
+    const listener = this.listening.find((s) => s.localPort === d.port && sameAddress(s.local, d.address.bytes) && s.inode > 0);
+    if (listener === undefined) return null;
+    const owner = findSocketOwner(listener.inode, { firstPid: this.owners.get(d.id) });
+    if (owner === null) return null;
+    this.owners.set(d.id, owner.pid);
+    return { fd: duplicateFd(owner.pid, owner.fd) };
   }
 
   /** Writes port `port`'s buckets over the daemons that take new flows and hold a socket. */

@@ -25,14 +25,14 @@ export class TcpSocketTable {
   private socket: NetlinkSocket | null = null;
   private readonly request = new NetlinkWriter(256);
 
-  /** Every ESTABLISHED or LISTEN TCP socket now, IPv4 and IPv6. Throws NetlinkError. */
-  read(): TcpSocket[] {
+  /** Every TCP socket now in one of `states` (default ESTABLISHED and LISTEN), IPv4 and IPv6. Throws NetlinkError. */
+  read(states: readonly number[] = [TCP_ESTABLISHED, TCP_LISTEN]): TcpSocket[] {
     this.socket ??= new NetlinkSocket([], { slots: 16, slotSize: 65536, receiveBuffer: 0, protocol: NETLINK_SOCK_DIAG });
     const socket = this.socket;
     const out: TcpSocket[] = [];
     for (const family of [4, 6] as const) {
       this.request.reset();
-      const seq = writeTcpDump(this.request, family, [TCP_ESTABLISHED, TCP_LISTEN]);
+      const seq = writeTcpDump(this.request, family, states);
       socket.dump(this.request, seq, `list the namespace's TCP sockets (IPv${family})`, (m, view) => {
         const s = readDiagSocket(view, m);
         if (s !== null) out.push(s);
