@@ -19,7 +19,7 @@ import { AttachType, BpfVerifierError, ProgramType, closeFd, loadProgram } from 
 import { parseIp } from '../../src/wire/address.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
 
-const CHILD = fileURLToPath(new URL('./sk-lookup-child.js', import.meta.url));
+const CHILD = fileURLToPath(new URL('../support/sk-lookup-child.js', import.meta.url));
 // Hang guard for one awaited event; a busy machine takes seconds, a broken run forever.
 const EVENT_TIMEOUT_MS = 30_000;
 const SEED = 0x5eed;
