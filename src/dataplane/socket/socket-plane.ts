@@ -162,8 +162,8 @@ export class SocketPlane implements DataPlane {
       this.logger.warn({ event: 'socket_plane_udp', ports: udp }, `UDP on the socket data plane: the daemons of ${udp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address; use dataplane: netfilter or tun for daemons that cannot`);
     }
     this.count();
-    // Health's weights reach the buckets at once; the timer catches sockets and counters.
-    this.balancer.weightsChanged = () => this.sync();
+    // Health's weights reach the buckets at once (buckets only: sockets and counters wait for the timer).
+    this.balancer.weightsChanged = () => this.syncAllBuckets();
     this.syncTimer = setInterval(() => this.sync(), SYNC_MS);
     this.syncTimer.unref();
     this.countTimer = setInterval(() => this.count(), COUNT_MS);
@@ -281,7 +281,7 @@ export class SocketPlane implements DataPlane {
     try {
       this.syncPorts(dispatch);
       for (const d of this.balancer.tree.daemonsById) if (d !== undefined) this.syncSocket(dispatch, d);
-      for (const cluster of this.balancer.tree.clusters) for (const port of cluster.ports) this.syncBuckets(dispatch, port);
+      this.syncAllBuckets();
       this.syncCounters(dispatch);
     } catch (e) {
       this.logger.error({ err: e }, 'could not bring the socket dispatch maps in step');
@@ -371,6 +371,17 @@ export class SocketPlane implements DataPlane {
     if (owner === null) return null;
     this.owners.set(d.id, owner.pid);
     return { fd: duplicateFd(owner.pid, owner.fd) };
+  }
+
+  /** Rewrites every port's buckets that changed. Never throws. */
+  private syncAllBuckets(): void {
+    const dispatch = this.dispatch;
+    if (dispatch === null) return;
+    try {
+      for (const cluster of this.balancer.tree.clusters) for (const port of cluster.ports) this.syncBuckets(dispatch, port);
+    } catch (e) {
+      this.logger.error({ err: e }, 'could not rewrite the socket dispatch buckets');
+    }
   }
 
   /** Writes port `port`'s buckets over the daemons that take new flows and hold a socket. */
