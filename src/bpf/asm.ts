@@ -88,7 +88,9 @@ export const Helper = {
   mapLookupElem: 1,
   mapUpdateElem: 2,
   mapDeleteElem: 3,
+  ktimeGetNs: 5,
   getPrandomU32: 7,
+  sockOpsCbFlagsSet: 59,
   skRelease: 86,
   skAssign: 124,
 } as const;

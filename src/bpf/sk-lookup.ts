@@ -16,6 +16,7 @@
 //                     bound UDP socket; updated with its fd, read back as its
 //                     cookie). Slot 0 is never a daemon. A socket whose last fd
 //                     closes leaves the map by itself.
+//   members, loads, pending, established: the least-loaded pick's (load-count.ts).
 //   counters  ARRAY  slot → {assigned, noSocket, refused} u64 each, atomic adds:
 //                     lookups handed to the slot's socket, lookups that found
 //                     the slot empty (the daemon's socket closed), and
@@ -28,19 +29,23 @@
 //      `ports`, then with the address zeroed (wildcard). No match: SK_PASS and
 //      the kernel's lookup goes on as if the program were not there.
 //   2. h = jhash-style mix of (remote address folded to 32 bits, remote port,
-//      seed). A hash, not bpf_get_prandom_u32, for TCP too: a retransmitted
+//      seed); the port counts as 0 on a port in mode source (sh). A hash, not bpf_get_prandom_u32, for TCP too: a retransmitted
 //      SYN, or the ACK that completes a SYN-cookie handshake (it goes through
 //      the listener lookup again), meets the same daemon, and a UDP flow stays
 //      on one daemon while the buckets stay put. flowHash() is the same
 //      function in TypeScript.
-//   3. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
+//   3. A port whose scheduler picks by load (lc, wlc, p2c) picks the daemon
+//      with the least connections per weight from the kernel's own counts
+//      (load-count.ts: emitLeastLoaded); when that daemon's socket is gone,
+//      or the port has no members, the buckets decide as below.
+//   4. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
 //      then the buckets after the fourth (bucketCandidates): slot = buckets[index *
 //      BUCKETS + bucket]; skip a 0; take the slot's socket from `sockets`;
 //      bpf_sk_assign(ctx, sk, 0), bpf_sk_release(sk); on success count
 //      `assigned` and return SK_PASS (the kernel uses the assigned socket). An
 //      empty slot counts `noSocket`, a refusal `refused`, and the next candidate
 //      is tried.
-//   4. No candidate took it: count counters[0].unassigned and return SK_PASS
+//   5. No candidate took it: count counters[0].unassigned and return SK_PASS
 //      without a socket. The kernel's own lookup then runs: with nothing
 //      listening on the cluster address a TCP client is refused (RST) and a UDP
 //      datagram draws ICMP port unreachable.
@@ -51,11 +56,12 @@
 // never reach the socket lookup (DESIGN.md, facts verified for this plane).
 
 import { randomInt } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
+import { emitLeastLoaded, encodeMembers, PortMode, buildCountProgram, decodeLoad, nowWindow, ESTABLISHED_VALUE_SIZE, FLOW_KEY_SIZE, LOAD_SIZE, MEMBERS_SIZE, PENDING_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
@@ -118,15 +124,24 @@ const CTX_LOCAL_IP6 = 44;
 const CTX_LOCAL_PORT = 60;
 
 // Stack: the ports key at fp-24..fp-5, a u32 key for the other maps at fp-32,
-// bpf_sk_assign's result at fp-40.
+// bpf_sk_assign's result at fp-40, the port index at fp-44 and the flow hash
+// at fp-48; the least-loaded pick's scratch below.
 const STACK_PORT_KEY = -24;
 const STACK_KEY = -32;
 const STACK_RESULT = -40;
+const STACK_INDEX = -44;
+const STACK_HASH = -48;
+const STACK_SCRATCH = -48;
+/** Flows between a SYN and its handshake's end the least-loaded pick remembers (LRU beyond). */
+const PENDING_FLOWS = 16_384;
+/** Open connections the least-loaded pick counts; one more is not counted (never miscounted). */
+const COUNTED_FLOWS = 1 << 20;
 
 const JHASH_INITVAL = 0xdeadbeef;
 
-const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters'] as const;
+const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters', 'members', 'loads', 'pending', 'established', 'count'] as const;
 const PIN_LINK = 'link';
+const PIN_COUNT_LINK = 'count-link';
 
 export interface DispatchOptions {
   /**
@@ -164,14 +179,12 @@ export interface DispatchTotals {
   unassigned: number;
 }
 
-/** The fds behind one dispatch; -1 for a link not (yet) made. */
-export interface DispatchFds {
+/** The fds behind one dispatch; -1 for a link not (yet) made. `count` is the SOCK_OPS program, `countLink` its cgroup link. */
+export interface DispatchFds extends MapFds {
   program: number;
-  ports: number;
-  buckets: number;
-  sockets: number;
-  counters: number;
   link: number;
+  count: number;
+  countLink: number;
 }
 
 /** The map fds a program is assembled against. */
@@ -180,6 +193,10 @@ export interface MapFds {
   buckets: number;
   sockets: number;
   counters: number;
+  members: number;
+  loads: number;
+  pending: number;
+  established: number;
 }
 
 function fail(code: string, message: string, cause?: unknown): never {
@@ -298,11 +315,20 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   a.ldMapFd(R1, maps.ports).mov64(R2, R10).alu64('add', R2, STACK_PORT_KEY).call(Helper.mapLookupElem);
   a.jmp('eq', R0, 0, 'pass');
   a.label('port_found');
-  a.ldx('w', R7, R0, 0).alu32('lsh', R7, 8); // r7 = port index * BUCKETS
+  a.ldx('w', R1, R0, 0).stx('w', R10, STACK_INDEX, R1);
   a.st('w', R10, STACK_KEY, NO_SLOT);
   count(TOTAL_MATCHED);
 
-  // h = mix(remote address folded, remote port, seed) into r8.
+  // h = mix(remote address folded, remote port, seed); the port counts as 0
+  // on a port in mode source (sh: one daemon per client address).
+  a.ldx('w', R1, R10, STACK_INDEX).stx('w', R10, STACK_KEY, R1);
+  a.ldMapFd(R1, maps.members).mov64(R2, R10).alu64('add', R2, STACK_KEY).call(Helper.mapLookupElem);
+  a.mov64(R9, 0xffff);
+  a.jmp('eq', R0, 0, 'hash');
+  a.ldx('w', R1, R0, 4).jmp('ne', R1, PortMode.source, 'hash');
+  a.mov64(R9, 0);
+  a.label('hash');
+  a.st('w', R10, STACK_KEY, NO_SLOT);
   a.ldx('w', R2, R6, CTX_FAMILY);
   a.jmp32('eq', R2, AF_INET6, 'remote_v6');
   a.ldx('w', R2, R6, CTX_REMOTE_IP4);
@@ -311,12 +337,22 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   a.ldx('w', R2, R6, CTX_REMOTE_IP6);
   for (let i = 1; i < 4; i++) a.ldx('w', R3, R6, CTX_REMOTE_IP6 + 4 * i).alu32('xor', R2, R3);
   a.label('remote_port');
-  a.ldx('w', R3, R6, CTX_REMOTE_PORT).alu32('and', R3, 0xffff);
+  a.ldx('w', R3, R6, CTX_REMOTE_PORT).alu32('and', R3, R9);
   a.alu32('add', R2, JHASH_INITVAL).alu32('add', R3, JHASH_INITVAL);
   a.mov32(R4, ((hashSeed >>> 0) + JHASH_INITVAL) >>> 0);
   const reg = { a: R2, b: R3, c: R4 };
   for (const [x, y, k] of MIX) mix(reg[x], reg[y], k);
-  a.mov32(R8, R4);
+  a.stx('w', R10, STACK_HASH, R4);
+
+  const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
+  emitLeastLoaded(a, maps, {
+    ctx: R6, index: STACK_INDEX, hash: STACK_HASH, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
+    count: (field) => count(fields[field]), fallback: 'buckets', pass: 'pass',
+  });
+
+  a.label('buckets');
+  a.ldx('w', R7, R10, STACK_INDEX).alu32('lsh', R7, 8); // r7 = port index * BUCKETS
+  a.ldx('w', R8, R10, STACK_HASH);
 
   for (let t = 0; t < TRIES; t++) {
     const next = `next_${t}`;
@@ -405,15 +441,32 @@ export class SkLookupDispatch {
       made.push(sockets);
       const counters = createMap({ type: MapType.array, keySize: 4, valueSize: COUNTER_SIZE, maxEntries: maxSlots, name: 'hlb_counters' });
       made.push(counters);
+      const members = createMap({ type: MapType.array, keySize: 4, valueSize: MEMBERS_SIZE, maxEntries: maxPorts, name: 'hlb_members' });
+      made.push(members);
+      const loads = createMap({ type: MapType.array, keySize: 4, valueSize: LOAD_SIZE, maxEntries: maxSlots, name: 'hlb_loads' });
+      made.push(loads);
+      const pending = createMap({ type: MapType.lruHash, keySize: FLOW_KEY_SIZE, valueSize: PENDING_VALUE_SIZE, maxEntries: PENDING_FLOWS, name: 'hlb_pending' });
+      made.push(pending);
+      const established = createMap({ type: MapType.hash, keySize: FLOW_KEY_SIZE, valueSize: ESTABLISHED_VALUE_SIZE, maxEntries: COUNTED_FLOWS, flags: BPF_F_NO_PREALLOC, name: 'hlb_established' });
+      made.push(established);
+      const maps: MapFds = { ports, buckets, sockets, counters, members, loads, pending, established };
       const program = loadProgram({
         type: ProgramType.skLookup,
         expectedAttachType: AttachType.skLookup,
-        instructions: buildProgram({ ports, buckets, sockets, counters }, hashSeed),
+        instructions: buildProgram(maps, hashSeed),
         // GPL: bpf_sk_assign and bpf_sk_release are offered to GPL programs only.
         license: 'GPL',
         name: 'hlb_sk_lookup',
       });
-      return new SkLookupDispatch({ program, ports, buckets, sockets, counters, link: -1 }, maxPorts, maxSlots, hashSeed);
+      made.push(program);
+      const count = loadProgram({
+        type: ProgramType.sockOps,
+        expectedAttachType: AttachType.cgroupSockOps,
+        instructions: buildCountProgram(maps),
+        license: 'GPL',
+        name: 'hlb_count',
+      });
+      return new SkLookupDispatch({ ...maps, program, count, link: -1, countLink: -1 }, maxPorts, maxSlots, hashSeed);
     } catch (error) {
       closeAll(made);
       throw error;
@@ -433,12 +486,14 @@ export class SkLookupDispatch {
         fds[name] = openPinned(join(dir, name));
         opened.push(fds[name]);
       }
-      fds.link = -1;
-      try {
-        fds.link = openPinned(join(dir, PIN_LINK));
-        opened.push(fds.link);
-      } catch (error) {
-        if ((error as HostlbError).code !== 'BPF_NOT_FOUND') throw error;
+      for (const [field, name] of [['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]] as const) {
+        fds[field] = -1;
+        try {
+          fds[field] = openPinned(join(dir, name));
+          opened.push(fds[field]);
+        } catch (error) {
+          if ((error as HostlbError).code !== 'BPF_NOT_FOUND') throw error;
+        }
       }
       const expect = (fd: number, name: string, type: number, keySize: number, valueSize: number): number => {
         const info = mapInfo(fd);
@@ -451,8 +506,14 @@ export class SkLookupDispatch {
       const bucketEntries = expect(fds.buckets, 'buckets', MapType.array, 4, 4);
       const maxSlots = expect(fds.sockets, 'sockets', MapType.sockmap, 4, 8);
       expect(fds.counters, 'counters', MapType.array, 4, COUNTER_SIZE);
+      expect(fds.members, 'members', MapType.array, 4, MEMBERS_SIZE);
+      expect(fds.loads, 'loads', MapType.array, 4, LOAD_SIZE);
+      expect(fds.pending, 'pending', MapType.lruHash, FLOW_KEY_SIZE, PENDING_VALUE_SIZE);
+      expect(fds.established, 'established', MapType.hash, FLOW_KEY_SIZE, ESTABLISHED_VALUE_SIZE);
       const program = programInfo(fds.program);
       if (program.type !== ProgramType.skLookup) fail('BPF_FAILED', `${join(dir, 'program')} is a BPF program of type ${program.type}, not sk_lookup`);
+      const count = programInfo(fds.count);
+      if (count.type !== ProgramType.sockOps) fail('BPF_FAILED', `${join(dir, 'count')} is a BPF program of type ${count.type}, not sock_ops`);
       return new SkLookupDispatch(fds, Math.floor(bucketEntries / BUCKETS), maxSlots, null);
     } catch (error) {
       closeAll(opened);
@@ -513,6 +574,43 @@ export class SkLookupDispatch {
       const slot = slots.length === 0 ? NO_SLOT : slots[b % slots.length];
       updateElement(this.f.buckets, u32(index * BUCKETS + b), u32(slot), BPF_ANY);
     }
+  }
+
+  /**
+   * Sets how port `index` picks: PortMode.hash leaves it to the buckets;
+   * least and twoChoices pick among `members` by load (load-count.ts).
+   */
+  setMembers(index: number, mode: PortModeValue, members: readonly Member[]): void {
+    this.checkOpen();
+    this.checkIndex(index);
+    for (const m of members) this.checkSlot(m.slot);
+    updateElement(this.f.members, u32(index), encodeMembers(mode, members), BPF_ANY);
+  }
+
+  /** Slot `slot`'s connection counts as the least-loaded pick sees them now. */
+  load(slot: number): SlotLoad {
+    this.checkOpen();
+    this.checkSlot(slot);
+    const value = new Uint8Array(LOAD_SIZE);
+    lookupElement(this.f.loads, u32(slot), value);
+    return decodeLoad(value, nowWindow());
+  }
+
+  /** True while the counting program is attached (the least-loaded pick has counts to go by). */
+  get counting(): boolean {
+    return this.f.countLink >= 0;
+  }
+
+  /**
+   * Attaches the counting program to the cgroup v2 directory behind
+   * `cgroupFd` (the hierarchy's root: every TCP socket on the host is under
+   * it); the caller keeps and closes the fd. Kept while this object holds the
+   * link, or while it is pinned. No-op when already attached.
+   */
+  attachCounting(cgroupFd: number): void {
+    this.checkOpen();
+    if (this.f.countLink >= 0) return;
+    this.f.countLink = createLink(this.f.count, cgroupFd, AttachType.cgroupSockOps);
   }
 
   /** Port `index`'s buckets as they are in the map. */
@@ -616,19 +714,22 @@ export class SkLookupDispatch {
    */
   detach(): void {
     this.checkOpen();
-    if (this.f.link < 0) return;
-    const link = this.f.link;
-    this.f.link = -1;
-    try {
-      detachLink(link);
-    } finally {
-      closeFd(link);
+    for (const field of ['countLink', 'link'] as const) {
+      const link = this.f[field];
+      if (link < 0) continue;
+      this.f[field] = -1;
+      try {
+        detachLink(link);
+      } finally {
+        closeFd(link);
+      }
     }
   }
 
   /**
-   * Pins the program, the maps and (when attached) the link under `dir`,
-   * which must lie in a mounted bpffs; created when missing. A pinned link
+   * Pins the programs, the maps and (when attached) the links under `dir`,
+   * which must lie in a mounted bpffs; created when missing. A name already
+   * pinned there is left as it is (pin again after attaching the counting program). A pinned link
    * keeps the program attached after this process exits; adopt(dir) takes it
    * all over. On failure the pins made so far are removed.
    */
@@ -639,7 +740,10 @@ export class SkLookupDispatch {
     try {
       const objects: Array<[string, number]> = PIN_NAMES.map((name) => [name, this.f[name]]);
       if (this.f.link >= 0) objects.push([PIN_LINK, this.f.link]);
+      if (this.f.countLink >= 0) objects.push([PIN_COUNT_LINK, this.f.countLink]);
       for (const [name, fd] of objects) {
+        // Pinned by an earlier pin() of this object (adopted, or pinned before the counting link was made).
+        if (existsSync(join(dir, name))) continue;
         pinObject(fd, join(dir, name));
         made.push(join(dir, name));
       }
@@ -655,7 +759,7 @@ export class SkLookupDispatch {
    * whose pin is removed detaches when its last fd closes.
    */
   static unpin(dir: string): void {
-    for (const name of [...PIN_NAMES, PIN_LINK]) rmSync(join(dir, name), { force: true });
+    for (const name of [...PIN_NAMES, PIN_LINK, PIN_COUNT_LINK]) rmSync(join(dir, name), { force: true });
     try {
       rmSync(dir, { recursive: false });
     } catch {
@@ -667,8 +771,9 @@ export class SkLookupDispatch {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closeAll([this.f.link, this.f.program, this.f.ports, this.f.buckets, this.f.sockets, this.f.counters]);
-    this.f.link = -1;
+    const f = this.f;
+    closeAll([f.link, f.countLink, f.program, f.count, f.ports, f.buckets, f.sockets, f.counters, f.members, f.loads, f.pending, f.established]);
+    f.link = f.countLink = -1;
   }
 
   private readCounters(slot: number): number[] {

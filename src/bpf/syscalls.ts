@@ -15,13 +15,13 @@ import { HostlbError } from '../errors.js';
 import { loadBpfAddon, type BpfAddon, type NativeBpfLoadError, type NativeSystemError } from '../link/native.js';
 
 /** enum bpf_map_type values used here. */
-export const MapType = { hash: 1, array: 2, sockmap: 15, sockhash: 18 } as const;
+export const MapType = { hash: 1, array: 2, lruHash: 9, sockmap: 15, sockhash: 18 } as const;
 /** enum bpf_prog_type values used here. */
-export const ProgramType = { skLookup: 30 } as const;
+export const ProgramType = { sockOps: 13, skLookup: 30 } as const;
 /** enum bpf_attach_type values used here. */
-export const AttachType = { skLookup: 36 } as const;
+export const AttachType = { cgroupSockOps: 3, skLookup: 36 } as const;
 /** enum bpf_link_type values used here. */
-export const LinkType = { netns: 5 } as const;
+export const LinkType = { cgroup: 3, netns: 5 } as const;
 
 /** Map update flags: create or replace, create only, replace only. */
 export const BPF_ANY = 0;
@@ -194,7 +194,7 @@ export function loadProgram(spec: ProgramSpec): number {
   throw new BpfVerifierError(`${what}: the kernel's verifier refused it (${last?.code}); the log ends:\n${tail}`, log, { cause: last });
 }
 
-/** BPF_LINK_CREATE: attaches `progFd` to `targetFd` (a netns fd for sk_lookup). Returns the link's fd. */
+/** BPF_LINK_CREATE: attaches `progFd` to `targetFd` (a netns fd for sk_lookup, a cgroup directory's for SOCK_OPS). Returns the link's fd. */
 export function createLink(progFd: number, targetFd: number, attachType: number): number {
   return call(`attach BPF program fd ${progFd} to fd ${targetFd}`, (a) => a.bpfLinkCreate(progFd, targetFd, attachType, 0));
 }

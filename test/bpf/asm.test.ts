@@ -160,7 +160,7 @@ test('sk-lookup: candidates are the hash bytes, low first, then the buckets afte
 });
 
 test('sk-lookup: the program loads each map by fd and ends in exit', () => {
-  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104 };
+  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104, members: 105, loads: 106, pending: 107, established: 108 };
   const bytes = buildProgram(maps, 1);
   assert.equal(bytes.length % 8, 0);
   const fds = new Set<number>();
@@ -168,7 +168,7 @@ test('sk-lookup: the program loads each map by fd and ends in exit', () => {
   for (let i = 0; i < bytes.length; i += 8) {
     if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
   }
-  assert.deepEqual([...fds].sort(), [101, 102, 103, 104]);
+  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106, 107, 108]);
   assert.equal(hex(bytes.subarray(bytes.length - 8)), '9500000000000000');
   assert.ok(bytes.length / 8 < 4096, 'well under the unprivileged instruction limit');
 });

@@ -15,6 +15,8 @@ import { test, type TestContext } from 'node:test';
 import { Assembler, R0, R2 } from '../../src/bpf/asm.js';
 import { takeListener } from '../../src/bpf/listener.js';
 import { BUCKETS, SkLookupDispatch, TRIES, bucketCandidates, flowHash } from '../../src/bpf/sk-lookup.js';
+import { PortMode } from '../../src/bpf/load-count.js';
+import { cgroupRoot } from '../../src/dataplane/socket/cgroup-root.js';
 import { AttachType, BpfVerifierError, ProgramType, closeFd, loadProgram } from '../../src/bpf/syscalls.js';
 import { parseIp } from '../../src/wire/address.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
@@ -109,8 +111,10 @@ interface Daemon {
   lines: Lines;
 }
 
-async function startDaemon(sandbox: NetnsSandbox, ns: Namespace, kind: 'tcp' | 'udp', name: string, address: string, port: number): Promise<Daemon> {
-  const child = sandbox.spawn(ns, [process.execPath, CHILD, `${kind}-daemon`, name, address, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+async function startDaemon(sandbox: NetnsSandbox, ns: Namespace, kind: 'tcp' | 'udp', name: string, address: string, port: number, hold = false): Promise<Daemon> {
+  const argv = [process.execPath, CHILD, `${kind}-daemon`, name, address, String(port)];
+  if (hold) argv.push('hold');
+  const child = sandbox.spawn(ns, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines = new Lines(`daemon ${name}`, child);
   const ready = await lines.take((l) => l.event === 'listening', 'listening line');
   return { name, pid: ready.pid as number, child, lines };
@@ -156,6 +160,19 @@ function adoptSocket(dispatch: SkLookupDispatch, slot: number, protocol: 'tcp' |
   } finally {
     closeFd(fd);
   }
+}
+
+/** A namespace with daemons A and B in slots 1 and 2 of a dispatch routing the cluster port to index 0 (no buckets yet, not attached). */
+async function twoTcpDaemons(t: TestContext, family: 4 | 6): Promise<ReturnType<typeof setUp> & { a: Daemon; b: Daemon; dispatch: SkLookupDispatch }> {
+  const [cluster, client, daemons] = family === 6 ? [CLUSTER_V6, CLIENT_V6, DAEMONS_V6] : [CLUSTER_V4, CLIENT_V4, DAEMONS_V4];
+  const site = setUp(t, [cluster, client, ...daemons]);
+  const a = await startDaemon(site.sandbox, site.ns, 'tcp', 'A', daemons[0], DAEMON_PORT);
+  const b = await startDaemon(site.sandbox, site.ns, 'tcp', 'B', daemons[1], DAEMON_PORT);
+  const dispatch = dispatchFor(t);
+  adoptSocket(dispatch, 1, 'tcp', a, daemons[0], DAEMON_PORT);
+  adoptSocket(dispatch, 2, 'tcp', b, daemons[1], DAEMON_PORT);
+  dispatch.setPort({ protocol: 'tcp', family, port: CLUSTER_PORT, address: cluster }, 0);
+  return { ...site, a, b, dispatch };
 }
 
 /** The first candidate bucket of a client at `address`:`port`. */
@@ -276,13 +293,7 @@ test('sk-lookup: the datagrams of one UDP flow land on one daemon, the one the f
 
 test('sk-lookup: IPv6 connections go to the daemon the flow hash names', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces and BPF programs')) return;
-  const { sandbox, ns, netnsFd } = setUp(t, [CLUSTER_V6, CLIENT_V6, ...DAEMONS_V6]);
-  const a = await startDaemon(sandbox, ns, 'tcp', 'A', DAEMONS_V6[0], DAEMON_PORT);
-  const b = await startDaemon(sandbox, ns, 'tcp', 'B', DAEMONS_V6[1], DAEMON_PORT);
-  const dispatch = dispatchFor(t);
-  adoptSocket(dispatch, 1, 'tcp', a, DAEMONS_V6[0], DAEMON_PORT);
-  adoptSocket(dispatch, 2, 'tcp', b, DAEMONS_V6[1], DAEMON_PORT);
-  dispatch.setPort({ protocol: 'tcp', family: 6, port: CLUSTER_PORT, address: CLUSTER_V6 }, 0);
+  const { sandbox, ns, netnsFd, a, b, dispatch } = await twoTcpDaemons(t, 6);
   dispatch.setBuckets(0, [1]);
   dispatch.attach(netnsFd);
 
@@ -302,6 +313,120 @@ test('sk-lookup: IPv6 connections go to the daemon the flow hash names', async (
     assert.equal(line.remote, `[${CLIENT_V6}]:${port}`);
   }
   assert.equal(dispatch.counters(1).assigned + dispatch.counters(2).assigned, 5);
+});
+
+/** A client process holding `count` connections to the cluster port, opened at once. */
+async function holdConnections(sandbox: NetnsSandbox, ns: Namespace, count: number): Promise<{ greetings: string[]; release(): Promise<void> }> {
+  const child = sandbox.spawn(ns, [process.execPath, CHILD, 'tcp-hold', CLUSTER_V4, String(CLUSTER_PORT), CLIENT_V4, String(count)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines = new Lines('tcp-hold', child);
+  const held = await lines.take((l) => l.event === 'held' || l.event === 'failed', 'held line');
+  assert.equal(held.event, 'held', JSON.stringify(held));
+  return {
+    greetings: held.greetings as string[],
+    release: async () => {
+      child.stdin!.write('close\n');
+      await lines.take((l) => l.event === 'released', 'released line');
+    },
+  };
+}
+
+/** How many greetings came from each daemon, in the order of `names`. */
+function tally(greetings: string[], names: string[]): number[] {
+  return names.map((n) => greetings.filter((g) => g === `hello from ${n}`).length);
+}
+
+/** Polls (every 20 ms, bounded by the hang guard) until `read()` equals `want`; returns the last value. */
+async function settle<T>(read: () => T, want: T): Promise<T> {
+  const deadline = Date.now() + EVENT_TIMEOUT_MS;
+  let value = read();
+  while (JSON.stringify(value) !== JSON.stringify(want) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    value = read();
+  }
+  return value;
+}
+
+test('sk-lookup: least-loaded ports pick by the kernel\'s own connection counts, per connection', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, BPF programs and a cgroup v2 mount')) return;
+  const root = cgroupRoot();
+  if (root === null) {
+    t.skip('no cgroup2 file system is mounted');
+    return;
+  }
+  const names = ['A', 'B', 'C'];
+  const addresses = ['198.18.2.1', '198.18.2.2', '198.18.2.3'];
+  const { sandbox, ns, netnsFd } = setUp(t, [CLUSTER_V4, CLIENT_V4, ...addresses]);
+  const daemons = await Promise.all(names.map((n, i) => startDaemon(sandbox, ns, 'tcp', n, addresses[i], DAEMON_PORT, true)));
+  const dispatch = dispatchFor(t);
+  daemons.forEach((d, i) => adoptSocket(dispatch, i + 1, 'tcp', d, addresses[i], DAEMON_PORT));
+  dispatch.setPort({ protocol: 'tcp', family: 4, port: CLUSTER_PORT, address: CLUSTER_V4 }, 0);
+  // The buckets name A alone: any connection not on A was placed by load.
+  dispatch.setBuckets(0, [1]);
+  dispatch.setMembers(0, PortMode.least, [1, 2, 3].map((slot) => ({ slot, weight: 1 })));
+  const cgroup = openSync(root, 'r');
+  try {
+    dispatch.attachCounting(cgroup);
+  } finally {
+    closeSync(cgroup);
+  }
+  assert.equal(dispatch.counting, true);
+  dispatch.attach(netnsFd);
+  const loads = (): Array<{ active: number; pending: number }> => [1, 2, 3].map((slot) => dispatch.load(slot));
+
+  // Nine connections opened together: each daemon gets three (lc), and holds them.
+  const first = await holdConnections(sandbox, ns, 9);
+  assert.deepEqual(tally(first.greetings, names), [3, 3, 3], first.greetings.join(', '));
+  assert.deepEqual(await settle(loads, [3, 3, 3].map((active) => ({ active, pending: 0 }))), [3, 3, 3].map((active) => ({ active, pending: 0 })));
+
+  // Closed connections leave the counts.
+  await first.release();
+  const idle = [0, 0, 0].map((active) => ({ active, pending: 0 }));
+  assert.deepEqual(await settle(loads, idle), idle, 'every count back to 0 once the client closed');
+
+  // wlc: weights 2, 1, 1 → of 8 connections A takes 4.
+  dispatch.setMembers(0, PortMode.least, [{ slot: 1, weight: 2 }, { slot: 2, weight: 1 }, { slot: 3, weight: 1 }]);
+  const second = await holdConnections(sandbox, ns, 8);
+  assert.deepEqual(tally(second.greetings, names), [4, 2, 2], second.greetings.join(', '));
+
+  // B is loaded now (it holds 2): with A out of the members, B and C take the
+  // next two connections one each; then C closes its socket, and the pick that
+  // lands on it falls back to the buckets (A).
+  dispatch.setMembers(0, PortMode.least, [{ slot: 2, weight: 1 }, { slot: 3, weight: 1 }]);
+  const third = await holdConnections(sandbox, ns, 2);
+  assert.deepEqual(tally(third.greetings, names), [0, 1, 1], third.greetings.join(', '));
+  daemons[2].child.stdin!.write('close\n');
+  await daemons[2].lines.take((l) => l.event === 'closed', 'closed line');
+  dispatch.setMembers(0, PortMode.least, [{ slot: 3, weight: 1 }]);
+  const fourth = await holdConnections(sandbox, ns, 1);
+  assert.deepEqual(fourth.greetings, ['hello from A']);
+  assert.equal(dispatch.counters(3).noSocket, 1);
+
+  // Mode hash: the buckets decide again.
+  dispatch.setMembers(0, PortMode.hash, []);
+  const fifth = await holdConnections(sandbox, ns, 2);
+  assert.deepEqual(fifth.greetings, ['hello from A', 'hello from A']);
+  for (const held of [second, third, fourth, fifth]) await held.release();
+  assert.deepEqual(await settle(loads, idle), idle, 'every count back to 0 once the client closed');
+});
+
+test('sk-lookup: a port in mode source (sh) sends every connection of a client address to one daemon', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces and BPF programs')) return;
+  const { sandbox, ns, netnsFd, dispatch } = await twoTcpDaemons(t, 4);
+  dispatch.setBuckets(0, [1, 2]);
+  dispatch.attach(netnsFd);
+  // Client ports whose flow hashes name both daemons (found with the TypeScript twin of the hash).
+  const byPort = (port: number): string => (bucketCandidates(flowHash(parseIp(CLIENT_V4)!.bytes, port, SEED))[0] % 2 === 0 ? 'A' : 'B');
+  const ports = [43000, 43001, 43002, 43003, 43004, 43005, 43006, 43007];
+  assert.deepEqual(new Set(ports.map(byPort)), new Set(['A', 'B']), 'the chosen client ports spread over both daemons by flow hash');
+  const greetings = async (): Promise<string[]> => {
+    const out: string[] = [];
+    for (const port of ports) out.push(String((await tcpClient(sandbox, ns, CLUSTER_V4, CLIENT_V4, port)).greeting));
+    return out;
+  };
+  assert.deepEqual(await greetings(), ports.map((p) => `hello from ${byPort(p)}`), 'mode hash: each connection by its flow hash');
+  dispatch.setMembers(0, PortMode.source, []);
+  const bySource = bucketCandidates(flowHash(parseIp(CLIENT_V4)!.bytes, 0, SEED))[0] % 2 === 0 ? 'A' : 'B';
+  assert.deepEqual(await greetings(), ports.map(() => `hello from ${bySource}`), 'mode source: one daemon, the hash of the address alone');
 });
 
 test('sk-lookup: a wildcard port entry serves any local address of its family', async (t) => {

@@ -3,13 +3,19 @@
 // that pins a dispatch and exits. Each prints JSON lines on stdout. Not a
 // test file itself.
 //
-//   tcp-daemon <name> <address> <port>   listens; {event:'listening',pid}; per connection
-//                                        {event:'accepted',name,local,remote}, greets and ends it;
+//   tcp-daemon <name> <address> <port> [hold]
+//                                        listens; {event:'listening',pid}; per connection
+//                                        {event:'accepted',name,local,remote}, greets and ends it
+//                                        (with `hold`, greets and keeps it until the client ends);
 //                                        a line "close" on stdin closes the listener: {event:'closed'}
 //   udp-daemon <name> <address> <port>   binds; {event:'listening',pid}; per datagram
 //                                        {event:'datagram',name,remote,text}; never answers
 //   tcp-client <host> <port> [localAddress] [localPort]
 //                                        one connection: {ok:true,local,greeting} or {ok:false,code}
+//   tcp-hold <host> <port> <localAddress> <count>
+//                                        opens `count` connections at once and keeps them:
+//                                        {event:'held',greetings:[...]}, or {event:'failed',code};
+//                                        a line "close" on stdin ends them all: {event:'released'}
 //   udp-client <host> <port> <localAddress> <count> <localPort,...>
 //                                        `count` datagrams from each local port: {sent}
 //   loader <pinDir> <netnsPath> <cluster> <port> <daemonPid> <daemonAddress> <daemonPort>
@@ -35,11 +41,12 @@ function endpoint(address: string | undefined, port: number | undefined): string
   return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-function tcpDaemon(name: string, address: string, port: number): void {
+function tcpDaemon(name: string, address: string, port: number, hold: boolean): void {
   const server = createServer((socket: Socket) => {
     say({ event: 'accepted', name, local: endpoint(socket.localAddress, socket.localPort), remote: endpoint(socket.remoteAddress, socket.remotePort) });
     socket.on('error', () => {});
-    socket.end(`hello from ${name}`);
+    if (hold) socket.write(`hello from ${name}`);
+    else socket.end(`hello from ${name}`);
   });
   server.listen({ host: address, port, ipv6Only: address.includes(':') }, () => say({ event: 'listening', pid: process.pid }));
   createInterface({ input: process.stdin }).on('line', (line) => {
@@ -79,6 +86,41 @@ function tcpClient(host: string, port: number, localAddress?: string, localPort?
   });
 }
 
+function tcpHold(host: string, port: number, localAddress: string, count: number): void {
+  const sockets: Socket[] = [];
+  const greetings: string[] = [];
+  const timer = setTimeout(() => {
+    say({ event: 'failed', code: 'TIMEOUT', greetings });
+    process.exit(0);
+  }, CONNECT_TIMEOUT_MS);
+  for (let i = 0; i < count; i++) {
+    const socket = connect({ host, port, localAddress });
+    sockets.push(socket);
+    socket.setEncoding('utf8');
+    socket.once('data', (chunk: string) => {
+      greetings.push(chunk);
+      if (greetings.length < count) return;
+      clearTimeout(timer);
+      say({ event: 'held', greetings });
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      say({ event: 'failed', code: error.code });
+      process.exit(0);
+    });
+  }
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (line.trim() !== 'close') return;
+    let open = sockets.length;
+    for (const socket of sockets) {
+      socket.once('close', () => {
+        if (--open === 0) say({ event: 'released' });
+      });
+      socket.end();
+    }
+  });
+}
+
 async function udpClient(host: string, port: number, localAddress: string, count: number, localPorts: number[]): Promise<void> {
   let sent = 0;
   for (const localPort of localPorts) {
@@ -114,13 +156,16 @@ function loader(dir: string, netnsPath: string, cluster: string, port: number, d
 const [command, ...args] = process.argv.slice(2);
 switch (command) {
   case 'tcp-daemon':
-    tcpDaemon(args[0], args[1], Number(args[2]));
+    tcpDaemon(args[0], args[1], Number(args[2]), args[3] === 'hold');
     break;
   case 'udp-daemon':
     udpDaemon(args[0], args[1], Number(args[2]));
     break;
   case 'tcp-client':
     tcpClient(args[0], Number(args[1]), args[2], args[3] === undefined ? undefined : Number(args[3]));
+    break;
+  case 'tcp-hold':
+    tcpHold(args[0], Number(args[1]), args[2], Number(args[3]));
     break;
   case 'udp-client':
     await udpClient(args[0], Number(args[1]), args[2], Number(args[3]), args[4].split(',').map(Number));

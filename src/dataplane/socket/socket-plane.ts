@@ -2,7 +2,9 @@
 // sk_lookup program (bpf/sk-lookup.ts), attached to this network namespace,
 // hands each new connection to a cluster port to one of the daemons' own
 // listening sockets, chosen by a hash of the client into a table of buckets
-// hostlb keeps in step with effective weights. No NAT, no conntrack entry, no
+// hostlb keeps in step with effective weights, or, for lc, wlc and p2c, the
+// daemon with the least connections per weight from counts a second BPF
+// program keeps in the kernel (bpf/load-count.ts). No NAT, no conntrack entry, no
 // user-space step per connection: the daemon accepts with the cluster
 // address as its local address and the real client as its peer.
 //
@@ -20,6 +22,8 @@
 import { closeSync, existsSync, openSync } from 'node:fs';
 import type { BaseLogger as Logger } from 'pino';
 import { BUCKETS, encodePortKey, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
+import { MAX_MEMBERS, PortMode, type Member, type PortModeValue } from '../../bpf/load-count.js';
+import { cgroupRoot } from './cgroup-root.js';
 import { closeFd, duplicateFd } from '../../bpf/syscalls.js';
 import { findSocketOwner, takeListener } from '../../bpf/listener.js';
 import type { HostlbConfig } from '../../control/config-schema.js';
@@ -48,10 +52,11 @@ const SYNC_MS = 250;
 const COUNT_MS = 1_000;
 
 /**
- * Schedulers that pick by load: their buckets are weighted by effective weight
- * over (1 + active connections), from the last count. The kernel holds no
- * per-daemon count yet (a SOCK_OPS program could), so the least-loaded pick is
- * as fresh as COUNT_MS, not per connection.
+ * Schedulers that pick by load. With the counting program attached the
+ * kernel picks per connection (PortMode); without it (no cgroup v2 on the
+ * host, or more than MAX_MEMBERS daemons on the port) their buckets are
+ * weighted by effective weight over (1 + active connections) from the last
+ * count, as fresh as COUNT_MS.
  */
 const LOAD_SCHEDULERS = new Set(['lc', 'wlc', 'p2c']);
 /** Scales weight / (1 + load) to integers the bucket table takes. */
@@ -141,6 +146,7 @@ export class SocketPlane implements DataPlane {
         SkLookupDispatch.unpin(this.pinDir);
         this.dispatch = SkLookupDispatch.create({ maxPorts: MAX_PORTS, maxSlots: MAX_SLOTS });
       }
+      this.attachCounting(this.dispatch);
       this.sync();
       if (this.dispatch.fds.link < 0) {
         const netns = openSync('/proc/self/ns/net', 'r');
@@ -149,8 +155,8 @@ export class SocketPlane implements DataPlane {
         } finally {
           closeSync(netns);
         }
-        this.dispatch.pin(this.pinDir);
       }
+      this.dispatch.pin(this.pinDir);
     } catch (e) {
       this.dispatch?.close();
       this.dispatch = null;
@@ -168,6 +174,27 @@ export class SocketPlane implements DataPlane {
     this.syncTimer.unref();
     this.countTimer = setInterval(() => this.count(), COUNT_MS);
     this.countTimer.unref();
+  }
+
+  /**
+   * Attaches the counting program at the cgroup v2 root, so lc, wlc and p2c
+   * pick per connection in the kernel. Without cgroup v2 they fall back to
+   * buckets reweighted from the last count (a warning says so).
+   */
+  private attachCounting(dispatch: SkLookupDispatch): void {
+    if (dispatch.counting) return;
+    const root = cgroupRoot();
+    try {
+      if (root === null) throw new Error('no cgroup2 file system is mounted (mount -t cgroup2 none /sys/fs/cgroup)');
+      const fd = openSync(root, 'r');
+      try {
+        dispatch.attachCounting(fd);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (e) {
+      this.logger.warn({ event: 'load_count_unavailable', err: e }, `lc, wlc and p2c pick from connection counts taken every ${COUNT_MS} ms, not per connection: the counting program could not be attached (${(e as Error).message})`);
+    }
   }
 
   follow(config: HostlbConfig): void {
@@ -384,24 +411,37 @@ export class SocketPlane implements DataPlane {
     }
   }
 
-  /** Writes port `port`'s buckets over the daemons that take new flows and hold a socket. */
+  /**
+   * Writes port `port`'s members (how it picks) and buckets over the daemons
+   * that take new flows and hold a socket. The buckets also serve a
+   * least-loaded port, when the daemon it picks has just lost its socket.
+   */
   private syncBuckets(dispatch: SkLookupDispatch, port: ClusterPort): void {
     if (port.id >= MAX_PORTS) return;
     const live: Array<{ id: number; weight: number }> = [];
-    const byLoad = LOAD_SCHEDULERS.has(port.scheduler);
     for (const d of port.daemons) {
-      let weight = this.balancer.effectiveWeight(port, d.id);
+      const weight = this.balancer.effectiveWeight(port, d.id);
       if (weight <= 0 || d.id + 1 >= MAX_SLOTS || this.slots.get(d.id)?.cookie == null) continue;
-      // lc, wlc, p2c: new connections in proportion to weight over load, recounted every COUNT_MS.
-      if (byLoad) weight = Math.max(1, Math.round((weight * LOAD_SCALE) / (1 + (this.active.get(d.id) ?? 0))));
       live.push({ id: d.id, weight });
     }
-    const slots = weightedBuckets(live, BUCKETS).map((id) => (id < 0 ? NO_SLOT : id + 1));
-    const text = slots.join(',');
+    const byLoad = LOAD_SCHEDULERS.has(port.scheduler);
+    const inKernel = byLoad && dispatch.counting && live.length <= MAX_MEMBERS;
+    const mode: PortModeValue = inKernel ? (port.scheduler === 'p2c' ? PortMode.twoChoices : PortMode.least) : port.scheduler === 'sh' ? PortMode.source : PortMode.hash;
+    // lc ignores weights (a daemon of weight 0 is out all the same); wlc and p2c divide by them.
+    const members: Member[] = inKernel ? live.map((m) => ({ slot: m.id + 1, weight: port.scheduler === 'lc' ? 1 : m.weight })) : [];
+    // Without the kernel's counts: new connections in proportion to weight over load, recounted every COUNT_MS.
+    // rr and lc ignore weight magnitudes (as in IPVS): equal shares of the buckets.
+    const weighted = byLoad && !inKernel
+      ? live.map((m) => ({ id: m.id, weight: Math.max(1, Math.round(((port.scheduler === 'lc' ? 1 : m.weight) * LOAD_SCALE) / (1 + (this.active.get(m.id) ?? 0)))) }))
+      : port.scheduler === 'rr' ? live.map((m) => ({ id: m.id, weight: 1 })) : live;
+    const slots = weightedBuckets(weighted, BUCKETS).map((id) => (id < 0 ? NO_SLOT : id + 1));
+    const text = `${mode} ${members.map((m) => `${m.slot}:${m.weight}`).join(',')} ${slots.join(',')}`;
     if (this.written.get(port.id) === text) return;
+    // Members first: a port turning least-loaded never picks among stale members.
+    dispatch.setMembers(port.id, mode, members);
     dispatch.setBuckets(port.id, slots);
     this.written.set(port.id, text);
-    this.bucketSlots.set(port.id, new Set(slots.filter((slot) => slot !== NO_SLOT)));
+    this.bucketSlots.set(port.id, new Set([...slots.filter((slot) => slot !== NO_SLOT), ...members.map((m) => m.slot)]));
   }
 
   /**

@@ -1,0 +1,377 @@
+// Least-loaded picks in the kernel: per-daemon connection counts kept by BPF
+// programs, so lc, wlc and p2c choose per connection, not from a count
+// user space took a second ago. This file owns the layouts of the maps
+// involved, the SOCK_OPS program that counts, and the piece of the sk_lookup
+// program (sk-lookup.ts) that picks.
+//
+// Maps
+//   members     ARRAY  port index → {n u32, mode u32, n × {slot u32, weight u32}}
+//                      (up to MAX_MEMBERS): the daemons a least-loaded port
+//                      picks among and their weights. Modes hash and source
+//                      leave the port to the bucket table; the plane writes it.
+//   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64}:
+//                      connections established through this dispatch and
+//                      not yet closed; connections handed over but not yet
+//                      established, counted in the window (ktime >> 30,
+//                      about a second) of their SYN and the one before.
+//   pending     LRU_HASH flow key → {slot u32, 0 u32, window u64}: a SYN the
+//                      pick handed to a slot, until its handshake completes.
+//   established HASH   flow key → {slot u32, 0 u32}: a connection counted in
+//                      its slot's `active`, until it closes.
+//
+// Flow key (40 bytes): remote port (network-order u16 in the low half of a
+// little-endian u32) | local port (host order) << 16; local address (16
+// bytes, IPv4 in the first 4); remote address (16); family u32.
+//
+// Counting. The sk_lookup program, having handed a SYN to slot s, inserts its
+// flow in `pending` (only if absent: a retransmitted SYN is one connection)
+// and adds one to s's `current`. The SOCK_OPS program, attached to the cgroup
+// v2 root so it sees every TCP socket on the host, answers two events: a
+// passive connection established (its flow found in `pending`: moved to
+// `established`, `current` or `previous` less one, `active` plus one, and the
+// socket asked for state-change callbacks), and a socket reaching TCP_CLOSE
+// (found in `established`: `active` less one). A SYN that never completes
+// (a scan, a spoofed source) stops counting when its window is two old, and an
+// LRU eviction of `pending` forgets it: nothing a client sends leaves a count
+// that does not decay. A connection established before this dispatch existed
+// (adopted or not) is not counted.
+//
+// Picking (emitLeastLoaded): load = active + the pending of the last two
+// windows; the pick is the member with the least (load + 1) / weight, scanning
+// all n from a start the flow hash gives (lc, wlc: ties spread), or two
+// members drawn by the hash (p2c). When the chosen socket is gone or the port
+// has no members, the bucket table decides as for the other schedulers.
+
+import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
+
+/** Members per least-loaded port (a power of two: the index is masked with it). */
+export const MAX_MEMBERS = 64;
+/**
+ * How a port picks: the bucket table by a hash of the client's address and
+ * port, least load over all members, the better of two, or the bucket table
+ * by the client's address alone (sh: every connection of a client to one daemon).
+ */
+export const PortMode = { hash: 0, least: 1, twoChoices: 2, source: 3 } as const;
+export type PortModeValue = (typeof PortMode)[keyof typeof PortMode];
+
+export const MEMBERS_HEADER = 8;
+export const MEMBERS_SIZE = MEMBERS_HEADER + MAX_MEMBERS * 8;
+export const LOAD_SIZE = 32;
+const LOAD_ACTIVE = 0;
+const LOAD_CURRENT = 8;
+const LOAD_PREVIOUS = 16;
+const LOAD_WINDOW = 24;
+export const FLOW_KEY_SIZE = 40;
+export const PENDING_VALUE_SIZE = 16;
+export const ESTABLISHED_VALUE_SIZE = 8;
+/** ktime_get_ns() >> WINDOW_SHIFT: about one second per window. */
+const WINDOW_SHIFT = 30;
+
+const AF_INET6 = 10;
+const TCP_CLOSE = 7;
+const SOCK_OPS_PASSIVE_ESTABLISHED = 5;
+const SOCK_OPS_STATE = 10;
+const SOCK_OPS_STATE_CB_FLAG = 4;
+
+/** Where a program's context keeps a flow's fields (struct bpf_sk_lookup or struct bpf_sock_ops). */
+interface FlowFields {
+  family: number;
+  remoteIp4: number;
+  localIp4: number;
+  remoteIp6: number;
+  localIp6: number;
+  remotePort: number;
+  localPort: number;
+  /** Right shift that brings the network-order remote port to the low 16 bits. */
+  remotePortShift: number;
+}
+
+// struct bpf_sk_lookup: remote_port is a __be16 at the start of its u32.
+export const SK_LOOKUP_FLOW: FlowFields = { family: 8, remoteIp4: 16, remoteIp6: 20, remotePort: 36, localIp4: 40, localIp6: 44, localPort: 60, remotePortShift: 0 };
+// struct bpf_sock_ops: remote_port is read as the __be16 shifted left by 16.
+const SOCK_OPS_FLOW: FlowFields = { family: 20, remoteIp4: 24, localIp4: 28, remoteIp6: 32, localIp6: 48, remotePort: 64, localPort: 68, remotePortShift: 16 };
+const SOCK_OPS_OP = 0;
+const SOCK_OPS_NEW_STATE = 8; // args[1]
+const SOCK_OPS_CB_FLAGS = 84;
+
+/** Writes the flow key of the context in `ctx` at fp + `at` (40 bytes). Clobbers r1-r4. */
+export function emitFlowKey(a: Assembler, ctx: Register, f: FlowFields, at: number, prefix: string): void {
+  a.ldx('w', R2, ctx, f.family).stx('w', R10, at + 36, R2);
+  a.ldx('w', R3, ctx, f.localPort).alu32('lsh', R3, 16);
+  a.ldx('w', R4, ctx, f.remotePort);
+  if (f.remotePortShift > 0) a.alu32('rsh', R4, f.remotePortShift);
+  a.alu32('and', R4, 0xffff).alu32('or', R3, R4).stx('w', R10, at, R3);
+  a.jmp32('eq', R2, AF_INET6, `${prefix}_v6`);
+  a.ldx('w', R1, ctx, f.localIp4).stx('w', R10, at + 4, R1);
+  a.ldx('w', R1, ctx, f.remoteIp4).stx('w', R10, at + 20, R1);
+  for (let i = 1; i < 4; i++) a.st('w', R10, at + 4 + 4 * i, 0).st('w', R10, at + 20 + 4 * i, 0);
+  a.ja(`${prefix}_done`);
+  a.label(`${prefix}_v6`);
+  for (let i = 0; i < 4; i++) {
+    a.ldx('w', R1, ctx, f.localIp6 + 4 * i).stx('w', R10, at + 4 + 4 * i, R1);
+    a.ldx('w', R1, ctx, f.remoteIp6 + 4 * i).stx('w', R10, at + 20 + 4 * i, R1);
+  }
+  a.label(`${prefix}_done`);
+}
+
+export interface LeastLoadedMaps {
+  members: number;
+  loads: number;
+  sockets: number;
+  pending: number;
+}
+
+/** What the sk_lookup program gives the least-loaded pick. */
+export interface LeastLoadedSite {
+  /** The sk_lookup context register (callee-saved). */
+  ctx: Register;
+  /** fp offsets: the port index (u32), the flow hash (u32), the u32 map key counters use, bpf_sk_assign's result (u64). */
+  index: number;
+  hash: number;
+  key: number;
+  result: number;
+  /** Free stack from here down (STACK_NEEDED bytes). */
+  scratch: number;
+  /** Counts counters[*(u32 *)(fp + key)]'s field; clobbers r0-r5. */
+  count(field: 'assigned' | 'noSocket' | 'refused'): void;
+  /** Where to go when the port is not least-loaded or the pick found no socket: the bucket table. r6 only is kept. */
+  fallback: string;
+  /** Where to go once a socket is assigned. */
+  pass: string;
+}
+
+/** Stack bytes emitLeastLoaded uses below `scratch`. */
+export const STACK_NEEDED = 152;
+
+/**
+ * Emits the least-loaded pick (header comment). Jumps to `fallback` or
+ * `pass`; never falls through. Uses r7-r9 and the scratch stack.
+ */
+export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
+  const s = site.scratch;
+  const FLOW_KEY = s - 40;
+  const FLOW_VALUE = s - 56;
+  const N = s - 64;
+  const LIMIT = s - 72;
+  const STEP = s - 80;
+  const NOW = s - 88;
+  const IDX = s - 96;
+  const BEST_SLOT = s - 104;
+  const BEST_LOAD = s - 112;
+  const BEST_WEIGHT = s - 120;
+  const CAND_SLOT = s - 128;
+  const CAND_WEIGHT = s - 136;
+  const MODE = s - 144;
+
+  // members[port index]: no entry, a bucket mode, or no member → the bucket table.
+  a.ldx('w', R1, R10, site.index).stx('w', R10, site.key, R1);
+  a.ldMapFd(R1, maps.members).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
+  a.jmp('eq', R0, 0, site.fallback);
+  a.mov64(R7, R0);
+  a.ldx('w', R2, R7, 4).stx('dw', R10, MODE, R2);
+  a.jmp('eq', R2, PortMode.least, 'll_members').jmp('ne', R2, PortMode.twoChoices, site.fallback);
+  a.label('ll_members');
+  a.ldx('w', R1, R7, 0).jmp('eq', R1, 0, site.fallback).jmp('gt', R1, MAX_MEMBERS, site.fallback);
+  a.stx('dw', R10, N, R1).stx('dw', R10, LIMIT, R1).st('dw', R10, STEP, 1);
+  // The first member looked at: h mod n, so equal loads do not all go to one daemon.
+  a.ldx('w', R2, R10, site.hash).mov64(R3, R2).alu64('mod', R3, R1).stx('dw', R10, IDX, R3);
+  // p2c: two members, the second 1..n-1 after the first (the hash's upper bits).
+  a.ldx('dw', R4, R10, MODE).jmp('ne', R4, PortMode.twoChoices, 'll_ready').jmp('lt', R1, 2, 'll_ready');
+  a.st('dw', R10, LIMIT, 2);
+  a.alu64('rsh', R2, 8).mov64(R3, R1).alu64('sub', R3, 1).alu64('mod', R2, R3).alu64('add', R2, 1).stx('dw', R10, STEP, R2);
+  a.label('ll_ready');
+  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT).stx('dw', R10, NOW, R0);
+  a.st('dw', R10, BEST_SLOT, 0).st('dw', R10, BEST_LOAD, 0).st('dw', R10, BEST_WEIGHT, 0);
+
+  for (let i = 0; i < MAX_MEMBERS; i++) {
+    const next = `ll_next_${i}`;
+    const take = `ll_take_${i}`;
+    a.ldx('dw', R1, R10, LIMIT).jmp('le', R1, i, 'll_done');
+    a.ldx('dw', R8, R10, IDX).alu64('and', R8, MAX_MEMBERS - 1).alu64('lsh', R8, 3);
+    a.mov64(R9, R7).alu64('add', R9, R8);
+    a.ldx('w', R1, R9, MEMBERS_HEADER).ldx('w', R2, R9, MEMBERS_HEADER + 4);
+    a.stx('dw', R10, CAND_SLOT, R1).stx('dw', R10, CAND_WEIGHT, R2);
+    a.jmp('eq', R2, 0, next);
+    a.stx('w', R10, site.key, R1);
+    a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
+    a.jmp('eq', R0, 0, next);
+    // r3 = active + pending of this window and the one before (never below 0: the counts race).
+    a.ldx('dw', R3, R0, LOAD_ACTIVE).ldx('dw', R4, R0, LOAD_WINDOW).ldx('dw', R5, R10, NOW);
+    a.jmp('eq', R4, R5, `ll_both_${i}`);
+    a.alu64('add', R4, 1).jmp('ne', R4, R5, `ll_sum_${i}`);
+    a.ldx('dw', R1, R0, LOAD_CURRENT).alu64('add', R3, R1).ja(`ll_sum_${i}`);
+    a.label(`ll_both_${i}`);
+    a.ldx('dw', R1, R0, LOAD_CURRENT).alu64('add', R3, R1).ldx('dw', R1, R0, LOAD_PREVIOUS).alu64('add', R3, R1);
+    a.label(`ll_sum_${i}`);
+    a.jmp('sge', R3, 0, `ll_positive_${i}`).mov64(R3, 0);
+    a.label(`ll_positive_${i}`);
+    // Better when (load + 1) / weight < (best load + 1) / best weight, without division.
+    a.ldx('dw', R1, R10, BEST_SLOT).jmp('eq', R1, 0, take);
+    a.mov64(R4, R3).alu64('add', R4, 1).ldx('dw', R1, R10, BEST_WEIGHT).alu64('mul', R4, R1);
+    a.ldx('dw', R5, R10, BEST_LOAD).alu64('add', R5, 1).ldx('dw', R1, R10, CAND_WEIGHT).alu64('mul', R5, R1);
+    a.jmp('ge', R4, R5, next);
+    a.label(take);
+    a.ldx('dw', R1, R10, CAND_SLOT).stx('dw', R10, BEST_SLOT, R1);
+    a.stx('dw', R10, BEST_LOAD, R3);
+    a.ldx('dw', R1, R10, CAND_WEIGHT).stx('dw', R10, BEST_WEIGHT, R1);
+    a.label(next);
+    a.ldx('dw', R1, R10, IDX).ldx('dw', R2, R10, STEP).alu64('add', R1, R2);
+    a.ldx('dw', R2, R10, N).jmp('lt', R1, R2, `ll_wrapped_${i}`).alu64('sub', R1, R2);
+    a.label(`ll_wrapped_${i}`);
+    a.stx('dw', R10, IDX, R1);
+  }
+
+  a.label('ll_done');
+  a.ldx('dw', R1, R10, BEST_SLOT).jmp('eq', R1, 0, site.fallback);
+  a.stx('w', R10, site.key, R1);
+  a.ldMapFd(R1, maps.sockets).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
+  a.jmp('ne', R0, 0, 'll_socket');
+  site.count('noSocket');
+  a.ja(site.fallback);
+  a.label('ll_socket');
+  a.mov64(R9, R0);
+  a.mov64(R1, site.ctx).mov64(R2, R9).mov64(R3, 0).call(Helper.skAssign);
+  a.stx('dw', R10, site.result, R0);
+  a.mov64(R1, R9).call(Helper.skRelease);
+  a.ldx('dw', R1, R10, site.result).jmp('eq', R1, 0, 'll_assigned');
+  site.count('refused');
+  a.ja(site.fallback);
+  a.label('ll_assigned');
+  site.count('assigned');
+
+  // Pending until the handshake completes (once per flow: a retransmitted SYN finds its entry).
+  emitFlowKey(a, site.ctx, SK_LOOKUP_FLOW, FLOW_KEY, 'll_key');
+  a.ldx('w', R1, R10, site.key).stx('w', R10, FLOW_VALUE, R1).st('w', R10, FLOW_VALUE + 4, 0);
+  a.ldx('dw', R1, R10, NOW).stx('dw', R10, FLOW_VALUE + 8, R1);
+  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, FLOW_KEY).mov64(R3, R10).alu64('add', R3, FLOW_VALUE);
+  a.mov64(R4, 1 /* BPF_NOEXIST */).call(Helper.mapUpdateElem);
+  a.jmp('ne', R0, 0, site.pass);
+  a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
+  a.jmp('eq', R0, 0, site.pass);
+  // A new window: the current one becomes the previous (or, after a gap, nothing does).
+  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, NOW);
+  a.jmp('eq', R3, R4, 'll_count');
+  a.mov64(R5, 0).alu64('add', R3, 1).jmp('ne', R3, R4, 'll_rotate');
+  a.ldx('dw', R5, R0, LOAD_CURRENT);
+  a.label('ll_rotate');
+  a.stx('dw', R0, LOAD_PREVIOUS, R5).st('dw', R0, LOAD_CURRENT, 0).stx('dw', R0, LOAD_WINDOW, R4);
+  a.label('ll_count');
+  a.mov64(R1, 1).atomic('add', 'dw', R0, LOAD_CURRENT, R1);
+  a.ja(site.pass);
+}
+
+/** The maps the SOCK_OPS program counts in. */
+export interface CountMaps {
+  loads: number;
+  pending: number;
+  established: number;
+}
+
+/** The SOCK_OPS program (header comment), assembled. Pure. */
+export function buildCountProgram(maps: CountMaps): Uint8Array {
+  const a = new Assembler();
+  const KEY = -40;
+  const VALUE = -56;
+  const SLOT = -64;
+  const lookupLoads = (): void => {
+    a.stx('w', R10, SLOT, R7);
+    a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, SLOT).call(Helper.mapLookupElem);
+  };
+
+  a.mov64(R6, R1);
+  a.ldx('w', R2, R6, SOCK_OPS_OP);
+  a.jmp('eq', R2, SOCK_OPS_PASSIVE_ESTABLISHED, 'established');
+  a.jmp('ne', R2, SOCK_OPS_STATE, 'out');
+  a.ldx('w', R2, R6, SOCK_OPS_NEW_STATE).jmp('ne', R2, TCP_CLOSE, 'out');
+
+  // Closed: a counted connection leaves its slot's `active`.
+  emitFlowKey(a, R6, SOCK_OPS_FLOW, KEY, 'close_key');
+  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapLookupElem);
+  a.jmp('eq', R0, 0, 'out');
+  a.ldx('w', R7, R0, 0);
+  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapDeleteElem);
+  a.jmp('ne', R0, 0, 'out'); // another CPU took it
+  lookupLoads();
+  a.jmp('eq', R0, 0, 'out');
+  a.mov64(R1, -1).atomic('add', 'dw', R0, LOAD_ACTIVE, R1);
+  a.ja('out');
+
+  // Established: a flow the pick handed over moves from pending to active.
+  a.label('established');
+  emitFlowKey(a, R6, SOCK_OPS_FLOW, KEY, 'est_key');
+  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapLookupElem);
+  a.jmp('eq', R0, 0, 'out');
+  a.ldx('w', R7, R0, 0).ldx('dw', R8, R0, 8);
+  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapDeleteElem);
+  a.jmp('ne', R0, 0, 'out');
+  lookupLoads();
+  a.jmp('eq', R0, 0, 'out');
+  a.mov64(R9, R0);
+  a.ldx('dw', R3, R9, LOAD_WINDOW).mov64(R1, -1);
+  a.jmp('ne', R3, R8, 'est_older');
+  a.atomic('add', 'dw', R9, LOAD_CURRENT, R1).ja('est_active');
+  a.label('est_older');
+  a.alu64('add', R8, 1).jmp('ne', R3, R8, 'est_active');
+  a.atomic('add', 'dw', R9, LOAD_PREVIOUS, R1);
+  a.label('est_active');
+  a.mov64(R1, 1).atomic('add', 'dw', R9, LOAD_ACTIVE, R1);
+  a.stx('w', R10, VALUE, R7).st('w', R10, VALUE + 4, 0);
+  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).mov64(R3, R10).alu64('add', R3, VALUE);
+  a.mov64(R4, 0 /* BPF_ANY */).call(Helper.mapUpdateElem);
+  a.jmp('eq', R0, 0, 'est_watch');
+  // No room to remember it: it could never be taken off, so it is not counted.
+  a.mov64(R1, -1).atomic('add', 'dw', R9, LOAD_ACTIVE, R1).ja('out');
+  a.label('est_watch');
+  // Its close must call back: state changes on, the socket's other callbacks kept.
+  a.ldx('w', R2, R6, SOCK_OPS_CB_FLAGS).alu32('or', R2, SOCK_OPS_STATE_CB_FLAG);
+  a.mov64(R1, R6).call(Helper.sockOpsCbFlagsSet);
+
+  a.label('out');
+  a.mov64(R0, 1).exit();
+  return a.assemble();
+}
+
+/** One member of a least-loaded port. */
+export interface Member {
+  slot: number;
+  weight: number;
+}
+
+/** The `members` value for a port: its mode and up to MAX_MEMBERS members (weights clamped to 1..2^31-1). */
+export function encodeMembers(mode: PortModeValue, members: readonly Member[]): Uint8Array {
+  const bytes = new Uint8Array(MEMBERS_SIZE);
+  const view = new DataView(bytes.buffer);
+  const n = Math.min(members.length, MAX_MEMBERS);
+  view.setUint32(0, n, true);
+  view.setUint32(4, mode, true);
+  for (let i = 0; i < n; i++) {
+    view.setUint32(MEMBERS_HEADER + 8 * i, members[i].slot, true);
+    view.setUint32(MEMBERS_HEADER + 8 * i + 4, Math.max(1, Math.min(0x7fffffff, Math.round(members[i].weight))), true);
+  }
+  return bytes;
+}
+
+/** A slot's counts as `loads` holds them. */
+export interface SlotLoad {
+  /** Connections established through the dispatch and still open. */
+  active: number;
+  /** Handed over, handshake not complete, in the last two windows. */
+  pending: number;
+}
+
+/** Reads a `loads` value; `nowWindow` is the current window (ktime >> 30), or null to count every pending field. */
+export function decodeLoad(bytes: Uint8Array, nowWindow: bigint | null): SlotLoad {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const active = Number(view.getBigInt64(LOAD_ACTIVE, true));
+  const current = Number(view.getBigInt64(LOAD_CURRENT, true));
+  const previous = Number(view.getBigInt64(LOAD_PREVIOUS, true));
+  const window = view.getBigUint64(LOAD_WINDOW, true);
+  let pending = current + previous;
+  if (nowWindow !== null) pending = window === nowWindow ? current + previous : window + 1n === nowWindow ? current : 0;
+  return { active: Math.max(0, active), pending: Math.max(0, pending) };
+}
+
+/** The current window as the programs compute it (CLOCK_MONOTONIC is ktime_get_ns). */
+export function nowWindow(): bigint {
+  return process.hrtime.bigint() >> BigInt(WINDOW_SHIFT);
+}
