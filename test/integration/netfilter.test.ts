@@ -10,21 +10,19 @@
 // health*.test.ts.
 
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
+import { assertSameDaemons, HeldConnections, names } from '../support/held-connections.js';
 import { assertPlaneGone, assertPlaneSetUp, iptablesChain, iptablesJumps, nftDaemons, nftTable } from '../support/dataplanes.js';
 import { CLUSTER_V4, curlThrough, HostlbProcess, type CurlResult } from '../support/hostlb-process.js';
-import { type Namespace, type NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
+import { type Namespace, skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, TCP_CLIENT, type HealthTopo } from './health-harness.js';
 
 const WHY_ROOT = 'network namespaces, iptables and nftables rules, nginx daemons and curl';
 /** Compiled to dist/test/integration/: three levels up is the repo root, where the .mjs fixtures stay. */
-const HELD = fileURLToPath(new URL('../../../test/integration/fixtures/held-connections.mjs', import.meta.url));
 const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const [D1, D2, D3] = ENDPOINTS;
 const QUEUE_RULE = /^-A HOSTLB-hlb0 -d 198\.18\.100\.1\/32 -p tcp .*--dport 80 .*-j NFQUEUE --queue-num 4242 --queue-bypass/;
@@ -42,10 +40,6 @@ function journalOf(hostlb: HostlbProcess): string {
   return join(hostlb.stateDir, 'hlb0.journal.json');
 }
 
-/** Daemon name ("d1") per result, from the body "<daemon> <client>". */
-function names(results: Array<{ body?: string }>): string[] {
-  return results.map((r) => r.body?.split(' ')[0] ?? '-');
-}
 
 function spread(results: CurlResult[]): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -74,70 +68,6 @@ function metric(hostlb: HostlbProcess, sample: string): Promise<number> {
     req.on('error', reject);
     req.end();
   });
-}
-
-// ---------------------------------------------------------------- held keep-alive connections
-
-/** One connection's answer to a request: the daemon's body, or what went wrong. */
-interface Held {
-  id: number;
-  localPort: number | null;
-  status?: number;
-  body?: string;
-  error?: string;
-}
-
-/** fixtures/held-connections.mjs in the client namespace, driven over its stdin. */
-class HeldConnections {
-  private stdout = '';
-  private stderr = '';
-  private readonly child: ChildProcess;
-
-  constructor(sandbox: NetnsSandbox, ns: Namespace) {
-    this.child = sandbox.spawn(ns, [process.execPath, HELD, CLUSTER_V4, '80'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout?.setEncoding('utf8').on('data', (c: string) => (this.stdout += c));
-    this.child.stderr?.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
-    // The sandbox may have killed it first at cleanup: a write then fails with EPIPE, which is no news.
-    this.child.stdin?.on('error', () => undefined);
-  }
-
-  /** Sends one command and waits (at most 20 s) for its one-line reply. */
-  private async command<T>(cmd: Record<string, unknown>): Promise<T> {
-    this.stdout = '';
-    this.child.stdin?.write(`${JSON.stringify(cmd)}\n`);
-    const deadline = Date.now() + 20_000;
-    while (!this.stdout.includes('\n')) {
-      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`held-connections exited: ${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`held-connections: no answer to ${JSON.stringify(cmd)} in 20 s: ${this.stderr}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    return JSON.parse(this.stdout.slice(0, this.stdout.indexOf('\n'))) as T;
-  }
-
-  open(n: number): Promise<Held[]> {
-    return this.command({ cmd: 'open', n });
-  }
-
-  ask(): Promise<Held[]> {
-    return this.command({ cmd: 'ask' });
-  }
-
-  close(): Promise<unknown> {
-    return this.command({ cmd: 'close' });
-  }
-
-  quit(): void {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.stdin?.end(`${JSON.stringify({ cmd: 'quit' })}\n`);
-  }
-}
-
-/** Throws unless every connection answered 200, each from the daemon it had before (`before`, same order), on the same local port. */
-function assertSameDaemons(now: Held[], before: Held[], when: string, context = ''): void {
-  const show = (hs: Held[]): string => hs.map((h) => `#${h.id} :${h.localPort} ${h.body ?? h.error}`).join('; ');
-  assert.deepEqual(now.map((h) => h.error ?? null), now.map(() => null), `${when}: every held connection answered: ${show(now)}${context}`);
-  assert.deepEqual(now.map((h) => h.status), now.map(() => 200), `${when}: HTTP 200 on every held connection: ${show(now)}`);
-  assert.deepEqual(now.map((h) => `${h.localPort} ${names([h])[0]}`), before.map((h) => `${h.localPort} ${names([h])[0]}`), `${when}: each connection kept its daemon: before ${show(before)}; now ${show(now)}`);
 }
 
 /** Nginx daemons on ENDPOINTS (or some of them) in the server namespace, stopped after the test. */

@@ -213,11 +213,21 @@ export class SocketPlane implements DataPlane {
     }
   }
 
+  /**
+   * Aborts daemon `id`'s connections to its cluster port (SOCK_DESTROY: the
+   * client gets a RST, the daemon ECONNABORTED), found as connections() finds
+   * them; its other connections are not touched. 0, with a warning, on a
+   * kernel built without CONFIG_INET_DIAG_DESTROY.
+   */
   resetDaemonFlows(id: number): number {
-    // The kernel holds these connections in the daemon itself; hostlb cannot end them from here yet.
-    const live = this.active.get(id) ?? 0;
-    if (live > 0) this.logger.warn({ event: 'reset_unsupported', daemon: this.balancer.tree.daemonsById[id]?.name, flows: live }, 'the socket data plane cannot reset a daemon\'s connections; they go on');
-    return 0;
+    try {
+      const mine = this.scan().flows.filter((f) => f.daemon.id === id && f.socket.state === TCP_ESTABLISHED).map((f) => f.socket);
+      return this.sockets.destroy(mine);
+    } catch (e) {
+      const daemon = this.balancer.tree.daemonsById[id]?.name;
+      this.logger.warn({ event: 'reset_unsupported', daemon, err: e }, `could not reset the connections of ${daemon}; they go on`);
+      return 0;
+    }
   }
 
   /**

@@ -8,7 +8,7 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetlinkWriter } from '../../netlink/message.js';
-import { NETLINK_SOCK_DIAG, readDiagSocket, TCP_ESTABLISHED, TCP_LISTEN, writeTcpDump, type DiagSocket } from '../../netlink/sock-diag.js';
+import { NETLINK_SOCK_DIAG, readDiagSocket, TCP_ESTABLISHED, TCP_LISTEN, writeTcpDestroy, writeTcpDump, type DiagSocket } from '../../netlink/sock-diag.js';
 import { NetlinkSocket } from '../../netlink/socket.js';
 
 export { TCP_ESTABLISHED, TCP_LISTEN };
@@ -27,8 +27,7 @@ export class TcpSocketTable {
 
   /** Every TCP socket now in one of `states` (default ESTABLISHED and LISTEN), IPv4 and IPv6. Throws NetlinkError. */
   read(states: readonly number[] = [TCP_ESTABLISHED, TCP_LISTEN]): TcpSocket[] {
-    this.socket ??= new NetlinkSocket([], { slots: 16, slotSize: 65536, receiveBuffer: 0, protocol: NETLINK_SOCK_DIAG });
-    const socket = this.socket;
+    const socket = this.open();
     const out: TcpSocket[] = [];
     for (const family of [4, 6] as const) {
       this.request.reset();
@@ -39,6 +38,30 @@ export class TcpSocketTable {
       });
     }
     return out;
+  }
+
+  /**
+   * Aborts each of `sockets` (SOCK_DESTROY: the kernel sends the peer a RST);
+   * returns how many it aborted. One that is gone already is not counted.
+   * Throws NetlinkError when the kernel cannot destroy sockets at all
+   * (EOPNOTSUPP: built without CONFIG_INET_DIAG_DESTROY).
+   */
+  destroy(sockets: readonly TcpSocket[]): number {
+    const socket = this.open();
+    let destroyed = 0;
+    for (const s of sockets) {
+      this.request.reset();
+      const seq = writeTcpDestroy(this.request, s);
+      const failed = socket.requestAll(this.request, [seq], 'abort a TCP connection');
+      if (failed === null) destroyed++;
+      else if (failed.code === 'NETLINK_UNSUPPORTED') throw failed;
+    }
+    return destroyed;
+  }
+
+  private open(): NetlinkSocket {
+    this.socket ??= new NetlinkSocket([], { slots: 16, slotSize: 65536, receiveBuffer: 0, protocol: NETLINK_SOCK_DIAG });
+    return this.socket;
   }
 
   close(): void {
