@@ -83,12 +83,12 @@ function ipProblem(args: readonly string[]): string | null {
   return `"${object}" is not an ip object hostlb changes`;
 }
 
-/** The lines dataplane/netfilter/host-plan.ts writes, one pattern each (tokens as nft reads them). */
+/** The lines dataplane/netfilter/host-plan.ts and dataplane/socket/host-plan.ts write, one pattern each (tokens as nft reads them). */
 const NFT_LINES: readonly RegExp[] = [
   new RegExp(`^(add|delete) table inet ${NFT_TABLE}$`),
   new RegExp(`^add map inet ${NFT_TABLE} ${NFT_NAME} \\{ [A-Za-z0-9_ .:;]+ \\}$`),
   new RegExp(`^delete (map|chain) inet ${NFT_TABLE} ${NFT_NAME}$`),
-  new RegExp(`^add chain inet ${NFT_TABLE} ${NFT_NAME}( \\{ type (nat|filter) hook (prerouting|output|input|postrouting) priority (dstnat|-?\\d{1,4}); policy accept; \\})?$`),
+  new RegExp(`^add chain inet ${NFT_TABLE} ${NFT_NAME}( \\{ type (nat|filter|route) hook (prerouting|output|input|postrouting) priority (dstnat|mangle|-?\\d{1,4}); policy accept; \\})?$`),
   // Rule bodies: matches, marks, maps and verdicts; no statement separator, quote or comment.
   new RegExp(`^add rule inet ${NFT_TABLE} ${NFT_NAME} [A-Za-z0-9_ .:@&|!=<>(),{}/-]+$`),
   new RegExp(`^(add|delete) element inet ${NFT_TABLE} ${NFT_NAME} \\{ [A-Za-z0-9_ .:,-]+ \\}$`),

@@ -48,9 +48,9 @@ export function iptablesJumps(ns: Namespace, device = 'hlb0', tool: 'iptables' |
 }
 
 /** `nft list table inet hostlb_<device>` inside ns; null when the table does not exist. */
-export function nftTable(ns: Namespace, device = 'hlb0'): string | null {
+export function nftTable(ns: Namespace, device = 'hlb0', prefix = 'hostlb_'): string | null {
   try {
-    return ns.exec(['nft', 'list', 'table', 'inet', `hostlb_${device}`]);
+    return ns.exec(['nft', 'list', 'table', 'inet', `${prefix}${device}`]);
   } catch {
     return null;
   }
@@ -70,6 +70,8 @@ export interface PlaneObjects {
   device: boolean;
   /** The nft table (netfilter plane). */
   nftTable: boolean;
+  /** The nft table giving UDP replies the cluster's address (socket plane, UDP ports only). */
+  replyTable: boolean;
   /** The iptables or ip6tables mangle chain (netfilter plane). */
   iptablesChain: boolean;
   /** Jumps into it from PREROUTING / OUTPUT (both tools; one cluster family per test gives 2). */
@@ -83,6 +85,7 @@ export function planeObjects(ns: Namespace, device = 'hlb0'): PlaneObjects {
   return {
     device: linkExists(ns, device),
     nftTable: nftTable(ns, device) !== null,
+    replyTable: nftTable(ns, device, 'hostlb_sock_') !== null,
     iptablesChain: iptablesChain(ns, device) !== null || iptablesChain(ns, device, 'ip6tables') !== null,
     iptablesJumps: iptablesJumps(ns, device).length + iptablesJumps(ns, device, 'ip6tables').length,
     bpffs: bpffsMounted(ns, device),
@@ -91,21 +94,22 @@ export function planeObjects(ns: Namespace, device = 'hlb0'): PlaneObjects {
 
 /**
  * Throws unless the running plane's objects exist: the TUN device for tun;
- * for netfilter the nft table, the iptables chain and both jumps into it —
- * and, either way, none of the other plane's.
+ * for netfilter the nft table, the iptables chain and both jumps into it; for
+ * socket the bpffs, and with `udp` (the configuration has UDP ports) the
+ * reply table — and none of the other planes'.
  */
-export function assertPlaneSetUp(ns: Namespace, dataplane: Dataplane, device = 'hlb0'): void {
+export function assertPlaneSetUp(ns: Namespace, dataplane: Dataplane, device = 'hlb0', options: { udp?: boolean } = {}): void {
   const seen = planeObjects(ns, device);
-  const none: PlaneObjects = { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false };
+  const none: PlaneObjects = { device: false, nftTable: false, replyTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false };
   const expected: PlaneObjects = dataplane === 'tun'
     ? { ...none, device: true }
-    : dataplane === 'netfilter' ? { ...none, nftTable: true, iptablesChain: true, iptablesJumps: 2 } : { ...none, bpffs: true };
+    : dataplane === 'netfilter' ? { ...none, nftTable: true, iptablesChain: true, iptablesJumps: 2 } : { ...none, bpffs: true, replyTable: options.udp === true };
   assert.deepEqual(seen, expected, `the ${dataplane} data plane's objects while hostlb runs`);
 }
 
 /** Throws if any object of either plane is left in ns (after a deliberate stop). */
 export function assertPlaneGone(ns: Namespace, device = 'hlb0'): void {
-  assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false }, 'no data plane object left after hostlb stopped');
+  assert.deepEqual(planeObjects(ns, device), { device: false, nftTable: false, replyTable: false, iptablesChain: false, iptablesJumps: 0, bpffs: false }, 'no data plane object left after hostlb stopped');
 }
 
 /** The daemons the netfilter plane's map `daemons4` / `daemons6` holds now, as "address:port" (IPv6 in brackets), sorted. */

@@ -162,10 +162,10 @@ export class SocketPlane implements DataPlane {
       this.dispatch = null;
       throw e instanceof HostlbError && e.code.startsWith('SOCKET_') ? e : new HostlbError('SOCKET_PLANE_FAILED', `the socket data plane could not start: ${(e as Error).message}`, { cause: e });
     }
-    const udp = this.balancer.tree.clusters.flatMap((c) => c.ports.filter((p) => p.protocol === 'udp').map((p) => p.name));
-    if (udp.length > 0) {
-      // A UDP socket bound to the daemon's own address answers from that address, which the client never sent to.
-      this.logger.warn({ event: 'socket_plane_udp', ports: udp }, `UDP on the socket data plane: the daemons of ${udp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address; use dataplane: netfilter or tun for daemons that cannot`);
+    const wildcardUdp = this.balancer.tree.clusters.filter((c) => c.address.text === '0.0.0.0' || c.address.text === '::').flatMap((c) => c.ports.filter((p) => p.protocol === 'udp').map((p) => p.name));
+    if (wildcardUdp.length > 0) {
+      // host-plan.ts gives UDP replies the cluster's address; a port alone has no one address to give.
+      this.logger.warn({ event: 'socket_plane_udp', ports: wildcardUdp }, `UDP on any local address with the socket data plane: the daemons of ${wildcardUdp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address`);
     }
     this.count();
     // Health's weights reach the buckets at once (buckets only: sockets and counters wait for the timer).
