@@ -13,6 +13,8 @@
 //   bpfMapCreate/Update/Lookup/Delete/NextKey, bpfProgLoad, bpfLinkCreate/Detach,
 //   bpfObjPin/Get/GetInfo, pidfdOpen, pidfdGetfd    (the socket data plane, src/bpf/:
 //                                                    one bpf(2) or pidfd command each)
+//   listenTcp                                        a listening socket for a supervised
+//                                                    daemon (LISTEN_FDS, src/link/listen-socket.ts)
 // readBatch/writeBatch/watch/close work on any datagram fd, so the netfilter
 // data plane reads and writes its netlink sockets through them too; messages
 // are built and parsed in TypeScript (src/netlink/).
@@ -28,6 +30,8 @@
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -989,6 +993,67 @@ Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(fd));
 }
 
+// listenTcp(family, address, port, backlog) -> fd of a listening TCP socket
+// bound to `address` (4 or 16 bytes, network order) and `port`, with
+// SO_REUSEADDR, close-on-exec. Nothing in this process accepts on it: it is
+// handed to a supervised daemon (LISTEN_FDS, as fd 3) and kept across the
+// daemon's restarts, so connections wait in its backlog meanwhile.
+Napi::Value ListenTcp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t family, port, backlog;
+  if (!GetUint32(info, 0, "family must be 4 or 6", &family) ||
+      !GetUint32(info, 2, "port must be a non-negative integer", &port) ||
+      !GetUint32(info, 3, "backlog must be a non-negative integer", &backlog)) {
+    return env.Undefined();
+  }
+  if ((family != 4 && family != 6) || port > 65535 || info.Length() < 2 || !info[1].IsTypedArray()) {
+    Napi::TypeError::New(env, "listenTcp(family 4|6, address bytes, port, backlog)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array address = info[1].As<Napi::Uint8Array>();
+  if (address.ByteLength() != (family == 4 ? 4u : 16u)) {
+    Napi::RangeError::New(env, "address must be 4 bytes for IPv4, 16 for IPv6").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  socklen_t len;
+  if (family == 4) {
+    struct sockaddr_in* sin = reinterpret_cast<struct sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(port));
+    memcpy(&sin->sin_addr, address.Data(), 4);
+    len = sizeof(*sin);
+  } else {
+    struct sockaddr_in6* sin6 = reinterpret_cast<struct sockaddr_in6*>(&ss);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port));
+    memcpy(&sin6->sin6_addr, address.Data(), 16);
+    len = sizeof(*sin6);
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "socket", "socket");
+    return env.Undefined();
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (family == 6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&ss), len) < 0) {
+    int e = errno;
+    close(fd);
+    ThrowSystemError(env, e, "bind port " + std::to_string(port), "bind");
+    return env.Undefined();
+  }
+  if (listen(fd, static_cast<int>(backlog)) < 0) {
+    int e = errno;
+    close(fd);
+    ThrowSystemError(env, e, "listen port " + std::to_string(port), "listen");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonState* state = new AddonState();
   env.SetInstanceData<AddonState, KeepState>(state);
@@ -1019,6 +1084,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfObjGetInfo", Napi::Function::New(env, BpfObjGetInfo, "bpfObjGetInfo"));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
+  exports.Set("listenTcp", Napi::Function::New(env, ListenTcp, "listenTcp"));
   return exports;
 }
 

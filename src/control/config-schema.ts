@@ -85,6 +85,8 @@ const supervise = z.strictObject({
   /** The user (and group) the daemons run as; default hostlb's own (root: a warning at start). */
   user: runAsId.optional(),
   group: runAsId.optional(),
+  /** hostlb opens each instance's listening socket and passes it as fd 3 (LISTEN_FDS=1), kept across restarts. */
+  listenFds: z.boolean().default(false),
 });
 
 const port = z.strictObject({
@@ -109,6 +111,7 @@ const port = z.strictObject({
   supervise: supervise.optional(),
 }).superRefine((p, ctx) => {
   if (p.supervise && p.daemons.length > 0) ctx.addIssue({ code: 'custom', path: ['daemons'], message: 'a port with supervise gets its daemons from it; remove the daemons list' });
+  if (p.supervise?.listenFds && p.protocol !== 'tcp') ctx.addIssue({ code: 'custom', path: ['supervise', 'listenFds'], message: `hostlb passes listening TCP sockets only; set protocol: tcp or listenFds: false (this port is ${p.protocol})` });
 });
 
 const cluster = z.strictObject({

@@ -328,10 +328,10 @@ export class HealthRuntime {
     const inst = entry?.supervisor.instances().find((i) => i.index === index);
     const daemon = inst ? formatEndpoint({ address: parseIp(inst.address)!, port: inst.port }) : `#${index}`;
     this.events.emitEvent({ type, port: portName, daemon, reason });
-    if (type === 'daemon_started') {
-      const port = this.findPort(portName);
-      const d = port?.daemons.find((x) => x.name === daemon);
-      if (d) this.monitor.restarted(d.id);
-    }
+    const port = this.findPort(portName);
+    const d = port?.daemons.find((x) => x.name === daemon);
+    if (d === undefined) return;
+    if (type === 'daemon_started') this.monitor.restarted(d.id);
+    else this.monitor.exited(d.id);
   }
 }

@@ -175,9 +175,9 @@ export class HealthMonitor {
       const e = pe.daemons.get(daemonId);
       if (!e) continue;
       this.resetPassive(e, this.clock());
-      if (pe.spec.startDown && e.check) {
+      if (pe.spec.startDown && (e.check || e.advisorState === 'down')) {
         // A fresh process: probe it from scratch, and keep it out until the advisor says up.
-        e.check.stop();
+        e.check?.stop();
         e.check = null;
         e.advisorState = 'unknown';
         this.startCheck(pe, e);
@@ -187,6 +187,23 @@ export class HealthMonitor {
   }
 
   /** True when the daemon is up (its advisor, passive signals and drain all allow new flows). */
+  /**
+   * A supervised daemon's process exited: out at once, without waiting for
+   * the advisor to notice (a socket hostlb passed it keeps accepting
+   * connections into its backlog while no process serves them). restarted()
+   * brings its checks back with the next process.
+   */
+  exited(daemonId: number): void {
+    for (const pe of this.ports.values()) {
+      const e = pe.daemons.get(daemonId);
+      if (!e || !pe.spec.startDown || !e.check) continue;
+      e.check.stop();
+      e.check = null;
+      e.advisorState = 'down';
+      this.evaluate(pe, e, 'process exited', this.clock());
+    }
+  }
+
   isUp(daemonId: number): boolean {
     for (const pe of this.ports.values()) {
       const e = pe.daemons.get(daemonId);

@@ -19,6 +19,7 @@ import { HostlbError } from '../errors.js';
 import { formatIpv4, formatIpv6, ipv4ToU32, parseIp } from '../wire/address.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { childEnvironment, type RunAs } from './run-as.js';
+import { closeListenSocket, openListenSocket } from '../link/listen-socket.js';
 
 export interface SuperviseSpec {
   /** Program to run: a path, or a name looked up in PATH. No shell is involved. */
@@ -40,6 +41,12 @@ export interface SuperviseSpec {
   stopTimeout?: number;
   /** The user and group daemons run as (resolveRunAs); absent: as hostlb. */
   runAs?: RunAs | null;
+  /**
+   * Hand each instance a listening socket on its address and port as fd 3
+   * (LISTEN_FDS=1, LISTEN_PID, LISTEN_FDNAMES=hostlb; systemd's convention),
+   * opened by hostlb and kept across the instance's restarts until stop().
+   */
+  listenFds?: boolean;
 }
 
 export interface DaemonEndpoint {
@@ -167,6 +174,8 @@ interface Slot {
   /** performance.now() when the current child was spawned, for the backoff reset. */
   startedAt: number;
   restarts: number;
+  /** The listening socket passed as fd 3 (listenFds), kept until stop(); null before the first spawn. */
+  listenFd: number | null;
   lastExit: InstanceExit | null;
   lastSpawnError: Error | null;
   restartTimer: NodeJS.Timeout | null;
@@ -185,6 +194,7 @@ interface ResolvedSpec {
   stopSignal: 'SIGTERM' | 'SIGINT';
   stopTimeoutMs: number;
   runAs: RunAs | null;
+  listenFds: boolean;
 }
 
 const SILENT: SupervisorLogger = { info() {}, warn() {}, error() {} };
@@ -224,6 +234,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       pid: null,
       startedAt: 0,
       restarts: 0,
+      listenFd: null,
       lastExit: null,
       lastSpawnError: null,
       restartTimer: null,
@@ -327,6 +338,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const all = Promise.all(this.#slots.map((s) => this.#stopSlot(s)));
     this.#stopping = all.then(() => {
       this.#stopping = null;
+      // No instance is left to take over the passed sockets: they close with the supervisor.
+      for (const slot of this.#slots) {
+        if (slot.listenFd !== null) closeListenSocket(slot.listenFd);
+        slot.listenFd = null;
+      }
     });
     return this.#stopping;
   }
@@ -351,7 +367,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
     let child: ChildProcess;
     try {
-      child = spawn(this.#spec.command, args, { cwd: this.#spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], ...ids });
+      if (this.#spec.listenFds) {
+        slot.listenFd ??= openListenSocket(slot.address, slot.port);
+        env.LISTEN_FDS = '1';
+        env.LISTEN_FDNAMES = 'hostlb';
+        // LISTEN_PID must be the daemon's own PID (sd_listen_fds checks it), known only
+        // once it runs: a shell sets it and execs the command, keeping the PID.
+        child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', this.#spec.command, ...args], {
+          cwd: this.#spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe', slot.listenFd], ...ids,
+        });
+      } else {
+        child = spawn(this.#spec.command, args, { cwd: this.#spec.cwd, env, stdio: ['ignore', 'pipe', 'pipe'], ...ids });
+      }
     } catch (err) {
       // Synchronous only for arguments libuv rejects outright (e.g. a NUL byte in an argument).
       this.#spawnFailed(slot, asError(err));
@@ -575,6 +602,7 @@ function resolveSpec(spec: SuperviseSpec): ResolvedSpec {
     stopSignal,
     stopTimeoutMs: stopTimeout * 1000,
     runAs: spec.runAs ?? null,
+    listenFds: spec.listenFds === true,
   };
 }
 

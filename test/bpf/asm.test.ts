@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Assembler, PSEUDO_MAP_FD, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from '../../src/bpf/asm.js';
 import { BUCKETS, TRIES, bucketCandidates, buildProgram, encodePortKey, flowHash } from '../../src/bpf/sk-lookup.js';
+import { buildCountProgram, decodeLoad, encodeMembers, MAX_MEMBERS, MEMBERS_SIZE, PortMode } from '../../src/bpf/load-count.js';
 import { findSocketInode } from '../../src/bpf/listener.js';
 
 function hex(bytes: Uint8Array): string {
@@ -168,9 +169,41 @@ test('sk-lookup: the program loads each map by fd and ends in exit', () => {
   for (let i = 0; i < bytes.length; i += 8) {
     if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
   }
-  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106, 107, 108]);
+  // Every map but `established`, which only the counting program touches.
+  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106, 107]);
   assert.equal(hex(bytes.subarray(bytes.length - 8)), '9500000000000000');
-  assert.ok(bytes.length / 8 < 4096, 'well under the unprivileged instruction limit');
+  // The least-loaded scan is unrolled (MAX_MEMBERS copies): past the unprivileged 4096, far below the 1M a root load allows.
+  assert.ok(bytes.length / 8 < 8192, `${bytes.length / 8} instructions`);
+});
+
+test('load-count: the counting program names its three maps and returns 1; members and loads encode as the programs read them', () => {
+  const bytes = buildCountProgram({ loads: 201, pending: 202, established: 203 });
+  const fds = new Set<number>();
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < bytes.length; i += 8) {
+    if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
+  }
+  assert.deepEqual([...fds].sort(), [201, 202, 203]);
+  assert.equal(hex(bytes.subarray(bytes.length - 16)), 'b700000001000000' + '9500000000000000', 'r0 = 1; exit');
+
+  const members = encodeMembers(PortMode.twoChoices, [{ slot: 3, weight: 2.4 }, { slot: 9, weight: 0 }]);
+  assert.equal(members.length, MEMBERS_SIZE);
+  const m = new DataView(members.buffer);
+  assert.deepEqual([m.getUint32(0, true), m.getUint32(4, true), m.getUint32(8, true), m.getUint32(12, true), m.getUint32(16, true), m.getUint32(20, true)], [2, 2, 3, 2, 9, 1], 'n, mode, then slot/weight pairs; weights rounded, at least 1');
+  const many = encodeMembers(PortMode.least, Array.from({ length: MAX_MEMBERS + 5 }, (_, i) => ({ slot: i + 1, weight: 1 })));
+  assert.equal(new DataView(many.buffer).getUint32(0, true), MAX_MEMBERS, 'at most MAX_MEMBERS');
+
+  const load = new Uint8Array(32);
+  const l = new DataView(load.buffer);
+  l.setBigInt64(0, 5n, true); // active
+  l.setBigInt64(8, 2n, true); // current window's pending
+  l.setBigInt64(16, 3n, true); // previous window's
+  l.setBigUint64(24, 100n, true); // window
+  assert.deepEqual(decodeLoad(load, 100n), { active: 5, pending: 5 }, 'this window: both');
+  assert.deepEqual(decodeLoad(load, 101n), { active: 5, pending: 2 }, 'a window later: the current one only');
+  assert.deepEqual(decodeLoad(load, 102n), { active: 5, pending: 0 }, 'two later: nothing pending counts');
+  l.setBigInt64(0, -1n, true);
+  assert.equal(decodeLoad(load, 100n).active, 0, 'a count that raced below 0 reads as 0');
 });
 
 test('listener: finds a socket inode in /proc/net text by address, port and state', () => {

@@ -45,7 +45,7 @@ async function freePort(address: string): Promise<number> {
   return port;
 }
 
-interface Answer { index: string; host: string; port: number; greeting?: string; argv: string[]; hasPath: boolean; localAddress: string; pid: number }
+interface Answer { index: string; host: string; port: number; greeting?: string; argv: string[]; hasPath: boolean; localAddress: string; pid: number; listenFds?: string; listenPid?: string }
 
 function getJson(address: string, port: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -242,6 +242,34 @@ describe('Supervisor', () => {
       const make = 'backoff' in patch ? () => new Supervisor(good, { backoff: patch.backoff }) : () => new Supervisor({ ...good, ...patch });
       assert.throws(make, (err: Error & { code?: string }) => err.code === 'SUPERVISE_INVALID' && err.message.startsWith(`${field}: `), field);
     }
+  });
+
+  it('listenFds: each instance gets its listening socket as fd 3 (LISTEN_FDS, LISTEN_PID its own); the socket outlives a kill, so a connection made meanwhile waits and is served', PROC, async (t) => {
+    const port = await freePort('127.10.3.1');
+    const sup = supervise(t, httpSpec(port, { instances: 2, listenFds: true }));
+    sup.start();
+    for (let i = 0; i < 2; i++) {
+      const got = await answer(`127.10.3.${i + 1}`, port);
+      assert.deepEqual({ listenFds: got.listenFds, listenPid: got.listenPid, index: got.index, localAddress: got.localAddress }, { listenFds: '1', listenPid: String(got.pid), index: String(i), localAddress: `127.10.3.${i + 1}` });
+    }
+    const [before] = pids(sup);
+    const exited = nextEvent(sup, 'exited', (index) => index === 0);
+    process.kill(before, 'SIGKILL');
+    await exited;
+    // No daemon runs on 127.10.3.1 now, but hostlb's socket still listens: the connection is queued, not refused.
+    const during = await new Promise<Answer>((resolve, reject) => {
+      const req = get({ host: '127.10.3.1', port, path: '/', agent: false, timeout: PROC.timeout }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => resolve(JSON.parse(body) as Answer));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+    });
+    assert.notEqual(during.pid, before, 'served by the restarted instance');
+    assert.equal(during.listenPid, String(during.pid));
+    await sup.stop();
+    // Stopped: the sockets closed with the supervisor.
+    await assert.rejects(getJson('127.10.3.1', port), { code: 'ECONNREFUSED' });
   });
 
   it('refuses calls out of order with stable codes', PROC, async (t) => {

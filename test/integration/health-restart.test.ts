@@ -4,7 +4,9 @@
 // after a counted number of new connections (not after so many seconds: the
 // load is what matters, and a busy machine makes it slower). Not one request may fail (no socket error, no non-2xx), every daemon
 // must be restarted each time (daemon_restarted, a new PID, the old one gone)
-// and stopped gracefully (exit code 0, never SIGKILL).
+// and stopped gracefully (exit code 0, never SIGKILL). Once more on the
+// socket plane with listenFds: hostlb opens each daemon's listening socket,
+// passes it as fd 3, and keeps it while the daemon is replaced.
 
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -38,7 +40,7 @@ function alive(pid: number): boolean {
   }
 }
 
-async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<void> {
+async function rollingRestart(t: TestContext, dataplane: Dataplane, listenFds = false): Promise<void> {
   if (!skipUnlessRoot(t, 'network namespaces, a TUN device or netfilter rules, supervised Node daemons and wrk')) return;
   const topo = healthSetup(t, DAEMONS.map((d) => d.split(':')[0]));
   let hostlb: HostlbProcess | undefined;
@@ -53,7 +55,7 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<voi
         ports: [{
           port: 80,
           advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
-          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, stopTimeout: '10s' },
+          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, stopTimeout: '10s', listenFds },
         }],
       }],
     });
@@ -121,6 +123,10 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<voi
     assert.ok(finalPids.every(alive), `the latest daemons are running: ${finalPids.join(', ')}`);
     const health = await admin.health();
     assert.deepEqual(health.map((h) => h.state), ['up', 'up', 'up'], `all up after the restarts: ${JSON.stringify(health)}`);
+    if (listenFds) {
+      // Each daemon said where it listens (its stdout is in hostlb's log): on the socket hostlb passed it.
+      for (const d of DAEMONS) assert.match(hostlb.describe(), new RegExp(`listening on ${d.replace(/\./g, '\\.')} pid \\d+ \\(fd 3\\)`), `${d} served on fd 3${await context()}`);
+    }
   } finally {
     events?.close();
     await hostlb?.stop();
@@ -128,3 +134,4 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane): Promise<voi
 }
 
 for (const dataplane of ALL_DATAPLANES) test(`[${dataplane}] hostlb restart (twice) under a load of new connections: no failed request, every daemon restarted gracefully with a new PID`, (t) => rollingRestart(t, dataplane));
+test('[socket] listenFds: hostlb restart (twice) under a load of new connections, the daemons on sockets hostlb passed them: no failed request, every daemon restarted gracefully', (t) => rollingRestart(t, 'socket', true));
