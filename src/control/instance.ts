@@ -4,7 +4,7 @@
 // atomically) and stop (undo everything). The CLI, the admin API and the demo
 // use this. The data plane is known only through dataplane/data-plane.ts.
 
-import { createDataPlane, type DataPlane, type PlaneContext } from '../dataplane/data-plane.js';
+import { createDataPlane, planeConfigProblem, type DataPlane, type PlaneContext } from '../dataplane/data-plane.js';
 import { Balancer } from '../dispatch/balancer.js';
 import { ConfigError, HostlbError } from '../errors.js';
 import type { HostSpec } from '../net/host-spec.js';
@@ -207,6 +207,8 @@ export class Instance implements Controlled {
   apply(next: HostlbConfig, source: string): ChangeSummary {
     if (this.stopped) throw new HostlbError('NOT_RUNNING', 'hostlb is stopping');
     checkLiveChange(this.current, next);
+    const problem = planeConfigProblem(next, this.plane.kind);
+    if (problem !== null) throw problem;
     const wasLive = new Set(this.balancer.tree.daemons());
     const before = new Set([...wasLive].map((d) => `${d.clusterPort.name} ${d.name}`));
     const routesAdded = this.host.add(this.planner(next, false));

@@ -15,6 +15,8 @@ import type { Link } from '../link/link.js';
 import type { HostFacts } from '../net/host-facts.js';
 import type { HostSpec } from '../net/host-spec.js';
 import type { NetStep } from '../net/net-step.js';
+import { ConfigError } from '../errors.js';
+import { parseIp } from '../wire/address.js';
 import { NetfilterPlane } from './netfilter/netfilter-plane.js';
 import { SocketPlane } from './socket/socket-plane.js';
 import { TunPlane } from './tun/tun-plane.js';
@@ -136,9 +138,31 @@ export function choosePlane(dataplane: HostlbConfig['dataplane']): PlaneKind {
   return PLANE_KINDS.find((kind) => support[kind] === null) ?? 'tun';
 }
 
-/** The data plane `config.dataplane` names (choosePlane), not yet opened. */
+/** True for 0.0.0.0 and ::, a cluster written for any local address of its family. */
+export function anyLocalAddress(address: string): boolean {
+  const ip = parseIp(address);
+  return ip !== null && ip.bytes.every((b) => b === 0);
+}
+
+/**
+ * What `config` asks that plane `kind` cannot do, as the ConfigError to
+ * throw (naming the key), or null. A cluster on 0.0.0.0 or :: (any local
+ * address) is served by the socket plane only: the others translate or queue
+ * by the destination address, and need one.
+ */
+export function planeConfigProblem(config: HostlbConfig, kind: PlaneKind): ConfigError | null {
+  if (kind === 'socket') return null;
+  const at = config.clusters.findIndex((c) => anyLocalAddress(c.address));
+  if (at < 0) return null;
+  return new ConfigError(`clusters[${at}].address`, `${config.clusters[at].address} (any local address) is served by dataplane: socket only, and this hostlb runs the ${kind} plane; give the cluster an address of its own, or run dataplane: socket (hostlb check says whether this host can)`);
+}
+
+/** The data plane `config.dataplane` names (choosePlane), not yet opened. Throws planeConfigProblem's error. */
 export function createDataPlane(config: HostlbConfig, context: PlaneContext): DataPlane {
-  switch (choosePlane(config.dataplane)) {
+  const kind = choosePlane(config.dataplane);
+  const problem = planeConfigProblem(config, kind);
+  if (problem !== null) throw problem;
+  switch (kind) {
     case 'netfilter':
       return NetfilterPlane.fromConfig(config, context);
     case 'tun':

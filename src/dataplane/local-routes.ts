@@ -18,7 +18,8 @@ export function localClusterSteps(spec: HostSpec, facts: HostFacts): NetStep[] {
   const taken = new Set(spec.clusters.flatMap((c) => [parseIp(c.address)!.text, ...c.ports.flatMap((p) => p.daemons.map((d) => parseIp(d.address)?.text ?? d.address))]));
   for (const c of spec.clusters) {
     const a = parseIp(c.address)!;
-    if (owned.has(a.text) || (a.family === 4 && a.text.startsWith('127.'))) continue;
+    // Any local address (socket plane): the host's own addresses are local already.
+    if (owned.has(a.text) || (a.family === 4 && a.text.startsWith('127.')) || a.bytes.every((b) => b === 0)) continue;
     const prefix = a.family === 4 ? 32 : 128;
     const src = sourceAddress(a.family, taken, spec.device, facts);
     const route = ['local', `${a.text}/${prefix}`, 'dev', 'lo', 'table', 'local', ...(src ? ['src', src] : [])];

@@ -14,6 +14,10 @@
 //   3. onDaemonRemoved: reset — removing d2 aborts its connections (SOCK_DESTROY:
 //      the client's next request fails with a reset, not a hang); the other
 //      daemons' connections go on.
+//   4. a cluster on 0.0.0.0 (any local address): port 80 answers on the
+//      server's own address from the client namespace and on 127.0.0.1 from
+//      the server itself, served by every daemon; the connection listing finds
+//      the held connections; the TUN plane refuses such a cluster naming the key.
 //
 // Nothing is timed: every wait is on an event or a count, bounded by a hang
 // guard a working hostlb never reaches.
@@ -23,7 +27,7 @@ import { test, type TestContext } from 'node:test';
 import { startNginxDaemons, stopDaemons } from '../support/daemons.js';
 import { assertPlaneGone, assertPlaneSetUp } from '../support/dataplanes.js';
 import { assertSameDaemons, HeldConnections, names, type Held } from '../support/held-connections.js';
-import { CLUSTER_V4, curlThrough, HostlbProcess } from '../support/hostlb-process.js';
+import { CLUSTER_V4, curlThrough, HostlbProcess, SERVER_V4 } from '../support/hostlb-process.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { cli, describeCli, healthSetup, pollUntil, startHostlb, type HealthTopo } from './health-harness.js';
 
@@ -31,12 +35,12 @@ const WHY_ROOT = 'network namespaces, a BPF sk_lookup program in a bpffs, nginx 
 const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const [D1, D2, D3] = ENDPOINTS;
 
-function config(daemons: Array<{ address: string; weight?: number }>, extra: Record<string, unknown> = {}): Record<string, unknown> {
+function config(daemons: Array<{ address: string; weight?: number }>, extra: Record<string, unknown> = {}, cluster = CLUSTER_V4): Record<string, unknown> {
   return {
     device: 'hlb0',
     dataplane: 'socket',
     ...extra,
-    clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'lc', daemons }] }],
+    clusters: [{ address: cluster, ports: [{ port: 80, protocol: 'tcp', scheduler: 'lc', daemons }] }],
   };
 }
 
@@ -163,4 +167,44 @@ test('[socket] onDaemonRemoved: reset — removing a daemon aborts its connectio
   } finally {
     await hostlb?.stop();
   }
+});
+
+test('[socket] a cluster on 0.0.0.0 serves its port on every local address of the host, from outside and from the host itself', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const { topo, held } = await heldSetup(t);
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, config(ENDPOINTS.map((address) => ({ address })), {}, '0.0.0.0'));
+    const fromClient = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${SERVER_V4}/`));
+    assert.deepEqual(fromClient.map((r) => r.httpCode), fromClient.map(() => 200), `port 80 on the server's own address: ${JSON.stringify(fromClient)}`);
+    const onHost = await curlThrough(topo.sandbox, topo.server, Array.from({ length: 3 }, () => 'http://127.0.0.1/'));
+    assert.deepEqual(onHost.map((r) => r.httpCode), onHost.map(() => 200), `port 80 on 127.0.0.1 from the host: ${JSON.stringify(onHost)}`);
+    // Nothing was added for the address: no local route for 0.0.0.0.
+    assert.doesNotMatch(topo.server.ip('route', 'show', 'table', 'local'), /0\.0\.0\.0/);
+
+    const direct = new HeldConnections(topo.sandbox, topo.client, SERVER_V4, 80);
+    t.after(() => direct.quit());
+    const opened = await direct.open(6);
+    allAnswered(opened, 'six held connections to the server\'s address');
+    assert.deepEqual(perDaemon(opened), [2, 2, 2], `lc spread them over every daemon: ${names(opened).join(' ')}`);
+    const listed = await cli(topo.sandbox, topo.server, hostlb, ['conns']);
+    assert.equal(listed.code, 0, describeCli(listed));
+    const ports = opened.map((h) => h.localPort);
+    for (const p of ports) assert.match(listed.stdout, new RegExp(`198\\.18\\.0\\.1:${p}`), `hostlb conns lists the held connection from port ${p}: ${listed.stdout.slice(0, 2_000)}`);
+    await direct.close();
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+    assertPlaneGone(topo.server);
+  } finally {
+    await hostlb?.stop();
+  }
+  void held;
+});
+
+test('[tun] a cluster on 0.0.0.0 is refused at start, naming the key and the plane that serves it', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const topo = healthSetup(t, []);
+  const started = HostlbProcess.start(topo.sandbox, topo.server, { ...config([{ address: D1 }], {}, '0.0.0.0'), dataplane: 'tun' }, { dir: topo.dir });
+  await assert.rejects(started, (e: Error) => /clusters\[0\]\.address: 0\.0\.0\.0 \(any local address\) is served by dataplane: socket only/.test(e.message));
+  assertPlaneGone(topo.server);
 });

@@ -333,7 +333,9 @@ export class SocketPlane implements DataPlane {
         // A daemon's slot holds one socket: an `any` port is dispatched for TCP only (its daemon's
         // listening socket); its UDP datagrams reach whatever the kernel's own lookup finds.
         for (const protocol of port.protocol === 'udp' ? ['udp'] as const : ['tcp'] as const) {
-          const key: PortKey = { protocol, family: cluster.address.family, port: port.port, address: cluster.address.text };
+          // A cluster on 0.0.0.0 or :: is the wildcard key: this port on any local address.
+          const any = cluster.address.bytes.every((b) => b === 0);
+          const key: PortKey = { protocol, family: cluster.address.family, port: port.port, ...(any ? {} : { address: cluster.address.text }) };
           wanted.set(`${protocol} ${cluster.address.text} ${port.port}`, { key, index: port.id });
         }
       }
@@ -550,7 +552,7 @@ export class SocketPlane implements DataPlane {
           listeners.set(s.inode, d);
           backlog.set(d.id, (backlog.get(d.id) ?? 0) + s.rxQueue);
         }
-      } else if (tree.findPort(s.family, words(s.local), 0, 6, s.localPort) !== undefined) {
+      } else if (tree.findPort(s.family, words(s.local), 0, 6, s.localPort) !== undefined || tree.findPort(s.family, ANY_ADDRESS, 0, 6, s.localPort) !== undefined) {
         clusterSockets.push(s);
       }
     }
@@ -565,6 +567,9 @@ export class SocketPlane implements DataPlane {
     return { flows, daemons, backlog };
   }
 }
+
+/** 0.0.0.0 or :: as findPort reads it: a cluster on any local address. */
+const ANY_ADDRESS = new Uint32Array(4);
 
 /** An address as the four words ConfigTree.findPort reads (IPv4 in the first). */
 function words(bytes: Uint8Array): Uint32Array {
