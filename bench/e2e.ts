@@ -23,6 +23,10 @@
 // data connections must meet the same server, and a per-connection balancer
 // would split them. Reuseport's bulk stream meets one of its listeners either
 // way: an iperf3 server on the cluster address stands for it.
+// hostlb's HTTP port runs its default scheduler (wlc), as a user's would: with
+// the kernel's own counts on the socket plane the 32 keep-alive connections
+// split 16/16 over the two daemons, where a hash (rr's buckets, or
+// SO_REUSEPORT's pick) may leave one daemon with more.
 // A benchmark, not a test: it never fails on speed. It exits 1 when set-up
 // fails or a path cannot carry requests, and prints "error" for that path.
 // Without haproxy installed the HAProxy path is skipped ("skipped"), with a
@@ -436,7 +440,6 @@ clusters:
     ports:
       - port: ${CLUSTER_PORT}
         protocol: tcp
-        scheduler: rr
         daemons:
 ${DAEMONS.map((d) => `          - { address: ${d}:${DAEMON_PORT} }`).join('\n')}
       - port: ${BULK_PORT}

@@ -23,7 +23,8 @@
 // little-endian u32) | local port (host order) << 16; local address (16
 // bytes, IPv4 in the first 4); remote address (16); family u32.
 //
-// Counting. The sk_lookup program, having handed a SYN to slot s, inserts its
+// Counting, for every TCP cluster port whatever its scheduler (the counts are
+// also hostlb's active connections per daemon). The sk_lookup program, having handed a SYN to slot s, inserts its
 // flow in `pending` (only if absent: a retransmitted SYN is one connection)
 // and adds one to s's `current`. The SOCK_OPS program, attached to the cgroup
 // v2 root so it sees every TCP socket on the host, answers two events: a
@@ -68,6 +69,8 @@ export const ESTABLISHED_VALUE_SIZE = 8;
 const WINDOW_SHIFT = 30;
 
 const AF_INET6 = 10;
+const IPPROTO_TCP = 6;
+const SK_LOOKUP_PROTOCOL = 12;
 const TCP_CLOSE = 7;
 const SOCK_OPS_PASSIVE_ESTABLISHED = 5;
 const SOCK_OPS_STATE = 10;
@@ -136,7 +139,9 @@ export interface LeastLoadedSite {
   count(field: 'assigned' | 'noSocket' | 'refused'): void;
   /** Where to go when the port is not least-loaded or the pick found no socket: the bucket table. r6 only is kept. */
   fallback: string;
-  /** Where to go once a socket is assigned. */
+  /** Where to go once a socket is assigned (and counted), with its slot at fp + key: emitCountPending's place. */
+  assigned: string;
+  /** Where to go when done. */
   pass: string;
 }
 
@@ -149,8 +154,6 @@ export const STACK_NEEDED = 152;
  */
 export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
   const s = site.scratch;
-  const FLOW_KEY = s - 40;
-  const FLOW_VALUE = s - 56;
   const N = s - 64;
   const LIMIT = s - 72;
   const STEP = s - 80;
@@ -238,24 +241,37 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
   a.ja(site.fallback);
   a.label('ll_assigned');
   site.count('assigned');
+  a.ja(site.assigned);
+}
 
-  // Pending until the handshake completes (once per flow: a retransmitted SYN finds its entry).
-  emitFlowKey(a, site.ctx, SK_LOOKUP_FLOW, FLOW_KEY, 'll_key');
+/**
+ * Emits the pending count of a TCP connection just handed to the slot at
+ * fp + site.key (header comment: once per flow, in the current window), for
+ * every port, whatever picked the slot: the counts are also every daemon's
+ * active connections for hostlb. A UDP datagram is not counted (no handshake
+ * would ever end its pending). Jumps to site.pass.
+ */
+export function emitCountPending(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
+  const s = site.scratch;
+  const FLOW_KEY = s - 40;
+  const FLOW_VALUE = s - 56;
+  a.ldx('w', R1, site.ctx, SK_LOOKUP_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, site.pass);
+  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT).stx('dw', R10, FLOW_VALUE + 8, R0);
+  emitFlowKey(a, site.ctx, SK_LOOKUP_FLOW, FLOW_KEY, 'pending_key');
   a.ldx('w', R1, R10, site.key).stx('w', R10, FLOW_VALUE, R1).st('w', R10, FLOW_VALUE + 4, 0);
-  a.ldx('dw', R1, R10, NOW).stx('dw', R10, FLOW_VALUE + 8, R1);
   a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, FLOW_KEY).mov64(R3, R10).alu64('add', R3, FLOW_VALUE);
   a.mov64(R4, 1 /* BPF_NOEXIST */).call(Helper.mapUpdateElem);
   a.jmp('ne', R0, 0, site.pass);
   a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
   a.jmp('eq', R0, 0, site.pass);
   // A new window: the current one becomes the previous (or, after a gap, nothing does).
-  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, NOW);
-  a.jmp('eq', R3, R4, 'll_count');
-  a.mov64(R5, 0).alu64('add', R3, 1).jmp('ne', R3, R4, 'll_rotate');
+  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, FLOW_VALUE + 8);
+  a.jmp('eq', R3, R4, 'pending_count');
+  a.mov64(R5, 0).alu64('add', R3, 1).jmp('ne', R3, R4, 'pending_rotate');
   a.ldx('dw', R5, R0, LOAD_CURRENT);
-  a.label('ll_rotate');
+  a.label('pending_rotate');
   a.stx('dw', R0, LOAD_PREVIOUS, R5).st('dw', R0, LOAD_CURRENT, 0).stx('dw', R0, LOAD_WINDOW, R4);
-  a.label('ll_count');
+  a.label('pending_count');
   a.mov64(R1, 1).atomic('add', 'dw', R0, LOAD_CURRENT, R1);
   a.ja(site.pass);
 }

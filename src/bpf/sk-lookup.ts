@@ -10,7 +10,10 @@
 //   ports     HASH   {family u8, protocol u8, local port u16 (host order),
 //                     local address 16 bytes, network order; IPv4 in the first
 //                     4, the rest zero} → port index u32. An all-zero address is
-//                     the wildcard: "this port on any local address".
+//                     the wildcard: "this port on any local address". Port
+//                     index PASSTHROUGH: not a cluster port (a daemon's own
+//                     address and port under a wildcard key: its health
+//                     checks must reach it, not be dispatched).
 //   buckets   ARRAY  port index * BUCKETS + bucket → daemon slot u32; 0 = none.
 //   sockets   SOCKMAP slot → the daemon's socket (a listening TCP socket or a
 //                     bound UDP socket; updated with its fd, read back as its
@@ -61,7 +64,7 @@ import { join } from 'node:path';
 import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
-import { emitLeastLoaded, encodeMembers, PortMode, buildCountProgram, decodeLoad, nowWindow, ESTABLISHED_VALUE_SIZE, FLOW_KEY_SIZE, LOAD_SIZE, MEMBERS_SIZE, PENDING_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
+import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, nowWindow, ESTABLISHED_VALUE_SIZE, FLOW_KEY_SIZE, LOAD_SIZE, MEMBERS_SIZE, PENDING_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
@@ -92,6 +95,8 @@ export const TRIES = 16;
 const HASH_TRIES = 4;
 /** A bucket's slot value meaning "no daemon"; also the counters line of the whole plane. */
 export const NO_SLOT = 0;
+/** The `ports` value of an address and port the program leaves to the kernel (setPassthrough). */
+export const PASSTHROUGH = 0xffffffff;
 
 export const PORT_KEY_SIZE = 20;
 const COUNTER_FIELDS = 3;
@@ -316,6 +321,7 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   a.jmp('eq', R0, 0, 'pass');
   a.label('port_found');
   a.ldx('w', R1, R0, 0).stx('w', R10, STACK_INDEX, R1);
+  a.jmp32('eq', R1, PASSTHROUGH, 'pass');
   a.st('w', R10, STACK_KEY, NO_SLOT);
   count(TOTAL_MATCHED);
 
@@ -345,10 +351,11 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   a.stx('w', R10, STACK_HASH, R4);
 
   const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
-  emitLeastLoaded(a, maps, {
+  const site: LeastLoadedSite = {
     ctx: R6, index: STACK_INDEX, hash: STACK_HASH, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
-    count: (field) => count(fields[field]), fallback: 'buckets', pass: 'pass',
-  });
+    count: (field) => count(fields[field]), fallback: 'buckets', assigned: 'assigned', pass: 'pass',
+  };
+  emitLeastLoaded(a, maps, site);
 
   a.label('buckets');
   a.ldx('w', R7, R10, STACK_INDEX).alu32('lsh', R7, 8); // r7 = port index * BUCKETS
@@ -374,7 +381,7 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
     a.ldx('dw', R1, R10, STACK_RESULT);
     a.jmp('ne', R1, 0, `refused_${t}`);
     count(FIELD_ASSIGNED);
-    a.ja('pass');
+    a.ja('assigned');
     a.label(`refused_${t}`);
     count(FIELD_REFUSED);
     a.ja(next);
@@ -384,6 +391,11 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   }
   a.st('w', R10, STACK_KEY, NO_SLOT);
   count(TOTAL_UNASSIGNED);
+  a.ja('pass');
+
+  // Handed to the slot at STACK_KEY: counted pending until its handshake completes.
+  a.label('assigned');
+  emitCountPending(a, maps, site);
 
   a.label('pass');
   a.mov64(R0, SK_PASS).exit();
@@ -531,6 +543,17 @@ export class SkLookupDispatch {
     this.checkOpen();
     this.checkIndex(index);
     updateElement(this.f.ports, encodePortKey(key), u32(index), BPF_ANY);
+  }
+
+  /**
+   * Leaves `key` (an address given: exact keys win over the wildcard) to the
+   * kernel's own lookup: a daemon's own address and port that a wildcard
+   * cluster port would otherwise dispatch.
+   */
+  setPassthrough(key: PortKey): void {
+    this.checkOpen();
+    if (key.address === undefined) fail('CONFIG_INVALID', 'a passthrough key names an address');
+    updateElement(this.f.ports, encodePortKey(key), u32(PASSTHROUGH), BPF_ANY);
   }
 
   /** Stops routing `key`; false when it was not routed. */

@@ -14,10 +14,12 @@
 //   3. onDaemonRemoved: reset — removing d2 aborts its connections (SOCK_DESTROY:
 //      the client's next request fails with a reset, not a hang); the other
 //      daemons' connections go on.
-//   4. a cluster on 0.0.0.0 (any local address): port 80 answers on the
-//      server's own address from the client namespace and on 127.0.0.1 from
-//      the server itself, served by every daemon; the connection listing finds
-//      the held connections; the TUN plane refuses such a cluster naming the key.
+//   4. a cluster on 0.0.0.0 (any local address), port 8080 — the daemons' own
+//      port: it answers on the server's own address from the client namespace
+//      and on 127.0.0.1 from the server itself, served by every daemon, while
+//      a daemon's own address and port still reach that daemon (its health
+//      checks must); the connection listing finds the held connections; the
+//      TUN plane refuses such a cluster naming the key.
 //
 // Nothing is timed: every wait is on an event or a count, bounded by a hang
 // guard a working hostlb never reaches.
@@ -35,12 +37,12 @@ const WHY_ROOT = 'network namespaces, a BPF sk_lookup program in a bpffs, nginx 
 const ENDPOINTS = ['198.18.2.1:8080', '198.18.2.2:8080', '198.18.2.3:8080'];
 const [D1, D2, D3] = ENDPOINTS;
 
-function config(daemons: Array<{ address: string; weight?: number }>, extra: Record<string, unknown> = {}, cluster = CLUSTER_V4): Record<string, unknown> {
+function config(daemons: Array<{ address: string; weight?: number }>, extra: Record<string, unknown> = {}, cluster = CLUSTER_V4, port = 80): Record<string, unknown> {
   return {
     device: 'hlb0',
     dataplane: 'socket',
     ...extra,
-    clusters: [{ address: cluster, ports: [{ port: 80, protocol: 'tcp', scheduler: 'lc', daemons }] }],
+    clusters: [{ address: cluster, ports: [{ port, protocol: 'tcp', scheduler: 'lc', daemons }] }],
   };
 }
 
@@ -174,15 +176,18 @@ test('[socket] a cluster on 0.0.0.0 serves its port on every local address of th
   const { topo, held } = await heldSetup(t);
   let hostlb: HostlbProcess | undefined;
   try {
-    hostlb = await startHostlb(topo, config(ENDPOINTS.map((address) => ({ address })), {}, '0.0.0.0'));
-    const fromClient = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${SERVER_V4}/`));
-    assert.deepEqual(fromClient.map((r) => r.httpCode), fromClient.map(() => 200), `port 80 on the server's own address: ${JSON.stringify(fromClient)}`);
-    const onHost = await curlThrough(topo.sandbox, topo.server, Array.from({ length: 3 }, () => 'http://127.0.0.1/'));
-    assert.deepEqual(onHost.map((r) => r.httpCode), onHost.map(() => 200), `port 80 on 127.0.0.1 from the host: ${JSON.stringify(onHost)}`);
+    hostlb = await startHostlb(topo, config(ENDPOINTS.map((address) => ({ address })), {}, '0.0.0.0', 8080));
+    const fromClient = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${SERVER_V4}:8080/`));
+    assert.deepEqual(fromClient.map((r) => r.httpCode), fromClient.map(() => 200), `port 8080 on the server's own address: ${JSON.stringify(fromClient)}`);
+    const onHost = await curlThrough(topo.sandbox, topo.server, Array.from({ length: 3 }, () => 'http://127.0.0.1:8080/'));
+    assert.deepEqual(onHost.map((r) => r.httpCode), onHost.map(() => 200), `port 8080 on 127.0.0.1 from the host: ${JSON.stringify(onHost)}`);
+    // A daemon's own address and port is not dispatched: d2 answers there, every time.
+    const own = await curlThrough(topo.sandbox, topo.server, Array.from({ length: 6 }, () => `http://${D2}/`));
+    assert.deepEqual(names(own), own.map(() => 'd2'), `d2's own address reached d2 only: ${JSON.stringify(own)}`);
     // Nothing was added for the address: no local route for 0.0.0.0.
     assert.doesNotMatch(topo.server.ip('route', 'show', 'table', 'local'), /0\.0\.0\.0/);
 
-    const direct = new HeldConnections(topo.sandbox, topo.client, SERVER_V4, 80);
+    const direct = new HeldConnections(topo.sandbox, topo.client, SERVER_V4, 8080);
     t.after(() => direct.quit());
     const opened = await direct.open(6);
     allAnswered(opened, 'six held connections to the server\'s address');

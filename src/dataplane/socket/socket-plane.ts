@@ -21,7 +21,7 @@
 
 import { closeSync, existsSync, openSync } from 'node:fs';
 import type { BaseLogger as Logger } from 'pino';
-import { BUCKETS, encodePortKey, NO_SLOT, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
+import { BUCKETS, encodePortKey, NO_SLOT, PASSTHROUGH, SkLookupDispatch, type PortKey } from '../../bpf/sk-lookup.js';
 import { MAX_MEMBERS, PortMode, type Member, type PortModeValue } from '../../bpf/load-count.js';
 import { cgroupRoot } from './cgroup-root.js';
 import { closeFd, duplicateFd } from '../../bpf/syscalls.js';
@@ -239,6 +239,12 @@ export class SocketPlane implements DataPlane {
   nothingLive(id: number): boolean {
     this.sync();
     for (const slots of this.bucketSlots.values()) if (slots.has(id + 1)) return false;
+    const dispatch = this.dispatch;
+    if (dispatch?.counting && id + 1 < MAX_SLOTS) {
+      // The kernel's count: connections in the accept queue are established, hence counted.
+      const load = dispatch.load(id + 1);
+      return load.active === 0 && load.pending === 0;
+    }
     this.count();
     return (this.active.get(id) ?? 0) === 0 && (this.backlog.get(id) ?? 0) === 0;
   }
@@ -336,7 +342,17 @@ export class SocketPlane implements DataPlane {
           // A cluster on 0.0.0.0 or :: is the wildcard key: this port on any local address.
           const any = cluster.address.bytes.every((b) => b === 0);
           const key: PortKey = { protocol, family: cluster.address.family, port: port.port, ...(any ? {} : { address: cluster.address.text }) };
+          // A cluster port wins over a passthrough of the same address and port.
           wanted.set(`${protocol} ${cluster.address.text} ${port.port}`, { key, index: port.id });
+          if (!any) continue;
+          // A daemon listening on the wildcard port at its own address is reached there, not dispatched:
+          // its health checks (and anyone who names it) must meet it.
+          for (const d of this.balancer.tree.daemonsById) {
+            if (d === undefined || d.port !== port.port || d.address.family !== cluster.address.family || d.clusterPort.protocol !== port.protocol) continue;
+            const own: PortKey = { protocol, family: d.address.family, port: d.port, address: d.address.text };
+            const text = `${protocol} ${d.address.text} ${d.port}`;
+            if (!wanted.has(text)) wanted.set(text, { key: own, index: PASSTHROUGH });
+          }
         }
       }
     }
@@ -350,7 +366,9 @@ export class SocketPlane implements DataPlane {
     }
     for (const [text, entry] of wanted) {
       const had = this.routed.get(text);
-      if (had === undefined || had.index !== entry.index) dispatch.setPort(entry.key, entry.index);
+      if (had !== undefined && had.index === entry.index) continue;
+      if (entry.index === PASSTHROUGH) dispatch.setPassthrough(entry.key);
+      else dispatch.setPort(entry.key, entry.index);
     }
     this.routed.clear();
     for (const [text, entry] of wanted) this.routed.set(text, entry);
@@ -515,8 +533,29 @@ export class SocketPlane implements DataPlane {
 
   // ---- active connections ------------------------------------------------
 
-  /** Counts each daemon's connections now (D_ACTIVE_FLOWS). Never throws. */
+  /**
+   * Counts each daemon's connections now (D_ACTIVE_FLOWS): from the kernel's
+   * counts when the counting program runs (a map read per daemon), else from
+   * the socket table and /proc (a dump and a walk of every process's fds).
+   * Never throws.
+   */
   private count(): void {
+    const dispatch = this.dispatch;
+    if (dispatch?.counting) {
+      try {
+        const counts = new Map<number, number>();
+        for (const d of this.balancer.tree.daemonsById) {
+          if (d === undefined || d.clusterPort.protocol === 'udp' || d.id + 1 >= MAX_SLOTS) continue;
+          counts.set(d.id, dispatch.load(d.id + 1).active);
+        }
+        const stats = this.balancer.stats.daemon;
+        for (const [id, n] of counts) stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] = n;
+        this.active = counts;
+      } catch (e) {
+        this.logger.error({ err: e }, 'could not read the daemons\' connection counts');
+      }
+      return;
+    }
     try {
       const { flows, daemons, backlog } = this.scan();
       this.backlog = backlog;
