@@ -129,6 +129,15 @@ export class HealthRuntime {
     return join(this.config.stateDir, `${this.config.device}.daemons.json`);
   }
 
+  /** Every supervised instance now, by port name: its address, port and PID (null while not running). */
+  supervised(): Array<{ portName: string; index: number; address: string; port: number; pid: number | null }> {
+    const out: Array<{ portName: string; index: number; address: string; port: number; pid: number | null }> = [];
+    for (const [portName, { supervisor }] of this.supervisors) {
+      for (const i of supervisor.instances()) out.push({ portName, index: i.index, address: i.address, port: i.port, pid: i.pid });
+    }
+    return out;
+  }
+
   private writePids(): void {
     const daemons: Array<{ pid: number; command: string }> = [];
     for (const { supervisor, spec } of this.supervisors.values()) {

@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { HostlbError } from '../../errors.js';
 import { EXIT } from './client.js';
 import { addClientCommands } from './commands.js';
+import { addRunCommand } from './run.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -89,6 +90,7 @@ program.command('demo')
     }
   });
 
+addRunCommand(program, VERSION, fail);
 addClientCommands(program);
 
 program.parseAsync(process.argv).catch(fail);
