@@ -68,6 +68,7 @@ import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastL
 import {
   AttachType,
   BPF_ANY,
+  BPF_F_NO_COMMON_LRU,
   BPF_F_NO_PREALLOC,
   MapType,
   ProgramType,
@@ -139,8 +140,12 @@ const STACK_HASH = -48;
 const STACK_SCRATCH = -48;
 /** Flows between a SYN and its handshake's end the least-loaded pick remembers (LRU beyond). */
 const PENDING_FLOWS = 16_384;
-/** Open connections the least-loaded pick counts; one more is not counted (never miscounted). */
-const COUNTED_FLOWS = 1 << 20;
+/**
+ * Open connections the kernel counts; one more is not counted (never
+ * miscounted). Preallocated (about 100 bytes each): an insert per connection
+ * then costs no allocation.
+ */
+const COUNTED_FLOWS = 1 << 17;
 
 const JHASH_INITVAL = 0xdeadbeef;
 
@@ -457,9 +462,10 @@ export class SkLookupDispatch {
       made.push(members);
       const loads = createMap({ type: MapType.array, keySize: 4, valueSize: LOAD_SIZE, maxEntries: maxSlots, name: 'hlb_loads' });
       made.push(loads);
-      const pending = createMap({ type: MapType.lruHash, keySize: FLOW_KEY_SIZE, valueSize: PENDING_VALUE_SIZE, maxEntries: PENDING_FLOWS, name: 'hlb_pending' });
+      // Per-CPU LRU lists: the pick inserts on the CPU that took the SYN, with no lock shared between CPUs.
+      const pending = createMap({ type: MapType.lruHash, keySize: FLOW_KEY_SIZE, valueSize: PENDING_VALUE_SIZE, maxEntries: PENDING_FLOWS, flags: BPF_F_NO_COMMON_LRU, name: 'hlb_pending' });
       made.push(pending);
-      const established = createMap({ type: MapType.hash, keySize: FLOW_KEY_SIZE, valueSize: ESTABLISHED_VALUE_SIZE, maxEntries: COUNTED_FLOWS, flags: BPF_F_NO_PREALLOC, name: 'hlb_established' });
+      const established = createMap({ type: MapType.hash, keySize: FLOW_KEY_SIZE, valueSize: ESTABLISHED_VALUE_SIZE, maxEntries: COUNTED_FLOWS, name: 'hlb_established' });
       made.push(established);
       const maps: MapFds = { ports, buckets, sockets, counters, members, loads, pending, established };
       const program = loadProgram({

@@ -30,6 +30,8 @@ export const BPF_EXIST = 2;
 
 /** BPF_F_NO_PREALLOC: a HASH allocates entries on insert instead of up front. */
 export const BPF_F_NO_PREALLOC = 1;
+/** BPF_F_NO_COMMON_LRU: an LRU_HASH keeps a free list per CPU instead of one shared. */
+export const BPF_F_NO_COMMON_LRU = 2;
 
 /** How many verifier log lines a BPF_VERIFIER message quotes; the whole log is on the error. */
 const LOG_TAIL_LINES = 12;
@@ -163,7 +165,7 @@ export function loadProgram(spec: ProgramSpec): number {
   const a = native();
   const what = `load BPF program ${spec.name}`;
   try {
-    return a.bpfProgLoad(spec.type, spec.expectedAttachType, spec.instructions, spec.license, spec.name, 0, null);
+    return retryInterrupted(() => a.bpfProgLoad(spec.type, spec.expectedAttachType, spec.instructions, spec.license, spec.name, 0, null));
   } catch (error) {
     const errno = (error as NativeSystemError).code;
     if (typeof errno !== 'string') throw error;
@@ -176,7 +178,7 @@ export function loadProgram(spec: ProgramSpec): number {
   let last: NativeBpfLoadError | null = null;
   for (const size of LOG_SIZES) {
     try {
-      return a.bpfProgLoad(spec.type, spec.expectedAttachType, spec.instructions, spec.license, spec.name, 1, new Uint8Array(size));
+      return retryInterrupted(() => a.bpfProgLoad(spec.type, spec.expectedAttachType, spec.instructions, spec.license, spec.name, 1, new Uint8Array(size)));
     } catch (error) {
       last = error as NativeBpfLoadError;
       if (typeof last.code !== 'string') throw error;
@@ -192,6 +194,24 @@ export function loadProgram(spec: ProgramSpec): number {
   }
   const tail = log.trimEnd().split('\n').slice(-LOG_TAIL_LINES).join('\n');
   throw new BpfVerifierError(`${what}: the kernel's verifier refused it (${last?.code}); the log ends:\n${tail}`, log, { cause: last });
+}
+
+/** Verifications a signal may interrupt (EAGAIN) before the load gives up, as libbpf does. */
+const LOAD_ATTEMPTS = 5;
+
+/**
+ * Runs a program load again when the verifier gave up because a signal was
+ * pending (EAGAIN: a child exited, a timer fired): the program is fine, the
+ * moment was not. A large program takes the verifier tens of milliseconds.
+ */
+function retryInterrupted(load: () => number): number {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return load();
+    } catch (error) {
+      if ((error as NativeSystemError).code !== 'EAGAIN' || attempt >= LOAD_ATTEMPTS) throw error;
+    }
+  }
 }
 
 /** BPF_LINK_CREATE: attaches `progFd` to `targetFd` (a netns fd for sk_lookup, a cgroup directory's for SOCK_OPS). Returns the link's fd. */
