@@ -32,10 +32,14 @@
 // Without haproxy installed the HAProxy path is skipped ("skipped"), with a
 // note; without iperf3 every bulk run is. BENCH_SECONDS (default 10) sets each
 // wrk and iperf3 run's length; BENCH_PATHS (comma-separated path names,
-// default all) measures only some paths, the others show as "skipped".
+// default all) measures only some paths, the others show as "skipped";
+// BENCH_ROUNDS (default 2) runs every path that many times, every other round
+// in reverse order, so a machine that speeds up or slows down during the
+// benchmark favours no path: each figure is the median over the rounds, and
+// each ratio the median of the ratios within a round.
 //
-// Order: direct, nftables, hostlb-tun, hostlb-netfilter, hostlb-socket,
-// reuseport, haproxy; keep-alive, new-conn, then bulk in each. Each path has
+// Order (each odd round; even rounds reversed): direct, nftables, hostlb-tun,
+// hostlb-netfilter, hostlb-socket, reuseport, haproxy; keep-alive, new-conn, then bulk in each. Each path has
 // its own client source address (see CLIENT_SOURCE), and each balancer is gone
 // (rules deleted, process stopped, bpffs unmounted) before the next starts.
 // hostlb with the socket plane runs under `nsenter --net` instead of `ip netns
@@ -58,6 +62,8 @@ import { parseIperf, type IperfReport } from './support/iperf.js';
 import { parseWrk, socketErrorCount, type WrkReport } from './support/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+/** Rounds over every path (BENCH_ROUNDS, default 2), every other one in reverse order; figures are medians over rounds. */
+const ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_ROUNDS ?? 2)));
 const THREADS = 2;
 const CONNECTIONS = 32;
 const PAUSE_MS = 1_000; // between runs, so one run's closing connections do not land in the next
@@ -117,6 +123,8 @@ type Measurement = RunFigures & ({ mode: WrkMode; report: WrkReport | null } | {
 
 interface RunFigures {
   path: PathName;
+  /** Which round (0-based) of BENCH_ROUNDS the run belongs to (set when it is recorded). */
+  round?: number;
   /** Why there is no report (path check failed, wrk or iperf3 failed, or the path was skipped). */
   error?: string;
   /** True when the run was left out on purpose (haproxy or iperf3 not installed, not in BENCH_PATHS): no report, and not a failure. */
@@ -949,7 +957,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   const clusterUrl = `http://${CLUSTER}:${CLUSTER_PORT}/`;
   const directUrl = `http://${DAEMONS[0]}:${DAEMON_PORT}/`;
   const failPath = (path: PathName, error: string, skipped = false): void => {
-    for (const mode of MODES) outcome.measurements.push({ path, mode, report: null, error, skipped, otherCpus: Number.NaN });
+    for (const mode of MODES) outcome.measurements.push({ path, round, mode, report: null, error, skipped, otherCpus: Number.NaN });
   };
   /**
    * Checks the path, then measures keep-alive, new-conn and bulk through it.
@@ -971,24 +979,28 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
     }
     for (const mode of MODES) {
       if (mode === 'bulk' && !tools.iperf) {
-        outcome.measurements.push({ path, mode, report: null, error: 'iperf3 not installed', skipped: true, otherCpus: Number.NaN });
+        outcome.measurements.push({ path, round, mode, report: null, error: 'iperf3 not installed', skipped: true, otherCpus: Number.NaN });
         continue;
       }
       const m = await measure(bench, path, mode, url, target);
-      outcome.measurements.push(m);
+      outcome.measurements.push({ ...m, round });
       if (m.mode === 'bulk' && m.report === null) {
         for (const s of live.iperf) outcome.iperfLogs.push({ title: `iperf3 -s on ${s.address}:${BULK_PORT} output after ${path} bulk failed`, lines: s.output().split('\n').filter((l) => l.trim() !== '') });
       }
     }
   };
 
-  // (a) Direct to one daemon. Both daemons must answer directly first, so a
-  // balanced path that reaches one daemon only is the balancer's fault.
+  // Both daemons must answer directly first, so a balanced path that reaches
+  // one daemon only is the balancer's fault.
   for (const address of DAEMONS) {
     const failure = await checkPath(sandbox, client, `http://${address}:${DAEMON_PORT}/`, 1);
     if (failure !== null) throw new Error(`the client cannot reach daemon ${address} directly: ${failure}`);
   }
-  await measurePath('direct', directUrl, 1, NO_TARGET);
+  let round = 0;
+  const steps: Array<() => Promise<void>> = [];
+
+  // (a) Direct to one daemon.
+  steps.push(() => measurePath('direct', directUrl, 1, NO_TARGET));
 
   // (b) Kernel nftables DNAT in the server namespace, alternating daemons per
   // connection; the bulk port to the first daemon's iperf3.
@@ -1000,22 +1012,24 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   }
 }
 `;
-  server.exec(['nft', '-f', '-'], { input: ruleset });
-  try {
-    await measurePath('nftables', clusterUrl, DAEMONS.length, { ...NO_TARGET, conntrack: true });
-  } finally {
-    server.exec(['nft', 'delete', 'table', 'ip', 'lb']);
-  }
+  steps.push(async () => {
+    server.exec(['nft', '-f', '-'], { input: ruleset });
+    try {
+      await measurePath('nftables', clusterUrl, DAEMONS.length, { ...NO_TARGET, conntrack: true });
+    } finally {
+      server.exec(['nft', 'delete', 'table', 'ip', 'lb']);
+    }
+  });
 
   // (c), (d), (e) hostlb in the server namespace: the TUN data plane, the
   // netfilter data plane, then the socket data plane, each started the same
   // way from the same configuration but for `dataplane`, and stopped (SIGTERM:
   // it undoes its host changes) before the next path.
-  for (const dataplane of ['tun', 'netfilter', 'socket'] as const) {
+  for (const dataplane of ['tun', 'netfilter', 'socket'] as const) steps.push(async () => {
     const path = HOSTLB_PATH[dataplane];
     if (!SELECTED.has(path)) {
       failPath(path, 'not in BENCH_PATHS', true);
-      continue;
+      return;
     }
     if (dataplane === 'socket') live.socketNetns = netnsInode(server.name);
     try {
@@ -1026,7 +1040,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
       failPath(path, message.split('\n')[0]);
       outcome.notes.push(message);
       if (dataplane === 'socket') removeSocketLeftovers(server, live.socketNetns!, outcome);
-      continue;
+      return;
     }
     progress(`hostlb (dataplane ${dataplane}) started (pid ${live.hostlb.child.pid})`);
     try {
@@ -1036,10 +1050,11 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
     }
     if (dataplane === 'netfilter') removeNetfilterLeftovers(server, outcome);
     if (dataplane === 'socket') removeSocketLeftovers(server, live.socketNetns!, outcome);
-  }
+  });
 
   // (f) SO_REUSEPORT: one nginx whose workers each listen on the cluster
   // address, local to the server namespace, and an iperf3 server there for bulk.
+  steps.push(async () => {
   if (SELECTED.has('reuseport')) {
     server.ip('addr', 'add', `${CLUSTER}/32`, 'dev', 'lo');
     try {
@@ -1066,12 +1081,14 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   } else {
     failPath('reuseport', 'not in BENCH_PATHS', true);
   }
+  });
 
   // (g) HAProxy in TCP mode on the cluster address in the server namespace,
   // which must own that address for HAProxy to bind it.
+  steps.push(async () => {
   if (!tools.haproxy || !SELECTED.has('haproxy')) {
     failPath('haproxy', tools.haproxy ? 'not in BENCH_PATHS' : 'haproxy not installed', true);
-    return outcome;
+    return;
   }
   server.ip('addr', 'add', `${CLUSTER}/32`, 'dev', 'lo');
   try {
@@ -1097,6 +1114,14 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
       outcome.haproxyLog = haproxy.lines;
     }
     server.ip('addr', 'del', `${CLUSTER}/32`, 'dev', 'lo');
+  }
+  });
+
+  // Every path in each round, the order reversed every other round: a machine
+  // whose speed drifts during the run favours no path.
+  for (round = 0; round < ROUNDS; round++) {
+    if (ROUNDS > 1) progress(`round ${round + 1} of ${ROUNDS}${round % 2 === 1 ? ' (paths in reverse order)' : ''}`);
+    for (const step of round % 2 === 0 ? steps : [...steps].reverse()) await step();
   }
   return outcome;
 }
@@ -1187,26 +1212,39 @@ function printTable(measurements: Measurement[]): void {
  */
 function finalLine(label: string, measurements: Measurement[], mode: Mode): string {
   const find = (path: PathName): Measurement | undefined => measurements.find((m) => m.path === path && m.mode === mode);
-  const value = (path: PathName): number | null => {
-    const m = find(path);
+  /** The path's figure in each round (null where that round has none). */
+  const values = (path: PathName): Array<number | null> => Array.from({ length: ROUNDS }, (_, round) => {
+    const m = measurements.find((x) => x.path === path && x.mode === mode && (x.round ?? 0) === round);
     if (m === undefined || m.report === null) return null;
     return m.mode === 'bulk' ? m.report.bitsPerSec / 1e9 : m.report.requestsPerSec;
-  };
+  });
+  const value = (path: PathName): number | null => median(values(path).filter((v): v is number => v !== null));
   const unit = mode === 'bulk' ? 'Gbit/s' : 'req/s';
   const show = (path: PathName): string => {
     const v = value(path);
     if (v !== null) return `${v.toFixed(mode === 'bulk' ? 2 : 0)} ${unit}`;
     return `${find(path)?.skipped ? 'skipped' : 'error'} ${unit}`;
   };
+  // The median of the ratios within each round: both figures of a ratio come from one round.
   const ratio = (path: PathName, base: PathName): string => {
-    const v = value(path);
-    const b = value(base);
-    return v !== null && b !== null && b > 0 ? (v / b).toFixed(2) : 'n/a';
+    const v = values(path);
+    const b = values(base);
+    const each = v.flatMap((x, i) => (x !== null && b[i] !== null && b[i]! > 0 ? [x / b[i]!] : []));
+    const m = median(each);
+    return m === null ? 'n/a' : m.toFixed(2);
   };
   return `${label} netfilter ${show('hostlb-netfilter')}, tun ${show('hostlb-tun')}, nftables ${show('nftables')}, haproxy ${show('haproxy')}, direct ${show('direct')}; `
     + `netfilter/nftables ${ratio('hostlb-netfilter', 'nftables')}, tun/nftables ${ratio('hostlb-tun', 'nftables')}, haproxy/nftables ${ratio('haproxy', 'nftables')}; `
     + `socket ${show('hostlb-socket')}, reuseport ${show('reuseport')}; `
     + `socket/nftables ${ratio('hostlb-socket', 'nftables')}, socket/reuseport ${ratio('hostlb-socket', 'reuseport')}${mode === 'bulk' ? `, socket/direct ${ratio('hostlb-socket', 'direct')}` : ''}`;
+}
+
+/** The median of `xs`, null when empty. */
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 // ---- main ---------------------------------------------------------------------
@@ -1291,7 +1329,10 @@ async function main(): Promise<number> {
   for (const r of outcome.hostlbRuns) printLog(`hostlb (dataplane ${r.dataplane}) stderr; ${r.exit}`, r.lines);
   printLog('haproxy output', outcome.haproxyLog);
   for (const log of outcome.iperfLogs) printLog(log.title, log.lines);
-  printTable(outcome.measurements);
+  for (let round = 0; round < ROUNDS; round++) {
+    if (ROUNDS > 1) console.log(`round ${round + 1} of ${ROUNDS}${round % 2 === 1 ? ' (paths in reverse order)' : ''}:`);
+    printTable(outcome.measurements.filter((m) => (m.round ?? 0) === round));
+  }
   const failed = outcome.measurements.some((m) => m.report === null && m.skipped !== true);
   for (const m of outcome.measurements) {
     if (m.mode === 'bulk' || m.report === null || (socketErrorCount(m.report) === 0 && m.report.non2xx === 0)) continue;
