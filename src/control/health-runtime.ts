@@ -4,7 +4,7 @@
 // calls sync() after every configuration change and stop() at the end.
 
 import { readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { ClusterPort, DispatchSpec } from '../dispatch/config-tree.js';
 import type { DataPlane } from '../dataplane/data-plane.js';
 import type { Balancer } from '../dispatch/balancer.js';
@@ -13,6 +13,7 @@ import { HostlbError } from '../errors.js';
 import { advisorSpec, type AdvisorSpec } from '../health/advisors/advisor.js';
 import { EventLog } from '../health/events.js';
 import { HealthMonitor, type PortHealthSpec } from '../health/health-monitor.js';
+import { InstanceLogs } from '../health/instance-logs.js';
 import { resolveRunAs, runsAsRoot } from '../health/run-as.js';
 import { daemonEndpoints, Supervisor } from '../health/supervisor.js';
 import { stillAlive } from '../net/apply.js';
@@ -84,6 +85,8 @@ function toOverride(o: NonNullable<PortConf['daemons'][number]['advisor']>): Par
 export class HealthRuntime {
   readonly events = new EventLog();
   readonly monitor: HealthMonitor;
+  /** What supervised daemons print: per instance, in memory and in files under the state directory. */
+  readonly logs: InstanceLogs;
   private readonly supervisors = new Map<string, { supervisor: Supervisor; spec: string }>();
   private config: HostlbConfig;
   private drainWatch: NodeJS.Timeout | null = null;
@@ -99,6 +102,7 @@ export class HealthRuntime {
   constructor(private readonly balancer: Balancer, private readonly plane: Pick<DataPlane, 'resetDaemonFlows' | 'nothingLive'>, config: HostlbConfig, private readonly log: Logger) {
     this.config = config;
     this.monitor = new HealthMonitor(balancer, this.events, (port) => this.specOf(port));
+    this.logs = new InstanceLogs(join(config.stateDir, `${config.device}.logs`));
     this.events.on('event', (e) => this.log.info({ ...e, event: e.type }, `daemon event: ${e.type}`));
   }
 
@@ -196,6 +200,7 @@ export class HealthRuntime {
     if (this.drainWatch) clearInterval(this.drainWatch);
     await Promise.all([...this.supervisors.values()].map((s) => s.supervisor.stop()));
     this.supervisors.clear();
+    this.logs.close();
     if (this.ownsPidFile()) rmSync(this.pidFile, { force: true });
   }
 
@@ -326,6 +331,13 @@ export class HealthRuntime {
       const supervisor = new Supervisor({ ...s, stopTimeout: s.stopTimeout, runAs }, { logger: this.log });
       supervisor.on('spawned', (index: number, pid: number) => this.supervisorEvent(name, index, 'daemon_started', `pid ${pid}`));
       supervisor.on('exited', (index: number, code: number | null, signal: string | null) => this.supervisorEvent(name, index, 'daemon_exited', signal ? `killed by ${signal}` : `exit code ${code}`));
+      // Their output goes to their own logs (hostlb logs), not into hostlb's.
+      const program = s.env.HOSTLB_NAME ?? basename(s.command);
+      supervisor.on('output', (index, stream, pid, text) => {
+        const inst = supervisor.instances()[index];
+        const daemon = inst ? formatEndpoint({ address: parseIp(inst.address)!, port: inst.port }) : `#${index}`;
+        this.logs.add({ name: program, port: name, index, daemon, pid, stream, text });
+      });
       this.supervisors.set(name, { supervisor, spec: JSON.stringify(s) });
       supervisor.start();
     }

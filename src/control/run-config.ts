@@ -10,6 +10,7 @@
 // the other planes need one address, given with --address.
 
 import { basename } from 'node:path';
+import { SCHEDULER_NAMES } from '../dispatch/schedulers/scheduler.js';
 import { ConfigError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 
@@ -72,6 +73,8 @@ function envOf(pairs: readonly string[]): Record<string, string> {
 export function runConfig(command: string, args: readonly string[], options: RunOptions, context: RunContext): Record<string, unknown> {
   if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) throw new ConfigError('--port', `${String(options.port)} is not a port number 1..65535`);
   if (!Number.isInteger(options.instances) || options.instances < 1 || options.instances > 253) throw new ConfigError('--instances', `${String(options.instances)} is not a number of instances 1..253`);
+  if (options.protocol !== 'tcp' && options.protocol !== 'udp') throw new ConfigError('--protocol', `"${String(options.protocol)}" is not tcp or udp`);
+  if (!(SCHEDULER_NAMES as readonly string[]).includes(options.scheduler)) throw new ConfigError('--scheduler', `"${options.scheduler}" is not one of ${SCHEDULER_NAMES.join(', ')}`);
   let address = options.address;
   if (address === null) {
     if (context.plane !== 'socket') {

@@ -95,6 +95,8 @@ export type SupervisorEvents = {
   exited: [index: number, code: number | null, signal: NodeJS.Signals | null];
   restarting: [index: number, delayMs: number];
   stopped: [index: number];
+  /** A line the daemon printed (without its newline); with no listener, lines go to the logger. */
+  output: [index: number, stream: 'stdout' | 'stderr', pid: number | null, text: string];
 };
 
 /** An upper bound that catches a typo before it forks thousands of processes. */
@@ -541,7 +543,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const decoder = new StringDecoder('utf8');
     const fields = { daemon: slot.daemon, index: slot.index, pid, stream: name };
     let pending = '';
-    const line = (text: string): void => this.#log('info', fields, text.endsWith('\r') ? text.slice(0, -1) : text);
+    const line = (raw: string): void => {
+      const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+      if (this.listenerCount('output') > 0) this.#emit('output', slot.index, name, pid ?? null, text);
+      else this.#log('info', fields, text);
+    };
     stream.on('data', (chunk: Buffer) => {
       pending += decoder.write(chunk);
       let nl: number;

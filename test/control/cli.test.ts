@@ -401,7 +401,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
   describe('hostlb CLI: --help', () => {
     /** Every command with the long options (or subcommands) its help must mention; nothing else may be listed. */
     const COMMANDS: [string[], string[], string[]][] = [
-      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'status', 'cluster', 'port', 'daemon', 'restart', 'health', 'events', 'conns', 'reload', 'stop', 'config']],
+      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'status', 'cluster', 'port', 'daemon', 'restart', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config']],
       [['start'], ['--config', '--takeover', '--help'], []],
       [['run'], ['--instances', '--port', '--address', '--protocol', '--scheduler', '--health', '--user', '--env', '--name', '--listen-fds', '--dataplane', '--stop-timeout', '--state-dir', '--save', '--help'], []],
       [['check'], ['--config', '--help'], []],
@@ -423,6 +423,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
       [['daemon', 'set'], ['--weight', '--help'], []],
       [['daemon', 'quiesce'], ['--help'], []],
       [['daemon', 'remove'], ['--help'], []],
+      [['logs'], ['--lines', '--follow', '--help'], []],
       [['conns'], ['--cluster', '--port', '--daemon', '--client', '--state', '--limit', '--offset', '--help'], []],
       [['reload'], ['--help'], []],
       [['stop'], ['--help'], []],

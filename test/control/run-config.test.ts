@@ -50,6 +50,7 @@ test('run config: each mistake names the option to change', () => {
   fails({ port: 70000 }, {}, /^--port: 70000 is not a port number/);
   fails({ instances: 0 }, {}, /^--instances: 0 is not a number of instances/);
   fails({ address: 'localhost' }, {}, /^--address: "localhost" is not an IP address/);
+  fails({ scheduler: 'fastest' }, {}, /^--scheduler: "fastest" is not one of rr, wrr/);
   // Root when asked for by name.
   assert.equal((runConfig('app', [], { ...OPTIONS, user: 'root' }, { ...SOCKET, sudoUser: undefined }).clusters as Array<{ ports: Array<{ supervise: { user: string } }> }>)[0].ports[0].supervise.user, 'root');
 });

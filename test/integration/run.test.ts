@@ -37,7 +37,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), Handler).serve_forever()
+server = http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), Handler)
+print(f"app {os.environ['HOSTLB_INDEX']} serving on {os.environ['HOST']}:{os.environ['PORT']}", flush=True)
+server.serve_forever()
 `;
 
 function alive(pid: number): boolean {
@@ -98,6 +100,15 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     assert.ok(answers.every((a) => a.split(' ')[2] !== '0'), `no copy runs as root: ${answers.join(', ')}`);
     const local = await curlThrough(sandbox, server, Array.from({ length: 6 }, () => `http://localhost:${PORT}/`));
     assert.deepEqual(local.map((r) => r.httpCode), local.map(() => 200), `localhost:3000 on the host: ${JSON.stringify(local)}`);
+
+    // What the copies printed: in `hostlb logs`, each line with its instance, and not in hostlb's own log.
+    const socket = join(dir, 'state', 'admin.sock');
+    const logsRun = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'logs']);
+    assert.equal(logsRun.code, 0, logsRun.stderr);
+    for (const p of pids) assert.match(logsRun.stdout, new RegExp(`^app\\.py\\.${p.index} ${p.address.replace(/\./g, '\\.')}:3000 \\| app ${p.index} serving on ${p.address.replace(/\./g, '\\.')}:3000$`, 'm'), `hostlb logs:\n${logsRun.stdout}`);
+    const one = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'logs', '1']);
+    assert.deepEqual(one.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['app.py.1'], `hostlb logs 1:\n${one.stdout}`);
+    assert.doesNotMatch(stderr, /serving on/, 'the copies\' output is not in hostlb\'s own log');
 
     // --save wrote the same configuration as a file `hostlb check` accepts.
     const check = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, 'check', '-c', saved]);

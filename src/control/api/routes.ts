@@ -205,6 +205,15 @@ const routes: Route[] = [
     },
   },
   {
+    // What supervised daemons printed: ?instance=INDEX|ADDRESS:PORT|NAME, ?since=ID, ?lines=N (default 100, the most recent).
+    method: 'GET', pattern: /^\/v1\/logs$/, handler: (ctx, req) => {
+      const since = intParam(req.query, 'since', 0, Number.MAX_SAFE_INTEGER);
+      const limit = intParam(req.query, 'lines', 100, 100_000);
+      const instance = req.query.get('instance') ?? undefined;
+      return { body: { lines: ctx.ctl.health.logs.lines({ instance, since, limit }) } };
+    },
+  },
+  {
     method: 'GET', pattern: /^\/v1\/connections$/, handler: (ctx, req) => {
       const q = req.query;
       const state = q.get('state') ?? undefined;

@@ -180,6 +180,28 @@ export function addClientCommands(program: Command): void {
       }
     }));
 
+  program.command('logs')
+    .description('what supervised daemons printed, each line with its instance; --follow keeps printing new ones')
+    .argument('[instance]', 'only this instance: its index, its address:port, or the program\'s name')
+    .option('--lines <n>', 'how many recent lines to show first', '100')
+    .option('--follow', 'keep printing lines as they come (Ctrl-C to stop)')
+    .action(async (instance: string | undefined, o: { lines: string; follow?: boolean }, cmd: Command) => run(cmd, async (g) => {
+      let last = 0;
+      let lines = o.lines;
+      for (;;) {
+        const q = new URLSearchParams({ since: String(last), lines });
+        if (instance !== undefined) q.set('instance', instance);
+        const r = await call(g, 'GET', `/v1/logs?${q}`) as { lines: Array<{ id: number; name: string; index: number; daemon: string; stream: string; text: string }> };
+        for (const l of r.lines) {
+          last = l.id;
+          process.stdout.write(g.json ? `${JSON.stringify(l)}\n` : `${l.name}.${l.index} ${l.daemon}${l.stream === 'stderr' ? ' !' : ''} | ${l.text}\n`);
+        }
+        if (!o.follow) return;
+        lines = '100000';
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }));
+
   program.command('conns')
     .description('list connection records')
     .option('--cluster <address>', 'only this cluster address')

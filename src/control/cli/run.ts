@@ -59,6 +59,10 @@ export function addRunCommand(program: Command, version: string, fail: (e: unkno
         const { runForeground } = await import('./serve.js');
         const [command, ...args] = words;
         const port = Number(flags.port);
+        if (!['auto', 'socket', 'netfilter', 'tun'].includes(flags.dataplane)) {
+          const { ConfigError } = await import('../../errors.js');
+          throw new ConfigError('--dataplane', `"${flags.dataplane}" is not auto, socket, netfilter or tun`);
+        }
         const plane = choosePlane(flags.dataplane);
         const stateDir = flags.stateDir ?? `/run/hostlb/run-${flags.port}`;
         const raw = runConfig(command, args, {
