@@ -15,6 +15,7 @@
 //                                                    one bpf(2) or pidfd command each)
 //   listenTcp                                        a listening socket for a supervised
 //                                                    daemon (LISTEN_FDS, src/link/listen-socket.ts)
+//   sdNotify(socketPath, message)                    systemd's readiness protocol (src/control/sd-notify.ts)
 // readBatch/writeBatch/watch/close work on any datagram fd, so the netfilter
 // data plane reads and writes its netlink sockets through them too; messages
 // are built and parsed in TypeScript (src/netlink/).
@@ -37,6 +38,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -1054,6 +1056,42 @@ Napi::Value ListenTcp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(fd));
 }
 
+// sdNotify(socketPath, message) -> true once sent: one datagram to systemd's
+// notification socket (NOTIFY_SOCKET; "@name" is an abstract socket), as
+// sd_notify(3) sends it. Node has no unix datagram sockets of its own.
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "sdNotify(socketPath, message)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string message = info[1].As<Napi::String>().Utf8Value();
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path) || (path[0] != '/' && path[0] != '@')) {
+    Napi::RangeError::New(env, "NOTIFY_SOCKET must be an absolute path or @abstract, shorter than 108 bytes").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  socklen_t len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowSystemError(env, errno, "socket for NOTIFY_SOCKET", "socket");
+    return env.Undefined();
+  }
+  ssize_t sent = sendto(fd, message.data(), message.size(), MSG_NOSIGNAL, reinterpret_cast<struct sockaddr*>(&addr), len);
+  int e = errno;
+  close(fd);
+  if (sent < 0) {
+    ThrowSystemError(env, e, "notify " + path, "sendto");
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonState* state = new AddonState();
   env.SetInstanceData<AddonState, KeepState>(state);
@@ -1085,6 +1123,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
   exports.Set("listenTcp", Napi::Function::New(env, ListenTcp, "listenTcp"));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
   return exports;
 }
 

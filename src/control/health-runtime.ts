@@ -195,6 +195,24 @@ export class HealthRuntime {
     this.monitor.sync();
   }
 
+  /**
+   * Drains every supervised daemon — no new connection, and up to `timeoutMs`
+   * for the ones they hold to end — before they are told to stop: a daemon
+   * that exits at once on SIGTERM (Python's http.server does) then cuts no
+   * request. Resolves true when every one is idle.
+   */
+  async drainSupervised(timeoutMs: number): Promise<boolean> {
+    const ids: number[] = [];
+    for (const name of this.supervisors.keys()) {
+      for (const d of this.findPort(name)?.daemons ?? []) {
+        this.monitor.setDraining(d.id, true);
+        ids.push(d.id);
+      }
+    }
+    if (ids.length === 0) return true;
+    return this.waitFor(() => ids.every((id) => this.balancer.activeFlows(id) === 0 && this.plane.nothingLive(id)), timeoutMs);
+  }
+
   async stop(): Promise<void> {
     this.monitor.stop();
     if (this.drainWatch) clearInterval(this.drainWatch);

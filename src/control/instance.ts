@@ -66,6 +66,11 @@ export function withDraining(spec: HostSpec, balancer: Balancer): HostSpec {
  */
 const RELEASE_QUIET_MS = 120_000;
 const RELEASE_CHECK_MS = 10_000;
+/**
+ * At a deliberate stop, how long supervised daemons get to finish their
+ * connections (no new ones reach them) before their stop signal.
+ */
+const STOP_DRAIN_MS = 5_000;
 
 /** How often the host set-up is checked for objects that vanished (ms): noticed within 2 s. */
 const REPAIR_MS = 1_000;
@@ -281,6 +286,8 @@ export class Instance implements Controlled {
 
   /** Stops the daemons hostlb runs (supervised ports), gracefully; call before stop(). */
   async stopDaemons(): Promise<void> {
+    const idle = await this.health.drainSupervised(STOP_DRAIN_MS);
+    if (!idle) this.log.info({ event: 'stop_drain_timeout', waitedMs: STOP_DRAIN_MS }, 'supervised daemons still held connections; stopping them anyway');
     await this.health.stop();
   }
 

@@ -43,6 +43,15 @@ export interface RunContext {
   stateDir: string;
 }
 
+/** Interpreters whose program is their first argument: `python3 app.py` is named app.py. */
+const INTERPRETERS = /^(node|nodejs|bun|deno|python[0-9.]*|ruby|perl|php|java)$/;
+
+/** What logs and status call the program when --name is not given. */
+export function defaultName(command: string, args: readonly string[]): string {
+  const program = args.find((a) => !a.startsWith('-'));
+  return INTERPRETERS.test(basename(command)) && program !== undefined ? basename(program) : basename(command);
+}
+
 /** The first instance's address for `port`: 127.<high>.<low>.1. */
 export function instanceBase(port: number): string {
   return `127.${port >> 8}.${port & 0xff}.1`;
@@ -88,7 +97,7 @@ export function runConfig(command: string, args: readonly string[], options: Run
   if (user === null) {
     throw new ConfigError('--user', 'the instances would run as root: name the user to run them as (--user www-data), or --user root to mean it');
   }
-  const name = options.name ?? basename(command);
+  const name = options.name ?? defaultName(command, args);
   const supervise: Record<string, unknown> = {
     command,
     args: [...args],

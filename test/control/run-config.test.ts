@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { validateConfig } from '../../src/control/config-file.js';
-import { instanceBase, runConfig, type RunContext, type RunOptions } from '../../src/control/run-config.js';
+import { defaultName, instanceBase, runConfig, type RunContext, type RunOptions } from '../../src/control/run-config.js';
 
 const OPTIONS: RunOptions = {
   instances: 3, port: 3000, protocol: 'tcp', scheduler: 'lc', health: 'tcp', user: null, env: [], name: null,
@@ -25,7 +25,9 @@ test('run config: instances on 127.<port>.1 + i, the cluster on every local addr
     { command: port.supervise?.command, args: port.supervise?.args, instances: port.supervise?.instances, host: port.supervise?.host, port: port.supervise?.port, listenFds: port.supervise?.listenFds },
     { command: 'python3', args: ['app.py', '--workers', '1'], instances: 3, host: '127.11.184.1', port: 3000, listenFds: false },
   );
-  assert.equal(port.supervise?.env.HOSTLB_NAME, 'python3');
+  assert.equal(port.supervise?.env.HOSTLB_NAME, 'app.py', 'an interpreter\'s program names it');
+  assert.equal(defaultName('/srv/bin/server', ['--port', '1']), 'server');
+  assert.equal(defaultName('node', ['--enable-source-maps', 'dist/main.js']), 'main.js');
   assert.equal(port.advisor?.type, 'tcp');
 });
 

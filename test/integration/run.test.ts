@@ -12,13 +12,15 @@
 // hang guard a working hostlb never reaches.
 
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from '../support/daemons.js';
 import { assertPlaneGone } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
-import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
+import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
+import { instanceBase } from '../../src/control/run-config.js';
 
 const WAIT_MS = 60_000;
 const PORT = 3000;
@@ -42,6 +44,37 @@ print(f"app {os.environ['HOSTLB_INDEX']} serving on {os.environ['HOST']}:{os.env
 server.serve_forever()
 `;
 
+// The same in Node (a server on $HOST:$PORT), and in C, built as a static binary.
+const NODE_APP = `
+import { createServer } from 'node:http';
+createServer((req, res) => res.end(\`\${process.env.HOSTLB_INDEX} \${process.pid} \${process.getuid()}\\n\`))
+  .listen(Number(process.env.PORT), process.env.HOST, () => console.log('node app ready'));
+`;
+const C_APP = `
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(getenv("PORT"))) };
+  inet_pton(AF_INET, getenv("HOST"), &a.sin_addr);
+  if (bind(s, (struct sockaddr *)&a, sizeof a) < 0 || listen(s, 128) < 0) return 1;
+  for (;;) {
+    int c = accept(s, 0, 0);
+    if (c < 0) continue;
+    char req[2048], body[64], out[256];
+    (void)!read(c, req, sizeof req);
+    int n = snprintf(body, sizeof body, "%s %d %d\\n", getenv("HOSTLB_INDEX"), getpid(), getuid());
+    int m = snprintf(out, sizeof out, "HTTP/1.0 200 OK\\r\\ncontent-length: %d\\r\\nconnection: close\\r\\n\\r\\n%s", n, body);
+    (void)!write(c, out, m);
+    close(c);
+  }
+}
+`;
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -61,6 +94,79 @@ async function until<T>(what: string, read: () => T | undefined): Promise<T> {
   }
 }
 
+interface Running {
+  child: ChildProcess;
+  block: string;
+  pids: Array<{ index: number; address: string; pid: number }>;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** `hostlb run <options> -- <command>` in the server namespace, until it printed its block with every instance up. */
+async function startRun(sandbox: NetnsSandbox, server: Namespace, port: number, options: string[], command: string[]): Promise<Running> {
+  const argv = [process.execPath, HOSTLB_MAIN, 'run', '-p', String(port), '--user', 'nobody', '--dataplane', 'socket', ...options, '--', ...command];
+  const child = sandbox.spawn(server, argv, { sharedMounts: true });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const block = await until('the run block with every instance up', () => {
+    if (child.exitCode !== null) throw new Error(`hostlb run exited ${child.exitCode}:\n${stderr}`);
+    return /stop {6}Ctrl-C/.test(stdout) ? stdout : undefined;
+  });
+  const base = instanceBase(port).split('.').slice(0, 3).join('\\.');
+  const pids = [...block.matchAll(new RegExp(`instance {2}(\\d+) {2}(${base}\\.\\d+):${port} {2}pid (\\d+) {2}up`, 'g'))].map((m) => ({ index: Number(m[1]), address: m[2], pid: Number(m[3]) }));
+  return { child, block, pids, stderr: () => stderr, exited };
+}
+
+/** Asks `url` (from `ns`) until every PID in `pids` has answered; returns the answers ("index pid uid"). */
+async function servedByAll(sandbox: NetnsSandbox, ns: Namespace, url: string, pids: number[]): Promise<string[]> {
+  const answers: string[] = [];
+  const deadline = Date.now() + WAIT_MS;
+  while (!pids.every((p) => answers.some((a) => Number(a.split(' ')[1]) === p)) && Date.now() < deadline) {
+    const results = await curlThrough(sandbox, ns, Array.from({ length: 10 }, () => url));
+    for (const r of results) if (r.httpCode === 200) answers.push(r.body.trim());
+  }
+  return answers;
+}
+
+test('[socket] hostlb run serves a Node app and a static binary alike: every copy answers, none as root, Ctrl-C leaves nothing', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program, gcc and curl')) return;
+  const sandbox = NetnsSandbox.forTest(t);
+  const { client, server } = clusterTopology(sandbox);
+  const dir = tempDir(t);
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, 'app.mjs'), NODE_APP, { mode: 0o644 });
+  writeFileSync(join(dir, 'app.c'), C_APP, { mode: 0o644 });
+  const cc = await sandbox.run(server, ['gcc', '-static', '-O2', '-o', join(dir, 'server'), join(dir, 'app.c')]);
+  assert.equal(cc.code, 0, `gcc -static built the C app: ${cc.stderr}`);
+  const apps: Array<{ what: string; port: number; command: string[] }> = [
+    { what: 'a static binary', port: 3002, command: [join(dir, 'server')] },
+    { what: 'node app.mjs', port: 3001, command: ['node', join(dir, 'app.mjs')] },
+  ];
+  for (const app of apps) {
+    const running = await startRun(sandbox, server, app.port, ['-i', '2', '--state-dir', join(dir, `state-${app.port}`)], app.command);
+    try {
+      assert.equal(running.pids.length, 2, `${app.what}: two instances up:\n${running.block}`);
+      const socket = join(dir, `state-${app.port}`, 'admin.sock');
+      const answers = await servedByAll(sandbox, client, `http://${SERVER_V4}:${app.port}/`, running.pids.map((p) => p.pid)).catch(async (e: Error) => {
+        const status = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'status']);
+        const local = await sandbox.run(server, ['curl', '-sS', '-m', '5', `http://127.0.0.1:${app.port}/`]);
+        throw new Error(`${e.message}\nstatus:\n${status.stdout}${status.stderr}\nlocalhost: ${local.stdout}${local.stderr}\n${running.stderr().slice(-3_000)}`);
+      });
+      assert.deepEqual([...new Set(answers.map((a) => Number(a.split(' ')[1])))].sort(), running.pids.map((p) => p.pid).sort(), `${app.what}: both PIDs served: ${answers.join(', ')}`);
+      assert.ok(answers.every((a) => a.split(' ')[2] !== '0'), `${app.what}: no copy runs as root: ${answers.join(', ')}`);
+      running.child.kill('SIGINT');
+      assert.deepEqual(await running.exited, { code: 0, signal: null }, `${app.what}: hostlb run exited 0 on Ctrl-C:\n${running.stderr().slice(-3_000)}`);
+      for (const p of running.pids) assert.ok(!alive(p.pid), `${app.what}: instance ${p.index} (pid ${p.pid}) is gone`);
+      assertPlaneGone(server, `hlr${app.port}`);
+    } finally {
+      if (running.child.exitCode === null) running.child.kill('SIGKILL');
+    }
+  }
+});
+
 test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PIDs, every copy serves localhost and the host\'s address, Ctrl-C leaves nothing', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program, python3 and curl')) return;
   const sandbox = NetnsSandbox.forTest(t);
@@ -71,30 +177,15 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
   const app = join(dir, 'app.py');
   writeFileSync(app, APP, { mode: 0o644 });
   const saved = join(dir, 'saved.yaml');
-  const argv = [process.execPath, HOSTLB_MAIN, 'run', '-i', '3', '-p', String(PORT), '--user', 'nobody', '--dataplane', 'socket', '--state-dir', join(dir, 'state'), '--save', saved, '--', 'python3', app];
-  const child = sandbox.spawn(server, argv, { sharedMounts: true });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const running = await startRun(sandbox, server, PORT, ['-i', '3', '--state-dir', join(dir, 'state'), '--save', saved], ['python3', app]);
+  const { child, block, pids, stderr, exited } = running;
   try {
-    const block = await until('the run block with three PIDs', () => {
-      if (child.exitCode !== null) throw new Error(`hostlb run exited ${child.exitCode}:\n${stderr}`);
-      return /stop {6}Ctrl-C/.test(stdout) ? stdout : undefined;
-    });
-    const pids = [...block.matchAll(/instance {2}(\d) {2}127\.11\.184\.(\d+):3000 {2}pid (\d+) {2}up/g)].map((m) => ({ index: Number(m[1]), address: `127.11.184.${m[2]}`, pid: Number(m[3]) }));
     assert.deepEqual(pids.map((p) => [p.index, p.address]), [[0, '127.11.184.1'], [1, '127.11.184.2'], [2, '127.11.184.3']], `one line per instance on its own loopback address, each up:\n${block}`);
     assert.match(block, /^hostlb run: 3 × .*app\.py behind port 3000\/tcp \(data plane socket, scheduler lc\)$/m);
     assert.match(block, /connect {3}localhost:3000, or port 3000 on any address of this host/);
 
     // The block came once every copy was up: ask until all three have answered (short connections spread by a hash).
-    const answers: string[] = [];
-    const deadline = Date.now() + WAIT_MS;
-    while (new Set(answers.map((a) => a.split(' ')[1])).size < 3 && Date.now() < deadline) {
-      const results = await curlThrough(sandbox, client, Array.from({ length: 10 }, () => `http://${SERVER_V4}:${PORT}/`));
-      for (const r of results) if (r.httpCode === 200) answers.push(r.body.trim());
-    }
+    const answers = await servedByAll(sandbox, client, `http://${SERVER_V4}:${PORT}/`, pids.map((p) => p.pid));
     const served = new Set(answers.map((a) => Number(a.split(' ')[1])));
     assert.deepEqual([...served].sort(), pids.map((p) => p.pid).sort(), `the three PIDs the block named served the host's address: ${answers.join(', ')}`);
     assert.ok(answers.every((a) => a.split(' ')[2] !== '0'), `no copy runs as root: ${answers.join(', ')}`);
@@ -108,7 +199,7 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     for (const p of pids) assert.match(logsRun.stdout, new RegExp(`^app\\.py\\.${p.index} ${p.address.replace(/\./g, '\\.')}:3000 \\| app ${p.index} serving on ${p.address.replace(/\./g, '\\.')}:3000$`, 'm'), `hostlb logs:\n${logsRun.stdout}`);
     const one = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'logs', '1']);
     assert.deepEqual(one.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['app.py.1'], `hostlb logs 1:\n${one.stdout}`);
-    assert.doesNotMatch(stderr, /serving on/, 'the copies\' output is not in hostlb\'s own log');
+    assert.doesNotMatch(stderr(), /serving on/, 'the copies\' output is not in hostlb\'s own log');
 
     // --save wrote the same configuration as a file `hostlb check` accepts.
     const check = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, 'check', '-c', saved]);
@@ -117,7 +208,7 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
 
     child.kill('SIGINT');
     const exit = await exited;
-    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb run exited 0 on Ctrl-C:\n${stderr.slice(-3_000)}`);
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb run exited 0 on Ctrl-C:\n${stderr().slice(-3_000)}`);
     for (const p of pids) assert.ok(!alive(p.pid), `instance ${p.index} (pid ${p.pid}) is gone`);
     assertPlaneGone(server, DEVICE);
   } finally {

@@ -91,7 +91,7 @@ export class HostlbProcess {
    * the "started" event (`options.args` follow `--config FILE`). Rejects with hostlb's stderr when it exits first or
    * stays silent past the timeout (it is killed then).
    */
-  static async start(sandbox: NetnsSandbox, ns: Namespace, config: Record<string, unknown>, options: { dir: string; startTimeoutMs?: number; args?: string[] }): Promise<HostlbProcess> {
+  static async start(sandbox: NetnsSandbox, ns: Namespace, config: Record<string, unknown>, options: { dir: string; startTimeoutMs?: number; args?: string[]; env?: NodeJS.ProcessEnv }): Promise<HostlbProcess> {
     const stateDir = typeof config.stateDir === 'string' ? config.stateDir : join(options.dir, 'state');
     mkdirSync(options.dir, { recursive: true });
     const configPath = join(options.dir, `hostlb-${++configCounter}.yaml`);
@@ -100,7 +100,7 @@ export class HostlbProcess {
     writeFileSync(configPath, stringify({ dataplane: 'tun', ...config, stateDir }));
     // The socket plane's bpffs must live in the host's mount namespace, as it would outside a test:
     // it holds the dispatch a crashed hostlb leaves running.
-    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])], { sharedMounts: config.dataplane === 'socket' });
+    const child = sandbox.spawn(ns, [process.execPath, HOSTLB_MAIN, 'start', '--config', configPath, ...(options.args ?? [])], { sharedMounts: config.dataplane === 'socket', env: options.env === undefined ? undefined : { ...process.env, ...options.env } });
     const hostlb = new HostlbProcess(child, configPath, stateDir);
     const timeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
     const outcome = await Promise.race([

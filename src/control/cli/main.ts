@@ -90,6 +90,33 @@ program.command('demo')
     }
   });
 
+program.command('startup')
+  .description('write a systemd unit that starts hostlb at boot with this configuration (Type=notify), and say how to enable it')
+  .requiredOption('-c, --config <file>', 'YAML configuration file the service runs (checked now)')
+  .option('--name <name>', 'the unit\'s name', 'hostlb')
+  .option('--unit <path>', 'where to write the unit (default /etc/systemd/system/NAME.service)')
+  .option('--print', 'print the unit instead of writing it')
+  .action(async (opts: { config: string; name: string; unit?: string; print?: boolean }) => {
+    try {
+      const { loadConfig } = await import('../config-file.js');
+      const { systemdUnit } = await import('../systemd-unit.js');
+      const { realpathSync, writeFileSync } = await import('node:fs');
+      const { fileURLToPath } = await import('node:url');
+      loadConfig(opts.config);
+      if (!/^[A-Za-z0-9_.@-]+$/.test(opts.name)) throw new HostlbError('CONFIG_INVALID', `--name: "${opts.name}" is not a unit name (letters, digits, _ . @ -)`);
+      const unit = systemdUnit({ config: opts.config, node: process.execPath, main: realpathSync(fileURLToPath(import.meta.url)), name: opts.name });
+      if (opts.print) {
+        process.stdout.write(unit);
+        return;
+      }
+      const path = opts.unit ?? `/etc/systemd/system/${opts.name}.service`;
+      writeFileSync(path, unit, { mode: 0o644 });
+      process.stdout.write(`hostlb startup: wrote ${path}\nenable and start it with:\n  systemctl daemon-reload && systemctl enable --now ${opts.name}\nthen: systemctl status ${opts.name}   (STATUS shows the data plane and how many daemons are up)\n`);
+    } catch (e) {
+      fail(e);
+    }
+  });
+
 addRunCommand(program, VERSION, fail);
 addClientCommands(program);
 

@@ -122,7 +122,7 @@ async function summary(instance: Instance, config: HostlbConfig, command: string
     ...list.map((i) => `  instance  ${i.index}  ${key(i)}  pid ${i.pid ?? '(not running)'}  ${health.get(key(i)) ?? 'starting'}`),
     `  watch     hostlb --socket ${socket} status   (also: health, events, conns)`,
     `  logs      in hostlb's log on stderr, each line with its instance's address`,
-    `  stop      Ctrl-C or SIGTERM: each instance is stopped (SIGTERM, SIGKILL after ${port.supervise?.stopTimeout ?? 10} s), then every change to the host undone`,
+    `  stop      Ctrl-C or SIGTERM: no new connections, up to 5 s for open ones, then SIGTERM to each instance (SIGKILL after ${port.supervise?.stopTimeout ?? 10} s), then every change to the host undone`,
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -8,6 +8,7 @@ import { AdminServer } from '../api/server.js';
 import type { HostlbConfig } from '../config-schema.js';
 import { Instance } from '../instance.js';
 import { createLogger } from '../logger.js';
+import { notifySystemd } from '../sd-notify.js';
 
 const log = createLogger();
 
@@ -88,6 +89,7 @@ export async function runForeground(version: string, config: HostlbConfig, confi
   const stop = (why: string, code = 0): void => {
     if (stopping) return;
     stopping = true;
+    notifySystemd({ STOPPING: '1', STATUS: `stopping (${why})` }, log);
     log.info({ event: 'stopping', why }, 'stopping');
     const finish = (): void => {
       let exitCode = code;
@@ -137,13 +139,47 @@ export async function runForeground(version: string, config: HostlbConfig, confi
     throw e;
   }
   process.on('SIGHUP', () => {
+    notifySystemd({ RELOADING: '1', MONOTONIC_USEC: String(process.hrtime.bigint() / 1000n) }, log);
     try {
       running.reload();
     } catch (e) {
       log.error({ event: 'reload_rejected', err: e instanceof HostlbError ? e.message : e }, 'reload rejected; the running configuration is unchanged');
     }
+    notifySystemd({ READY: '1', STATUS: statusLine(running) }, log);
   });
   log.info({ event: 'admin_listening', socket: adminOptions(config).socket }, 'admin API listening');
+  void whenChecked(running).then(() => {
+    if (stopping) return;
+    notifySystemd({ READY: '1', STATUS: statusLine(running) }, log);
+    // The summary follows the daemons' health while hostlb runs.
+    setInterval(() => notifySystemd({ STATUS: statusLine(running) }, log), STATUS_MS).unref();
+  });
   return running;
+}
+
+/** How often systemd's STATUS= line is refreshed (ms). */
+const STATUS_MS = 10_000;
+/** The longest hostlb waits for every health check's first answer before it says ready anyway (ms). */
+const FIRST_ROUND_MS = 30_000;
+
+/** Resolves once every daemon's advisor has answered once (or has none), or after FIRST_ROUND_MS. */
+function whenChecked(instance: Instance): Promise<void> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      const view = instance.health.monitor.view();
+      if (view.every((d) => d.advisor !== 'unknown') || Date.now() - started >= FIRST_ROUND_MS) return resolve();
+      setTimeout(poll, 100).unref();
+    };
+    poll();
+  });
+}
+
+/** One line for `systemctl status`: the plane, and how many daemons are up. */
+function statusLine(instance: Instance): string {
+  const view = instance.health.monitor.view();
+  const up = view.filter((d) => d.state === 'up').length;
+  const ports = instance.balancer.tree.clusters.reduce((n, c) => n + c.ports.length, 0);
+  return `data plane ${instance.plane.kind}; ${ports} cluster port${ports === 1 ? '' : 's'}; ${up} of ${view.length} daemons up`;
 }
 

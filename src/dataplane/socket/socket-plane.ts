@@ -168,8 +168,12 @@ export class SocketPlane implements DataPlane {
       this.logger.warn({ event: 'socket_plane_udp', ports: wildcardUdp }, `UDP on any local address with the socket data plane: the daemons of ${wildcardUdp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address`);
     }
     this.count();
-    // Health's weights reach the buckets at once (buckets only: sockets and counters wait for the timer).
-    this.balancer.weightsChanged = () => this.syncAllBuckets();
+    // Health's weights reach the buckets at once, with the socket of a daemon that just came up
+    // (its first connection must not wait for the timer); counters wait for it.
+    this.balancer.weightsChanged = () => {
+      this.takeMissingSockets();
+      this.syncAllBuckets();
+    };
     this.syncTimer = setInterval(() => this.sync(), SYNC_MS);
     this.syncTimer.unref();
     this.countTimer = setInterval(() => this.count(), COUNT_MS);
@@ -372,6 +376,21 @@ export class SocketPlane implements DataPlane {
     }
     this.routed.clear();
     for (const [text, entry] of wanted) this.routed.set(text, entry);
+  }
+
+  /** Takes the sockets of daemons that take new flows but hold none in the map yet (usually none: one map lookup each). Never throws. */
+  private takeMissingSockets(): void {
+    const dispatch = this.dispatch;
+    if (dispatch === null) return;
+    this.listening = null;
+    try {
+      for (const d of this.balancer.tree.daemonsById) {
+        if (d === undefined || d.retired || this.slots.get(d.id)?.cookie != null) continue;
+        if (this.balancer.effectiveWeight(d.clusterPort, d.id) > 0) this.syncSocket(dispatch, d);
+      }
+    } catch (e) {
+      this.logger.error({ err: e }, 'could not take a daemon\'s socket');
+    }
   }
 
   /** Puts daemon `d`'s socket in its slot when the slot is empty (a new daemon, or one that restarted). */
