@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { CLUSTER_V4, type HostlbProcess } from '../support/hostlb-process.js';
 import { ALL_DATAPLANES, type Dataplane } from '../support/dataplanes.js';
+import { processAlive as alive } from '../support/daemons.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, EventStream, FIXTURE, healthSetup, pollUntil, startHostlb, startWrk, type CliRun, type StreamedEvent } from './health-harness.js';
 
@@ -29,15 +30,6 @@ function pidsStarted(events: StreamedEvent[], afterId: number): Map<string, numb
     if (e.type === 'daemon_started' && e.id > afterId && m !== null) pids.set(e.daemon, Number(m[1]));
   }
   return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function rollingRestart(t: TestContext, dataplane: Dataplane, listenFds = false): Promise<void> {

@@ -16,7 +16,7 @@ import type { ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { tempDir } from '../support/daemons.js';
+import { processAlive as alive, tempDir } from '../support/daemons.js';
 import { assertPlaneGone } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
@@ -74,15 +74,6 @@ int main(void) {
   }
 }
 `;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until<T>(what: string, read: () => T | undefined): Promise<T> {
   const deadline = Date.now() + WAIT_MS;
