@@ -401,7 +401,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
   describe('hostlb CLI: --help', () => {
     /** Every command with the long options (or subcommands) its help must mention; nothing else may be listed. */
     const COMMANDS: [string[], string[], string[]][] = [
-      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'status', 'cluster', 'port', 'daemon', 'restart', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config']],
+      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'status', 'cluster', 'port', 'daemon', 'restart', 'reload-app', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config']],
       [['start'], ['--config', '--takeover', '--help'], []],
       [['startup'], ['--config', '--name', '--unit', '--print', '--help'], []],
       [['run'], ['--instances', '--port', '--address', '--protocol', '--scheduler', '--health', '--user', '--env', '--name', '--listen-fds', '--dataplane', '--stop-timeout', '--state-dir', '--save', '--help'], []],
@@ -424,6 +424,7 @@ describe('hostlb CLI', { concurrency: true }, () => {
       [['daemon', 'set'], ['--weight', '--help'], []],
       [['daemon', 'quiesce'], ['--help'], []],
       [['daemon', 'remove'], ['--help'], []],
+      [['reload-app'], ['--drain-timeout', '--up-timeout', '--help'], []],
       [['logs'], ['--lines', '--follow', '--help'], []],
       [['conns'], ['--cluster', '--port', '--daemon', '--client', '--state', '--limit', '--offset', '--help'], []],
       [['reload'], ['--help'], []],

@@ -12,7 +12,7 @@
 // hang guard a working hostlb never reaches.
 
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -192,6 +192,17 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     assert.deepEqual(one.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['app.py.1'], `hostlb logs 1:\n${one.stdout}`);
     assert.doesNotMatch(stderr(), /serving on/, 'the copies\' output is not in hostlb\'s own log');
 
+    // reload-app: every instance replaced by a fresh process, one by one; the new ones serve.
+    const reload = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'reload-app'], { timeoutMs: 180_000 });
+    assert.equal(reload.code, 0, `hostlb reload-app: ${reload.stdout}${reload.stderr}`);
+    assert.match(reload.stdout, /^app\.py: replaced 3 instance\(s\): 127\.11\.184\.1:3000, 127\.11\.184\.2:3000, 127\.11\.184\.3:3000$/m);
+    for (const p of pids) assert.ok(!alive(p.pid), `the old instance ${p.index} (pid ${p.pid}) is gone`);
+    const named = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'reload-app', 'other.py']);
+    assert.equal(named.code, 1, `a program that does not run here: ${named.stderr}`);
+    assert.match(named.stderr, /no supervised program named other\.py runs here; supervised: app\.py \(0\.0\.0\.0 3000\/tcp\)/);
+    const fresh = await curlThrough(sandbox, client, Array.from({ length: 6 }, () => `http://${SERVER_V4}:${PORT}/`));
+    assert.ok(fresh.every((r) => r.httpCode === 200 && !pids.some((p) => Number(r.body.split(' ')[1]) === p.pid)), `new instances serve after reload-app: ${fresh.map((r) => r.body.trim()).join(', ')}`);
+
     // --save wrote the same configuration as a file `hostlb check` accepts.
     const check = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, 'check', '-c', saved]);
     assert.equal(check.code, 0, `hostlb check of the saved file: ${check.stderr}\n${readFileSync(saved, 'utf8')}`);
@@ -200,8 +211,10 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     child.kill('SIGINT');
     const exit = await exited;
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb run exited 0 on Ctrl-C:\n${stderr().slice(-3_000)}`);
-    for (const p of pids) assert.ok(!alive(p.pid), `instance ${p.index} (pid ${p.pid}) is gone`);
     assertPlaneGone(server, DEVICE);
+    // No copy outlives hostlb (the replaced ones included): none runs the app's file now.
+    const left = spawnSync('pgrep', ['-f', app], { encoding: 'utf8' });
+    assert.equal(left.stdout.trim(), '', `no process runs ${app} after Ctrl-C`);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }

@@ -6,18 +6,20 @@ import { parseIp } from '../../wire/address.js';
 import type { HostlbConfig } from '../config-schema.js';
 
 export const REDACTED = '(redacted)';
+/** supervise.env names whose values hostlb itself sets and shows (`hostlb run`'s program name): no secret. */
+const PUBLIC_ENV: ReadonlySet<string> = new Set(['HOSTLB_NAME']);
 
 /**
  * A copy of `config` for GET /v1/config: admin.token and every value of a
  * supervise.env replaced by "(redacted)" (env names stay: they say what is
- * set, not what it is). The input is not changed.
+ * set, not what it is), but HOSTLB_NAME's. The input is not changed.
  */
 export function redactSecrets(config: HostlbConfig): HostlbConfig {
   const out = structuredClone(config);
   if (out.admin.token !== undefined) out.admin.token = REDACTED;
   for (const c of out.clusters) {
     for (const p of c.ports) {
-      if (p.supervise?.env) p.supervise.env = Object.fromEntries(Object.keys(p.supervise.env).map((k) => [k, REDACTED]));
+      if (p.supervise?.env) p.supervise.env = Object.fromEntries(Object.entries(p.supervise.env).map(([k, v]) => [k, PUBLIC_ENV.has(k) ? v : REDACTED]));
     }
   }
   return out;

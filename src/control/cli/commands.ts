@@ -3,6 +3,7 @@
 // from client.ts: 0 done, 1 rejected, 3 not running, 4 permission, 5 error.
 
 import type { Command } from 'commander';
+import { defaultName } from '../run-config.js';
 import { call, ClientError, EXIT, type ClientOptions } from './client.js';
 import { formatClusters, formatConnections, formatStatus, table } from './format.js';
 
@@ -162,6 +163,27 @@ export function addClientCommands(program: Command): void {
         ['PORT', 'DAEMON', 'STATE', 'ADVISOR', 'RESPONSE', 'WEIGHT', 'EFFECTIVE', 'FACTOR', 'RAMP', 'WHY'],
         ...r.daemons.map((d) => [String(d.port), String(d.daemon), String(d.state), String(d.advisor), d.responseMs === null ? '-' : `${String(d.responseMs)} ms`, String(d.configuredWeight), String(d.effectiveWeight), String(d.factor), String(d.ramp), String(d.reason)]),
       ]));
+    }));
+
+  program.command('reload-app [name]')
+    .description('replace the supervised program\'s instances one by one with fresh processes (a rolling restart); NAME picks the program when there are several')
+    .option('--drain-timeout <seconds>', 'longest wait for an instance\'s connections to end', '30')
+    .option('--up-timeout <seconds>', 'longest wait for a new instance to pass its health check', '30')
+    .action(async (name: string | undefined, o: { drainTimeout: string; upTimeout: string }, cmd: Command) => run(cmd, async (g) => {
+      const config = await call(g, 'GET', '/v1/config') as { clusters: Array<{ address: string; ports: Array<{ port: number; protocol: string; supervise?: { command: string; args: string[]; env: Record<string, string> } }> }> };
+      const supervised = config.clusters.flatMap((c) => c.ports.filter((p) => p.supervise !== undefined).map((p) => ({
+        cluster: c.address, port: `${p.port}/${p.protocol}`, name: p.supervise!.env.HOSTLB_NAME ?? defaultName(p.supervise!.command, p.supervise!.args),
+      })));
+      const chosen = name === undefined ? supervised : supervised.filter((s) => s.name === name);
+      if (chosen.length !== 1) {
+        const known = supervised.map((s) => `${s.name} (${s.cluster} ${s.port})`).join(', ') || 'none';
+        throw new ClientError('NOT_SUPERVISED', chosen.length === 0 ? `no supervised program${name === undefined ? '' : ` named ${name}`} runs here; supervised: ${known}` : `several supervised programs run here: name one of ${known}`, EXIT.rejected);
+      }
+      const [target] = chosen;
+      const drainTimeout = Number(o.drainTimeout);
+      const upTimeout = Number(o.upTimeout);
+      const r = await call(g, 'POST', `${portPath(target.cluster, target.port)}/restart`, { drainTimeout, upTimeout }, 1000 * (30 + 2 * 256 * (drainTimeout + upTimeout))) as { restarted: string[] };
+      out(g, r, () => `${target.name}: replaced ${r.restarted.length} instance(s): ${r.restarted.join(', ')}`);
     }));
 
   program.command('events')
