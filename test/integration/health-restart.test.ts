@@ -116,8 +116,10 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane, listenFds = 
     const health = await admin.health();
     assert.deepEqual(health.map((h) => h.state), ['up', 'up', 'up'], `all up after the restarts: ${JSON.stringify(health)}`);
     if (listenFds) {
-      // Each daemon said where it listens (its stdout is in hostlb's log): on the socket hostlb passed it.
-      for (const d of DAEMONS) assert.match(hostlb.describe(), new RegExp(`listening on ${d.replace(/\./g, '\\.')} pid \\d+ \\(fd 3\\)`), `${d} served on fd 3${await context()}`);
+      // Each daemon said where it listens (hostlb logs): on the socket hostlb passed it.
+      const logs = await cli(topo.sandbox, topo.server, hostlb, ['logs', '--lines', '10000']);
+      assert.equal(logs.code, 0, describeCli(logs));
+      for (const d of DAEMONS) assert.match(logs.stdout, new RegExp(`\\| listening on ${d.replace(/\./g, '\\.')} pid \\d+ \\(fd 3\\)$`, 'm'), `${d} served on fd 3:\n${logs.stdout.slice(-3_000)}`);
     }
   } finally {
     events?.close();
