@@ -17,7 +17,7 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { processAlive as alive, tempDir } from '../support/daemons.js';
-import { assertPlaneGone } from '../support/dataplanes.js';
+import { assertPlaneGone, removeBpffsLeftover } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
 import { instanceBase } from '../../src/control/run-config.js';
@@ -102,13 +102,34 @@ async function startRun(sandbox: NetnsSandbox, server: Namespace, port: number, 
   child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const block = await until('the run block with every instance up', () => {
-    if (child.exitCode !== null) throw new Error(`hostlb run exited ${child.exitCode}:\n${stderr}`);
-    return /stop {6}Ctrl-C/.test(stdout) ? stdout : undefined;
-  });
+  let block: string;
+  try {
+    block = await until('the run block with every instance up', () => {
+      if (child.exitCode !== null) throw new Error(`hostlb run exited ${child.exitCode}:\n${stderr}`);
+      return /stop {6}Ctrl-C/.test(stdout) ? stdout : undefined;
+    });
+  } catch (e) {
+    await endRun({ child, block: stdout, pids: [], stderr: () => stderr, exited }, server, `hlr${port}`);
+    throw e;
+  }
   const base = instanceBase(port).split('.').slice(0, 3).join('\\.');
   const pids = [...block.matchAll(new RegExp(`instance {2}(\\d+) {2}(${base}\\.\\d+):${port} {2}pid (\\d+) {2}up`, 'g'))].map((m) => ({ index: Number(m[1]), address: m[2], pid: Number(m[3]) }));
   return { child, block, pids, stderr: () => stderr, exited };
+}
+
+/**
+ * After a failed check: a run still going gets Ctrl-C and 30 s to undo its
+ * set-up, then SIGKILL; a killed run's bpffs (left on purpose, for the next
+ * start to adopt) is removed so that it does not outlive the test.
+ */
+async function endRun(running: Running, server: Namespace, device: string): Promise<void> {
+  if (running.child.exitCode === null && running.child.signalCode === null) {
+    running.child.kill('SIGINT');
+    const ended = await Promise.race([running.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 30_000, false).unref())]);
+    if (!ended) running.child.kill('SIGKILL');
+    await running.exited;
+  }
+  removeBpffsLeftover(server, device);
 }
 
 /** Asks `url` (from `ns`) until every PID in `pids` has answered; returns the answers ("index pid uid"). */
@@ -153,7 +174,7 @@ test('[socket] hostlb run serves a Node app and a static binary alike: every cop
       for (const p of running.pids) assert.ok(!alive(p.pid), `${app.what}: instance ${p.index} (pid ${p.pid}) is gone`);
       assertPlaneGone(server, `hlr${app.port}`);
     } finally {
-      if (running.child.exitCode === null) running.child.kill('SIGKILL');
+      await endRun(running, server, `hlr${app.port}`);
     }
   }
 });
@@ -216,7 +237,7 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     const left = spawnSync('pgrep', ['-f', app], { encoding: 'utf8' });
     assert.equal(left.stdout.trim(), '', `no process runs ${app} after Ctrl-C`);
   } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    await endRun(running, server, DEVICE);
   }
 });
 

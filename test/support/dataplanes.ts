@@ -17,6 +17,7 @@
 //   nftTable(ns, device?)                        `nft list table inet hostlb_<device>`, or null (no table)
 
 import assert from 'node:assert/strict';
+import { unmountBpffs } from '../../src/net/apply.js';
 import { readFileSync, statSync } from 'node:fs';
 import type { Namespace } from './netns.js';
 
@@ -31,6 +32,16 @@ function bpffsMounted(ns: Namespace, device: string): boolean {
     const fields = line.split(' ');
     return fields[4] === dir && fields[fields.indexOf('-') + 1] === 'bpf';
   });
+}
+
+/**
+ * Unmounts and removes the socket plane's bpffs of `device` in `ns` when a
+ * hostlb that had to be killed left it (a deliberate stop removes its own):
+ * the mount lives in the host's mount namespace and would outlive the test.
+ */
+export function removeBpffsLeftover(ns: Namespace, device: string): void {
+  if (!bpffsMounted(ns, device)) return;
+  unmountBpffs(`/run/hostlb/bpf/${statSync(`/run/netns/${ns.name}`).ino}-${device}`);
 }
 
 /** `iptables -t mangle -S HOSTLB-<device>` inside ns, as lines; null when the chain does not exist. */
