@@ -82,6 +82,28 @@ function toOverride(o: NonNullable<PortConf['daemons'][number]['advisor']>): Par
   return user === undefined && group === undefined ? rest as Partial<AdvisorSpec> : { ...rest, runAs: resolveRunAs(user, group) } as Partial<AdvisorSpec>;
 }
 
+/** The longest a shrinking port waits for the instances it stops to finish their connections. */
+const RESIZE_DRAIN_MS = 30_000;
+
+/** Two supervise sections that differ in `instances` alone (`spec` as JSON, as the runtime keeps it). */
+function sameButInstances(next: NonNullable<PortConf['supervise']>, spec: string): boolean {
+  const running = JSON.parse(spec) as NonNullable<PortConf['supervise']>;
+  return running.instances !== next.instances && JSON.stringify({ ...running, instances: next.instances }) === JSON.stringify(next);
+}
+
+/** Polls `test` every 100 ms; resolves true once it holds, false after `timeoutMs`. */
+export function waitFor(test: () => boolean, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const poll = (): void => {
+      if (test()) return resolve(true);
+      if (Date.now() - started >= timeoutMs) return resolve(false);
+      setTimeout(poll, 100);
+    };
+    poll();
+  });
+}
+
 export class HealthRuntime {
   readonly events = new EventLog();
   readonly monitor: HealthMonitor;
@@ -210,7 +232,7 @@ export class HealthRuntime {
       }
     }
     if (ids.length === 0) return true;
-    return this.waitFor(() => ids.every((id) => this.balancer.activeFlows(id) === 0 && this.plane.nothingLive(id)), timeoutMs);
+    return waitFor(() => ids.every((id) => this.balancer.activeFlows(id) === 0 && this.plane.nothingLive(id)), timeoutMs);
   }
 
   async stop(): Promise<void> {
@@ -262,41 +284,30 @@ export class HealthRuntime {
    * Rolling restart of a supervised port: for each daemon in turn, drain (no
    * new flows), wait for its flows to end (at most `drainTimeout` s), stop,
    * start, wait for its advisor to say up (at most `upTimeout` s), then let it
-   * back in with slow start. Resolves when every daemon has been restarted;
+   * back in with slow start. Resolves when every daemon has been restarted
+   * (the first `instances` only, when given: a surge instance is not);
    * rejects with RESTART_FAILED naming the daemon that did not come back.
    */
-  async rollingRestart(name: string, options: { drainTimeout?: number; upTimeout?: number } = {}): Promise<{ restarted: string[] }> {
+  async rollingRestart(name: string, options: { drainTimeout?: number; upTimeout?: number; instances?: number } = {}): Promise<{ restarted: string[] }> {
     const entry = this.supervisors.get(name);
     if (!entry) throw new HostlbError('NOT_SUPERVISED', `port ${name} does not run its daemons (no supervise section); restart them yourself`);
     const port = this.findPort(name);
     const restarted: string[] = [];
-    for (const inst of entry.supervisor.instances()) {
+    for (const inst of entry.supervisor.instances().slice(0, options.instances)) {
       const daemon = port?.daemons.find((d) => d.address.text === inst.address && d.port === inst.port);
       if (!daemon) continue;
       this.monitor.setDraining(daemon.id, true);
-      await this.waitFor(() => this.balancer.activeFlows(daemon.id) === 0 && this.plane.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
+      await waitFor(() => this.balancer.activeFlows(daemon.id) === 0 && this.plane.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
       this.events.emitEvent({ type: 'daemon_drained', port: name, daemon: daemon.name });
       await entry.supervisor.restartInstance(inst.index);
       this.monitor.restarted(daemon.id);
-      const up = await this.waitFor(() => this.monitor.isUp(daemon.id), (options.upTimeout ?? 30) * 1000);
+      const up = await waitFor(() => this.monitor.isUp(daemon.id), (options.upTimeout ?? 30) * 1000);
       this.monitor.setDraining(daemon.id, false);
       if (!up) throw new HostlbError('RESTART_FAILED', `${daemon.name} did not come back up within ${options.upTimeout ?? 30} s after its restart; the rolling restart stopped there`);
       this.events.emitEvent({ type: 'daemon_restarted', port: name, daemon: daemon.name });
       restarted.push(daemon.name);
     }
     return { restarted };
-  }
-
-  private waitFor(test: () => boolean, timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const started = Date.now();
-      const poll = (): void => {
-        if (test()) return resolve(true);
-        if (Date.now() - started >= timeoutMs) return resolve(false);
-        setTimeout(poll, 100);
-      };
-      poll();
-    });
   }
 
   private findPort(name: string): ClusterPort | undefined {
@@ -336,6 +347,12 @@ export class HealthRuntime {
     for (const c of this.config.clusters) for (const p of c.ports) if (p.supervise) wanted.set(portName(c.address, p), p);
     for (const [name, entry] of this.supervisors) {
       const p = wanted.get(name);
+      if (p && sameButInstances(p.supervise!, entry.spec)) {
+        // Only the count changed: the instances both counts have keep running.
+        entry.spec = JSON.stringify(p.supervise);
+        void this.resize(name, entry.supervisor, p.supervise!.instances);
+        continue;
+      }
       if (!p || JSON.stringify(p.supervise) !== entry.spec) {
         void entry.supervisor.stop();
         this.supervisors.delete(name);
@@ -359,6 +376,27 @@ export class HealthRuntime {
       this.supervisors.set(name, { supervisor, spec: JSON.stringify(s) });
       supervisor.start();
     }
+  }
+
+  /**
+   * Grows at once; shrinks only after the instances that go have drained —
+   * the dispatcher retired them with the configuration change, so no new
+   * connection reaches them — or RESIZE_DRAIN_MS has passed: a kept-alive
+   * connection is not cut by a smaller count.
+   */
+  private async resize(name: string, supervisor: Supervisor, instances: number): Promise<void> {
+    const going = supervisor.instances().slice(instances);
+    if (going.length > 0) {
+      const retired = this.balancer.tree.daemonsById.filter((d) => d?.retired && d.clusterPort.name === name
+        && going.some((i) => formatEndpoint({ address: parseIp(i.address)!, port: i.port }) === d.name));
+      await waitFor(() => retired.every((d) => this.balancer.activeFlows(d!.id) === 0 && this.plane.nothingLive(d!.id)), RESIZE_DRAIN_MS);
+    }
+    try {
+      await supervisor.resize(instances);
+    } catch (e) {
+      this.log.error({ err: e, port: name, instances }, 'the supervised instances could not be resized');
+    }
+    this.writePids();
   }
 
   private supervisorEvent(portName: string, index: number, type: 'daemon_started' | 'daemon_exited', reason: string): void {

@@ -218,6 +218,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #spec: ResolvedSpec;
   readonly #slots: Slot[];
   readonly #logger: SupervisorLogger;
+  readonly #backoff: BackoffOptions | undefined;
+  /** The first address and the port: instance i is on host + i (daemonEndpoints). */
+  readonly #where: { host: string; port: number };
   #started = false;
   #stopping: Promise<void> | null = null;
 
@@ -225,12 +228,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     this.#spec = resolveSpec(spec);
     this.#logger = options.logger ?? SILENT;
-    this.#slots = daemonEndpoints(spec).map((e) => ({
+    this.#backoff = options.backoff;
+    this.#where = { host: spec.host, port: spec.port };
+    this.#slots = daemonEndpoints(spec).map((e) => this.#newSlot(e));
+  }
+
+  #newSlot(e: DaemonEndpoint): Slot {
+    return {
       index: e.index,
       address: e.address,
       port: e.port,
       daemon: e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`,
-      backoff: new Backoff(options.backoff),
+      backoff: new Backoff(this.#backoff),
       state: 'stopped',
       child: null,
       pid: null,
@@ -244,7 +253,31 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       startAfterStop: false,
       stopWaiters: [],
       spawnWaiters: [],
-    }));
+    };
+  }
+
+  /**
+   * Grows or shrinks to `instances` without touching the instances below both
+   * counts: new ones start at once (when started), the ones past the new count
+   * are stopped (stop signal, SIGKILL after stopTimeout) and their passed
+   * sockets closed; resolves once they are gone. Throws SUPERVISE_INVALID as
+   * daemonEndpoints() does.
+   */
+  async resize(instances: number): Promise<void> {
+    const endpoints = daemonEndpoints({ ...this.#where, instances });
+    for (const e of endpoints.slice(this.#slots.length)) {
+      const slot = this.#newSlot(e);
+      this.#slots.push(slot);
+      if (this.#started) this.#spawn(slot);
+    }
+    // Listed until they are gone, so their 'exited' and 'stopped' events name an instance.
+    const going = this.#slots.slice(instances);
+    await Promise.all(going.map((slot) => this.#stopSlot(slot)));
+    const gone = this.#slots.splice(instances);
+    for (const slot of gone) {
+      if (slot.listenFd !== null) closeListenSocket(slot.listenFd);
+      slot.listenFd = null;
+    }
   }
 
   /** Spawns every instance. Throws SUPERVISE_STARTED or SUPERVISE_STOPPING. */

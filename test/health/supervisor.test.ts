@@ -272,6 +272,25 @@ describe('Supervisor', () => {
     await assert.rejects(getJson('127.10.3.1', port), { code: 'ECONNREFUSED' });
   });
 
+  it('resize: growing starts the new instances on the next addresses, shrinking stops only the ones past the count; the others keep their PIDs', PROC, async (t) => {
+    const port = await freePort('127.10.3.1');
+    const sup = supervise(t, httpSpec(port, { instances: 1 }));
+    sup.start();
+    const first = (await answer('127.10.3.1', port)).pid;
+    await sup.resize(3);
+    assert.deepEqual(sup.instances().map((i) => [i.index, i.address]), [[0, '127.10.3.1'], [1, '127.10.3.2'], [2, '127.10.3.3']]);
+    const grown = [await answer('127.10.3.2', port), await answer('127.10.3.3', port)].map((a) => a.pid);
+    assert.equal((await answer('127.10.3.1', port)).pid, first, 'instance 0 was not restarted by the resize');
+    await sup.resize(2);
+    assert.deepEqual(sup.instances().map((i) => i.index), [0, 1]);
+    assertGone(grown[1]);
+    await assert.rejects(getJson('127.10.3.3', port), { code: 'ECONNREFUSED' });
+    assert.deepEqual([(await answer('127.10.3.1', port)).pid, (await answer('127.10.3.2', port)).pid], [first, grown[0]], 'the instances below both counts kept running');
+    assert.throws(() => sup.startInstance(2), { code: 'SUPERVISE_INVALID' });
+    await assert.rejects(sup.resize(0), { code: 'SUPERVISE_INVALID' });
+    await sup.stop();
+  });
+
   it('refuses calls out of order with stable codes', PROC, async (t) => {
     const sup = supervise(t, { ...httpSpec(await freePort('127.10.3.1')), instances: 1 });
     assert.throws(() => sup.startInstance(0), { code: 'SUPERVISE_NOT_STARTED' });

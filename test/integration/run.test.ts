@@ -12,17 +12,15 @@
 // hang guard a working hostlb never reaches.
 
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { processAlive as alive, tempDir } from '../support/daemons.js';
-import { assertPlaneGone, removeBpffsLeftover } from '../support/dataplanes.js';
+import { assertPlaneGone } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
-import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
-import { instanceBase } from '../../src/control/run-config.js';
-
-const WAIT_MS = 60_000;
+import { endRun, servedByAll, startRun } from '../support/hostlb-run.js';
+import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 const PORT = 3000;
 const DEVICE = `hlr${PORT}`;
 
@@ -74,74 +72,6 @@ int main(void) {
   }
 }
 `;
-
-async function until<T>(what: string, read: () => T | undefined): Promise<T> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const value = read();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-interface Running {
-  child: ChildProcess;
-  block: string;
-  pids: Array<{ index: number; address: string; pid: number }>;
-  stderr(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** `hostlb run <options> -- <command>` in the server namespace, until it printed its block with every instance up. */
-async function startRun(sandbox: NetnsSandbox, server: Namespace, port: number, options: string[], command: string[]): Promise<Running> {
-  const argv = [process.execPath, HOSTLB_MAIN, 'run', '-p', String(port), '--user', 'nobody', '--dataplane', 'socket', ...options, '--', ...command];
-  const child = sandbox.spawn(server, argv, { sharedMounts: true });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  let block: string;
-  try {
-    block = await until('the run block with every instance up', () => {
-      if (child.exitCode !== null) throw new Error(`hostlb run exited ${child.exitCode}:\n${stderr}`);
-      return /stop {6}Ctrl-C/.test(stdout) ? stdout : undefined;
-    });
-  } catch (e) {
-    await endRun({ child, block: stdout, pids: [], stderr: () => stderr, exited }, server, `hlr${port}`);
-    throw e;
-  }
-  const base = instanceBase(port).split('.').slice(0, 3).join('\\.');
-  const pids = [...block.matchAll(new RegExp(`instance {2}(\\d+) {2}(${base}\\.\\d+):${port} {2}pid (\\d+) {2}up`, 'g'))].map((m) => ({ index: Number(m[1]), address: m[2], pid: Number(m[3]) }));
-  return { child, block, pids, stderr: () => stderr, exited };
-}
-
-/**
- * After a failed check: a run still going gets Ctrl-C and 30 s to undo its
- * set-up, then SIGKILL; a killed run's bpffs (left on purpose, for the next
- * start to adopt) is removed so that it does not outlive the test.
- */
-async function endRun(running: Running, server: Namespace, device: string): Promise<void> {
-  if (running.child.exitCode === null && running.child.signalCode === null) {
-    running.child.kill('SIGINT');
-    const ended = await Promise.race([running.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 30_000, false).unref())]);
-    if (!ended) running.child.kill('SIGKILL');
-    await running.exited;
-  }
-  removeBpffsLeftover(server, device);
-}
-
-/** Asks `url` (from `ns`) until every PID in `pids` has answered; returns the answers ("index pid uid"). */
-async function servedByAll(sandbox: NetnsSandbox, ns: Namespace, url: string, pids: number[]): Promise<string[]> {
-  const answers: string[] = [];
-  const deadline = Date.now() + WAIT_MS;
-  while (!pids.every((p) => answers.some((a) => Number(a.split(' ')[1]) === p)) && Date.now() < deadline) {
-    const results = await curlThrough(sandbox, ns, Array.from({ length: 10 }, () => url));
-    for (const r of results) if (r.httpCode === 200) answers.push(r.body.trim());
-  }
-  return answers;
-}
 
 test('[socket] hostlb run serves a Node app and a static binary alike: every copy answers, none as root, Ctrl-C leaves nothing', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program, gcc and curl')) return;
