@@ -20,8 +20,22 @@ export class ConfigError extends HostlbError {
   readonly path: string;
   file?: string;
   line?: number;
+  /** Every problem found, in the order `hostlb check` prints them; this error is the first of them. */
+  problems?: ConfigProblem[];
   constructor(path: string, message: string, code = 'CONFIG_INVALID') {
     super(code, path ? `${path}: ${message}` : message);
     this.path = path;
   }
+}
+
+/**
+ * One problem of a configuration: the key path (as ConfigError.path), its
+ * line when it came from a file, and what to change. A warning leaves the
+ * configuration usable.
+ */
+export interface ConfigProblem {
+  path: string;
+  line?: number;
+  message: string;
+  warning?: boolean;
 }

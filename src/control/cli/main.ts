@@ -50,12 +50,21 @@ program.command('start')
   });
 
 program.command('check')
-  .description('validate a configuration file and print it with defaults filled in; changes nothing')
+  .description('validate a configuration file and print it with defaults filled in, or every problem of it; changes nothing')
   .requiredOption('-c, --config <file>', 'YAML configuration file')
   .action(async (opts: { config: string }) => {
     try {
-      const { loadConfig } = await import('../config-file.js');
-      const config = loadConfig(opts.config);
+      const { checkConfigFile, formatProblem } = await import('../config-file.js');
+      // Every problem at once, in line order, so one run fixes a file; warnings too, which do not fail it.
+      const { config, problems } = checkConfigFile(opts.config);
+      for (const p of problems) process.stderr.write(`${formatProblem(opts.config, p)}\n`);
+      if (config === null) {
+        const errors = problems.filter((p) => !p.warning).length;
+        process.stderr.write(`hostlb check: ${errors} problem${errors === 1 ? '' : 's'}; nothing was started\n`);
+        // 2, as for `start` with the same file: a configuration error (see the exit codes in --help).
+        process.exitCode = EXIT.usage;
+        return;
+      }
       process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
       const { choosePlane, planeSupport } = await import('../../dataplane/data-plane.js');
       const support = planeSupport();
