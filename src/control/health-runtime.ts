@@ -15,7 +15,7 @@ import { EventLog } from '../health/events.js';
 import { HealthMonitor, type PortHealthSpec } from '../health/health-monitor.js';
 import { InstanceLogs } from '../health/instance-logs.js';
 import { resolveRunAs, runsAsRoot } from '../health/run-as.js';
-import { daemonEndpoints, Supervisor } from '../health/supervisor.js';
+import { daemonEndpoints, Supervisor, type InstanceInfo } from '../health/supervisor.js';
 import { stillAlive } from '../net/apply.js';
 import { writeFileAtomic } from '../net/state-files.js';
 import { formatEndpoint, parseEndpoint, parseIp } from '../wire/address.js';
@@ -82,6 +82,15 @@ function toOverride(o: NonNullable<PortConf['daemons'][number]['advisor']>): Par
   return user === undefined && group === undefined ? rest as Partial<AdvisorSpec> : { ...rest, runAs: resolveRunAs(user, group) } as Partial<AdvisorSpec>;
 }
 
+/** Something being done to a daemon: an operator's drain, a rolling restart, a surge instance. */
+export interface Activity {
+  kind: 'drain' | 'restart' | 'surge';
+  /** Where it is: "draining", "restarting", "waiting for health", ... */
+  phase: string;
+  /** ms since the epoch. */
+  startedAt: number;
+}
+
 /** The longest a shrinking port waits for the instances it stops to finish their connections. */
 const RESIZE_DRAIN_MS = 30_000;
 
@@ -113,6 +122,8 @@ export class HealthRuntime {
   private config: HostlbConfig;
   private drainWatch: NodeJS.Timeout | null = null;
   private readonly drainWaiting = new Set<number>();
+  /** Drains and rollouts in progress, by daemon id (the live views' "in progress" panel). */
+  readonly activity = new Map<number, Activity>();
 
   /**
    * `plane` ends a down daemon's flows (downFlows: reset) and says when
@@ -155,13 +166,23 @@ export class HealthRuntime {
     return join(this.config.stateDir, `${this.config.device}.daemons.json`);
   }
 
-  /** Every supervised instance now, by port name: its address, port and PID (null while not running). */
-  supervised(): Array<{ portName: string; index: number; address: string; port: number; pid: number | null }> {
-    const out: Array<{ portName: string; index: number; address: string; port: number; pid: number | null }> = [];
+  /** Every supervised instance now, by port name: its address, port, PID (null while not running), state, restarts and last exit. */
+  supervised(): Array<InstanceInfo & { portName: string }> {
+    const out: Array<InstanceInfo & { portName: string }> = [];
     for (const [portName, { supervisor }] of this.supervisors) {
-      for (const i of supervisor.instances()) out.push({ portName, index: i.index, address: i.address, port: i.port, pid: i.pid });
+      for (const i of supervisor.instances()) out.push({ portName, ...i });
     }
     return out;
+  }
+
+  /** Marks (or with `phase` null, clears) what is being done to a daemon, for the live views. */
+  noteActivity(daemonId: number, kind: Activity['kind'], phase: string | null): void {
+    if (phase === null) {
+      this.activity.delete(daemonId);
+      return;
+    }
+    const now = this.activity.get(daemonId);
+    this.activity.set(daemonId, { kind, phase, startedAt: now?.kind === kind ? now.startedAt : Date.now() });
   }
 
   private writePids(): void {
@@ -263,12 +284,14 @@ export class HealthRuntime {
   /** Watches a quiesced daemon and emits `daemon_drained` when its last active flow ends. */
   watchDrain(daemonId: number): void {
     this.drainWaiting.add(daemonId);
+    this.noteActivity(daemonId, 'drain', 'draining');
     if (this.drainWatch) return;
     this.drainWatch = setInterval(() => {
       const stats = this.balancer.stats.daemon;
       for (const id of this.drainWaiting) {
         if (stats[id * DAEMON_COLUMNS + D_ACTIVE_FLOWS] > 0 || !this.plane.nothingLive(id)) continue;
         this.drainWaiting.delete(id);
+        if (this.activity.get(id)?.kind === 'drain') this.noteActivity(id, 'drain', null);
         const d = this.balancer.tree.daemonsById[id];
         if (d) this.events.emitEvent({ type: 'daemon_drained', port: d.clusterPort.name, daemon: d.name });
       }
@@ -297,11 +320,19 @@ export class HealthRuntime {
       const daemon = port?.daemons.find((d) => d.address.text === inst.address && d.port === inst.port);
       if (!daemon) continue;
       this.monitor.setDraining(daemon.id, true);
+      this.noteActivity(daemon.id, 'restart', 'draining');
       await waitFor(() => this.balancer.activeFlows(daemon.id) === 0 && this.plane.nothingLive(daemon.id), (options.drainTimeout ?? 30) * 1000);
       this.events.emitEvent({ type: 'daemon_drained', port: name, daemon: daemon.name });
-      await entry.supervisor.restartInstance(inst.index);
-      this.monitor.restarted(daemon.id);
-      const up = await waitFor(() => this.monitor.isUp(daemon.id), (options.upTimeout ?? 30) * 1000);
+      this.noteActivity(daemon.id, 'restart', 'restarting');
+      let up = false;
+      try {
+        await entry.supervisor.restartInstance(inst.index);
+        this.monitor.restarted(daemon.id);
+        this.noteActivity(daemon.id, 'restart', 'waiting for its health check');
+        up = await waitFor(() => this.monitor.isUp(daemon.id), (options.upTimeout ?? 30) * 1000);
+      } finally {
+        this.noteActivity(daemon.id, 'restart', null);
+      }
       this.monitor.setDraining(daemon.id, false);
       if (!up) throw new HostlbError('RESTART_FAILED', `${daemon.name} did not come back up within ${options.upTimeout ?? 30} s after its restart; the rolling restart stopped there`);
       this.events.emitEvent({ type: 'daemon_restarted', port: name, daemon: daemon.name });

@@ -108,12 +108,16 @@ export async function rollOut(ctl: Controlled, name: string, options: RolloutOpt
   try {
     // A surge daemon of an earlier reload may come back with its id, and its drain with it.
     const fresh = surgeDaemon();
-    if (fresh !== undefined) ctl.health.monitor.setDraining(fresh, false);
+    if (fresh !== undefined) {
+      ctl.health.monitor.setDraining(fresh, false);
+      ctl.health.noteActivity(fresh, 'surge', 'starting');
+    }
     const up = await waitFor(() => {
       const id = surgeDaemon();
       return id !== undefined && ctl.health.monitor.isUp(id);
     }, upMs);
     if (!up) throw new HostlbError('RESTART_FAILED', `the surge instance ${where.daemon} did not pass its health check within ${upMs / 1000} s; no instance was replaced`);
+    if (fresh !== undefined) ctl.health.noteActivity(fresh, 'surge', 'carrying load while instances are replaced');
     const { restarted } = await ctl.health.rollingRestart(name, { drainTimeout: options.drainTimeout, upTimeout: options.upTimeout, instances: n });
     return { restarted, surge: where.daemon };
   } finally {
@@ -121,7 +125,9 @@ export async function rollOut(ctl: Controlled, name: string, options: RolloutOpt
     const id = surgeDaemon();
     if (id !== undefined) {
       ctl.health.monitor.setDraining(id, true);
+      ctl.health.noteActivity(id, 'surge', 'draining');
       await waitFor(() => ctl.balancer.activeFlows(id) === 0 && ctl.plane.nothingLive(id), drainMs);
+      ctl.health.noteActivity(id, 'surge', null);
     }
     const now = superviseOf(ctl.config, name);
     if (now && now.instances === n + 1) ctl.apply(withInstances(ctl.config, name, n), `reload-app ${name}: surge instance ${where.daemon} done`);

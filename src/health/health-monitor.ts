@@ -42,6 +42,16 @@ export interface DaemonHealthView {
   factor: number;
   /** 0..1: how far through slow start. */
   ramp: number;
+  /** The advisor's latest probe, null before the first (or without an advisor). */
+  lastCheck: { ok: boolean; responseMs: number; reason: string } | null;
+  /** Failed probes in a row now. */
+  failures: number;
+  /** Times it went from up to down since hostlb started watching it. */
+  flaps: number;
+  /** Passive signals (refused or unanswered SYNs) hold it out now, and why. */
+  passive: { down: boolean; reason: string };
+  /** When its state last changed, ms since the epoch. */
+  sinceMs: number;
 }
 
 interface Entry {
@@ -56,6 +66,10 @@ interface Entry {
   reason: string;
   /** Operator or rolling restart: no new flows, whatever health says. */
   draining: boolean;
+  /** Up → down transitions. */
+  flaps: number;
+  /** Wall-clock time of the last change of up, down or draining. */
+  changedAt: number;
   factor: number;
   effective: number;
   lastNew: number;
@@ -164,6 +178,7 @@ export class HealthMonitor {
       const e = pe.daemons.get(daemonId);
       if (!e || e.draining === draining) continue;
       e.draining = draining;
+      e.changedAt = Date.now();
       if (!draining) e.upSince = this.clock(); // back from a restart: slow start again
       this.pushWeights(pe, this.clock());
     }
@@ -228,6 +243,11 @@ export class HealthMonitor {
           effectiveWeight: e.effective,
           factor: Math.round(e.factor * 1000) / 1000,
           ramp: e.up ? Math.round(slowStartRamp(now - e.upSince, pe.spec.manager.slowStart) * 100) / 100 : 0,
+          lastCheck: e.check?.lastResult ? { ok: e.check.lastResult.ok, responseMs: Math.round(e.check.lastResult.responseMs * 10) / 10, reason: e.check.lastResult.reason } : null,
+          failures: e.check?.consecutiveFail ?? 0,
+          flaps: e.flaps,
+          passive: { down: now < e.passiveDownUntil, reason: now < e.passiveDownUntil ? e.passiveReason : '' },
+          sinceMs: e.changedAt,
         });
       }
     }
@@ -244,7 +264,7 @@ export class HealthMonitor {
       passiveDownUntil: 0, passiveReason: '',
       up, upSince: now, reason: up ? 'added' : 'waiting for its advisor',
       // -1: nothing pushed yet, so the first pushWeights() always reaches the scheduler.
-      draining: false, factor: 1, effective: -1,
+      draining: false, flaps: 0, changedAt: Date.now(), factor: 1, effective: -1,
       lastNew: s[b + D_NEW_FLOWS], lastAnswered: s[b + D_SYN_ANSWERED], lastSynTime: s[b + D_SYN_TIME_MS],
       weight: daemon.weight,
     };
@@ -282,6 +302,8 @@ export class HealthMonitor {
     const up = advisorOk && !passiveDown;
     if (up !== e.up) {
       e.up = up;
+      e.changedAt = Date.now();
+      if (!up) e.flaps++;
       if (up) {
         e.upSince = now;
         this.resetPassive(e, now);

@@ -75,6 +75,8 @@ export interface InstanceInfo {
   /** Times this instance was started again after exiting on its own (not counting stop/start by hand). */
   restarts: number;
   lastExit: InstanceExit | null;
+  /** Wall-clock time its process was spawned, ms since the epoch; null while none runs. */
+  startedAt: number | null;
 }
 
 /** The subset of a pino logger the supervisor writes to. */
@@ -175,6 +177,8 @@ interface Slot {
   pid: number | null;
   /** performance.now() when the current child was spawned, for the backoff reset. */
   startedAt: number;
+  /** Date.now() at the spawn, for display (startedAt is monotonic, for run lengths). */
+  spawnedAt: number;
   restarts: number;
   /** The listening socket passed as fd 3 (listenFds), kept until stop(); null before the first spawn. */
   listenFd: number | null;
@@ -244,6 +248,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       child: null,
       pid: null,
       startedAt: 0,
+      spawnedAt: 0,
       restarts: 0,
       listenFd: null,
       lastExit: null,
@@ -301,6 +306,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       state: s.state,
       restarts: s.restarts,
       lastExit: s.lastExit && { ...s.lastExit },
+      startedAt: s.pid !== null ? s.spawnedAt : null,
     }));
   }
 
@@ -422,6 +428,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     slot.child = child;
     slot.pid = child.pid ?? null;
     slot.startedAt = performance.now();
+    slot.spawnedAt = Date.now();
 
     // A failed spawn emits 'error' and 'close' but never 'spawn' or 'exit'.
     let spawned = false;

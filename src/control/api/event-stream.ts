@@ -23,8 +23,12 @@ export class EventStreams {
 
   constructor(private readonly maxClients: number, private readonly maxBuffer: number) {}
 
-  /** Starts a stream on `res`, or answers 503 TOO_MANY_EVENT_CLIENTS (JSON) when `maxClients` stream already. */
-  open(ctl: Controlled, req: IncomingMessage, res: ServerResponse, url: URL): void {
+  /**
+   * Starts a stream on `res`, or answers 503 TOO_MANY_EVENT_CLIENTS (JSON) when
+   * `maxClients` stream already. With `view`, the stream also carries a `view`
+   * event (its result) at once and then every second (GET /v1/view).
+   */
+  open(ctl: Controlled, req: IncomingMessage, res: ServerResponse, url: URL, view?: () => unknown): void {
     if (this.stats.clients >= this.maxClients) {
       this.stats.refused++;
       const text = `${JSON.stringify({ error: { code: 'TOO_MANY_EVENT_CLIENTS', message: `${this.maxClients} clients already follow /v1/events; close one, or poll GET /v1/events?since=N instead` } })}\n`;
@@ -51,11 +55,15 @@ export class EventStreams {
     // A comment now and then keeps proxies and idle timeouts from closing the stream.
     const heartbeat = setInterval(() => send(': keep-alive\n\n'), 15_000);
     heartbeat.unref();
+    const sendView = (): void => send(`event: view\ndata: ${JSON.stringify(view!())}\n\n`);
+    const viewTimer = view ? setInterval(sendView, 1000) : null;
+    viewTimer?.unref();
     const drop = (): void => {
       if (!open) return;
       open = false;
       this.stats.clients--;
       clearInterval(heartbeat);
+      if (viewTimer) clearInterval(viewTimer);
       events.off('event', write);
     };
     res.on('close', drop);
@@ -63,6 +71,7 @@ export class EventStreams {
     send(': hostlb daemon events\n\n');
     const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('since') ?? 0) || 0;
     for (const e of events.since(after)) write(e);
+    if (view) sendView();
     if (!open) return; // dropped while catching up
     // Every client is one listener, besides the log's: room for all of them without Node's leak warning.
     if (events.getMaxListeners() < this.maxClients + 10) events.setMaxListeners(this.maxClients + 10);

@@ -20,6 +20,9 @@ import { saveConfig, saveTarget } from './config-save.js';
 import type { Controlled } from './controlled.js';
 import { checkNoNewExec } from './exec-guard.js';
 import { redactSecrets } from './secrets.js';
+import { rollOut } from '../rollout.js';
+import { drainDaemon, undrainDaemon } from './drain.js';
+import type { LiveViewSnapshot } from '../view/live-view.js';
 
 export const API_VERSION = 'v1';
 
@@ -45,6 +48,8 @@ export interface RouteContext {
   requestStop(): void;
   /** Hands the data plane to a new hostlb after the response is sent (`start --takeover`). */
   requestTakeover?: () => void;
+  /** The live views' picture (GET /v1/view). */
+  view(): LiveViewSnapshot;
 }
 
 type Handler = (ctx: RouteContext, req: Request) => Response | Promise<Response>;
@@ -171,13 +176,19 @@ const routes: Route[] = [
       change(ctx, removeDaemon(ctx.ctl.config, portRef(req.params), req.params[3]), `api: remove daemon ${req.params[3]}`),
   },
   {
+    // Weight 0 in the running configuration (a supervised daemon: held out by health); daemon_drained once its flows end.
     method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}/drain$`), handler: (ctx, req) => {
-      const ref = portRef(req.params);
-      const out = change(ctx, setDaemon(ctx.ctl.config, ref, req.params[3], { weight: 0 }), `api: drain daemon ${req.params[3]}`);
-      const name = canonicalEndpoint(req.params[3], 'daemon');
-      const daemon = ctx.ctl.balancer.tree.daemonsById.find((x) => x && !x.retired && x.name === name && x.clusterPort.port === ref.port && x.clusterPort.protocol === ref.protocol);
-      if (daemon) ctx.ctl.health.watchDrain(daemon.id);
-      return { ...out, body: { ...(out.body as object), activeFlows: daemon ? ctx.ctl.balancer.activeFlows(daemon.id) : 0 } };
+      const { change: summary, activeFlows } = drainDaemon(ctx.ctl, portRef(req.params), canonicalEndpoint(req.params[3], 'daemon'));
+      return { body: { ok: true, change: summary, activeFlows } };
+    },
+  },
+  {
+    // Back in: the weight from before the drain (or body.weight, else 1); a supervised daemon is released.
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/daemons/${SEG}/undrain$`), handler: (ctx, req) => {
+      const weight = req.body.weight;
+      if (weight !== undefined && (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1)) throw badRequest('BAD_WEIGHT', `weight must be a whole number of at least 1, got ${JSON.stringify(weight)}`, 'weight');
+      const out = undrainDaemon(ctx.ctl, portRef(req.params), canonicalEndpoint(req.params[3], 'daemon'), weight as number | undefined);
+      return { body: { ok: true, ...out } };
     },
   },
   {
@@ -187,13 +198,18 @@ const routes: Route[] = [
       const name = `${formatEndpoint({ address, port: ref.port })}/${ref.protocol}`;
       const drainTimeout = typeof req.body.drainTimeout === 'number' ? req.body.drainTimeout : undefined;
       const upTimeout = typeof req.body.upTimeout === 'number' ? req.body.upTimeout : undefined;
+      const surge = req.body.surge !== false;
       try {
-        return { body: { ok: true, ...(await ctx.ctl.health.rollingRestart(name, { drainTimeout, upTimeout })) } };
+        return { body: { ok: true, ...(await rollOut(ctx.ctl, name, { drainTimeout, upTimeout, surge })) } };
       } catch (e) {
         if (e instanceof HostlbError && e.code === 'NOT_SUPERVISED') throw conflict(e.code, e.message, 'port');
         throw e;
       }
     },
+  },
+  {
+    // Everything the live views draw, in one answer; with Accept: text/event-stream, once a second (server.ts).
+    method: 'GET', pattern: /^\/v1\/view$/, handler: (ctx) => ({ body: ctx.view() }),
   },
   {
     method: 'GET', pattern: /^\/v1\/health$/, handler: (ctx) => ({ body: { daemons: ctx.ctl.health.monitor.view() } }),

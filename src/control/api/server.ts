@@ -17,6 +17,7 @@ import type { Controlled } from './controlled.js';
 import { EventStreams, type EventStreamStats } from './event-stream.js';
 import { DEFAULT_ADMIN_LIMITS, type AdminLimits } from './limits.js';
 import { route, type RouteContext } from './routes.js';
+import { LiveView } from '../view/live-view.js';
 
 export interface AdminOptions {
   /** Unix socket path. */
@@ -116,7 +117,7 @@ async function listen(handler: Handler, limits: AdminLimits, logger: Logger, nam
 }
 
 export class AdminServer {
-  private constructor(private readonly servers: Server[], private readonly socket: string, private readonly streams: EventStreams) {}
+  private constructor(private readonly servers: Server[], private readonly socket: string, private readonly streams: EventStreams, private readonly live: LiveView) {}
 
   /** The listeners (unix socket first, then TCP when configured). */
   get listeners(): readonly Server[] {
@@ -135,8 +136,10 @@ export class AdminServer {
     const streams = new EventStreams(limits.maxEventClients, limits.maxEventBuffer);
     let stopRequested = false;
     let takeoverRequested = false;
+    const live = new LiveView(ctl, options.version);
     const ctx: RouteContext = {
       ctl,
+      view: () => live.snapshot(),
       version: options.version,
       metrics: async () => ({ text: await registry.metrics(), contentType: registry.contentType }),
       requestStop: () => { stopRequested = true; },
@@ -151,8 +154,8 @@ export class AdminServer {
           throw new ApiError(401, 'UNAUTHORIZED', 'this listener needs "Authorization: Bearer <token>" with the token from the admin configuration');
         }
         const url = new URL(req.url ?? '/', 'http://hostlb');
-        if (method === 'GET' && url.pathname === '/v1/events' && (req.headers.accept ?? '').includes('text/event-stream')) {
-          streams.open(ctl, req, res, url);
+        if (method === 'GET' && (url.pathname === '/v1/events' || url.pathname === '/v1/view') && (req.headers.accept ?? '').includes('text/event-stream')) {
+          streams.open(ctl, req, res, url, url.pathname === '/v1/view' ? () => live.snapshot() : undefined);
           return;
         }
         const { handler: h, params } = route(method, url.pathname);
@@ -211,10 +214,13 @@ export class AdminServer {
         throw e;
       }
     }
-    return new AdminServer(servers, options.socket, streams);
+    // Sampling from now on, so a view opened later has the last minute's rates.
+    live.start();
+    return new AdminServer(servers, options.socket, streams, live);
   }
 
   close(): void {
+    this.live.stop();
     for (const s of this.servers) {
       s.close();
       s.closeAllConnections();
