@@ -120,7 +120,7 @@ async function summary(instance: Instance, config: HostlbConfig, command: string
     `hostlb run: ${list.length} × ${what} behind port ${port.port}/${port.protocol} (data plane ${instance.plane.kind}, scheduler ${port.scheduler})`,
     `  connect   ${any ? `localhost:${port.port}, or port ${port.port} on any address of this host` : `${cluster.address}:${port.port}`}`,
     ...list.map((i) => `  instance  ${i.index}  ${key(i)}  pid ${i.pid ?? '(not running)'}  ${health.get(key(i)) ?? 'starting'}`),
-    `  watch     hostlb --socket ${socket} status   (also: health, events, conns)`,
+    `  watch     hostlb --socket ${socket} top   (also: status, health, events, logs, conns)`,
     `  logs      in hostlb's log on stderr, each line with its instance's address`,
     `  stop      Ctrl-C or SIGTERM: no new connections, up to 5 s for open ones, then SIGTERM to each instance (SIGKILL after ${port.supervise?.stopTimeout ?? 10} s), then every change to the host undone`,
   ];
