@@ -5,14 +5,16 @@
 # for loss and DNAT baselines), socat, iperf3, ping and hping3 for the hard
 # cases (echo, SYN flood), python3 for `hostlb run`'s Python app and raw
 # packets, linux-libc-dev for the addon's linux/bpf.h, util-linux's mount for
-# the socket plane's bpffs. The one list: .ci/run calls this too.
+# the socket plane's bpffs, chromium for the web dashboard's browser test
+# (driven by playwright-core from npm), tmux for `hostlb top`'s terminal test.
+# The one list: .ci/run calls this too.
 #
 # Usage (as root): scripts/install-test-peers.sh
 set -euo pipefail
 
 PACKAGES=(
   iproute2 nftables iptables curl wrk nginx-light socat iperf3 procps python3 ca-certificates
-  iputils-ping hping3 linux-libc-dev util-linux
+  iputils-ping hping3 linux-libc-dev util-linux chromium tmux
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -84,7 +84,7 @@ export function collectFindings(raw: unknown, host?: HostView): { config: Hostlb
   const said = (f: Finding): boolean => shape.some((s) => sameKeys(s.finding.keys, f.keys) || (s.wrongType && startsWith(f.keys, s.finding.keys)));
   for (const f of treeFindings(parsed.success ? parsed.data : raw)) if (!said(f)) findings.push(f);
   const view = parsed.success ? viewOf(parsed.data) : partialView(raw);
-  findings.push(...runAsFindings(view), ...advisorFindings(view), ...addressFindings(view, host));
+  findings.push(...runAsFindings(view), ...advisorFindings(view), ...addressFindings(view, host), ...agentFindings(view));
   if (host) findings.push(...hostFindings(view, host));
   const seen = new Set<string>();
   const unique = findings.filter((f) => {
@@ -429,6 +429,36 @@ function addressFindings(view: View, host: HostView | undefined): Finding[] {
       const loop = endpoints.find((e) => e.port === p.port && e.address.text === cluster.text);
       if (loop !== undefined) {
         findings.push(onPlane(plane, loop.keys, `${loop.address.family === 6 ? `[${cluster.text}]` : cluster.text}:${p.port} is the cluster's own address and port: the ${plane.kind} plane would send its connections back to the cluster, a loop; give the daemon an address or port of its own`));
+      }
+    }
+  }
+  return findings;
+}
+
+/**
+ * A port's agent listens on an IP address of the cluster's family and not on
+ * a cluster port of its own address (it would take that port's connections).
+ */
+function agentFindings(view: View): Finding[] {
+  const findings: Finding[] = [];
+  const clusterPorts = view.clusters.flatMap((c) => c.ports.map(({ port }) => ({ address: typeof c.address === 'string' ? parseIp(c.address)?.text : undefined, port: port.port, protocol: port.protocol })));
+  for (const c of view.clusters) {
+    const cluster = typeof c.address === 'string' ? parseIp(c.address) : null;
+    for (const { pi, port: p } of c.ports) {
+      if (!p.agent) continue;
+      const keys: Keys = [...portKeys(c.ci, pi), 'agent'];
+      let address = cluster;
+      if (p.agent.address !== undefined) {
+        address = parseIp(p.agent.address);
+        if (address === null) {
+          findings.push({ keys: [...keys, 'address'], message: `"${p.agent.address}" is not an IP address; the agent listens on one of this host's addresses, e.g. ${cluster?.text ?? '198.18.100.1'} (default: the cluster's)` });
+          continue;
+        }
+      }
+      if (address === null) continue;
+      const taken = clusterPorts.find((x) => x.port === p.agent!.port && x.protocol !== 'udp' && (x.address === address!.text || x.address === '0.0.0.0' || x.address === '::'));
+      if (taken !== undefined) {
+        findings.push({ keys: [...keys, 'port'], message: `${p.agent.port} is a TCP cluster port on ${address.text}: the agent needs a port of its own (HAProxy's agent-port), e.g. ${p.agent.port === 9999 ? 9998 : 9999}` });
       }
     }
   }

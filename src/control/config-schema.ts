@@ -109,6 +109,17 @@ const port = z.strictObject({
   /** A daemon's existing flows when it goes down: kept (they may still finish) or reset (each end gets a RST when it next sends). */
   downFlows: z.enum(['keep', 'reset']).default('keep'),
   supervise: supervise.optional(),
+  /** Answer a front tier's HAProxy agent-check for this port (docs/scale-out.md). */
+  agent: z.strictObject({
+    /** TCP port of the agent listener (HAProxy's agent-port). */
+    port: z.number().int().min(1).max(65535),
+    /** Address it listens on; default: the cluster's address (every address for a wildcard cluster). */
+    address: z.string().optional(),
+    /** Sent as maxconn:N in every answer. */
+    maxconn: z.number().int().min(1).max(1_000_000).optional(),
+    /** How long hostlb answers "maint" before it takes its rules away when it stops: at least one agent-inter of the front tier. */
+    stopGrace: duration.default(3),
+  }).optional(),
 }).superRefine((p, ctx) => {
   if (p.supervise && p.daemons.length > 0) ctx.addIssue({ code: 'custom', path: ['daemons'], message: 'a port with supervise gets its daemons from it; remove the daemons list' });
   if (p.supervise?.listenFds && p.protocol !== 'tcp') ctx.addIssue({ code: 'custom', path: ['supervise', 'listenFds'], message: `hostlb passes listening TCP sockets only; set protocol: tcp or listenFds: false (this port is ${p.protocol})` });
@@ -138,8 +149,14 @@ const admin = z.strictObject({
   /** Bearer token for the TCP listener (at least 16 characters), or a file holding it. */
   token: z.string().min(16, 'a token needs at least 16 characters').optional(),
   tokenFile: z.string().regex(/^\//, 'expected an absolute path').optional(),
+  /**
+   * Serve the web dashboard's page (docs/dashboard.md) on the TCP listener at /dashboard/; absent = false.
+   * Optional rather than defaulted so an absent `admin` stays `{}`.
+   */
+  dashboard: z.boolean().optional(),
 }).superRefine((a, ctx) => {
   if (a.listen && !a.token && !a.tokenFile) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a TCP listener needs admin.token or admin.tokenFile: without one anybody who can reach the port could reconfigure hostlb' });
+  if (a.dashboard && !a.listen) ctx.addIssue({ code: 'custom', path: ['dashboard'], message: 'the dashboard is served on the TCP listener: set admin.listen (with admin.token), or leave admin.dashboard off and run `hostlb dashboard`, which serves it on localhost through the admin socket' });
 });
 
 export const configSchema = z.strictObject({

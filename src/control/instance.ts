@@ -15,8 +15,27 @@ import { loadConfig } from './config-file.js';
 import { dispatchSpecOf, expandSupervised, HealthRuntime } from './health-runtime.js';
 import { NO_HOST, SystemHost, type HostSetup, type Planner } from './host-setup.js';
 import type { Logger } from './logger.js';
+import { FrontTierAgent, type AgentListenerSpec } from './agent/agent-server.js';
+import type { PortCapacity } from './agent/agent-line.js';
+import { portName } from './health-runtime.js';
 
 /** What the network set-up needs from a configuration. */
+/** The agent listeners a configuration asks for, ports sharing an address and port on one listener. */
+export function agentSpecsOf(config: HostlbConfig): AgentListenerSpec[] {
+  const out = new Map<string, AgentListenerSpec>();
+  for (const c of config.clusters) {
+    for (const p of c.ports) {
+      if (!p.agent) continue;
+      const address = parseIp(p.agent.address ?? c.address)!.text;
+      const key = `${address} ${p.agent.port}`;
+      const spec = out.get(key) ?? { address, port: p.agent.port, ports: [] };
+      spec.ports.push({ name: portName(c.address, p), port: p.port, protocol: p.protocol, maxconn: p.agent.maxconn });
+      out.set(key, spec);
+    }
+  }
+  return [...out.values()];
+}
+
 export function hostSpecOf(config: HostlbConfig): HostSpec {
   return {
     device: config.device,
@@ -124,6 +143,8 @@ export class Instance implements Controlled {
   readonly plane: DataPlane;
   /** Advisors, passive signals, the manager, supervised daemons and events. */
   readonly health: HealthRuntime;
+  /** What a front tier's agent-check hears about each port (agent: in the configuration). */
+  readonly agent: FrontTierAgent;
   readonly startedAt = Date.now();
   readonly configFile: string | undefined;
   private current: HostlbConfig;
@@ -149,6 +170,23 @@ export class Instance implements Controlled {
     this.plane = parts.plane;
     this.host = parts.host;
     this.health = new HealthRuntime(this.balancer, this.plane, config, this.log);
+    this.agent = new FrontTierAgent((name) => this.capacityOf(name), this.log);
+  }
+
+  /** Configured and effective weights of port `name`'s daemons, for the agent's weight. */
+  private capacityOf(name: string): PortCapacity | undefined {
+    const rows = this.health.monitor.view().filter((h) => h.port === name);
+    return { configured: rows.map((h) => h.configuredWeight), effective: rows.map((h) => h.effectiveWeight) };
+  }
+
+  /** Opens the agent listeners of the running configuration. Throws what listen throws (EADDRINUSE, ...), naming the listener. */
+  async startAgents(): Promise<void> {
+    try {
+      await this.agent.sync(agentSpecsOf(this.current));
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+      throw new HostlbError('AGENT_LISTEN_FAILED', `the front-tier agent cannot listen on ${err.address ?? '?'}:${err.port ?? '?'} (${err.code ?? err.message}): choose another agent.port, or agent.address`);
+    }
   }
 
   get config(): HostlbConfig {
@@ -226,6 +264,7 @@ export class Instance implements Controlled {
     }
     this.health.sync(next);
     this.current = next;
+    this.agent.sync(agentSpecsOf(next)).catch((e: Error) => this.log.error({ event: 'agent_listen_failed', err: e }, `a front-tier agent listener could not be opened: ${e.message}`));
     if (next.onDaemonRemoved === 'reset') {
       for (const daemon of this.balancer.tree.daemonsById) {
         if (daemon?.retired && wasLive.has(daemon)) {
@@ -284,8 +323,17 @@ export class Instance implements Controlled {
     return this.apply(loadConfig(this.configFile), `reload ${this.configFile}`);
   }
 
-  /** Stops the daemons hostlb runs (supervised ports), gracefully; call before stop(). */
+  /**
+   * The graceful part of stopping, before stop(): the front tier hears
+   * "maint" for the longest agent.stopGrace (so it stops sending before the
+   * rules go), then the daemons hostlb runs drain and stop.
+   */
   async stopDaemons(): Promise<void> {
+    const grace = Math.max(0, ...this.current.clusters.flatMap((c) => c.ports.map((p) => p.agent?.stopGrace ?? 0)));
+    if (this.agent.announceStop() && grace > 0) {
+      this.log.info({ event: 'agent_maint', graceMs: grace * 1000 }, 'telling the front tier: maint');
+      await new Promise((resolve) => setTimeout(resolve, grace * 1000));
+    }
     const idle = await this.health.drainSupervised(STOP_DRAIN_MS);
     if (!idle) this.log.info({ event: 'stop_drain_timeout', waitedMs: STOP_DRAIN_MS }, 'supervised daemons still held connections; stopping them anyway');
     await this.health.stop();
@@ -358,6 +406,7 @@ export class Instance implements Controlled {
     if (this.drainTimer !== null) clearInterval(this.drainTimer);
     this.drainTimer = null;
     this.plane.handOver();
+    this.agent.close();
     this.health.killAll();
     // The journal stays for the next owner.
     this.host.release();
@@ -375,6 +424,7 @@ export class Instance implements Controlled {
     this.stopRepairs();
     if (this.drainTimer !== null) clearInterval(this.drainTimer);
     this.drainTimer = null;
+    this.agent.close();
     this.health.killAll();
     void this.health.stop();
     this.plane.stop();

@@ -33,6 +33,8 @@ export interface RunOptions {
   /** Pass each instance its listening socket (LISTEN_FDS). */
   listenFds: boolean;
   stopTimeout: string;
+  /** A front tier's agent-check port (HAProxy agent-port); null: none. */
+  agent: number | null;
 }
 
 export interface RunContext {
@@ -120,6 +122,7 @@ export function runConfig(command: string, args: readonly string[], options: Run
         scheduler: options.scheduler,
         advisor: { ...advisorOf(options.health), interval: '1s', timeout: '1s', rise: 1, fall: 2 },
         supervise,
+        ...(options.agent !== null ? { agent: { port: options.agent } } : {}),
       }],
     }],
   };

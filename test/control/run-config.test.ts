@@ -8,7 +8,7 @@ import { defaultName, instanceBase, runConfig, type RunContext, type RunOptions 
 
 const OPTIONS: RunOptions = {
   instances: 3, port: 3000, protocol: 'tcp', scheduler: 'lc', health: 'tcp', user: null, env: [], name: null,
-  address: null, dataplane: 'auto', listenFds: false, stopTimeout: '10s',
+  address: null, dataplane: 'auto', listenFds: false, stopTimeout: '10s', agent: null,
 };
 // nobody: a user every Debian host has.
 const SOCKET: RunContext = { plane: 'socket', sudoUser: 'nobody', stateDir: '/run/hostlb/run-3000' };
@@ -31,14 +31,15 @@ test('run config: instances on 127.<port>.1 + i, the cluster on every local addr
   assert.equal(port.advisor?.type, 'tcp');
 });
 
-test('run config: --health http:/path, --env, --name, --address and --listen-fds reach the file', () => {
-  const raw = runConfig('/usr/bin/app', [], { ...OPTIONS, health: 'http:/healthz', env: ['MODE=prod', 'URL=a=b'], name: 'web', address: '127.0.0.1', listenFds: true }, { ...SOCKET, plane: 'netfilter' });
+test('run config: --health http:/path, --env, --name, --address, --listen-fds and --agent reach the file', () => {
+  const raw = runConfig('/usr/bin/app', [], { ...OPTIONS, health: 'http:/healthz', env: ['MODE=prod', 'URL=a=b'], name: 'web', address: '127.0.0.1', listenFds: true, agent: 9999 }, { ...SOCKET, plane: 'netfilter' });
   const config = validateConfig({ device: 'hlr3000', ...raw });
   const port = config.clusters[0].ports[0];
   assert.equal(config.clusters[0].address, '127.0.0.1');
   assert.deepEqual(port.advisor?.type === 'http' ? port.advisor.path : null, '/healthz');
   assert.deepEqual(port.supervise?.env, { HOSTLB_NAME: 'web', MODE: 'prod', URL: 'a=b' });
   assert.equal(port.supervise?.listenFds, true);
+  assert.deepEqual(port.agent, { port: 9999, stopGrace: 3 });
 });
 
 test('run config: each mistake names the option to change', () => {

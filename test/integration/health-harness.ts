@@ -26,7 +26,7 @@ import type { TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { addLoopbackAddress, splitEndpoint, tempDir } from '../support/daemons.js';
-import { clusterTopology, HOSTLB_MAIN, HostlbProcess } from '../support/hostlb-process.js';
+import { CLUSTER_V4, clusterTopology, HOSTLB_MAIN, HostlbProcess } from '../support/hostlb-process.js';
 import { type Namespace, NetnsSandbox, type RunResult } from '../support/netns.js';
 import { startWrk as startRawWrk } from '../support/wrk.js';
 
@@ -369,6 +369,19 @@ export async function startHostlb(topo: HealthTopo, config: Record<string, unkno
   }
   return hostlb;
 }
+
+/** Three supervised fixture daemons on 198.18.2.11-13:8080 behind CLUSTER_V4:80 with an http advisor: the live views' stage. */
+export const THREE_SUPERVISED = {
+  device: 'hlb0',
+  clusters: [{
+    address: CLUSTER_V4,
+    ports: [{
+      port: 80,
+      advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
+      supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080 },
+    }],
+  }],
+};
 
 /** Polls `read` every `everyMs` until `pred` holds; returns the value, or throws after `timeoutMs` naming `what`. */
 export async function pollUntil<T>(what: string, read: () => Promise<T>, pred: (v: T) => boolean, timeoutMs: number, everyMs = 100): Promise<T> {

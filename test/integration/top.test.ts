@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { CLUSTER_V4, HOSTLB_MAIN, type HostlbProcess } from '../support/hostlb-process.js';
 import { skipUnlessRoot } from '../support/netns.js';
-import { AdminClient, FIXTURE, healthSetup, pollUntil, startHostlb, startWrk } from './health-harness.js';
+import { AdminClient, healthSetup, pollUntil, startHostlb, startWrk, THREE_SUPERVISED } from './health-harness.js';
 
 const DAEMONS = ['198.18.2.11:8080', '198.18.2.12:8080', '198.18.2.13:8080'];
 const WAIT_MS = 60_000;
@@ -33,17 +33,7 @@ test('hostlb top in tmux: the daemons with their states and shares; d then y dra
   let hostlb: HostlbProcess | undefined;
   let wrk: ReturnType<typeof startWrk> | undefined;
   try {
-    hostlb = await startHostlb(topo, {
-      device: 'hlb0',
-      clusters: [{
-        address: CLUSTER_V4,
-        ports: [{
-          port: 80,
-          advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
-          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080 },
-        }],
-      }],
-    });
+    hostlb = await startHostlb(topo, THREE_SUPERVISED);
     const admin = AdminClient.of(hostlb);
     await pollUntil('three daemons up', () => admin.health(), (h) => h.length === 3 && h.every((d) => d.state === 'up'), WAIT_MS);
     // Load, so that shares have something to show; its own figures do not matter here.

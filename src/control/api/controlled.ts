@@ -2,6 +2,7 @@
 // Balancer (daemons, weights, counts), the data plane (flows, counters), and
 // health. `Instance` is the one there is; tests build it over a MemoryLink.
 
+import type { FrontTierAgent } from '../agent/agent-server.js';
 import type { DataPlane } from '../../dataplane/data-plane.js';
 import type { Balancer } from '../../dispatch/balancer.js';
 import type { HostlbConfig } from '../config-schema.js';
@@ -14,6 +15,8 @@ export interface Controlled {
   readonly plane: DataPlane;
   /** Advisors, manager, supervised daemons and events. */
   readonly health: HealthRuntime;
+  /** The front tier's agent-check answers; `hostlb port drain` and stopping change them. */
+  readonly agent: FrontTierAgent;
   /** Host objects put back after they vanished, by kind (hostlb_repairs_total). */
   readonly repairs: Readonly<Record<string, number>>;
   readonly startedAt: number;

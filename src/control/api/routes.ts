@@ -21,6 +21,7 @@ import type { Controlled } from './controlled.js';
 import { checkNoNewExec } from './exec-guard.js';
 import { redactSecrets } from './secrets.js';
 import { rollOut } from '../rollout.js';
+import { portName } from '../health-runtime.js';
 import { drainDaemon, undrainDaemon } from './drain.js';
 import type { LiveViewSnapshot } from '../view/live-view.js';
 
@@ -68,6 +69,20 @@ function change(ctx: RouteContext, next: unknown, source: string): Response {
   checkNoNewExec(ctx.ctl.config, valid);
   const summary = ctx.ctl.apply(valid, source);
   return { body: { ok: true, change: summary } };
+}
+
+/** Port `ref`'s agent answer (whether or not it has an agent listener). Throws 404 PORT_NOT_FOUND. */
+function agentOf(ctl: Controlled, ref: PortRef): { name: string; listener: string | null; state: string; weightPercent: number; line: string; drained: boolean } {
+  for (const c of ctl.config.clusters) {
+    if (parseIp(c.address)?.text !== ref.cluster) continue;
+    const p = c.ports.find((x) => x.port === ref.port && x.protocol === ref.protocol);
+    if (!p) break;
+    const name = portName(c.address, p);
+    const answer = ctl.agent.answer({ name, port: p.port, protocol: p.protocol, maxconn: p.agent?.maxconn });
+    const listener = p.agent ? formatEndpoint({ address: parseIp(p.agent.address ?? c.address)!, port: p.agent.port }) : null;
+    return { name, listener, ...answer, drained: ctl.agent.isDrained(name) };
+  }
+  throw notFound('PORT_NOT_FOUND', `no port ${ref.port}/${ref.protocol} on cluster ${ref.cluster}; list them with hostlb status`, 'port');
 }
 
 /** The running tree with weights and counters, as `GET /v1/clusters` shows it. */
@@ -189,6 +204,19 @@ const routes: Route[] = [
       if (weight !== undefined && (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 1)) throw badRequest('BAD_WEIGHT', `weight must be a whole number of at least 1, got ${JSON.stringify(weight)}`, 'weight');
       const out = undrainDaemon(ctx.ctl, portRef(req.params), canonicalEndpoint(req.params[3], 'daemon'), weight as number | undefined);
       return { body: { ok: true, ...out } };
+    },
+  },
+  {
+    // What the front tier's agent-check hears about this port now (docs/scale-out.md).
+    method: 'GET', pattern: new RegExp(`^/v1/clusters/${PORT}/agent$`), handler: (ctx, req) => ({ body: agentOf(ctx.ctl, portRef(req.params)) }),
+  },
+  {
+    // The front tier sends this port nothing new (agent answers drain); its daemons keep serving what still comes.
+    method: 'POST', pattern: new RegExp(`^/v1/clusters/${PORT}/(drain|undrain)$`), handler: (ctx, req) => {
+      const ref = portRef(req.params);
+      const { name } = agentOf(ctx.ctl, ref);
+      ctx.ctl.agent.setDrained(name, req.params[3] === 'drain');
+      return { body: { ok: true, ...agentOf(ctx.ctl, ref) } };
     },
   },
   {

@@ -14,6 +14,7 @@ import type { Logger } from '../logger.js';
 import { createMetrics } from '../metrics.js';
 import { ApiError, badRequest, errorResponse } from './api-error.js';
 import type { Controlled } from './controlled.js';
+import { isDashboardPath, serveDashboard } from './dashboard-files.js';
 import { EventStreams, type EventStreamStats } from './event-stream.js';
 import { DEFAULT_ADMIN_LIMITS, type AdminLimits } from './limits.js';
 import { route, type RouteContext } from './routes.js';
@@ -22,8 +23,8 @@ import { LiveView } from '../view/live-view.js';
 export interface AdminOptions {
   /** Unix socket path. */
   socket: string;
-  /** Optional TCP listener; requires `token`. */
-  tcp?: { host: string; port: number; token: string };
+  /** Optional TCP listener; requires `token`. `dashboard`: also serve the web dashboard's page there (admin.dashboard). */
+  tcp?: { host: string; port: number; token: string; dashboard?: boolean };
   version: string;
   logger: Logger;
   /** Called after a POST /v1/stop has been answered. */
@@ -145,9 +146,15 @@ export class AdminServer {
       requestStop: () => { stopRequested = true; },
       requestTakeover: options.onTakeoverRequested ? () => { takeoverRequested = true; } : undefined,
     };
-    const handler = (requireToken: string | null) => async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const handler = (requireToken: string | null, dashboard = false) => async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
       const method = req.method ?? 'GET';
       try {
+        // The page's files hold no data (it comes from /v1/view, behind the token), so they need none:
+        // a browser cannot send a header when it opens a URL.
+        if (dashboard) {
+          const pathname = new URL(req.url ?? '/', 'http://hostlb').pathname;
+          if (isDashboardPath(pathname)) return await serveDashboard(req, res, pathname);
+        }
         // The token is checked before anything else, so an unauthenticated request changes nothing.
         if (requireToken !== null && !tokenMatches(req.headers.authorization, requireToken)) {
           res.setHeader('www-authenticate', 'Bearer');
@@ -207,7 +214,7 @@ export class AdminServer {
     if (options.tcp) {
       const { host, port } = options.tcp;
       try {
-        servers.push(await listen(handler(options.tcp.token), limits, options.logger, 'tcp', (s, done) => s.listen(port, host, done)));
+        servers.push(await listen(handler(options.tcp.token, options.tcp.dashboard === true), limits, options.logger, 'tcp', (s, done) => s.listen(port, host, done)));
       } catch (e) {
         unix.close();
         rmSync(options.socket, { force: true });

@@ -9,6 +9,8 @@ import { HostlbError } from '../../errors.js';
 import { EXIT } from './client.js';
 import { addClientCommands } from './commands.js';
 import { addRunCommand } from './run.js';
+import { addDashboardCommand } from './dashboard.js';
+import { addTopCommand } from './top.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -127,6 +129,8 @@ program.command('startup')
   });
 
 addRunCommand(program, VERSION, fail);
+addDashboardCommand(program, fail);
+addTopCommand(program);
 addClientCommands(program);
 
 program.parseAsync(process.argv).catch(fail);

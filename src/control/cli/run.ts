@@ -25,6 +25,7 @@ interface RunFlags {
   stopTimeout: string;
   stateDir?: string;
   save?: string;
+  agent?: string;
 }
 
 /** How long `run` waits for every instance to pass its first health check before printing the block anyway. */
@@ -48,6 +49,7 @@ export function addRunCommand(program: Command, version: string, fail: (e: unkno
     .option('--dataplane <plane>', 'auto, socket, netfilter or tun', 'auto')
     .option('--stop-timeout <duration>', 'grace between SIGTERM and SIGKILL when stopping a copy', '10s')
     .option('--state-dir <dir>', 'where the journal and admin socket live (default /run/hostlb/run-PORT)')
+    .option('--agent <port>', 'answer a front tier\'s HAProxy agent-check on this TCP port (docs/scale-out.md)')
     .option('--save <file>', 'also write the equivalent configuration file (hostlb start -c FILE runs the same)')
     .action(async (words: string[], flags: RunFlags) => {
       try {
@@ -78,6 +80,7 @@ export function addRunCommand(program: Command, version: string, fail: (e: unkno
           dataplane: flags.dataplane,
           listenFds: flags.listenFds === true,
           stopTimeout: flags.stopTimeout,
+          agent: flags.agent === undefined ? null : Number(flags.agent),
         }, { plane, sudoUser: process.env.SUDO_USER, stateDir });
         const config = validateConfig({ device: `hlr${port}`, ...raw });
         if (flags.save !== undefined) {
@@ -121,7 +124,8 @@ async function summary(instance: Instance, config: HostlbConfig, command: string
     `  connect   ${any ? `localhost:${port.port}, or port ${port.port} on any address of this host` : `${cluster.address}:${port.port}`}`,
     ...list.map((i) => `  instance  ${i.index}  ${key(i)}  pid ${i.pid ?? '(not running)'}  ${health.get(key(i)) ?? 'starting'}`),
     `  watch     hostlb --socket ${socket} top   (also: status, health, events, logs, conns)`,
-    `  logs      in hostlb's log on stderr, each line with its instance's address`,
+    `  logs      hostlb --socket ${socket} logs --follow   (each line with its instance)`,
+    ...(port.agent ? [`  agent     a front tier's HAProxy agent-check answers on port ${port.agent.port} (hostlb agent-status shows the line)`] : []),
     `  stop      Ctrl-C or SIGTERM: no new connections, up to 5 s for open ones, then SIGTERM to each instance (SIGKILL after ${port.supervise?.stopTimeout ?? 10} s), then every change to the host undone`,
   ];
   return `${lines.join('\n')}\n`;

@@ -15,12 +15,12 @@ const log = createLogger();
 /** Exit status when the host set-up could not be completely undone (the CLI's "hostlb failed"). */
 export const EXIT_STOP_FAILED = 5;
 
-function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: string; port: number; token: string } } {
+function adminOptions(config: HostlbConfig): { socket: string; tcp?: { host: string; port: number; token: string; dashboard: boolean } } {
   const socket = config.admin.socket ?? `${config.stateDir}/admin.sock`;
   if (!config.admin.listen) return { socket };
   const m = /^\[?(.*?)\]?:(\d+)$/.exec(config.admin.listen)!;
   const token = config.admin.token ?? readFileSync(config.admin.tokenFile!, 'utf8').trim();
-  return { socket, tcp: { host: m[1], port: Number(m[2]), token } };
+  return { socket, tcp: { host: m[1], port: Number(m[2]), token, dashboard: config.admin.dashboard === true } };
 }
 
 /** How often a hostlb run by npm looks whether npm is still there (ms). */
@@ -118,6 +118,12 @@ export async function runForeground(version: string, config: HostlbConfig, confi
   watchParent(() => stop('the npm process that ran hostlb exited'));
   const running = Instance.start(config, { configFile, logger: log });
   instance = running;
+  try {
+    await running.startAgents();
+  } catch (e) {
+    running.stop();
+    throw e;
+  }
   process.once('uncaughtException', (e) => {
     log.fatal({ err: e }, 'fatal error');
     stop('fatal error', 1);
