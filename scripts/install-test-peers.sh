@@ -6,7 +6,8 @@
 # cases (echo, SYN flood), python3 for `hostlb run`'s Python app and raw
 # packets, linux-libc-dev for the addon's linux/bpf.h, util-linux's mount for
 # the socket plane's bpffs, chromium for the web dashboard's browser test
-# (driven by playwright-core from npm), tmux for `hostlb top`'s terminal test.
+# (driven by playwright-core from npm), tmux for `hostlb top`'s terminal test,
+# haproxy as the front tier of the scale-out test.
 # The one list: .ci/run calls this too.
 #
 # Usage (as root): scripts/install-test-peers.sh
@@ -14,7 +15,7 @@ set -euo pipefail
 
 PACKAGES=(
   iproute2 nftables iptables curl wrk nginx-light socat iperf3 procps python3 ca-certificates
-  iputils-ping hping3 linux-libc-dev util-linux chromium tmux
+  iputils-ping hping3 linux-libc-dev util-linux chromium tmux haproxy
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -24,6 +25,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-# nginx from the package may start a system instance; the tests run their own.
-systemctl stop nginx 2>/dev/null || service nginx stop 2>/dev/null || true
+# nginx and haproxy from the packages may start system instances; the tests run their own.
+for service in nginx haproxy; do
+  systemctl stop "$service" 2>/dev/null || service "$service" stop 2>/dev/null || true
+done
 echo "install-test-peers: installed ${PACKAGES[*]}"

@@ -179,7 +179,9 @@ export class LiveView {
                 : d!.weight === 0 ? 'quiesced'
                   : h !== undefined && h.ramp < 1 ? 'slow start' : 'up';
           const why = state === 'removed' ? 'removed from the configuration; its flows finish'
-            : state === 'quiesced' ? 'weight 0: no new connections' : state === 'up' ? '' : h?.reason ?? '';
+            : state === 'quiesced' ? 'weight 0: no new connections'
+              : state === 'draining' ? `${health.activity.get(d!.id)?.phase ?? 'drained'}: no new connections, its open ones finish`
+                : state === 'up' ? '' : h?.reason ?? '';
           const changed = Math.max(h?.sinceMs ?? 0, lastEventAt.get(key) ?? 0) || ctl.startedAt;
           const newPerSecond = this.sampler.newPerSecond(key);
           activeTotal += counters.activeFlows;
