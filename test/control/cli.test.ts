@@ -11,6 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import { EVENT_TYPES } from '../../src/control/cli/commands.js';
 import { loadConfig } from '../../src/control/config-file.js';
 import { TEST_TOKEN, freePort, startMemoryHostlb, type MemoryHostlb } from '../support/memory-hostlb.js';
 
@@ -102,9 +103,9 @@ describe('hostlb CLI', { concurrency: true }, () => {
       assertHeader(lines[3], ['CLUSTER', 'PORT', 'SCHEDULER', 'DAEMON', 'WEIGHT', 'EFFECTIVE', 'STATE', 'ACTIVE', 'NEW', 'PKTS IN', 'PKTS OUT', 'WHY']);
       const rows = lines.slice(4);
       assert.equal(rows.length, 4);
-      // EFFECTIVE is weight × factor × ramp × 100 (the health layer's; TEST_CONFIG turns the manager and slow start off).
-      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +100 +up +2 +2 /);
-      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +100 +up +1 +1 /);
+      // EFFECTIVE is weight × factor × ramp, on the configured scale (TEST_CONFIG turns the manager and slow start off).
+      assert.match(rows[0], /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.1:8080 +1 +1 +up +2 +2 /);
+      assert.match(rows[3], /^2001:db8::100 +443\/tcp +wlc +\[2001:db8:2::1\]:8443 +1 +1 +up +1 +1 /);
 
       for (const args of [['status', '--json']]) {
         const j = await expectExit(s, args, 0);
@@ -136,12 +137,101 @@ describe('hostlb CLI', { concurrency: true }, () => {
       assert.equal(byDaemon.total, 1);
     });
 
+    it('conns --port takes a protocol (53/udp) and --protocol filters on tcp or udp; both, disagreeing, is a usage error', async () => {
+      // The standard traffic: five TCP flows (port 80 and, IPv6, 443) and one UDP flow to port 53.
+      const total = async (args: string[]): Promise<number> => (JSON.parse((await expectExit(s, ['conns', '--json', ...args], 0)).stdout) as { total: number }).total;
+      const cases: [string[], number][] = [
+        [['--port', '53/udp'], 1],
+        [['--port', '53'], 1],
+        [['--port', '53/any'], 1],
+        [['--port', '53/tcp'], 0],
+        [['--port', '80', '--protocol', 'udp'], 0],
+        [['--port', '80/tcp', '--protocol', 'tcp'], 4],
+        [['--protocol', 'tcp'], 5],
+        [['--protocol', 'udp'], 1],
+      ];
+      const totals = await Promise.all(cases.map(([args]) => total(args)));
+      assert.deepEqual(totals, cases.map(([, n]) => n), cases.map(([args]) => args.join(' ')).join('; '));
+      const table = await expectExit(s, ['conns', '--port', '53/udp'], 0);
+      assert.match(table.stdout, /^udp +198\.18\.0\.12:5000 +198\.18\.100\.1:53 /m);
+      assert.equal(table.stdout.trimEnd().split('\n').at(-1), '1-1 of 1');
+      const clash = await expectExit(s, ['conns', '--port', '53/udp', '--protocol', 'tcp'], 2);
+      assert.match(clash.stderr, /--port 53\/udp and --protocol tcp disagree/);
+      assert.match((await expectExit(s, ['conns', '--protocol', 'sctp'], 1)).stderr, /protocol must be tcp or udp, got "sctp" \(BAD_QUERY\)/);
+    });
+
+    it('events --help names every event type the health layer emits; events prints them', async () => {
+      const help = await hostlb(['events', '--help']);
+      assert.equal(help.code, 0);
+      const text = help.stdout.replace(/\s+/g, ' ');
+      for (const type of EVENT_TYPES) assert.ok(text.includes(type), `events --help names ${type}:\n${help.stdout}`);
+      // The types the earlier help left out.
+      assert.ok(EVENT_TYPES.includes('daemon_started') && EVENT_TYPES.includes('daemon_exited'));
+      const r = await expectExit(s, ['events'], 0);
+      assert.match(r.stdout, /daemon_up +198\.18\.100\.1:80\/tcp +198\.18\.2\.1:8080 +\(added\)/);
+    });
+
     it('config show prints YAML; --json prints JSON; both are the running configuration', async () => {
       const running = await config(s);
       const yaml = await expectExit(s, ['config', 'show'], 0);
       assert.deepEqual(parseYaml(yaml.stdout), running);
       const json = await expectExit(s, ['config', 'show', '--json'], 0);
       assert.deepEqual(JSON.parse(json.stdout), running);
+    });
+  });
+
+  describe('hostlb CLI: effective weights, drain --wait', { concurrency: false }, () => {
+    let s: MemoryHostlb;
+    before(async () => { s = await startMemoryHostlb({ traffic: true }); });
+    after(() => s.close());
+
+    it('status and health show the effective weight on the configured weight\'s scale; the API keeps it ×100', async () => {
+      await expectExit(s, ['daemon', 'set', C4, '80', '198.18.2.2:8080', '--weight', '3'], 0);
+      const status = await expectExit(s, ['status'], 0);
+      assert.match(status.stdout, /^198\.18\.100\.1 +80\/tcp +rr +198\.18\.2\.2:8080 +3 +3 +up /m);
+      const health = await expectExit(s, ['health'], 0);
+      assert.match(health.stdout, /^198\.18\.100\.1:80\/tcp +198\.18\.2\.2:8080 +up +none +- +3 +3 +1 +1 /m);
+      const api = await s.call('GET', '/v1/health');
+      const d = (api.body as { daemons: { daemon: string; effectiveWeight: number }[] }).daemons.find((x) => x.daemon === '198.18.2.2:8080');
+      assert.equal(d?.effectiveWeight, 300);
+    });
+
+    it('drain --wait finds the daemon by its parsed addresses, however they are written; an unknown daemon is an error, not "drained"', async () => {
+      // [2001:db8:2::1]:8443 holds one established flow: spelt another way it is still found, so --wait waits.
+      const held = await expectExit(s, ['daemon', 'drain', '2001:db8:0::100', '443', '[2001:db8:2:0::0:1]:8443', '--wait', '--timeout', '1'], 1);
+      assert.match(held.stderr, /still holds 1 active flows after 1 s \(DRAIN_TIMEOUT\)/);
+      // A daemon without flows drains at once.
+      await expectExit(s, ['daemon', 'add', '2001:db8::100', '443', '[2001:db8:2::2]:8443'], 0);
+      const idle = await expectExit(s, ['daemon', 'drain', '2001:db8::0:100', '443/tcp', '[2001:db8:2:0::2]:8443', '--wait'], 0);
+      assert.equal(idle.stdout, 'daemon [2001:db8:2:0::2]:8443 drained\n');
+      const none = await expectExit(s, ['daemon', 'drain', C4, '80', '198.18.9.9:1', '--wait'], 1);
+      assert.match(none.stderr, /DAEMON_NOT_FOUND/);
+      assert.equal(none.stdout, '');
+      // The same endpoint behind the same port number of another cluster is another daemon: its flows are not these.
+      await expectExit(s, ['cluster', 'add', '198.18.100.2', '--port', '80', '--daemon', '198.18.2.1:8080'], 0);
+      const other = JSON.parse((await expectExit(s, ['--json', 'daemon', 'drain', '198.18.100.2', '80', '198.18.2.1:8080'], 0)).stdout) as { activeFlows: number };
+      assert.equal(other.activeFlows, 0);
+      const otherWait = await expectExit(s, ['daemon', 'drain', '198.18.100.2', '80', '198.18.2.1:8080', '--wait', '--timeout', '1'], 0);
+      assert.equal(otherWait.stdout, 'daemon 198.18.2.1:8080 drained\n');
+    });
+  });
+
+  describe('hostlb CLI: port drain, port undrain, agent-status', { concurrency: false }, () => {
+    let s: MemoryHostlb;
+    before(async () => { s = await startMemoryHostlb(); });
+    after(() => s.close());
+
+    it('agent-status prints the agent line; --exit-code says it as keepalived reads it; drain and undrain change it', async () => {
+      assert.equal((await expectExit(s, ['agent-status', C4, '80'], 0)).stdout, 'up ready 100%\n');
+      assert.equal((await expectExit(s, ['agent-status', C4, '80', '--exit-code'], 102)).stdout, 'up ready 100%\n');
+      assert.equal((await expectExit(s, ['port', 'drain', C4, '80'], 0)).stdout, `port 80 of ${C4} drained: its agent says "up drain 100%"\n`);
+      assert.equal((await expectExit(s, ['agent-status', C4, '80/tcp', '--exit-code'], 2)).stdout, 'up drain 100%\n');
+      const back = JSON.parse((await expectExit(s, ['--json', 'port', 'undrain', C4, '80'], 0)).stdout) as { line: string; drained: boolean };
+      assert.deepEqual([back.line, back.drained], ['up ready 100%', false]);
+      // Any failure reads as down (1) with --exit-code: keepalived would take 3 for "up, weight 1".
+      assert.match((await expectExit(s, ['agent-status', C4, '81', '--exit-code'], 1)).stderr, /PORT_NOT_FOUND/);
+      await expectExit(join(s.dir, 'missing.sock'), ['agent-status', C4, '80', '--exit-code'], 1);
+      await expectExit(join(s.dir, 'missing.sock'), ['agent-status', C4, '80'], 3);
     });
   });
 
@@ -401,32 +491,37 @@ describe('hostlb CLI', { concurrency: true }, () => {
   describe('hostlb CLI: --help', () => {
     /** Every command with the long options (or subcommands) its help must mention; nothing else may be listed. */
     const COMMANDS: [string[], string[], string[]][] = [
-      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'status', 'cluster', 'port', 'daemon', 'restart', 'reload-app', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config']],
+      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'dashboard', 'top', 'status', 'cluster', 'port', 'daemon', 'restart', 'reload-app', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config', 'agent-status']],
       [['start'], ['--config', '--takeover', '--help'], []],
       [['startup'], ['--config', '--name', '--unit', '--print', '--help'], []],
-      [['run'], ['--instances', '--port', '--address', '--protocol', '--scheduler', '--health', '--user', '--env', '--name', '--listen-fds', '--dataplane', '--stop-timeout', '--state-dir', '--save', '--help'], []],
+      [['run'], ['--instances', '--port', '--address', '--protocol', '--scheduler', '--health', '--user', '--env', '--name', '--listen-fds', '--dataplane', '--stop-timeout', '--state-dir', '--agent', '--save', '--help'], []],
       [['check'], ['--config', '--help'], []],
+      [['dashboard'], ['--port', '--host', '--help'], []],
+      [['top'], ['--iterations', '--plain', '--help'], []],
       [['demo'], ['--help'], []],
       [['status'], ['--help'], []],
       [['cluster'], ['--help'], ['add', 'remove']],
       [['cluster', 'add'], ['--port', '--scheduler', '--daemon', '--help'], []],
       [['cluster', 'remove'], ['--help'], []],
-      [['port'], ['--help'], ['add', 'set', 'remove']],
+      [['port'], ['--help'], ['add', 'set', 'remove', 'drain', 'undrain']],
+      [['port', 'drain'], ['--help'], []],
+      [['port', 'undrain'], ['--help'], []],
+      [['agent-status'], ['--exit-code', '--help'], []],
       [['port', 'add'], ['--scheduler', '--daemon', '--help'], []],
       [['port', 'set'], ['--scheduler', '--help'], []],
       [['port', 'remove'], ['--help'], []],
       [['daemon'], ['--help'], ['add', 'set', 'quiesce', 'remove', 'drain']],
       [['daemon', 'drain'], ['--wait', '--timeout', '--help'], []],
-      [['restart'], ['--drain-timeout', '--up-timeout', '--help'], []],
+      [['restart'], ['--drain-timeout', '--up-timeout', '--no-surge', '--help'], []],
       [['health'], ['--help'], []],
       [['events'], ['--follow', '--help'], []],
       [['daemon', 'add'], ['--weight', '--help'], []],
       [['daemon', 'set'], ['--weight', '--help'], []],
       [['daemon', 'quiesce'], ['--help'], []],
       [['daemon', 'remove'], ['--help'], []],
-      [['reload-app'], ['--drain-timeout', '--up-timeout', '--help'], []],
+      [['reload-app'], ['--drain-timeout', '--up-timeout', '--no-surge', '--help'], []],
       [['logs'], ['--lines', '--follow', '--help'], []],
-      [['conns'], ['--cluster', '--port', '--daemon', '--client', '--state', '--limit', '--offset', '--help'], []],
+      [['conns'], ['--cluster', '--port', '--protocol', '--daemon', '--client', '--state', '--limit', '--offset', '--help'], []],
       [['reload'], ['--help'], []],
       [['stop'], ['--help'], []],
       [['config'], ['--help'], ['show', 'save']],

@@ -3,11 +3,30 @@
 // from client.ts: 0 done, 1 rejected, 3 not running, 4 permission, 5 error.
 
 import type { Command } from 'commander';
+import type { DaemonEventType } from '../../health/events.js';
+import { formatEndpoint, parseEndpoint, parseIp } from '../../wire/address.js';
 import { defaultName } from '../run-config.js';
 import { call, ClientError, EXIT, type ClientOptions } from './client.js';
-import { formatClusters, formatConnections, formatStatus, table } from './format.js';
+import { formatClusters, formatConnections, formatStatus, formatWeight, table } from './format.js';
 
 interface Global extends ClientOptions { json?: boolean }
+
+/**
+ * Every event type the health layer emits, with the words `events --help`
+ * uses. `satisfies Record<DaemonEventType, ...>` makes the build fail when
+ * health/events.ts gains a type this list lacks (or loses one it has).
+ */
+const EVENT_WORDS = {
+  daemon_up: 'up',
+  daemon_down: 'down',
+  daemon_drained: 'drained',
+  daemon_restarted: 'restarted',
+  weight_changed: 'weight changed',
+  daemon_started: 'started',
+  daemon_exited: 'exited',
+} as const satisfies Record<DaemonEventType, string>;
+
+export const EVENT_TYPES = Object.keys(EVENT_WORDS) as DaemonEventType[];
 
 /** "8080" or "8080/udp" → [8080, 'udp'] (tcp by default). */
 export function splitPort(text: string): [string, string] {
@@ -45,12 +64,63 @@ function changed(g: Global, result: unknown, what: string): void {
   out(g, result, () => `${what}${change && (change.routesAdded || change.routesRemoved) ? ` (host routes/rules: +${change.routesAdded} -${change.routesRemoved})` : ''}`);
 }
 
+/** POST …/restart's answer (control/rollout.ts RolloutResult). */
+interface Rollout { restarted: string[]; surge: string | null; surgeSkipped?: string }
+
+function surgeLine(r: Rollout): string {
+  return r.surge !== null ? `surge instance ${r.surge} carried the load meanwhile and is stopped again` : `no surge instance (${r.surgeSkipped ?? 'none'}): one instance short during each restart`;
+}
+
 function numberOption(text: string, name: string): number {
   if (!/^\d+$/.test(text)) {
     process.stderr.write(`hostlb: ${name} must be a whole number, got "${text}"\n`);
     process.exit(EXIT.usage);
   }
   return Number(text);
+}
+
+/** GET …/agent's answer (and that of a port's drain and undrain). */
+interface AgentView { name: string; listener: string | null; state: 'up' | 'drain' | 'maint' | 'down'; weightPercent: number; line: string; drained: boolean }
+
+/** keepalived's MISC_CHECK with misc_dynamic: 0 up as it was, 1 down, 2 + w up with weight w. */
+export function agentExitCode(a: Pick<AgentView, 'state' | 'weightPercent'>): number {
+  if (a.state === 'drain') return 2;
+  if (a.state === 'up') return 2 + Math.min(100, Math.max(1, Math.round(a.weightPercent)));
+  return 1;
+}
+
+/**
+ * The protocol `conns` filters on: `--protocol`, or the one `--port 53/udp`
+ * names (`/any` names both: no filter). Both, disagreeing, is a usage error.
+ * hostlb checks the value itself (BAD_QUERY).
+ */
+function connsProtocol(port: string | undefined, protocol: string | undefined): string | undefined {
+  const [, fromPort] = port?.split('/') ?? [];
+  const named = fromPort === 'any' ? undefined : fromPort;
+  if (named !== undefined && protocol !== undefined && named !== protocol) {
+    process.stderr.write(`hostlb: --port ${port} and --protocol ${protocol} disagree; give one protocol\n`);
+    process.exit(EXIT.usage);
+  }
+  return protocol ?? named;
+}
+
+/** "cluster:port/protocol daemon" with every address canonical, as /v1/counters names a daemon; null when a part does not parse. */
+function canonicalDaemonKey(key: string): string | null {
+  const [portName, daemonName] = key.split(' ');
+  const slash = portName?.lastIndexOf('/') ?? -1;
+  const port = slash < 0 ? null : parseEndpoint(portName.slice(0, slash));
+  const daemon = daemonName === undefined ? null : parseEndpoint(daemonName);
+  return port && daemon ? `${formatEndpoint(port)}/${portName.slice(slash + 1)} ${formatEndpoint(daemon)}` : null;
+}
+
+/** The /v1/counters key of the daemon the user named (cluster, port argument, address:port), canonical. */
+function daemonKey(cluster: string, portText: string, address: string): string | null {
+  const ip = parseIp(cluster);
+  const [port, protocol] = splitPort(portText);
+  const daemon = parseEndpoint(address);
+  // hostlb accepted the drain, so these parse; null would match nothing (DAEMON_NOT_FOUND).
+  if (!ip || !daemon || !/^\d+$/.test(port)) return null;
+  return `${formatEndpoint({ address: ip, port: Number(port) })}/${protocol} ${formatEndpoint(daemon)}`;
 }
 
 export function addClientCommands(program: Command): void {
@@ -100,6 +170,36 @@ export function addClientCommands(program: Command): void {
     .action(async (clusterAddr: string, portText: string, _o, cmd: Command) => run(cmd, async (g) => {
       changed(g, await call(g, 'DELETE', portPath(clusterAddr, portText)), `port ${portText} removed from ${clusterAddr}`);
     }));
+  for (const [verb, what] of [['drain', 'tell the front tier to send this port nothing new (its agent answers drain); its daemons keep serving what still arrives'], ['undrain', 'tell the front tier to send this port new connections again']] as const) {
+    port.command(`${verb} <cluster> <port>`)
+      .description(`${what} (docs/scale-out.md)`)
+      .action(async (clusterAddr: string, portText: string, _o, cmd: Command) => run(cmd, async (g) => {
+        const r = await call(g, 'POST', `${portPath(clusterAddr, portText)}/${verb}`) as AgentView;
+        out(g, r, () => `port ${portText} of ${clusterAddr} ${verb}ed: its agent says "${r.line}"`);
+      }));
+  }
+
+  program.command('agent-status <cluster> <port>')
+    .description('the line a front tier\'s agent-check hears about this port now (docs/scale-out.md)')
+    .option('--exit-code', 'also say it as the exit status keepalived\'s MISC_CHECK reads: 2 + weight % when ready, 2 when drained, 1 when down or stopping (and on any error)')
+    .action(async (clusterAddr: string, portText: string, o: { exitCode?: boolean }, cmd: Command) => {
+      if (!o.exitCode) return run(cmd, async (g) => {
+        const r = await call(g, 'GET', `${portPath(clusterAddr, portText)}/agent`) as AgentView;
+        out(g, r, () => r.line);
+      });
+      // keepalived reads any status but 0 and 1 as a weight: an error must read as down (1), never as "weight 1".
+      const g = cmd.optsWithGlobals() as Global;
+      try {
+        const r = await call(g, 'GET', `${portPath(clusterAddr, portText)}/agent`) as AgentView;
+        out(g, r, () => r.line);
+        process.exitCode = agentExitCode(r);
+      } catch (e) {
+        if (!(e instanceof ClientError)) throw e;
+        if (g.json) process.stdout.write(`${JSON.stringify(e.body ?? { error: { code: e.code, message: e.message } }, null, 1)}\n`);
+        process.stderr.write(`hostlb: ${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ''}\n`);
+        process.exitCode = 1;
+      }
+    });
 
   const daemon = program.command('daemon').description('add, change, quiesce or remove a daemon');
   daemon.command('add <cluster> <port> <address>')
@@ -130,29 +230,36 @@ export function addClientCommands(program: Command): void {
     .option('--wait', 'wait until its active flows have ended')
     .option('--timeout <seconds>', 'give up waiting after this long (exit 1)', '60')
     .action(async (c: string, p: string, address: string, o: { wait?: boolean; timeout: string }, cmd: Command) => run(cmd, async (g) => {
+      const timeout = o.wait ? numberOption(o.timeout, '--timeout') : 0;
       const r = await call(g, 'POST', `${portPath(c, p)}/daemons/${enc(address)}/drain`) as { activeFlows: number };
       if (!o.wait) return changed(g, r, `daemon ${address} draining (${r.activeFlows} active flows)`);
-      const deadline = Date.now() + numberOption(o.timeout, '--timeout') * 1000;
-      for (;;) {
-        const { clusters } = await call(g, 'GET', '/v1/clusters') as { clusters: Parameters<typeof formatClusters>[0] };
-        const [port] = splitPort(p);
-        const d = clusters.flatMap((x) => x.ports.filter((y) => String(y.port) === port).flatMap((y) => y.daemons)).find((x) => x.address === address);
-        const active = d?.activeFlows ?? 0;
+      // hostlb found the daemon (else the drain was refused): from here on it is
+      // looked up by its parsed endpoints, never by the text typed, so
+      // [2001:db8::0:1]:80 is the daemon hostlb calls [2001:db8::1]:80.
+      const key = daemonKey(c, p, address);
+      const deadline = Date.now() + timeout * 1000;
+      for (let seen = false; ; seen = true) {
+        const { daemons } = await call(g, 'GET', '/v1/counters') as { daemons: Record<string, { activeFlows: number }> };
+        const found = Object.entries(daemons).find(([k]) => key !== null && canonicalDaemonKey(k) === key);
+        // Counters outlive a removed daemon while it holds flows: gone after it was seen means removed and ended.
+        if (found === undefined && !seen) throw new ClientError('DAEMON_NOT_FOUND', `hostlb has no daemon ${address} on ${c} ${p}; list them with hostlb status`, EXIT.rejected);
+        const active = found?.[1].activeFlows ?? 0;
         if (active === 0) return out(g, { ok: true, daemon: address, activeFlows: 0 }, () => `daemon ${address} drained`);
         if (Date.now() >= deadline) throw new ClientError('DRAIN_TIMEOUT', `daemon ${address} still holds ${active} active flows after ${o.timeout} s`, EXIT.rejected);
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((resolve) => setTimeout(resolve, 500));
       }
     }));
 
   program.command('restart <cluster> <port>')
-    .description('rolling restart of a port\'s supervised daemons: each in turn drained, stopped, started, waited for, slow-started')
+    .description('rolling restart of a port\'s supervised daemons: a surge instance first, then each in turn drained, stopped, started, waited for, slow-started')
     .option('--drain-timeout <seconds>', 'longest wait for a daemon\'s flows to end before it is stopped anyway', '30')
     .option('--up-timeout <seconds>', 'longest wait for a restarted daemon to come back up', '30')
-    .action(async (c: string, p: string, o: { drainTimeout: string; upTimeout: string }, cmd: Command) => run(cmd, async (g) => {
+    .option('--no-surge', 'do not start an extra instance first (the port then runs one instance short during each restart)')
+    .action(async (c: string, p: string, o: { drainTimeout: string; upTimeout: string; surge: boolean }, cmd: Command) => run(cmd, async (g) => {
       const drainTimeout = numberOption(o.drainTimeout, '--drain-timeout');
       const upTimeout = numberOption(o.upTimeout, '--up-timeout');
-      const r = await call(g, 'POST', `${portPath(c, p)}/restart`, { drainTimeout, upTimeout }, 1000 * (30 + 2 * 256 * (drainTimeout + upTimeout))) as { restarted: string[] };
-      out(g, r, () => `restarted ${r.restarted.length} daemon(s): ${r.restarted.join(', ')}`);
+      const r = await call(g, 'POST', `${portPath(c, p)}/restart`, { drainTimeout, upTimeout, surge: o.surge }, 1000 * (30 + 2 * 257 * (drainTimeout + upTimeout))) as Rollout;
+      out(g, r, () => `restarted ${r.restarted.length} daemon(s): ${r.restarted.join(', ')}\n${surgeLine(r)}`);
     }));
 
   program.command('health')
@@ -161,7 +268,7 @@ export function addClientCommands(program: Command): void {
       const r = await call(g, 'GET', '/v1/health') as { daemons: Array<Record<string, unknown>> };
       out(g, r, () => table([
         ['PORT', 'DAEMON', 'STATE', 'ADVISOR', 'RESPONSE', 'WEIGHT', 'EFFECTIVE', 'FACTOR', 'RAMP', 'WHY'],
-        ...r.daemons.map((d) => [String(d.port), String(d.daemon), String(d.state), String(d.advisor), d.responseMs === null ? '-' : `${String(d.responseMs)} ms`, String(d.configuredWeight), String(d.effectiveWeight), String(d.factor), String(d.ramp), String(d.reason)]),
+        ...r.daemons.map((d) => [String(d.port), String(d.daemon), String(d.state), String(d.advisor), d.responseMs === null ? '-' : `${String(d.responseMs)} ms`, String(d.configuredWeight), formatWeight(Number(d.effectiveWeight)), String(d.factor), String(d.ramp), String(d.reason)]),
       ]));
     }));
 
@@ -169,7 +276,8 @@ export function addClientCommands(program: Command): void {
     .description('replace the supervised program\'s instances one by one with fresh processes (a rolling restart); NAME picks the program when there are several')
     .option('--drain-timeout <seconds>', 'longest wait for an instance\'s connections to end', '30')
     .option('--up-timeout <seconds>', 'longest wait for a new instance to pass its health check', '30')
-    .action(async (name: string | undefined, o: { drainTimeout: string; upTimeout: string }, cmd: Command) => run(cmd, async (g) => {
+    .option('--no-surge', 'do not start an extra instance first (the program then runs one instance short during each replacement)')
+    .action(async (name: string | undefined, o: { drainTimeout: string; upTimeout: string; surge: boolean }, cmd: Command) => run(cmd, async (g) => {
       const config = await call(g, 'GET', '/v1/config') as { clusters: Array<{ address: string; ports: Array<{ port: number; protocol: string; supervise?: { command: string; args: string[]; env: Record<string, string> } }> }> };
       const supervised = config.clusters.flatMap((c) => c.ports.filter((p) => p.supervise !== undefined).map((p) => ({
         cluster: c.address, port: `${p.port}/${p.protocol}`, name: p.supervise!.env.HOSTLB_NAME ?? defaultName(p.supervise!.command, p.supervise!.args),
@@ -182,20 +290,20 @@ export function addClientCommands(program: Command): void {
       const [target] = chosen;
       const drainTimeout = Number(o.drainTimeout);
       const upTimeout = Number(o.upTimeout);
-      const r = await call(g, 'POST', `${portPath(target.cluster, target.port)}/restart`, { drainTimeout, upTimeout }, 1000 * (30 + 2 * 256 * (drainTimeout + upTimeout))) as { restarted: string[] };
-      out(g, r, () => `${target.name}: replaced ${r.restarted.length} instance(s): ${r.restarted.join(', ')}`);
+      const r = await call(g, 'POST', `${portPath(target.cluster, target.port)}/restart`, { drainTimeout, upTimeout, surge: o.surge }, 1000 * (30 + 2 * 257 * (drainTimeout + upTimeout))) as Rollout;
+      out(g, r, () => `${target.name}: replaced ${r.restarted.length} instance(s): ${r.restarted.join(', ')}\n${surgeLine(r)}`);
     }));
 
   program.command('events')
-    .description('daemon events (up, down, drained, restarted, weight changed); --follow keeps printing new ones')
+    .description(`daemon events, oldest first: ${EVENT_TYPES.join(', ')}; --follow keeps printing new ones`)
     .option('--follow', 'keep printing events as they happen (Ctrl-C to stop)')
     .action(async (o: { follow?: boolean }, cmd: Command) => run(cmd, async (g) => {
       let last = 0;
       for (;;) {
-        const r = await call(g, 'GET', `/v1/events?since=${last}`) as { events: Array<{ id: number; at: string; type: string; port: string; daemon: string; reason?: string; weight?: number }> };
+        const r = await call(g, 'GET', `/v1/events?since=${last}`) as { events: Array<{ id: number; at: string; type: string; port: string; daemon: string; reason?: string; weight?: number; previousWeight?: number }> };
         for (const e of r.events) {
           last = e.id;
-          process.stdout.write(g.json ? `${JSON.stringify(e)}\n` : `${e.at}  ${e.type.padEnd(16)} ${e.port}  ${e.daemon}${e.reason ? `  (${e.reason})` : ''}${e.weight !== undefined ? `  weight ${e.weight}` : ''}\n`);
+          process.stdout.write(g.json ? `${JSON.stringify(e)}\n` : `${e.at}  ${e.type.padEnd(16)} ${e.port}  ${e.daemon}${e.reason ? `  (${e.reason})` : ''}${e.weight !== undefined ? `  effective weight ${formatWeight(e.weight)}${e.previousWeight !== undefined ? ` (was ${formatWeight(e.previousWeight)})` : ''}` : ''}\n`);
         }
         if (!o.follow) return;
         await new Promise((r) => setTimeout(r, 1000));
@@ -227,7 +335,8 @@ export function addClientCommands(program: Command): void {
   program.command('conns')
     .description('list connection records')
     .option('--cluster <address>', 'only this cluster address')
-    .option('--port <port>', 'only this cluster port')
+    .option('--port <port>', 'only this cluster port: 80, or with a protocol, 53/udp')
+    .option('--protocol <protocol>', 'only tcp or only udp flows')
     .option('--daemon <address>', 'only this daemon (address:port)')
     .option('--client <address>', 'only this client address')
     .option('--state <state>', 'only this state (ESTABLISHED, TIME_WAIT, UDP, ...)')
@@ -235,7 +344,10 @@ export function addClientCommands(program: Command): void {
     .option('--offset <n>', 'skip this many', '0')
     .action(async (o: Record<string, string | undefined>, cmd: Command) => run(cmd, async (g) => {
       const q = new URLSearchParams();
-      for (const k of ['cluster', 'port', 'daemon', 'client', 'state', 'limit', 'offset']) if (o[k] !== undefined) q.set(k, o[k]!);
+      for (const k of ['cluster', 'daemon', 'client', 'state', 'limit', 'offset']) if (o[k] !== undefined) q.set(k, o[k]!);
+      const protocol = connsProtocol(o.port, o.protocol);
+      if (o.port !== undefined) q.set('port', o.port.split('/')[0]);
+      if (protocol !== undefined) q.set('protocol', protocol);
       const r = await call(g, 'GET', `/v1/connections?${q}`) as { total: number; offset: number; connections: Parameters<typeof formatConnections>[2] };
       out(g, r, () => formatConnections(r.total, r.offset, r.connections));
     }));

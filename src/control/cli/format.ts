@@ -8,6 +8,15 @@ export function table(rows: (string | number)[][]): string {
   return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? String(cell) : String(cell).padEnd(widths[i]))).join('  ')).join('\n');
 }
 
+/**
+ * An effective weight as the API gives it (configured weight × the manager's
+ * factor × the slow-start ramp, ×100 so the scheduler's integers keep two
+ * decimals) on the configured weight's scale: 100 → "1", 57 → "0.57".
+ */
+export function formatWeight(effective: number): string {
+  return Number.isFinite(effective) ? String(Math.round(effective) / 100) : '-';
+}
+
 interface DaemonView {
   address: string; weight: number; state: string; activeFlows: number; newFlows: number; packetsIn: number; packetsOut: number; bytesIn: number; bytesOut: number;
   effectiveWeight?: number; reason?: string;
@@ -20,7 +29,7 @@ export function formatClusters(clusters: ClusterView[]): string {
   for (const c of clusters) for (const p of c.ports) {
     if (p.daemons.length === 0) rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, '-', '-', '-', 'no daemons', 0, 0, 0, 0, '']);
     for (const d of p.daemons) {
-      rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, d.address, d.weight, d.effectiveWeight ?? d.weight, d.state, d.activeFlows, d.newFlows, d.packetsIn, d.packetsOut, d.reason ?? '']);
+      rows.push([c.address, `${p.port}/${p.protocol}`, p.scheduler, d.address, d.weight, d.effectiveWeight === undefined ? d.weight : formatWeight(d.effectiveWeight), d.state, d.activeFlows, d.newFlows, d.packetsIn, d.packetsOut, d.reason ?? '']);
     }
   }
   return table(rows);
