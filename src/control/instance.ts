@@ -173,10 +173,20 @@ export class Instance implements Controlled {
     this.agent = new FrontTierAgent((name) => this.capacityOf(name), this.log);
   }
 
-  /** Configured and effective weights of port `name`'s daemons, for the agent's weight. */
+  /**
+   * Port `name`'s capacity for the agent's weight: each daemon's configured
+   * weight, and what of it takes new connections — configured × slow-start
+   * ramp (× 100, the manager's scale) for a daemon that is up, 0 otherwise.
+   * Not the effective weight itself: the manager's load factor moves work
+   * between this host's daemons and says nothing about how much the host can
+   * take, and a daemon whose advisor has not answered yet is not counted.
+   */
   private capacityOf(name: string): PortCapacity | undefined {
     const rows = this.health.monitor.view().filter((h) => h.port === name);
-    return { configured: rows.map((h) => h.configuredWeight), effective: rows.map((h) => h.effectiveWeight) };
+    return {
+      configured: rows.map((h) => h.configuredWeight),
+      effective: rows.map((h) => (h.state === 'up' && h.advisor !== 'unknown' && h.effectiveWeight > 0 ? h.configuredWeight * h.ramp * 100 : 0)),
+    };
   }
 
   /** Opens the agent listeners of the running configuration. Throws what listen throws (EADDRINUSE, ...), naming the listener. */

@@ -18,7 +18,7 @@ const MAIN = fileURLToPath(new URL('../../src/control/cli/main.js', import.meta.
 
 function row(daemon: string, state: DaemonRow['state'], extra: Partial<DaemonRow> = {}): DaemonRow {
   return {
-    daemon, state, why: state === 'down' ? 'http advisor: connection refused' : '', ramp: 1, configuredWeight: 1, effectiveWeight: 1, sinceSeconds: 75,
+    daemon, state, why: state === 'down' ? 'http advisor: connection refused' : '', ramp: 1, configuredWeight: 1, effectiveWeight: 100, sinceSeconds: 75,
     health: { advisor: 'up', lastCheck: { ok: true, responseMs: 1.2, reason: 'HTTP 200' }, responseMs: 1.3, failures: 0, flaps: 0, passive: { down: false, reason: '' } },
     activeFlows: 2, newFlows: 100, newPerSecond: 12.5, share: 0.5, series: [1, 2, 4, 8], ...extra,
   };
@@ -30,7 +30,7 @@ const VIEW: LiveViewSnapshot = {
   totals: { activeFlows: 4, newPerSecond: 25, daemons: 3, up: 2 },
   ports: [{
     port: '198.18.100.1:80/tcp', scheduler: 'wlc', supervised: true,
-    daemons: [row('198.18.2.11:8080', 'up'), row('198.18.2.12:8080', 'slow start', { ramp: 0.4 }), row('198.18.2.13:8080', 'down', { share: 0 })],
+    daemons: [row('198.18.2.11:8080', 'up'), row('198.18.2.12:8080', 'slow start', { ramp: 0.4, effectiveWeight: 40 }), row('198.18.2.13:8080', 'down', { share: 0 })],
   }],
   errors: [{ reason: 'drop.no_record', total: 12, perSecond: 0.5 }],
   processes: [{ port: '198.18.100.1:80/tcp', index: 0, daemon: '198.18.2.11:8080', pid: 4242, state: 'running', cpuPercent: 3.5, rssBytes: 50 << 20, restarts: 1, uptimeSeconds: 61, lastExit: { code: null, signal: 'SIGKILL', at: '' }, log: ['listening'] }],
@@ -47,7 +47,7 @@ describe('hostlb top: drawing', () => {
     assert.match(lines[0], /^hostlb 9\.9\.9 · netfilter plane · hlb0 · up 1h02m · 4 active · 25 new\/s · 2\/3 daemons up$/);
     assert.match(lines[1], /table 50 \/ 1000 \(5\.0%\) · queue\.daemon 7 · repairs 1/);
     assert.match(text, /^ {4}198\.18\.2\.11:8080 +up +1 +1 +2 +12\.5 +50% /m);
-    assert.match(text, /^ {2}> 198\.18\.2\.12:8080 +slow start 40% /m);
+    assert.match(text, /^ {2}> 198\.18\.2\.12:8080 +slow start 40% +1 +0\.4 /m);
     assert.match(text, /^ {4}198\.18\.2\.13:8080 +down .* http advisor: connection refused$/m);
     assert.match(text, /^HEALTH 198\.18\.2\.12:8080: advisor up · last check ok 1\.2 ms/m);
     assert.match(text, /^ERRORS drop\.no_record 0\.5\/s \(12\)$/m);

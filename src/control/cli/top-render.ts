@@ -4,6 +4,7 @@
 // state in, strings out — so the layout is tested without a terminal.
 
 import type { DaemonRow, LiveViewSnapshot } from '../view/live-view.js';
+import { formatWeight } from './format.js';
 
 export interface TopState {
   /** Index into selectable(view). */
@@ -121,7 +122,7 @@ export function renderScreen(view: LiveViewSnapshot | null, state: TopState, wid
           { text: mine ? '  > ' : '    ', colour: mine ? 'bold' : undefined },
           { text: `${d.daemon.padEnd(24)} `, colour: mine ? 'inverse' : undefined },
           { text: stateText(d).padEnd(15), colour: STATE_COLOUR[d.state] },
-          { text: ` ${String(d.configuredWeight).padStart(6)} ${String(d.effectiveWeight).padStart(5)} ${String(d.activeFlows).padStart(7)} ${d.newPerSecond.toFixed(1).padStart(7)} ${`${Math.round(d.share * 100)}%`.padStart(6)} ` },
+          { text: ` ${String(d.configuredWeight).padStart(6)} ${formatWeight(d.effectiveWeight).padStart(5)} ${String(d.activeFlows).padStart(7)} ${d.newPerSecond.toFixed(1).padStart(7)} ${`${Math.round(d.share * 100)}%`.padStart(6)} ` },
           { text: sparkline(d.series, max, spark), colour: 'cyan' },
           { text: ` ${duration(d.sinceSeconds).padStart(7)}  ${d.why}` },
         ]);
@@ -159,7 +160,7 @@ export function renderLines(view: LiveViewSnapshot): string[] {
   const out = [`${view.at} ${header(view)}`, `  plane: ${planeLine(view)}`];
   for (const p of view.ports) {
     for (const d of p.daemons) {
-      out.push(`  ${p.port} ${d.daemon} ${stateText(d)} weight ${d.configuredWeight} effective ${d.effectiveWeight} active ${d.activeFlows} new/s ${d.newPerSecond} share ${Math.round(d.share * 100)}% changed ${duration(d.sinceSeconds)} ago${d.why ? ` (${d.why})` : ''}`);
+      out.push(`  ${p.port} ${d.daemon} ${stateText(d)} weight ${d.configuredWeight} effective ${formatWeight(d.effectiveWeight)} active ${d.activeFlows} new/s ${d.newPerSecond} share ${Math.round(d.share * 100)}% changed ${duration(d.sinceSeconds)} ago${d.why ? ` (${d.why})` : ''}`);
     }
   }
   out.push(`  errors: ${errorsLine(view)}`);
