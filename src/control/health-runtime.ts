@@ -100,6 +100,46 @@ function sameButInstances(next: NonNullable<PortConf['supervise']>, spec: string
   return running.instances !== next.instances && JSON.stringify({ ...running, instances: next.instances }) === JSON.stringify(next);
 }
 
+/** `<stateDir>/<device>.daemons.json`: where an instance records the PIDs of the daemons it runs. */
+export function daemonPidsPath(stateDir: string, device: string): string {
+  return join(stateDir, `${device}.daemons.json`);
+}
+
+/**
+ * Ends (SIGKILL) the daemons recorded in `pidFile` by a hostlb that is gone,
+ * and removes the record; returns how many it ended. Only PIDs whose command
+ * line still names the recorded command, so a reused PID is left alone; none
+ * while the hostlb that recorded them runs.
+ */
+export function endLeftoverDaemons(pidFile: string, log: Pick<Logger, 'info' | 'warn'>): number {
+  let recorded: DaemonPids;
+  try {
+    recorded = JSON.parse(readFileSync(pidFile, 'utf8')) as DaemonPids;
+    if (!Number.isInteger(recorded.owner) || recorded.owner < 1 || !Array.isArray(recorded.daemons)) throw new Error('not a PID record');
+  } catch {
+    return 0;
+  }
+  if (recorded.owner !== process.pid && stillAlive(recorded.owner, 0)) {
+    log.warn({ file: pidFile, owner: recorded.owner }, 'the supervised daemons recorded here belong to a running hostlb; left alone');
+    return 0;
+  }
+  let ended = 0;
+  for (const { pid, command } of recorded.daemons) {
+    try {
+      if (!Number.isInteger(pid) || pid < 2 || typeof command !== 'string') continue;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (!cmdline.some((arg) => arg === command || arg.endsWith(`/${command}`))) continue;
+      process.kill(pid, 'SIGKILL');
+      ended++;
+      log.info({ pid, command }, 'ended a daemon left by an earlier run');
+    } catch {
+      // Gone already.
+    }
+  }
+  rmSync(pidFile, { force: true });
+  return ended;
+}
+
 /** Polls `test` every 100 ms; resolves true once it holds, false after `timeoutMs`. */
 export function waitFor(test: () => boolean, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -163,7 +203,7 @@ export class HealthRuntime {
    * that share a stateDir must never end each other's daemons.
    */
   private get pidFile(): string {
-    return join(this.config.stateDir, `${this.config.device}.daemons.json`);
+    return daemonPidsPath(this.config.stateDir, this.config.device);
   }
 
   /** Every supervised instance now, by port name: its address, port, PID (null while not running), state, restarts and last exit. */
@@ -199,36 +239,9 @@ export class HealthRuntime {
     }
   }
 
-  /**
-   * Daemons a crashed hostlb started still hold their addresses; end them
-   * (SIGKILL) before starting new ones. Only when the hostlb that recorded
-   * them is gone (a live one is running them), and only PIDs whose command
-   * line still names the recorded command, so a reused PID is left alone.
-   */
+  /** Daemons a crashed hostlb started still hold their addresses: end them before starting new ones. */
   private killLeftovers(): void {
-    let recorded: DaemonPids;
-    try {
-      recorded = JSON.parse(readFileSync(this.pidFile, 'utf8')) as DaemonPids;
-      if (!Number.isInteger(recorded.owner) || recorded.owner < 1 || !Array.isArray(recorded.daemons)) throw new Error('not a PID record');
-    } catch {
-      return;
-    }
-    if (recorded.owner !== process.pid && stillAlive(recorded.owner, 0)) {
-      this.log.warn({ file: this.pidFile, owner: recorded.owner }, 'the supervised daemons recorded here belong to a running hostlb; left alone');
-      return;
-    }
-    for (const { pid, command } of recorded.daemons) {
-      try {
-        if (!Number.isInteger(pid) || pid < 2 || typeof command !== 'string') continue;
-        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        if (!cmdline.some((arg) => arg === command || arg.endsWith(`/${command}`))) continue;
-        process.kill(pid, 'SIGKILL');
-        this.log.info({ pid, command }, 'ended a daemon left by an earlier run');
-      } catch {
-        // Gone already.
-      }
-    }
-    rmSync(this.pidFile, { force: true });
+    endLeftoverDaemons(this.pidFile, this.log);
   }
 
   /** After the dispatcher took a new configuration. */

@@ -491,12 +491,13 @@ describe('hostlb CLI', { concurrency: true }, () => {
   describe('hostlb CLI: --help', () => {
     /** Every command with the long options (or subcommands) its help must mention; nothing else may be listed. */
     const COMMANDS: [string[], string[], string[]][] = [
-      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'dashboard', 'top', 'status', 'cluster', 'port', 'daemon', 'restart', 'reload-app', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config', 'agent-status']],
+      [[], ['--socket', '--url', '--token', '--json', '--version', '--help'], ['start', 'check', 'demo', 'run', 'startup', 'dashboard', 'top', 'cleanup', 'status', 'cluster', 'port', 'daemon', 'restart', 'reload-app', 'health', 'events', 'logs', 'conns', 'reload', 'stop', 'config', 'agent-status']],
       [['start'], ['--config', '--takeover', '--help'], []],
       [['startup'], ['--config', '--name', '--unit', '--print', '--help'], []],
       [['run'], ['--instances', '--port', '--address', '--protocol', '--scheduler', '--health', '--user', '--env', '--name', '--listen-fds', '--dataplane', '--stop-timeout', '--state-dir', '--agent', '--save', '--help'], []],
       [['check'], ['--config', '--help'], []],
       [['dashboard'], ['--port', '--host', '--help'], []],
+      [['cleanup'], ['--device', '--state-dir', '--help'], []],
       [['top'], ['--iterations', '--plain', '--help'], []],
       [['demo'], ['--help'], []],
       [['status'], ['--help'], []],

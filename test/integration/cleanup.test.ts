@@ -5,14 +5,14 @@
 // snapshot must be identical to before. Then the crash case: kill -9 leaves
 // the persistent device and the journal (intended: replies stay blackholed
 // rather than leak), the next start cleans them up and starts, and its stop
-// restores the snapshot.
+// restores the snapshot; or `hostlb cleanup` removes them without a start.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { addLoopbackAddress, splitEndpoint, startNginxDaemons, stopDaemons, tempDir } from '../support/daemons.js';
-import { CLUSTER_V4, CLUSTER_V6, clusterTopology, curlThrough, HostlbProcess, waitForIpv6Settled } from '../support/hostlb-process.js';
+import { CLUSTER_V4, CLUSTER_V6, clusterTopology, curlThrough, HOSTLB_MAIN, HostlbProcess, waitForIpv6Settled } from '../support/hostlb-process.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
 
 const V4_DAEMONS = ['198.18.2.1:8080', '198.18.2.2:8080'];
@@ -103,7 +103,7 @@ function pick(values: Record<string, string>, keys: string[]): Record<string, st
   return Object.fromEntries(keys.map((k) => [k, values[k]]));
 }
 
-test('hostlb undoes every host change on SIGTERM and SIGINT, and cleans up after kill -9 at the next start', async (t) => {
+test('hostlb undoes every host change on SIGTERM and SIGINT, and cleans up after kill -9 at the next start or with hostlb cleanup', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces and a TUN device')) return;
   const sandbox = NetnsSandbox.forTest(t);
   const dir = tempDir(t);
@@ -186,6 +186,26 @@ test('hostlb undoes every host change on SIGTERM and SIGINT, and cleans up after
       assert.deepEqual(exit, { code: 0, signal: null }, `hostlb exited 0:\n${hostlb.describe()}`);
       assert.deepEqual(snapshot(server, serverDev), before, 'after the restarted instance stops the server namespace is as before');
       assert.ok(!existsSync(journal), 'the journal is gone');
+    });
+
+    await t.test('kill -9, then hostlb cleanup without a start: the host is exactly as before; refused while a hostlb runs', async () => {
+      const cleanup = (): ReturnType<typeof sandbox.run> => sandbox.run(server, [process.execPath, HOSTLB_MAIN, 'cleanup', '--device', DEVICE, '--state-dir', stateDir]);
+      const crashed = await HostlbProcess.start(sandbox, server, config, { dir });
+      hostlb = crashed;
+      const refused = await cleanup();
+      assert.equal(refused.code, 1, `refused while hostlb runs: ${refused.stdout}${refused.stderr}`);
+      assert.match(refused.stderr, /device hlb0 is in use/);
+      await forwards(crashed);
+      assert.equal((await crashed.kill()).signal, 'SIGKILL');
+      assert.ok(linkNames(snapshot(server, serverDev)).includes(DEVICE) && existsSync(journal), 'kill -9 left the device and the journal');
+      const r = await cleanup();
+      assert.equal(r.code, 0, `hostlb cleanup: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /^hostlb cleanup: \d+ changes undone, TUN device hlb0 deleted; the host is as it was before that run$/m);
+      assert.deepEqual(snapshot(server, serverDev), before, 'after hostlb cleanup the server namespace is as before');
+      assert.ok(!existsSync(journal), 'the journal is gone');
+      const again = await cleanup();
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /nothing was left for device hlb0/);
     });
   } finally {
     await hostlb?.stop();

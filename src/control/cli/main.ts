@@ -11,6 +11,7 @@ import { addClientCommands } from './commands.js';
 import { addRunCommand } from './run.js';
 import { addDashboardCommand } from './dashboard.js';
 import { addTopCommand } from './top.js';
+import { addCleanupCommand } from './cleanup.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -131,6 +132,7 @@ program.command('startup')
 addRunCommand(program, VERSION, fail);
 addDashboardCommand(program, fail);
 addTopCommand(program);
+addCleanupCommand(program, fail);
 addClientCommands(program);
 
 program.parseAsync(process.argv).catch(fail);
