@@ -82,7 +82,7 @@ const supervise = z.strictObject({
   port: z.number().int().min(1).max(65535),
   cwd: z.string().optional(),
   stopTimeout: duration.default(10),
-  /** The user (and group) the daemons run as; default hostlb's own (root: a warning at start). */
+  /** The user (and group) the daemons run as: required, so that root is never chosen by default (write root to mean it). */
   user: runAsId.optional(),
   group: runAsId.optional(),
   /** hostlb opens each instance's listening socket and passes it as fd 3 (LISTEN_FDS=1), kept across restarts. */
@@ -122,6 +122,8 @@ const port = z.strictObject({
   }).optional(),
 }).superRefine((p, ctx) => {
   if (p.supervise && p.daemons.length > 0) ctx.addIssue({ code: 'custom', path: ['daemons'], message: 'a port with supervise gets its daemons from it; remove the daemons list' });
+  // Never root by default: the daemons are programs of their own, and root is for those who say so.
+  if (p.supervise && p.supervise.user === undefined) ctx.addIssue({ code: 'custom', path: ['supervise', 'user'], message: 'the daemons would run as root: name the user they run as (user: www-data), or write user: root to mean it' });
   if (p.supervise?.listenFds && p.protocol !== 'tcp') ctx.addIssue({ code: 'custom', path: ['supervise', 'listenFds'], message: `hostlb passes listening TCP sockets only; set protocol: tcp or listenFds: false (this port is ${p.protocol})` });
 });
 

@@ -691,6 +691,7 @@ const EXEC_CONFIG = TEST_CONFIG
     '          instances: 2',
     '          host: 198.18.3.1',
     '          port: 8080',
+    '          user: nobody',
     '          env:',
     `            API_KEY: ${SECRET_ENV}`,
     '      - port: 53',
@@ -703,8 +704,8 @@ describe('admin API: programs (supervise, exec advisors) come only from the conf
   before(async () => { s = await startMemoryHostlb({ config: EXEC_CONFIG }); });
   after(() => s.close());
 
-  const SUPERVISE = { command: '/bin/sh', args: ['-c', 'id > /tmp/pwned'], instances: 1, host: '198.18.3.9', port: 9000 };
-  const FROM_FILE = { command: '/bin/true', instances: 2, host: '198.18.3.1', port: 8080, env: { API_KEY: SECRET_ENV } };
+  const SUPERVISE = { command: '/bin/sh', args: ['-c', 'id > /tmp/pwned'], instances: 1, host: '198.18.3.9', port: 9000, user: 'root' };
+  const FROM_FILE = { command: '/bin/true', instances: 2, host: '198.18.3.1', port: 8080, user: 'nobody', env: { API_KEY: SECRET_ENV } };
   const P = `/v1/clusters/${C4}/ports`;
   const cases: { what: string; path: string; body: unknown; field: string }[] = [
     { what: 'a new cluster with a supervised port', path: '/v1/clusters', body: { address: '198.18.100.9', ports: [{ port: 80, supervise: SUPERVISE }] }, field: 'clusters[2].ports[0].supervise' },

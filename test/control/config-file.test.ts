@@ -461,7 +461,7 @@ describe('natural mistakes, said in words that tell what to write', () => {
     },
     {
       what: 'supervised daemons that include the cluster\'s own address and port',
-      text: 'dataplane: tun\nclusters:\n  - address: 127.0.0.10\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 3, host: 127.0.0.8, port: 80 }\n',
+      text: 'dataplane: tun\nclusters:\n  - address: 127.0.0.10\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 3, host: 127.0.0.8, port: 80, user: nobody }\n',
       want: [[6, 'clusters[0].ports[0].supervise.host', /^127\.0\.0\.10:80 is the cluster's own address and port/]],
     },
     {
@@ -489,7 +489,7 @@ describe('natural mistakes, said in words that tell what to write', () => {
     },
     {
       what: 'supervise.host of the other family',
-      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: "::1", port: 8080 }\n  - address: 2001:db8::100\n    ports:\n      - port: 80\n        supervise:\n          command: /usr/bin/node\n          instances: 2\n          host: 127.0.0.2\n          port: 8080\n',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: "::1", port: 8080, user: nobody }\n  - address: 2001:db8::100\n    ports:\n      - port: 80\n        supervise:\n          command: /usr/bin/node\n          instances: 2\n          host: 127.0.0.2\n          port: 8080\n          user: nobody\n',
       want: [
         [5, 'clusters[0].ports[0].supervise.host', /^::1 is IPv6 but cluster 198\.18\.100\.1 is IPv4; supervised daemons must share their cluster's family \(e\.g\. 127\.0\.0\.2\)$/],
         [12, 'clusters[1].ports[0].supervise.host', /^127\.0\.0\.2 is IPv4 but cluster 2001:db8::100 is IPv6/],
@@ -497,7 +497,7 @@ describe('natural mistakes, said in words that tell what to write', () => {
     },
     {
       what: 'supervise.host a name, or a range past the last address',
-      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: localhost, port: 8080 }\n      - port: 81\n        supervise: { command: /usr/bin/node, instances: 3, host: 255.255.255.254, port: 8080 }\n',
+      text: 'clusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: localhost, port: 8080, user: nobody }\n      - port: 81\n        supervise: { command: /usr/bin/node, instances: 3, host: 255.255.255.254, port: 8080, user: nobody }\n',
       want: [
         [5, 'clusters[0].ports[0].supervise.host', /^"localhost" names a host: hostlb needs the IP address of the first instance/],
         [7, 'clusters[0].ports[1].supervise.host', /runs past 255\.255\.255\.255/],
@@ -557,7 +557,7 @@ describe('natural mistakes, said in words that tell what to write', () => {
     assert.deepEqual(problemsOf(onePort('0.0.0.0', ['127.0.0.2:80'], 'dataplane: socket\n'), host), []);
     assert.deepEqual(problemsOf(`admin:\n  listen: 127.0.0.1:9180\n  tokenFile: /etc/hostlb/token\n${CLUSTERS}`, host).filter(([, path]) => path.startsWith('admin')), []);
     // Supervised daemons are hostlb's to start on this host: never "not an address of this host".
-    assert.deepEqual(problemsOf('dataplane: socket\nclusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: 198.18.2.1, port: 8080 }\n', host), []);
+    assert.deepEqual(problemsOf('dataplane: socket\nclusters:\n  - address: 198.18.100.1\n    ports:\n      - port: 80\n        supervise: { command: /usr/bin/node, instances: 2, host: 198.18.2.1, port: 8080, user: nobody }\n', host), []);
   });
 
   it('start, reload and the API refuse what is wrong everywhere; what depends on this host is left to hostlb check', () => {

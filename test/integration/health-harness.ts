@@ -378,7 +378,7 @@ export const THREE_SUPERVISED = {
     ports: [{
       port: 80,
       advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
-      supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080 },
+      supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, user: 'root' },
     }],
   }],
 };

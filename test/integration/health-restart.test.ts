@@ -47,7 +47,7 @@ async function rollingRestart(t: TestContext, dataplane: Dataplane, listenFds = 
         ports: [{
           port: 80,
           advisor: { type: 'http', interval: '500ms', timeout: '400ms', rise: 1, fall: 2 },
-          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, stopTimeout: '10s', listenFds },
+          supervise: { command: process.execPath, args: [FIXTURE], instances: 3, host: '198.18.2.11', port: 8080, stopTimeout: '10s', listenFds, user: 'root' },
         }],
       }],
     });

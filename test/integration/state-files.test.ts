@@ -20,14 +20,14 @@ const FIXTURE = fileURLToPath(new URL('../../../test/integration/fixtures/gracef
 const CLUSTER = '198.18.100.1';
 const DAEMON_HOST = '198.18.2.11';
 
-function supervisedConfig(device: string, dir: string, stateDir: string, user?: string): Record<string, unknown> {
+function supervisedConfig(device: string, dir: string, stateDir: string, user = 'root'): Record<string, unknown> {
   return {
     device,
     dataplane: 'tun',
     stateDir,
     admin: { socket: join(dir, `${device}.sock`) },
     table: { capacity: 1024 },
-    clusters: [{ address: CLUSTER, ports: [{ port: 80, supervise: { command: process.execPath, args: [FIXTURE], instances: 1, host: DAEMON_HOST, port: 8080, stopTimeout: '2s', ...(user ? { user } : {}) } }] }],
+    clusters: [{ address: CLUSTER, ports: [{ port: 80, supervise: { command: process.execPath, args: [FIXTURE], instances: 1, host: DAEMON_HOST, port: 8080, stopTimeout: '2s', user } }] }],
   };
 }
 
