@@ -115,6 +115,7 @@ test('[socket] hostlb reload-app with one instance under keep-alive load: a surg
     writeFileSync(stopFile, '');
     await loadDone;
     const counts = JSON.parse(loadOut.trim().split('\n').at(-1)!) as { ok: number; failed: number; resets: number; errors: Record<string, number>; pids: Record<string, number>; connections: number };
+    console.log(`  load across two reloads: ${counts.ok} answers on ${counts.connections} keep-alive connections, ${counts.failed} failed, ${counts.resets} reset; answers per pid ${JSON.stringify(counts.pids)}`);
     assert.equal(counts.failed, 0, `no request failed across two reloads: ${JSON.stringify(counts)}`);
     assert.equal(counts.resets, 0, `no connection was reset: ${JSON.stringify(counts)}`);
     assert.ok(counts.pids[String(oldPids[2])] > 0, `the copy of the second reload served: ${JSON.stringify(counts.pids)}`);
