@@ -4,7 +4,8 @@
 // plane's 0.0.0.0 cluster): it prints one block naming where to connect and
 // each instance's PID; clients in another namespace (the server's own
 // address) and on the host itself (localhost) are served by all three PIDs;
-// --save writes a file `hostlb check` accepts; Ctrl-C (SIGINT) stops the
+// --save writes a file `hostlb check` accepts; --agent answers a front tier's
+// agent-check; Ctrl-C (SIGINT) stops the
 // copies and leaves the host as before. The other planes, without --address,
 // are refused naming the option.
 //
@@ -19,7 +20,7 @@ import { test } from 'node:test';
 import { processAlive as alive, tempDir } from '../support/daemons.js';
 import { assertPlaneGone } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
-import { endRun, servedByAll, startRun } from '../support/hostlb-run.js';
+import { endRun, servedByAll, startRun, WAIT_MS } from '../support/hostlb-run.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 const PORT = 3000;
 const DEVICE = `hlr${PORT}`;
@@ -119,7 +120,7 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
   const app = join(dir, 'app.py');
   writeFileSync(app, APP, { mode: 0o644 });
   const saved = join(dir, 'saved.yaml');
-  const running = await startRun(sandbox, server, PORT, ['-i', '3', '--state-dir', join(dir, 'state'), '--save', saved], ['python3', app]);
+  const running = await startRun(sandbox, server, PORT, ['-i', '3', '--state-dir', join(dir, 'state'), '--save', saved, '--agent', '9999'], ['python3', app]);
   const { child, block, pids, stderr, exited } = running;
   try {
     assert.deepEqual(pids.map((p) => [p.index, p.address]), [[0, '127.11.184.1'], [1, '127.11.184.2'], [2, '127.11.184.3']], `one line per instance on its own loopback address, each up:\n${block}`);
@@ -142,6 +143,20 @@ test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PID
     const one = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'logs', '1']);
     assert.deepEqual(one.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['app.py.1'], `hostlb logs 1:\n${one.stdout}`);
     assert.doesNotMatch(stderr(), /serving on/, 'the copies\' output is not in hostlb\'s own log');
+
+    // --agent: a front tier's agent-check hears the whole port up, from the client's side too.
+    assert.match(block, /agent {5}a front tier's HAProxy agent-check answers on port 9999/);
+    // Up, at the share slow start has reached so far; full once the copies are through it.
+    const agentStatus = async (): Promise<string> => (await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'agent-status', '0.0.0.0', String(PORT)])).stdout.trim();
+    assert.match(await agentStatus(), /^up ready ([1-9]\d?|100)%$/);
+    const guard = Date.now() + WAIT_MS;
+    for (let line = await agentStatus(); line !== 'up ready 100%'; line = await agentStatus()) {
+      assert.match(line, /^up ready \d+%$/, 'up all along, the weight ramping');
+      assert.ok(Date.now() < guard, `the agent's weight reaches 100% once slow start is over (still "${line}" after ${WAIT_MS} ms)`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const heard = await sandbox.run(client, ['socat', '-T', '5', '-', `TCP:${SERVER_V4}:9999`]);
+    assert.equal(heard.stdout, 'up ready 100%\n', `the agent port answered the client namespace: ${heard.stdout}${heard.stderr}`);
 
     // reload-app: every instance replaced by a fresh process, one by one; the new ones serve.
     const reload = await sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, 'reload-app'], { timeoutMs: 180_000 });
