@@ -7,7 +7,8 @@
 // daemon rows up, draw the share chart from real counts, turn a daemon's row
 // down within 3 s of its process being killed (the one time bound the issue
 // sets), and drain a daemon when asked and confirmed (the API says so). It
-// saves screenshots to the test output and to docs/img/ for docs/dashboard.md.
+// saves screenshots to the test output (and, with HOSTLB_DOCS_SCREENSHOTS=1,
+// to docs/img/ for docs/dashboard.md).
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,8 +28,12 @@ import { AdminClient, healthSetup, pollUntil, startHostlb, startWrk, THREE_SUPER
 const DAEMONS = ['198.18.2.11:8080', '198.18.2.12:8080', '198.18.2.13:8080'];
 const PORT = `${CLUSTER_V4}:80/tcp`;
 const CHROMIUM = process.env.HOSTLB_CHROMIUM ?? '/usr/bin/chromium';
-/** dist/test/integration/ → the repository's docs/img/. */
-const DOCS_IMG = fileURLToPath(new URL('../../../docs/img/', import.meta.url));
+/**
+ * dist/test/integration/ → the repository's docs/img/, written only when
+ * HOSTLB_DOCS_SCREENSHOTS=1 asks to renew docs/dashboard.md's pictures: a
+ * test run leaves the checkout as it was.
+ */
+const DOCS_IMG = process.env.HOSTLB_DOCS_SCREENSHOTS === '1' ? fileURLToPath(new URL('../../../docs/img/', import.meta.url)) : null;
 /** Kept after the test (the temp dir is not): the screenshots of the last run, and of a failure. */
 const OUTPUT = join(process.env.HOSTLB_TEST_OUTPUT ?? join(tmpdir(), 'hostlb-test-output'), 'dashboard');
 /** The issue's bound: a killed daemon's row is down within this long. */
@@ -88,9 +93,16 @@ async function screenshots(page: Page, name: string, toDocs: boolean): Promise<v
   // From the top: the header is sticky, and a page left scrolled would show it halfway down the picture.
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(OUTPUT, `${name}.png`), fullPage: true });
-  if (toDocs) {
+  if (toDocs && DOCS_IMG !== null) {
     mkdirSync(DOCS_IMG, { recursive: true });
     await page.screenshot({ path: join(DOCS_IMG, `${name}.png`), fullPage: true });
+  }
+}
+
+/** One panel's picture, in the test output (and docs/img/ when asked). */
+async function panelShot(page: Page, panel: string): Promise<void> {
+  for (const dir of DOCS_IMG === null ? [OUTPUT] : [OUTPUT, DOCS_IMG]) {
+    await page.locator(`#panel-${panel}`).screenshot({ path: join(dir, `dashboard-${panel}.png`) });
   }
 }
 
@@ -152,9 +164,7 @@ test('the web dashboard in chromium: three daemons up, the share chart drawn, a 
     // The pictures for docs/dashboard.md, while all is well: the page, a phone's width, each panel.
     await sleep(1_500); // one more view, so the chart has a few more seconds
     await screenshots(p, 'dashboard', true);
-    for (const panel of PANELS) {
-      await p.locator(`#panel-${panel}`).screenshot({ path: join(DOCS_IMG, `dashboard-${panel}.png`) });
-    }
+    for (const panel of PANELS) await panelShot(p, panel);
     await p.setViewportSize({ width: 360, height: 780 });
     await sleep(500);
     const overflow = await p.evaluate(() => document.documentElement.scrollWidth);
@@ -202,7 +212,7 @@ test('the web dashboard in chromium: three daemons up, the share chart drawn, a 
     await p.locator('#confirm-ok').click();
     // The drain in the rollouts panel, for the docs, if it is listed long enough to be seen (it goes once its connections are done).
     const listed = await p.locator('#activity-table tbody tr').first().waitFor({ timeout: 5_000 }).then(() => true, () => false);
-    if (listed) await p.locator('#panel-activity').screenshot({ path: join(DOCS_IMG, 'dashboard-activity.png') });
+    if (listed) await panelShot(p, 'activity');
     const drained = await pollUntil(`${target} draining or quiesced in the API`, () => apiRow(admin, target), (r) => r.state === 'draining' || r.state === 'quiesced', WAIT_MS, 100);
     console.log(`  drained from the page: the API shows ${target} ${drained.state} (${drained.why})`);
     await p.waitForSelector(`${rowSelector(target)}:is([data-state="draining"], [data-state="quiesced"])`, { timeout: WAIT_MS });
@@ -215,7 +225,7 @@ test('the web dashboard in chromium: three daemons up, the share chart drawn, a 
     await pollUntil(`${target} back in`, () => apiRow(admin, target), (r) => r.state === 'up' || r.state === 'slow start', WAIT_MS, 100);
 
     assert.deepEqual(pageErrors, [], 'no error in the page (script, CSP, failed load)');
-    console.log(`  screenshots: ${OUTPUT}, ${DOCS_IMG}`);
+    console.log(`  screenshots: ${OUTPUT}${DOCS_IMG === null ? '' : `, ${DOCS_IMG}`}`);
   } catch (e) {
     if (page) await screenshots(page, 'dashboard-failure', false).catch(() => {});
     const extra = `\npage errors: ${JSON.stringify(pageErrors)}\nhostlb dashboard: ${dashboard?.output() ?? '(not started)'}\nfailure screenshot: ${join(OUTPUT, 'dashboard-failure.png')}`;

@@ -10,12 +10,12 @@
 // hang guard a working hostlb never reaches.
 
 import assert from 'node:assert/strict';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { processAlive as alive, tempDir } from '../support/daemons.js';
-import { clusterTopology, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
-import { endRun, startRun, until } from '../support/hostlb-run.js';
+import { processAlive as alive } from '../support/daemons.js';
+import { HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
+import { endRun, runStage, startRun, until } from '../support/hostlb-run.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 
 const PORT = 3100;
@@ -75,12 +75,7 @@ interface Event { id: number; type: string; daemon: string; reason?: string }
 
 test('[socket] hostlb reload-app with one instance under keep-alive load: a surge instance first, zero failed requests, zero resets', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program and node')) return;
-  const sandbox = NetnsSandbox.forTest(t);
-  const { client, server } = clusterTopology(sandbox);
-  const dir = tempDir(t);
-  chmodSync(dir, 0o755);
-  writeFileSync(join(dir, 'app.mjs'), APP, { mode: 0o644 });
-  writeFileSync(join(dir, 'load.mjs'), LOAD, { mode: 0o644 });
+  const { sandbox, client, server, dir } = runStage(t, { 'app.mjs': APP, 'load.mjs': LOAD });
   const stopFile = join(dir, 'stop');
   const socket = join(dir, 'state', 'admin.sock');
   const hostlb = (args: string[]): ReturnType<NetnsSandbox['run']> => sandbox.run(server, [process.execPath, HOSTLB_MAIN, '--socket', socket, ...args], { timeoutMs: 180_000 });

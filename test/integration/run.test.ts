@@ -14,13 +14,13 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { processAlive as alive, tempDir } from '../support/daemons.js';
 import { assertPlaneGone } from '../support/dataplanes.js';
 import { clusterTopology, curlThrough, HOSTLB_MAIN, SERVER_V4 } from '../support/hostlb-process.js';
-import { endRun, servedByAll, startRun, WAIT_MS } from '../support/hostlb-run.js';
+import { endRun, runStage, servedByAll, startRun, WAIT_MS } from '../support/hostlb-run.js';
 import { NetnsSandbox, skipUnlessRoot } from '../support/netns.js';
 const PORT = 3000;
 const DEVICE = `hlr${PORT}`;
@@ -76,12 +76,7 @@ int main(void) {
 
 test('[socket] hostlb run serves a Node app and a static binary alike: every copy answers, none as root, Ctrl-C leaves nothing', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program, gcc and curl')) return;
-  const sandbox = NetnsSandbox.forTest(t);
-  const { client, server } = clusterTopology(sandbox);
-  const dir = tempDir(t);
-  chmodSync(dir, 0o755);
-  writeFileSync(join(dir, 'app.mjs'), NODE_APP, { mode: 0o644 });
-  writeFileSync(join(dir, 'app.c'), C_APP, { mode: 0o644 });
+  const { sandbox, client, server, dir } = runStage(t, { 'app.mjs': NODE_APP, 'app.c': C_APP });
   const cc = await sandbox.run(server, ['gcc', '-static', '-O2', '-o', join(dir, 'server'), join(dir, 'app.c')]);
   assert.equal(cc.code, 0, `gcc -static built the C app: ${cc.stderr}`);
   const apps: Array<{ what: string; port: number; command: string[] }> = [
@@ -112,13 +107,9 @@ test('[socket] hostlb run serves a Node app and a static binary alike: every cop
 
 test('[socket] hostlb run -i 3 -p 3000 -- python3 app.py: one block with the PIDs, every copy serves localhost and the host\'s address, Ctrl-C leaves nothing', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, a BPF sk_lookup program, python3 and curl')) return;
-  const sandbox = NetnsSandbox.forTest(t);
-  const { client, server } = clusterTopology(sandbox);
-  const dir = tempDir(t);
-  // The copies run as nobody: the app and its directory must be readable to it.
-  chmodSync(dir, 0o755);
+  // The copies run as nobody: runStage makes the app and its directory readable to it.
+  const { sandbox, client, server, dir } = runStage(t, { 'app.py': APP });
   const app = join(dir, 'app.py');
-  writeFileSync(app, APP, { mode: 0o644 });
   const saved = join(dir, 'saved.yaml');
   const running = await startRun(sandbox, server, PORT, ['-i', '3', '--state-dir', join(dir, 'state'), '--save', saved, '--agent', '9999'], ['python3', app]);
   const { child, block, pids, stderr, exited } = running;

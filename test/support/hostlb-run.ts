@@ -3,10 +3,27 @@
 // 30 s) whatever the test found, and asked until every instance answered.
 
 import type { ChildProcess } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import { instanceBase } from '../../src/control/run-config.js';
+import { tempDir } from './daemons.js';
 import { removeBpffsLeftover } from './dataplanes.js';
-import { curlThrough, HOSTLB_MAIN } from './hostlb-process.js';
-import type { NetnsSandbox, Namespace } from './netns.js';
+import { clusterTopology, curlThrough, HOSTLB_MAIN } from './hostlb-process.js';
+import { NetnsSandbox, type Namespace } from './netns.js';
+
+/**
+ * Client and server namespaces, and a temp directory with `files` (name →
+ * text) in it, readable by the user the copies run as (nobody).
+ */
+export function runStage(t: TestContext, files: Record<string, string>): { sandbox: NetnsSandbox; client: Namespace; server: Namespace; dir: string } {
+  const sandbox = NetnsSandbox.forTest(t);
+  const { client, server } = clusterTopology(sandbox);
+  const dir = tempDir(t);
+  chmodSync(dir, 0o755);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text, { mode: 0o644 });
+  return { sandbox, client, server, dir };
+}
 
 /** Bound on every wait for a line or an answer: reached only when hostlb is broken. */
 export const WAIT_MS = 60_000;

@@ -65,7 +65,7 @@ export function agentAnswer(input: AgentInput): AgentAnswer {
  * becomes the percentage; drain is weight 0 (no new connections, existing
  * ones kept); maint and down are 1.
  */
-export function miscCheckExitCode(answer: AgentAnswer): number {
+export function miscCheckExitCode(answer: Pick<AgentAnswer, 'state' | 'weightPercent'>): number {
   switch (answer.state) {
     case 'up': return 2 + answer.weightPercent;
     case 'drain': return 2;

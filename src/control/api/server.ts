@@ -4,7 +4,6 @@
 // routes.ts and turns every error into a JSON answer with a stable code.
 // Both listeners are bounded (limits.ts) and survive their own errors.
 
-import { timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
@@ -13,6 +12,7 @@ import { HostlbError } from '../../errors.js';
 import type { Logger } from '../logger.js';
 import { createMetrics } from '../metrics.js';
 import { ApiError, badRequest, errorResponse } from './api-error.js';
+import { tokenMatches } from './bearer.js';
 import type { Controlled } from './controlled.js';
 import { isDashboardPath, serveDashboard } from './dashboard-files.js';
 import { EventStreams, type EventStreamStats } from './event-stream.js';
@@ -69,14 +69,6 @@ function send(res: ServerResponse, status: number, body: unknown, contentType = 
   const text = contentType === 'application/json' ? `${JSON.stringify(body, null, 1)}\n` : String(body);
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
-}
-
-function tokenMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const given = Buffer.from(m[1]);
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
 }
 
 /** True when something answers on the unix socket (another hostlb owns it). */

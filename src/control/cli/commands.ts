@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import type { DaemonEventType } from '../../health/events.js';
 import { formatEndpoint, parseEndpoint, parseIp } from '../../wire/address.js';
+import { miscCheckExitCode, type AgentState } from '../agent/agent-line.js';
 import { defaultName } from '../run-config.js';
 import { call, ClientError, EXIT, type ClientOptions } from './client.js';
 import { formatClusters, formatConnections, formatStatus, formatWeight, table } from './format.js';
@@ -80,14 +81,7 @@ function numberOption(text: string, name: string): number {
 }
 
 /** GET …/agent's answer (and that of a port's drain and undrain). */
-interface AgentView { name: string; listener: string | null; state: 'up' | 'drain' | 'maint' | 'down'; weightPercent: number; line: string; drained: boolean }
-
-/** keepalived's MISC_CHECK with misc_dynamic: 0 up as it was, 1 down, 2 + w up with weight w. */
-export function agentExitCode(a: Pick<AgentView, 'state' | 'weightPercent'>): number {
-  if (a.state === 'drain') return 2;
-  if (a.state === 'up') return 2 + Math.min(100, Math.max(1, Math.round(a.weightPercent)));
-  return 1;
-}
+interface AgentView { name: string; listener: string | null; state: AgentState; weightPercent: number; line: string; drained: boolean }
 
 /**
  * The protocol `conns` filters on: `--protocol`, or the one `--port 53/udp`
@@ -192,7 +186,7 @@ export function addClientCommands(program: Command): void {
       try {
         const r = await call(g, 'GET', `${portPath(clusterAddr, portText)}/agent`) as AgentView;
         out(g, r, () => r.line);
-        process.exitCode = agentExitCode(r);
+        process.exitCode = miscCheckExitCode(r);
       } catch (e) {
         if (!(e instanceof ClientError)) throw e;
         if (g.json) process.stdout.write(`${JSON.stringify(e.body ?? { error: { code: e.code, message: e.message } }, null, 1)}\n`);

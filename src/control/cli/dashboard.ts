@@ -4,9 +4,10 @@
 // a random token made for this run: the socket is root's, and without the
 // token any local user could act as root through this port.
 
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { Command } from 'commander';
+import { tokenMatches } from '../api/bearer.js';
 import { isDashboardPath, serveDashboard } from '../api/dashboard-files.js';
 import { DEFAULT_ADMIN_LIMITS } from '../api/limits.js';
 import { call, ClientError, DEFAULT_SOCKET, EXIT } from './client.js';
@@ -40,14 +41,6 @@ function json(res: ServerResponse, status: number, code: string, message: string
   const text = `${JSON.stringify({ error: { code, message } })}\n`;
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
   res.end(text);
-}
-
-function bearerMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const given = Buffer.from(m[1]);
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
 }
 
 /** Passes one request to the admin socket and its answer back, streamed both ways (server-sent events included). */
@@ -90,7 +83,7 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
       void serveDashboard(req, res, pathname);
       return;
     }
-    if (!bearerMatches(req.headers.authorization, token)) {
+    if (!tokenMatches(req.headers.authorization, token)) {
       json(res, 401, 'UNAUTHORIZED', 'this dashboard needs "Authorization: Bearer <token>" with the token `hostlb dashboard` printed', { 'www-authenticate': 'Bearer' });
       return;
     }

@@ -8,7 +8,7 @@
 import { DROP_REASON_NAMES } from '../../dispatch/drop-reason.js';
 import type { PlaneCounter } from '../../dataplane/data-plane.js';
 import type { Controlled } from '../api/controlled.js';
-import { processUse } from './process-stats.js';
+import { processUse, type ProcessUse } from './process-stats.js';
 import { RateSampler, type CounterSample } from './sampler.js';
 
 export type DaemonDisplayState = 'up' | 'slow start' | 'down' | 'draining' | 'quiesced' | 'removed';
@@ -106,6 +106,8 @@ const LOG_TAIL = 5;
 export class LiveView {
   private readonly sampler = new RateSampler();
   private timer: NodeJS.Timeout | null = null;
+  /** Each supervised process's use at the last sample: snapshots show it without reading /proc again. */
+  private use = new Map<number, ProcessUse>();
 
   constructor(private readonly ctl: Controlled, private readonly version: string) {}
 
@@ -133,11 +135,12 @@ export class LiveView {
     const newFlows = new Map<string, number>();
     for (const d of balancer.tree.daemonsById) if (d) newFlows.set(`${d.clusterPort.name} ${d.name}`, stats.daemonCounters(d.id).newFlows);
     const events = this.eventTotals();
-    const cpuSeconds = new Map<number, number>();
+    this.use = new Map();
     for (const i of health.supervised()) {
       const use = i.pid !== null ? processUse(i.pid) : null;
-      if (use) cpuSeconds.set(i.pid!, use.cpuSeconds);
+      if (use) this.use.set(i.pid!, use);
     }
+    const cpuSeconds = new Map([...this.use].map(([pid, use]) => [pid, use.cpuSeconds]));
     return { at: performance.now(), newFlows, events, cpuSeconds };
   }
 
@@ -156,7 +159,8 @@ export class LiveView {
     const healthOf = new Map(health.monitor.view().map((h) => [`${h.port} ${h.daemon}`, h]));
     const lastEventAt = new Map<string, number>();
     for (const e of health.events.since(0)) lastEventAt.set(`${e.port} ${e.daemon}`, Date.parse(e.at));
-    const supervisedPorts = new Set(health.supervised().map((i) => i.portName));
+    const supervised = health.supervised();
+    const supervisedPorts = new Set(supervised.map((i) => i.portName));
 
     const ports: PortView[] = [];
     let activeTotal = 0;
@@ -216,9 +220,10 @@ export class LiveView {
     const errors = [...totals.entries()].filter(([name, total]) => total > 0 || (rates[name] ?? 0) > 0)
       .map(([reason, total]) => ({ reason, total, perSecond: round(rates[reason] ?? 0) }));
 
-    const processes: ProcessRow[] = health.supervised().map((i) => {
+    const processes: ProcessRow[] = supervised.map((i) => {
       const daemon = i.address.includes(':') ? `[${i.address}]:${i.port}` : `${i.address}:${i.port}`;
-      const use = i.pid !== null ? processUse(i.pid) : null;
+      // The last sample's reading (at most a second old); a process spawned since is read now.
+      const use = i.pid !== null ? this.use.get(i.pid) ?? processUse(i.pid) : null;
       const cpu = i.pid !== null ? this.sampler.cpuPercent(i.pid) : null;
       return {
         port: i.portName, index: i.index, daemon, pid: i.pid, state: i.state,
