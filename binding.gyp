@@ -1,6 +1,6 @@
 # Builds the TUN addon (native/tun.cc) into build/Release/hostlb_tun.node.
 # npm runs `node-gyp rebuild` on install because this file sits at the root;
-# src/link/native.ts loads the result. Linux only: it talks to /dev/net/tun.
+# src/native/addon.ts loads the result. Linux only: it talks to /dev/net/tun.
 {
   "targets": [
     {

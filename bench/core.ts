@@ -6,7 +6,7 @@
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { createBatch, createSiblingBatch, type PacketBatch } from '../src/link/link.js';
 import { Dispatcher } from '../src/dispatch/dispatcher.js';
-import { hugePageAllocator } from '../src/link/native.js';
+import { hugePageAllocator } from '../src/native/addon.js';
 import { REC_WORDS, R_DAEMON_ADDR } from '../src/dispatch/conn-table.js';
 import { emitIpv4, IP_PROTO_TCP } from '../src/wire/ipv4.js';
 import { emitTcp, TCP_ACK_FLAG, TCP_SYN, TcpPacket } from '../src/wire/tcp.js';

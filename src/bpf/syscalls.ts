@@ -1,4 +1,4 @@
-// Typed bpf(2) and pidfd calls over the native addon (src/link/native.ts): map
+// Typed bpf(2) and pidfd calls over the native addon (src/native/addon.ts): map
 // create/update/lookup/delete/iterate, program load with the verifier's log,
 // netns links, bpffs pins, object info, and duplicating another process's fd.
 // This is where the addon's errno names become HostlbError codes, once:
@@ -12,7 +12,7 @@
 // What the objects mean is sk-lookup.ts's; this file knows only the ABI.
 
 import { HostlbError } from '../errors.js';
-import { loadBpfAddon, type BpfAddon, type NativeBpfLoadError, type NativeSystemError } from '../link/native.js';
+import { loadBpfAddon, type BpfAddon, type NativeBpfLoadError, type NativeSystemError } from '../native/addon.js';
 
 /** enum bpf_map_type values used here. */
 export const MapType = { hash: 1, array: 2, lruHash: 9, sockmap: 15, sockhash: 18 } as const;

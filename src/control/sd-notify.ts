@@ -6,7 +6,7 @@
 // logged, never thrown: readiness reporting must not stop the balancer.
 
 import type { BaseLogger as Logger } from 'pino';
-import { loadTunAddon } from '../link/native.js';
+import { loadTunAddon } from '../native/addon.js';
 
 interface NotifyAddon {
   sdNotify(socketPath: string, message: string): boolean;

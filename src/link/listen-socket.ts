@@ -7,7 +7,7 @@
 
 import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
-import { loadTunAddon, type NativeSystemError } from './native.js';
+import { loadTunAddon, type NativeSystemError } from '../native/addon.js';
 
 /** The kernel caps it at net.core.somaxconn; as large as it allows. */
 const BACKLOG = 4096;

@@ -4,7 +4,7 @@
 
 import { HostlbError } from '../errors.js';
 import type { Link, PacketBatch } from './link.js';
-import { loadTunAddon, type NativeSystemError, type TunAddon } from './native.js';
+import { loadTunAddon, type NativeSystemError, type TunAddon } from '../native/addon.js';
 
 /** Stable codes for every way opening or using a TUN device fails. */
 export type LinkErrorCode =

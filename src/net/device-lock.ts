@@ -6,7 +6,7 @@
 
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeSync, ftruncateSync, constants } from 'node:fs';
 import { HostlbError } from '../errors.js';
-import { loadTunAddon } from '../link/native.js';
+import { loadTunAddon } from '../native/addon.js';
 
 /** Where the locks live, whatever each instance's stateDir: tmpfs, root only. */
 export const LOCK_DIR = '/run/hostlb/locks';

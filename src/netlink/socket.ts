@@ -5,7 +5,7 @@
 // write, so the reply is already queued when write returns.
 
 import { HostlbError } from '../errors.js';
-import { loadTunAddon, type NativeSystemError, type TunAddon } from '../link/native.js';
+import { loadTunAddon, type NativeSystemError, type TunAddon } from '../native/addon.js';
 import { MessageReader, NLMSG_DONE, NLMSG_ERROR, type NetlinkWriter } from './message.js';
 import { NETLINK_NETFILTER } from './nfqueue.js';
 

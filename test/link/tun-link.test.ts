@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { LinkError, TunLink, checkDeviceName } from '../../src/link/tun-link.js';
-import { TUN_ADDON_PATH } from '../../src/link/native.js';
+import { TUN_ADDON_PATH } from '../../src/native/addon.js';
 import { NetnsSandbox, skipUnlessRoot, type RunResult } from '../support/netns.js';
 
 const CHILD = fileURLToPath(new URL('./tun-link-child.js', import.meta.url));

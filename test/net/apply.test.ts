@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { TUN_ADDON_PATH } from '../../src/link/native.js';
+import { TUN_ADDON_PATH } from '../../src/native/addon.js';
 import type { HostSpec } from '../../src/net/host-spec.js';
 import type { NetStep } from '../../src/net/net-step.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace, type RunResult } from '../support/netns.js';

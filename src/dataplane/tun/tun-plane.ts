@@ -12,7 +12,7 @@ import { restoreTable, snapshotTable } from '../../dispatch/checkpoint.js';
 import { Dispatcher } from '../../dispatch/dispatcher.js';
 import { listConnections, type ConnectionFilter, type ConnectionPage } from '../../dispatch/record-view.js';
 import type { Link } from '../../link/link.js';
-import { hugePageAllocator } from '../../link/native.js';
+import { hugePageAllocator } from '../../native/addon.js';
 import { TunLink } from '../../link/tun-link.js';
 import type { HostFacts } from '../../net/host-facts.js';
 import type { HostSpec } from '../../net/host-spec.js';

@@ -1,6 +1,8 @@
-// Loads the TUN addon (native/tun.cc, built by node-gyp into build/Release/) and
-// states its surface as types. Only tun-link.ts calls it; errors from here are
-// raw (errno names) and get mapped to LinkError codes there, once.
+// Loads the addon (native/tun.cc, built by node-gyp into build/Release/) and
+// states its surface as types. One addon serves every layer that needs a system
+// call Node lacks: the TUN device (link/), netlink and bpf(2) sockets (netlink/,
+// bpf/), the device lock (net/) and sd_notify (control/). Errors from here are
+// raw (errno names); each caller maps them to its own error codes, once.
 
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
