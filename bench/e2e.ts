@@ -64,6 +64,8 @@ import { parseWrk, socketErrorCount, type WrkReport } from './support/wrk.js';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 /** Rounds over every path (BENCH_ROUNDS, default 2), every other one in reverse order; figures are medians over rounds. */
 const ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_ROUNDS ?? 2)));
+/** BENCH_TUN_OFFLOADS=false runs the tun plane without offloads (tun.offloads), to measure what they bring. */
+const TUN_OFFLOADS = process.env.BENCH_TUN_OFFLOADS !== 'false';
 const THREADS = 2;
 const CONNECTIONS = 32;
 const PAUSE_MS = 1_000; // between runs, so one run's closing connections do not land in the next
@@ -441,7 +443,7 @@ async function startHostlb(sandbox: NetnsSandbox, server: Namespace, dir: string
   const configFile = join(dir, `hostlb-${dataplane}.yaml`);
   writeFileSync(configFile, `device: ${DEVICE}
 dataplane: ${dataplane}
-${dataplane === 'netfilter' ? `netfilter: { queue: ${NF_QUEUE} }\n` : ''}stateDir: ${stateDir}
+${dataplane === 'netfilter' ? `netfilter: { queue: ${NF_QUEUE} }\n` : ''}${dataplane === 'tun' ? `tun: { offloads: ${TUN_OFFLOADS} }\n` : ''}stateDir: ${stateDir}
 table: { capacity: 262144 }
 clusters:
   - address: ${CLUSTER}

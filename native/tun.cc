@@ -2,11 +2,14 @@
 // packets into memory the caller owns, and polls the fd with libuv. Nothing
 // else: addresses, routes and rules live in src/net/, packet logic in src/dispatch/.
 //
-// Surface (see src/link/native.ts for the typed view):
-//   open(name) -> { fd, name }          setPersist(fd, on)
+// Surface (see src/native/addon.ts for the typed view):
+//   open(name, vnetHeader) -> { fd, name }   setPersist(fd, on)   setOffload(fd, flags)
 //   getMtu(name) -> number              setMtu(name, mtu)
 //   readBatch(fd, buffer, offsets, lengths, maxPackets, slotSize) -> count
 //   writeBatch(fd, buffer, offsets, lengths, count) -> accepted
+//   readVnetBatch(fd, buffer, offsets, lengths, maxPackets, slotSize,
+//                 headers, flags, gsoSizes, csumAt) -> count      (IFF_VNET_HDR: header apart)
+//   writeVnetBatch(fd, buffer, offsets, lengths, count, flags, headers, slotSize) -> accepted
 //   watch(fd, callback)   unwatch(fd)   close(fd)
 //   netlinkOpen(protocol, groups, receiveBufferBytes) -> { fd, portId }
 //   recvBatch(fd, buffer, offsets, lengths, maxPackets, slotSize) -> count   (sockets: one recvmmsg)
@@ -38,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -142,8 +146,11 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
   // IFF_NO_PI: packets are bare IP, no 4-byte protocol prefix; the kernel
-  // tells IPv4 from IPv6 by the version nibble on write.
+  // tells IPv4 from IPv6 by the version nibble on write. IFF_VNET_HDR: each
+  // packet travels behind a virtio-net header (checksum and segmentation
+  // offload state), which lets TUNSETOFFLOAD hand over 64 KB super-packets.
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  if (info.Length() > 1 && info[1].ToBoolean().Value()) ifr.ifr_flags |= IFF_VNET_HDR;
   memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -191,6 +198,19 @@ bool MtuIoctl(Napi::Env env, const std::string& name, unsigned long request, int
   }
   *mtu = ifr.ifr_mtu;
   return true;
+}
+
+// TUNSETOFFLOAD: which offloads (TUN_F_* bits) the reader takes. The kernel
+// refuses (EINVAL) bits it does not know and TSO/USO without TUN_F_CSUM.
+Napi::Value SetOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint32_t flags;
+  if (!GetFd(info, 0, &fd) || !GetUint32(info, 1, "flags must be a non-negative integer", &flags)) return env.Undefined();
+  if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0) {
+    ThrowSystemError(env, errno, "TUNSETOFFLOAD " + std::to_string(flags), "ioctl");
+  }
+  return env.Undefined();
 }
 
 Napi::Value GetMtu(const Napi::CallbackInfo& info) {
@@ -316,6 +336,173 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
     // IPv6, too large, too short); drop it and send the next.
     if (errno == EINVAL || errno == EMSGSIZE || errno == EFAULT) continue;
     ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(fd), "write");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, accepted);
+}
+
+// ---- batches behind a virtio-net header --------------------------------------
+
+// Per-packet flags, as src/link/link.ts names them (PACKET_FLAG_*).
+constexpr uint8_t kFlagPartialCsum = 1;
+constexpr uint8_t kFlagGsoTcpV4 = 2;
+constexpr uint8_t kFlagGsoTcpV6 = 4;
+constexpr uint8_t kFlagGsoUdp = 8;
+constexpr uint8_t kFlagBadVnet = 16;
+// A packet whose header says more than "complete checksums, one packet": its
+// header goes back with it on write (the slot's copy), otherwise a zero one.
+constexpr uint8_t kFlagsKeepHeader = kFlagPartialCsum | kFlagGsoTcpV4 | kFlagGsoTcpV6 | kFlagGsoUdp;
+// struct virtio_net_hdr (linux/virtio_net.h, which does not compile as C++):
+// flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+constexpr size_t kVnetHeaderLen = 10;
+constexpr uint8_t kVnetNeedsCsum = 1;
+constexpr uint8_t kVnetGsoNone = 0, kVnetGsoTcpV4 = 1, kVnetGsoTcpV6 = 4, kVnetGsoUdpL4 = 5, kVnetGsoEcn = 0x80;
+
+// Headers are little-endian (virtio 1.0, and the legacy native order on the
+// little-endian hosts this runs on).
+uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+bool GetTyped(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what, void** data, size_t* length) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type) return ThrowType(info.Env(), what);
+  Napi::TypedArray array = info[i].As<Napi::TypedArray>();
+  Napi::ArrayBuffer ab = array.ArrayBuffer();
+  *data = static_cast<uint8_t*>(ab.Data()) + array.ByteOffset();
+  *length = array.ElementLength();
+  return true;
+}
+
+// What the dispatcher needs of a header, decoded once here: the flags above,
+// the segment size, and where a partial checksum lives (csum_start +
+// csum_offset, bytes from the IP header). The raw header stays in `headers`.
+uint8_t DecodeVnet(const uint8_t* h, uint16_t* gsoSize, uint16_t* csumAt) {
+  uint8_t flags = 0;
+  if (h[0] & kVnetNeedsCsum) flags |= kFlagPartialCsum;
+  *csumAt = static_cast<uint16_t>(Le16(h + 6) + Le16(h + 8));
+  *gsoSize = Le16(h + 4);
+  switch (h[1] & ~kVnetGsoEcn) {
+    case kVnetGsoNone: *gsoSize = 0; break;
+    case kVnetGsoTcpV4: flags |= kFlagGsoTcpV4; break;
+    case kVnetGsoTcpV6: flags |= kFlagGsoTcpV6; break;
+    case kVnetGsoUdpL4: flags |= kFlagGsoUdp; break;
+    default: flags |= kFlagBadVnet;  // UFO (fragmenting) or unknown: never asked for
+  }
+  if ((flags & (kFlagGsoTcpV4 | kFlagGsoTcpV6 | kFlagGsoUdp)) && *gsoSize == 0) flags |= kFlagBadVnet;
+  return flags;
+}
+
+// readBatch for a TUN fd opened with IFF_VNET_HDR: one readv(2) per packet,
+// the header into headers[i * 10], the packet into its slot. Also fills
+// flags[i], gsoSizes[i] and csumAt[i] (DecodeVnet). A read shorter than a
+// header is skipped.
+Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BatchArgs a;
+  if (!GetBatchArgs(info, &a)) return env.Undefined();
+  void *headersData, *flagsData, *gsoData, *csumData;
+  size_t headersLength, flagsLength, gsoLength, csumLength;
+  if (!GetTyped(info, 6, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
+      !GetTyped(info, 7, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
+      !GetTyped(info, 8, napi_uint16_array, "gsoSizes must be a Uint16Array", &gsoData, &gsoLength) ||
+      !GetTyped(info, 9, napi_uint16_array, "csumAt must be a Uint16Array", &csumData, &csumLength)) {
+    return env.Undefined();
+  }
+  uint8_t* headers = static_cast<uint8_t*>(headersData);
+  uint8_t* flags = static_cast<uint8_t*>(flagsData);
+  uint16_t* gsoSizes = static_cast<uint16_t*>(gsoData);
+  uint16_t* csumAt = static_cast<uint16_t*>(csumData);
+  size_t max = a.max;
+  if (headersLength / kVnetHeaderLen < max) max = headersLength / kVnetHeaderLen;
+  if (flagsLength < max) max = flagsLength;
+  if (gsoLength < max) max = gsoLength;
+  if (csumLength < max) max = csumLength;
+
+  uint32_t count = 0;
+  while (count < max) {
+    size_t offset = a.offsets[count];
+    if (offset >= a.bufferLength) {
+      ThrowRange(env, "readVnetBatch: offsets[i] lies outside the buffer");
+      return env.Undefined();
+    }
+    size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+    struct iovec iov[2] = {{headers + count * kVnetHeaderLen, kVnetHeaderLen}, {a.buffer + offset, room}};
+    ssize_t n = readv(a.fd, iov, 2);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (count > 0) break;
+      ThrowSystemError(env, errno, "read from fd " + std::to_string(a.fd), "readv");
+      return env.Undefined();
+    }
+    if (n == 0) break;
+    if (static_cast<size_t>(n) <= kVnetHeaderLen) continue;
+    size_t length = static_cast<size_t>(n) - kVnetHeaderLen;
+    a.lengths[count] = static_cast<uint32_t>(length > room ? room : length);
+    flags[count] = DecodeVnet(headers + count * kVnetHeaderLen, &gsoSizes[count], &csumAt[count]);
+    count++;
+  }
+  return Napi::Number::New(env, count);
+}
+
+// writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet.
+// A packet flagged partial or GSO goes out behind the header read with it
+// (headers[slot * 10], its slot being offset / slotSize: translation changes
+// no length or header offset); any other (answers hostlb built, packets with
+// complete checksums) behind a zero header: one packet, checksums done.
+Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* buffer;
+  size_t bufferLength, offsetsLength, lengthsLength;
+  uint32_t *offsets, *lengths, count, slotSize;
+  void *flagsData, *headersData;
+  size_t flagsLength, headersLength;
+  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &bufferLength) ||
+      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &offsets, &offsetsLength) ||
+      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &lengths, &lengthsLength) ||
+      !GetUint32(info, 4, "count must be a non-negative integer", &count) ||
+      !GetTyped(info, 5, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
+      !GetTyped(info, 6, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
+      !GetUint32(info, 7, "slotSize must be a non-negative integer", &slotSize)) {
+    return env.Undefined();
+  }
+  if (slotSize == 0) {
+    ThrowRange(env, "slotSize must be > 0");
+    return env.Undefined();
+  }
+  uint8_t* flags = static_cast<uint8_t*>(flagsData);
+  uint8_t* headers = static_cast<uint8_t*>(headersData);
+  size_t max = count;
+  if (offsetsLength < max) max = offsetsLength;
+  if (lengthsLength < max) max = lengthsLength;
+  if (flagsLength < max) max = flagsLength;
+
+  static const uint8_t kZeroHeader[kVnetHeaderLen] = {0};
+  uint32_t accepted = 0;
+  for (size_t i = 0; i < max; i++) {
+    size_t offset = offsets[i], length = lengths[i];
+    if (offset > bufferLength || length > bufferLength - offset) {
+      ThrowRange(env, "writeVnetBatch: packet lies outside the buffer");
+      return env.Undefined();
+    }
+    const uint8_t* header = kZeroHeader;
+    if (flags[i] & kFlagsKeepHeader) {
+      size_t at = (offset / slotSize) * kVnetHeaderLen;
+      if (at + kVnetHeaderLen <= headersLength) header = headers + at;
+    }
+    struct iovec iov[2] = {{const_cast<uint8_t*>(header), kVnetHeaderLen}, {buffer + offset, length}};
+    ssize_t n;
+    do {
+      n = writev(fd, iov, 2);
+    } while (n < 0 && errno == EINTR);
+    if (n >= 0) {
+      accepted++;
+      continue;
+    }
+    // As in WriteBatch: a full queue or a down device drops the rest; a packet
+    // (or header) the kernel refuses is dropped alone.
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EIO) break;
+    if (errno == EINVAL || errno == EMSGSIZE || errno == EFAULT) continue;
+    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(fd), "writev");
     return env.Undefined();
   }
   return Napi::Number::New(env, accepted);
@@ -1102,6 +1289,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setMtu", Napi::Function::New(env, SetMtu, "setMtu"));
   exports.Set("readBatch", Napi::Function::New(env, ReadBatch, "readBatch"));
   exports.Set("writeBatch", Napi::Function::New(env, WriteBatch, "writeBatch"));
+  exports.Set("readVnetBatch", Napi::Function::New(env, ReadVnetBatch, "readVnetBatch"));
+  exports.Set("writeVnetBatch", Napi::Function::New(env, WriteVnetBatch, "writeVnetBatch"));
+  exports.Set("setOffload", Napi::Function::New(env, SetOffload, "setOffload"));
   exports.Set("watch", Napi::Function::New(env, WatchFd, "watch"));
   exports.Set("unwatch", Napi::Function::New(env, Unwatch, "unwatch"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));

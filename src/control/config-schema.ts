@@ -177,6 +177,13 @@ export const configSchema = z.strictObject({
     /** Packets the kernel holds for hostlb before it accepts the rest unmarked (fail-open: the kernel-side hash picks). */
     queueLength: z.number().int().min(16).max(1 << 20).default(4096),
   }).default({ queue: 4242, mark: 0x4c420000, queueLength: 4096 }),
+  tun: z.strictObject({
+    /**
+     * Ask the kernel for checksum and segmentation offloads on the TUN device:
+     * one read or write then moves a 64 KB super-packet instead of one MTU-sized packet.
+     */
+    offloads: z.boolean().default(true),
+  }).default({ offloads: true }),
   /** Where the journal of host changes lives (undone at stop, or at the next start after a crash). */
   stateDir: z.string().regex(/^\//, 'expected an absolute directory path').default('/run/hostlb'),
   /** Policy-routing table hostlb owns for daemon replies. */

@@ -107,6 +107,9 @@ export function checkLiveChange(current: HostlbConfig, next: HostlbConfig): void
       throw new ConfigError(key, `cannot change while hostlb runs (${JSON.stringify(current[key])} → ${JSON.stringify(next[key])}); restart hostlb to change it`, 'CONFIG_NEEDS_RESTART');
     }
   }
+  if (JSON.stringify(current.tun) !== JSON.stringify(next.tun)) {
+    throw new ConfigError('tun', 'the TUN device\'s offloads cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');
+  }
   if (JSON.stringify(current.netfilter) !== JSON.stringify(next.netfilter)) {
     throw new ConfigError('netfilter', 'the queue and marks of the netfilter data plane cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');
   }

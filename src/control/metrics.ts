@@ -181,6 +181,10 @@ export function createMetrics(source: MetricsSource): Registry {
     },
   });
   new Counter({
+    name: 'hostlb_link_super_packets_total', help: 'Super-packets (GSO, up to 64 KB) read from the TUN device with offloads on; each also counts once as read in hostlb_link_packets_total.', registers: [registry],
+    collect(this: Counter) { this.reset(); this.inc(source.plane.counter('link.superPackets') ?? 0); },
+  });
+  new Counter({
     name: 'hostlb_queue_verdicts_total', help: 'New connections the netfilter data plane decided, by outcome (daemon: marked for a daemon; rejected: no daemon takes flows; unparsed: left to the kernel-side hash).',
     labelNames: ['outcome'], registers: [registry],
     collect(this: Counter) {

@@ -25,6 +25,8 @@ import { TunPlane } from './tun/tun-plane.js';
 export type PlaneCounter =
   /** Packets read from and written to the TUN device, and packets a write refused (tun). */
   | 'link.read' | 'link.written' | 'link.refused'
+  /** Super-packets read (offloads on: GSO, up to 64 KB each; each counted once in link.read too) (tun). */
+  | 'link.superPackets'
   /** New connections the queue decided, by outcome (netfilter). */
   | 'queue.daemon' | 'queue.rejected' | 'queue.unparsed'
   /** Conntrack events read, event-socket overruns, flow counts a comparison with conntrack corrected (netfilter). */

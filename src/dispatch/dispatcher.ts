@@ -5,7 +5,7 @@
 // Time comes in as a number (ms); nothing here reads a clock or a device.
 
 import type { PacketBatch } from '../link/link.js';
-import { PACKET_FLAG_PARTIAL_CSUM } from '../link/link.js';
+import { PACKET_FLAG_BAD_VNET, PACKET_FLAG_GSO, PACKET_FLAG_PARTIAL_CSUM, PACKET_FLAGS_OFFLOAD } from '../link/link.js';
 import {
   IP_PROTO_ICMP, IP_PROTO_ICMPV6, IP_PROTO_TCP, IP_PROTO_UDP, IPV4_DST_ADDR, IPV4_FLAGS_FRAG, IPV4_HEADER_LEN, IPV4_PROTOCOL,
   IPV4_SRC_ADDR, Ipv4Packet, verifyIpv4HeaderChecksum,
@@ -31,6 +31,7 @@ import { FRAG_KEY_WORDS, FragmentTable } from './fragments.js';
 import { translateIcmp } from './icmp-translate.js';
 import { translateInbound } from './inbound.js';
 import { translateOutbound } from './outbound.js';
+import { offloadFits, segmentCount, segmentHeaderBytes } from './offload.js';
 import { rewriteV4Tcp } from './rewrite.js';
 import { D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, DAEMON_COLUMNS } from './stats.js';
 import { ConnState, DEFAULT_TIMEOUTS, FLAG_ACTIVE, FLAG_RESET, STATE_MASK, timeoutTable, type Timeouts } from './tcp-state.js';
@@ -148,6 +149,12 @@ export class Dispatcher implements TranslateContext {
   dstPort = 0;
   tcpFlags = 0;
   partial = false;
+  /** Segments the packet carries: 1, or a super-packet's count (offload.ts). */
+  segments = 1;
+  /** Bytes its segments carry on the wire: ipLen, plus the repeated headers of a super-packet's other segments. */
+  wireBytes = 0;
+  /** The link flags it goes out with: its own, or 0 once a translator made it an answer. */
+  offloadFlags = 0;
 
   // Per-packet scratch of one chunk in process(), sized for maxBatch packets:
   // what the parse pass found (slotKind says which fields hold it), kept for
@@ -288,6 +295,7 @@ export class Dispatcher implements TranslateContext {
     const slotIpOff = this.slotIpOff;
     const slotIpLen = this.slotIpLen;
     const slotTcpFlags = this.slotTcpFlags;
+    const linkFlags = input.flags;
     for (let i = 0; i < count; i++) {
       const off = offsets[start + i];
       const len = lengths[start + i];
@@ -314,11 +322,36 @@ export class Dispatcher implements TranslateContext {
           slotIpOff[i] = off;
           slotIpLen[i] = totalLen;
           slotTcpFlags[i] = tcpFlags;
+          if (linkFlags[start + i] !== 0) this.checkOffload(input, start, i);
           continue;
         }
       }
       this.parseGeneric(buf, off, len, i, tree, seed);
+      if (linkFlags[start + i] !== 0) this.checkOffload(input, start, i);
     }
+  }
+
+  /**
+   * Drops (Drop.BadOffload) slot `i` when its virtio-net header does not fit
+   * what parsing found (offload.ts): checked before anything is looked up or
+   * counted for it. Only packets read with offloads on get here.
+   */
+  private checkOffload(input: PacketBatch, start: number, i: number): void {
+    const flags = input.flags[start + i];
+    if ((flags & PACKET_FLAGS_OFFLOAD) === 0) return;
+    const kind = this.slotKind[i];
+    if (kind === SLOT_DROPPED) return;
+    const fits = kind === SLOT_V4_TCP
+      ? offloadFits(flags, 4, IP_PROTO_TCP, IPV4_HEADER_LEN, input.csumAt[start + i])
+      : kind === SLOT_GENERIC &&
+        offloadFits(flags, this.slotFamily[i], this.slotProtocol[i], this.slotL4Off[i] - this.slotIpOff[i], input.csumAt[start + i]);
+    if (fits) {
+      if ((flags & PACKET_FLAG_GSO) !== 0) this.balancer.stats.superPackets++;
+      return;
+    }
+    this.balancer.stats.drop(Drop.BadOffload);
+    this.slotKind[i] = SLOT_DROPPED;
+    this.slotLookup[i] = LOOKUP_NONE;
   }
 
   /** parseChunk() for a packet off the common path: classify() it into slot `i`. */
@@ -403,22 +436,29 @@ export class Dispatcher implements TranslateContext {
           const f = id * REC_F64;
           const ipOff = slotIpOff[i];
           const ipLen = slotIpLen[i];
+          let segments = 1;
+          let bytes = ipLen;
+          if ((linkFlags & PACKET_FLAG_GSO) !== 0) {
+            const headers = segmentHeaderBytes(buf, ipOff, ipOff + IPV4_HEADER_LEN, IP_PROTO_TCP);
+            segments = segmentCount(ipLen, headers, input.gsoSizes[start + i]);
+            bytes += (segments - 1) * headers;
+          }
           const daemonStats = stats.daemon;
           const at = u32[b + R_DAEMON_ID] * DAEMON_COLUMNS;
           f64[f + RF_EXPIRES] = expiresAt;
           f64[f + RF_LAST_SEEN] = now;
           if (inbound) {
-            f64[f + RF_PACKETS_IN]++;
-            f64[f + RF_BYTES_IN] += ipLen;
-            daemonStats[at + D_PACKETS_IN]++;
-            daemonStats[at + D_BYTES_IN] += ipLen;
+            f64[f + RF_PACKETS_IN] += segments;
+            f64[f + RF_BYTES_IN] += bytes;
+            daemonStats[at + D_PACKETS_IN] += segments;
+            daemonStats[at + D_BYTES_IN] += bytes;
             forwardedIn++;
             rewriteV4Tcp(buf, ipOff, IPV4_DST_ADDR, u32[b + R_DAEMON_ADDR] | 0, TCP_DST_PORT, u32[b + R_META] >>> 16, partial);
           } else {
-            f64[f + RF_PACKETS_OUT]++;
-            f64[f + RF_BYTES_OUT] += ipLen;
-            daemonStats[at + D_PACKETS_OUT]++;
-            daemonStats[at + D_BYTES_OUT] += ipLen;
+            f64[f + RF_PACKETS_OUT] += segments;
+            f64[f + RF_BYTES_OUT] += bytes;
+            daemonStats[at + D_PACKETS_OUT] += segments;
+            daemonStats[at + D_BYTES_OUT] += bytes;
             forwardedOut++;
             // The daemon's acknowledgment: the window a client-side RST must fall in (inbound.ts).
             const ackAt = ipOff + IPV4_HEADER_LEN + 8;
@@ -435,7 +475,7 @@ export class Dispatcher implements TranslateContext {
       if (this.translateSlot(input, start, i, now, partial) === VERDICT_FORWARD) {
         outOffsets[n] = this.ipOff;
         outLengths[n] = this.ipLen;
-        outFlags[n] = linkFlags;
+        outFlags[n] = this.offloadFlags;
         n++;
       }
     }
@@ -452,9 +492,12 @@ export class Dispatcher implements TranslateContext {
     const buf = input.buffer;
     const key = this.key;
     this.partial = partial;
+    this.offloadFlags = input.flags[start + i];
+    this.segments = 1;
     this.tcpFlags = this.slotTcpFlags[i];
     this.ipOff = this.slotIpOff[i];
     this.ipLen = this.slotIpLen[i];
+    this.wireBytes = this.ipLen;
     if (this.slotKind[i] === SLOT_FRAGMENT) {
       // Classified again now: an earlier packet of this batch may have been its first fragment.
       return this.processOne(buf, this.ipOff, this.ipLen, input.flags[start + i], now, slotRoom(input, this.ipOff));
@@ -481,6 +524,11 @@ export class Dispatcher implements TranslateContext {
     }
     this.srcPort = key[KEY_PORTS] >>> 16;
     this.dstPort = key[KEY_PORTS] & 0xffff;
+    if ((this.offloadFlags & PACKET_FLAG_GSO) !== 0) {
+      const headers = segmentHeaderBytes(buf, this.ipOff, this.l4Off, this.protocol);
+      this.segments = segmentCount(this.ipLen, headers, input.gsoSizes[start + i]);
+      this.wireBytes = this.ipLen + (this.segments - 1) * headers;
+    }
     // A packet may be answered in place with a longer one (reject.ts): its slot is the room it has.
     this.room = slotRoom(input, this.ipOff);
     if (this.protocol === IP_PROTO_TCP) {
@@ -538,8 +586,18 @@ export class Dispatcher implements TranslateContext {
   /** processPacket() with `room` bytes from `off` that an answer may grow into. */
   private processOne(buf: Uint8Array, off: number, len: number, linkFlags: number, now: number, room: number): number {
     this.partial = (linkFlags & PACKET_FLAG_PARTIAL_CSUM) !== 0;
+    this.offloadFlags = linkFlags;
     this.room = room;
     const reason = this.classify(buf, off, len);
+    this.segments = 1;
+    this.wireBytes = this.ipLen;
+    // A lone packet comes with no segment size or checksum position (it
+    // counts as one segment): only the super-packet's type is checked here.
+    if ((linkFlags & (PACKET_FLAG_GSO | PACKET_FLAG_BAD_VNET)) !== 0 && reason <= 0 &&
+        (reason !== 0 || !offloadFits(linkFlags & ~PACKET_FLAG_PARTIAL_CSUM, this.family, this.protocol, 0, 0))) {
+      this.balancer.stats.drop(Drop.BadOffload);
+      return VERDICT_DROP;
+    }
     if (reason === CLASSIFY_ICMP) return translateIcmp(this, buf);
     if (reason === CLASSIFY_FRAGMENT) return this.translateFragment(buf, now);
     if (reason !== 0) {

@@ -26,6 +26,8 @@ export const Drop = {
   NoRecordOut: 17,
   /** A client-side RST outside the window the daemon's last acknowledgment opens (a blind spoof). */
   RstOutOfWindow: 18,
+  /** A virtio-net header that does not describe its packet (a super-packet of another protocol, a partial checksum elsewhere than the transport's). */
+  BadOffload: 19,
 } as const;
 
 export const DROP_REASON_NAMES: readonly string[] = [
@@ -41,6 +43,7 @@ export const DROP_REASON_NAMES: readonly string[] = [
   'icmp',
   'no_record_out',
   'rst_out_of_window',
+  'bad_offload',
 ];
 
 export const DROP_REASON_COUNT = DROP_REASON_NAMES.length;

@@ -104,6 +104,7 @@ function echoReply(d: TranslateContext, buf: Uint8Array, icmp: number, v4: boole
   const oldTypeWord = read16(buf, icmp);
   buf[icmp] = v4 ? ICMPV4_ECHO_REPLY : ICMPV6_ECHO_REPLY;
   applyComplete(buf, icmp + ICMP_CHECKSUM, delta16(oldTypeWord, read16(buf, icmp)));
+  d.offloadFlags = 0;
   d.balancer.stats.echoReplies++;
   return VERDICT_FORWARD;
 }

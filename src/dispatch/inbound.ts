@@ -107,11 +107,11 @@ export function translateInbound(d: TranslateContext, port: ClusterPort, buf: Ui
   const daemonId = u32[b + R_DAEMON_ID];
   f64[f + RF_EXPIRES] = now + d.timeouts[u32[b + R_STATE] & STATE_MASK];
   f64[f + RF_LAST_SEEN] = now;
-  f64[f + RF_PACKETS_IN]++;
-  f64[f + RF_BYTES_IN] += d.ipLen;
+  f64[f + RF_PACKETS_IN] += d.segments;
+  f64[f + RF_BYTES_IN] += d.wireBytes;
   const stats = d.balancer.stats.daemon;
-  stats[daemonId * DAEMON_COLUMNS + D_PACKETS_IN]++;
-  stats[daemonId * DAEMON_COLUMNS + D_BYTES_IN] += d.ipLen;
+  stats[daemonId * DAEMON_COLUMNS + D_PACKETS_IN] += d.segments;
+  stats[daemonId * DAEMON_COLUMNS + D_BYTES_IN] += d.wireBytes;
   d.balancer.stats.forwardedIn++;
 
   d.lastRecordId = id;

@@ -60,11 +60,11 @@ export function translateOutbound(d: TranslateContext, buf: Uint8Array, now: num
   const daemonId = u32[b + R_DAEMON_ID];
   f64[f + RF_EXPIRES] = now + d.timeouts[u32[b + R_STATE] & STATE_MASK];
   f64[f + RF_LAST_SEEN] = now;
-  f64[f + RF_PACKETS_OUT]++;
-  f64[f + RF_BYTES_OUT] += d.ipLen;
+  f64[f + RF_PACKETS_OUT] += d.segments;
+  f64[f + RF_BYTES_OUT] += d.wireBytes;
   const stats = d.balancer.stats.daemon;
-  stats[daemonId * DAEMON_COLUMNS + D_PACKETS_OUT]++;
-  stats[daemonId * DAEMON_COLUMNS + D_BYTES_OUT] += d.ipLen;
+  stats[daemonId * DAEMON_COLUMNS + D_PACKETS_OUT] += d.segments;
+  stats[daemonId * DAEMON_COLUMNS + D_BYTES_OUT] += d.wireBytes;
   d.balancer.stats.forwardedOut++;
 
   d.lastRecordId = id;

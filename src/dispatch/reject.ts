@@ -60,6 +60,7 @@ export function reflectUnreachable(d: TranslateContext, buf: Uint8Array): number
     d.icmp.fillChecksum(pseudoSumV6(buf, off + IPV6_SRC_ADDR, off + IPV6_DST_ADDR, IP_PROTO_ICMPV6, ICMP_HEADER_LEN + quoteLen));
   }
   d.ipLen = total;
+  d.offloadFlags = 0;
   d.balancer.stats.unreachableSent++;
   return VERDICT_FORWARD;
 }

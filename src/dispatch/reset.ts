@@ -68,6 +68,7 @@ export function reflectReset(d: TranslateContext, buf: Uint8Array): number {
   }
   tcp.wrap(buf, l4, l4Len);
   tcp.fillChecksum(pseudo);
+  d.offloadFlags = 0;
   d.balancer.stats.resetsSent++;
   return VERDICT_FORWARD;
 }

@@ -34,9 +34,11 @@ export class Stats {
   portDrops = new Float64Array(16 * DROP_REASON_COUNT);
   /** Drops by reason over everything (includes the per-port ones). */
   readonly drops = new Float64Array(DROP_REASON_COUNT);
-  /** Packets translated client → daemon and daemon → client. */
+  /** Packets translated client → daemon and daemon → client (a super-packet counts once here; per-daemon and per-flow counters count its segments). */
   forwardedIn = 0;
   forwardedOut = 0;
+  /** Super-packets (GSO, from a link with offloads on) among the packets handled. */
+  superPackets = 0;
   /** RSTs sent on flows reset on purpose (see reset.ts). */
   resetsSent = 0;
   /** Segments of unknown connections given back to their daemon by a consistent-hash scheduler (inbound.ts). */

@@ -20,7 +20,7 @@ export interface TranslateContext {
   /** Hand back unchanged a daemon's packet of no dispatched flow (see DispatcherOptions). */
   readonly passUnmatchedReplies: boolean;
 
-  // The packet being translated. Translators write only ipLen, lastRecordId and the key's words.
+  // The packet being translated. Translators write only ipLen, offloadFlags, lastRecordId and the key's words.
   /** 4 or 6. */
   readonly family: number;
   /** Where the IP header starts in the buffer. */
@@ -41,6 +41,17 @@ export interface TranslateContext {
   readonly tcpFlags: number;
   /** The transport checksum field holds a folded pseudo-header sum, not a checksum (virtio NEEDS_CSUM, PACKET_FLAG_PARTIAL_CSUM). */
   readonly partial: boolean;
+  /** Segments the packet carries: 1, or a super-packet's (offload.ts); what packet counters add. */
+  readonly segments: number;
+  /** Bytes those segments carry (ipLen plus the headers a super-packet's other segments repeat); what byte counters add. */
+  readonly wireBytes: number;
+  /**
+   * The link flags the packet is sent with: its own while it is translated in
+   * place (its virtio-net header still describes it). A translator that turns
+   * it into an answer (reset.ts, reject.ts, an echo reply) sets 0: one packet,
+   * checksums complete.
+   */
+  offloadFlags: number;
   /**
    * The packet's flow key as parsed, FLOW_KEY_WORDS words: [src, dst,
    * srcPort << 16 | dstPort, protocol << 8 | family] (a reply's is its

@@ -13,7 +13,11 @@
  * - `capacity` is the most packets the arrays hold; `slotSize` is the most
  *   bytes one packet may occupy when a link fills the batch (packet i is read
  *   into `buffer[i * slotSize, (i + 1) * slotSize)`).
- * - `flags[i]` carries per-packet metadata from the link (PACKET_FLAG_*).
+ * - `flags[i]` carries per-packet metadata from the link (PACKET_FLAG_*):
+ *   what its virtio-net header said, when the link has offloads on. Then
+ *   `gsoSizes[i]` is the segment size of a super-packet (0 for one packet) and
+ *   `csumAt[i]` where a partial checksum lives (bytes from the IP header); the
+ *   raw header is kept in `vnetHeaders[i * VNET_HEADER_LEN ...]` for the write.
  * - The caller owns the batch; a link never keeps a reference after a call returns.
  */
 export interface PacketBatch {
@@ -21,6 +25,10 @@ export interface PacketBatch {
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
   readonly flags: Uint8Array;
+  readonly gsoSizes: Uint16Array;
+  readonly csumAt: Uint16Array;
+  /** Per slot (not per listed packet): a sibling batch shares its input's. */
+  readonly vnetHeaders: Uint8Array;
   readonly capacity: number;
   readonly slotSize: number;
   count: number;
@@ -31,8 +39,23 @@ export interface PacketBatch {
  * checksum (virtio-net NEEDS_CSUM, once offloads are on). See DESIGN.md.
  */
 export const PACKET_FLAG_PARTIAL_CSUM = 1;
+/** A TCP/IPv4 super-packet (GSO): one header, a payload of `gsoSizes[i]`-byte segments. */
+export const PACKET_FLAG_GSO_TCPV4 = 2;
+/** A TCP/IPv6 super-packet. */
+export const PACKET_FLAG_GSO_TCPV6 = 4;
+/** A UDP super-packet (USO: each segment a datagram of its own). */
+export const PACKET_FLAG_GSO_UDP = 8;
+/** A virtio-net header hostlb cannot use (UFO, an unknown type, GSO without a segment size): dropped. */
+export const PACKET_FLAG_BAD_VNET = 16;
+/** Any super-packet. */
+export const PACKET_FLAG_GSO = PACKET_FLAG_GSO_TCPV4 | PACKET_FLAG_GSO_TCPV6 | PACKET_FLAG_GSO_UDP;
+/** Flags whose packet the dispatcher checks against its headers before translating (see Drop.BadOffload). */
+export const PACKET_FLAGS_OFFLOAD = PACKET_FLAG_PARTIAL_CSUM | PACKET_FLAG_GSO | PACKET_FLAG_BAD_VNET;
 
-/** Default slot: the largest IP packet a TUN device without offloads delivers. */
+/** Bytes of a virtio-net header (struct virtio_net_hdr). */
+export const VNET_HEADER_LEN = 10;
+
+/** Default slot: the largest IP packet a TUN device delivers, a super-packet included. */
 export const DEFAULT_SLOT_SIZE = 65536;
 
 /** Allocates a batch of `capacity` slots of `slotSize` bytes each. Control path only. */
@@ -46,6 +69,9 @@ export function createBatch(capacity: number, slotSize = DEFAULT_SLOT_SIZE): Pac
     offsets,
     lengths: new Uint32Array(capacity),
     flags: new Uint8Array(capacity),
+    gsoSizes: new Uint16Array(capacity),
+    csumAt: new Uint16Array(capacity),
+    vnetHeaders: new Uint8Array(capacity * VNET_HEADER_LEN),
     capacity,
     slotSize,
     count: 0,
@@ -62,6 +88,8 @@ export interface Link {
   readonly name: string;
   /** Largest packet the link carries, in bytes. */
   readonly mtu: number;
+  /** Largest packet a read may return: the MTU, or 65535 when the link hands over super-packets. Batch slots must hold it. */
+  readonly maxReadSize: number;
   /**
    * Reads as many ready packets as fit (at most `batch.capacity`) into the
    * batch's slots, sets `batch.count` and returns it. Returns 0 when nothing is
@@ -89,6 +117,9 @@ export function createSiblingBatch(batch: PacketBatch): PacketBatch {
     offsets: new Uint32Array(batch.capacity),
     lengths: new Uint32Array(batch.capacity),
     flags: new Uint8Array(batch.capacity),
+    gsoSizes: new Uint16Array(batch.capacity),
+    csumAt: new Uint16Array(batch.capacity),
+    vnetHeaders: batch.vnetHeaders,
     capacity: batch.capacity,
     slotSize: batch.slotSize,
     count: 0,

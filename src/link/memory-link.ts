@@ -31,6 +31,7 @@ export interface MemoryLinkOptions {
 export class MemoryLink implements Link {
   readonly name: string;
   readonly mtu: number;
+  readonly maxReadSize: number;
   readonly queueLimit: number;
   /** Packets refused because the read queue was full. */
   dropped = 0;
@@ -46,6 +47,7 @@ export class MemoryLink implements Link {
   constructor(options: MemoryLinkOptions = {}) {
     this.name = options.name ?? 'mem0';
     this.mtu = options.mtu ?? 1500;
+    this.maxReadSize = this.mtu;
     this.queueLimit = options.queueLimit ?? 1024;
   }
 
@@ -99,6 +101,7 @@ export class MemoryLink implements Link {
       offsets[count] = offset;
       lengths[count] = length;
       flags[count] = 0;
+      batch.gsoSizes[count] = 0;
       count++;
     }
     if (this.head === this.queue.length) {

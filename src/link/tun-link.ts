@@ -39,7 +39,35 @@ export interface TunLinkOptions {
   persist?: boolean;
   /** Sets the device MTU in bytes (68..65535). Undefined keeps the device's MTU (1500 for a new one). */
   mtu?: number;
+  /**
+   * Asks the kernel for checksum and segmentation offloads (TUNSETOFFLOAD):
+   * reads may then return 64 KB super-packets and partial checksums, each
+   * described by its virtio-net header (PACKET_FLAG_*). Offloads the kernel
+   * refuses stay off. Default false: one complete packet per read.
+   */
+  offloads?: boolean;
 }
+
+// TUNSETOFFLOAD bits (linux/if_tun.h).
+const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const TUN_F_TSO6 = 0x04;
+const TUN_F_TSO_ECN = 0x08;
+const TUN_F_USO4 = 0x20;
+const TUN_F_USO6 = 0x40;
+
+/**
+ * Offload sets to ask for, most first: a kernel refuses a set with a bit it
+ * does not know (USO came in 6.2), so each refusal falls back to the next.
+ */
+const OFFLOAD_SETS: ReadonlyArray<{ flags: number; names: readonly string[] }> = [
+  { flags: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6, names: ['csum', 'tso4', 'tso6', 'tso-ecn', 'uso4', 'uso6'] },
+  { flags: TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN, names: ['csum', 'tso4', 'tso6', 'tso-ecn'] },
+  { flags: TUN_F_CSUM, names: ['csum'] },
+];
+
+/** Largest IP packet: what a super-packet may fill. */
+const MAX_IP_PACKET = 65535;
 
 /** Longest device name the kernel keeps: IFNAMSIZ (16) less the terminating NUL. */
 export const MAX_DEVICE_NAME_BYTES = 15;
@@ -60,16 +88,21 @@ export function checkDeviceName(name: string): string | null {
 export class TunLink implements Link {
   readonly name: string;
   readonly mtu: number;
+  readonly maxReadSize: number;
+  /** The offloads the kernel accepted ('csum', 'tso4', 'tso6', 'tso-ecn', 'uso4', 'uso6'); empty when off. */
+  readonly offloads: readonly string[];
   private readonly addon: TunAddon;
   private fd: number;
   private readableCallback: (() => void) | null = null;
   private watching = false;
 
-  private constructor(addon: TunAddon, fd: number, name: string, mtu: number) {
+  private constructor(addon: TunAddon, fd: number, name: string, mtu: number, offloads: readonly string[]) {
     this.addon = addon;
     this.fd = fd;
     this.name = name;
     this.mtu = mtu;
+    this.offloads = offloads;
+    this.maxReadSize = offloads.includes('tso4') ? MAX_IP_PACKET : mtu;
   }
 
   /**
@@ -96,7 +129,9 @@ export class TunLink implements Link {
 
     let opened: { fd: number; name: string };
     try {
-      opened = addon.open(name);
+      // Always behind a virtio-net header, offloads on or not: one read and
+      // write path, whose headers say "complete, one packet" when they are off.
+      opened = addon.open(name, true);
     } catch (cause) {
       throw openError(name, cause as NativeSystemError);
     }
@@ -107,7 +142,7 @@ export class TunLink implements Link {
       if (options.mtu !== undefined) addon.setMtu(opened.name, options.mtu);
       const mtu = addon.getMtu(opened.name);
       if (options.persist !== undefined) addon.setPersist(opened.fd, options.persist);
-      return new TunLink(addon, opened.fd, opened.name, mtu);
+      return new TunLink(addon, opened.fd, opened.name, mtu, setOffloads(addon, opened.fd, options.offloads === true));
     } catch (cause) {
       addon.close(opened.fd);
       const error = cause as NativeSystemError;
@@ -148,12 +183,11 @@ export class TunLink implements Link {
     for (let i = 0; i < capacity; i++) offsets[i] = i * slotSize;
     let count: number;
     try {
-      count = this.addon.readBatch(this.fd, batch.buffer, offsets, batch.lengths, capacity, slotSize);
+      count = this.addon.readVnetBatch(this.fd, batch.buffer, offsets, batch.lengths, capacity, slotSize,
+        batch.vnetHeaders, batch.flags, batch.gsoSizes, batch.csumAt);
     } catch (cause) {
       throw ioError(this.name, 'reading from', cause as NativeSystemError);
     }
-    // Without a virtio-net header the kernel hands over complete checksums only.
-    for (let i = 0; i < count; i++) batch.flags[i] = 0;
     batch.count = count;
     return count;
   }
@@ -161,7 +195,8 @@ export class TunLink implements Link {
   write(batch: PacketBatch): number {
     if (this.fd < 0 || batch.count === 0) return 0;
     try {
-      return this.addon.writeBatch(this.fd, batch.buffer, batch.offsets, batch.lengths, batch.count);
+      return this.addon.writeVnetBatch(this.fd, batch.buffer, batch.offsets, batch.lengths, batch.count,
+        batch.flags, batch.vnetHeaders, batch.slotSize);
     } catch (cause) {
       throw ioError(this.name, 'writing to', cause as NativeSystemError);
     }
@@ -258,4 +293,24 @@ function openError(name: string, cause: NativeSystemError): LinkError {
 function ioError(name: string, doing: string, cause: NativeSystemError): LinkError {
   // EBADFD: the device was deleted under us (ip link del); EBADF: fd closed elsewhere.
   return new LinkError('TUN_IO_FAILED', name, `${doing} TUN device ${name} failed (${cause.message}); reopen the link`, { cause });
+}
+
+/**
+ * Switches on the most offloads the kernel accepts (OFFLOAD_SETS), or none
+ * when not asked: TUNSETOFFLOAD 0, so a device a previous owner left with
+ * offloads on hands over complete packets again. Returns the names on.
+ */
+function setOffloads(addon: TunAddon, fd: number, wanted: boolean): readonly string[] {
+  if (wanted) {
+    for (const set of OFFLOAD_SETS) {
+      try {
+        addon.setOffload(fd, set.flags);
+        return set.names;
+      } catch {
+        // Refused (EINVAL): try the next, smaller set.
+      }
+    }
+  }
+  addon.setOffload(fd, 0);
+  return [];
 }

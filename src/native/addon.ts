@@ -21,7 +21,32 @@ export interface TunAddon {
    * with IFF_TUN | IFF_NO_PI; the fd is O_NONBLOCK and FD_CLOEXEC. `name` is
    * the kernel's copy (a "%d" template comes back filled in).
    */
-  open(name: string): { fd: number; name: string };
+  open(name: string, vnetHeader?: boolean): { fd: number; name: string };
+  /**
+   * TUNSETOFFLOAD with TUN_F_* bits (a device opened with a virtio-net
+   * header). Throws EINVAL when the kernel does not know a bit.
+   */
+  setOffload(fd: number, flags: number): void;
+  /**
+   * readBatch for a device opened with a virtio-net header: packet i's 10-byte
+   * header goes to `headers[i * 10, i * 10 + 10)` and is decoded into
+   * `flags[i]` (PACKET_FLAG_*), `gsoSizes[i]` (0 when not a super-packet) and
+   * `csumAt[i]` (where a partial checksum lives, bytes from the IP header).
+   */
+  readVnetBatch(
+    fd: number, buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, maxPackets: number, slotSize: number,
+    headers: Uint8Array, flags: Uint8Array, gsoSizes: Uint16Array, csumAt: Uint16Array,
+  ): number;
+  /**
+   * writeBatch for a device opened with a virtio-net header: a packet whose
+   * `flags[i]` says partial checksum or GSO goes out behind the header read
+   * into its slot (`headers[floor(offsets[i] / slotSize) * 10]`), any other
+   * behind a zero header.
+   */
+  writeVnetBatch(
+    fd: number, buffer: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number,
+    flags: Uint8Array, headers: Uint8Array, slotSize: number,
+  ): number;
   /**
    * flock(fd, LOCK_EX | LOCK_NB): true when this open file now holds the lock,
    * false when another open file does. Released when the fd closes (or the

@@ -187,6 +187,8 @@ function send(d: Dispatcher, packet: Uint8Array, now: number, mode: Mode = 'batc
   batch.offsets[0] = off;
   batch.lengths[0] = packet.length + padding;
   batch.flags[0] = linkFlags;
+  // Where a virtio-net header puts a partial checksum: the transport's checksum field.
+  batch.csumAt[0] = linkFlags & PACKET_FLAG_PARTIAL_CSUM ? transportChecksumAt(packet).at : 0;
   batch.count = 1;
   const n = d.process(batch, outBatch, now);
   assert.equal(outBatch.count, n);
@@ -962,12 +964,12 @@ describe('batches', () => {
       input.buffer.set(p, i * 256);
       input.offsets[i] = i * 256;
       input.lengths[i] = p.length;
-      input.flags[i] = i << 4; // link metadata other than the partial-checksum bit, passed through untouched
+      input.flags[i] = i << 5; // link bits no translation reads (above the offload ones), passed through untouched
     });
     input.count = packets.length;
     assert.equal(d.process(input, output, 1000), 4);
     assert.deepEqual(Array.from(output.offsets.subarray(0, 4)), [0, 256, 4 * 256, 6 * 256]);
-    assert.deepEqual(Array.from(output.flags.subarray(0, 4)), [0, 1 << 4, 4 << 4, 6 << 4]);
+    assert.deepEqual(Array.from(output.flags.subarray(0, 4)), [0, 1 << 5, 4 << 5, 6 << 5]);
     assert.deepEqual(Array.from(output.lengths.subarray(0, 4)), [packets[0].length, packets[1].length, packets[4].length, packets[6].length]);
     const outs = [0, 1, 4, 6].map((i) => describePacket(input.buffer.slice(i * 256, i * 256 + packets[i].length)));
     assert.deepEqual(outs.map((o) => `${o.dst} ${o.dstPort}`), ['198.18.2.1 8080', '198.18.2.1 8080', '2001:db8:2::3 5353', '198.18.2.2 8000']);

@@ -98,7 +98,7 @@ export interface LiveViewSnapshot {
 }
 
 const PLANE_COUNTERS: readonly PlaneCounter[] = [
-  'link.read', 'link.written', 'link.refused', 'queue.daemon', 'queue.rejected', 'queue.unparsed',
+  'link.read', 'link.written', 'link.refused', 'link.superPackets', 'queue.daemon', 'queue.rejected', 'queue.unparsed',
   'conntrack.events', 'conntrack.overruns', 'conntrack.swept', 'socket.matched', 'socket.unassigned', 'socket.taken',
 ];
 const LOG_TAIL = 5;

@@ -33,7 +33,8 @@ export class TunPump {
   private readonly clock: () => number;
 
   constructor(readonly link: Link, readonly dispatcher: Dispatcher, private readonly options: TunPumpOptions = {}) {
-    this.input = createBatch(options.batchSize ?? 64, Math.max(link.mtu, 1500));
+    // A slot holds the largest read (a 64 KB super-packet with offloads on), rounded up to 64 bytes.
+    this.input = createBatch(options.batchSize ?? 64, Math.ceil(Math.max(link.maxReadSize, 1500) / 64) * 64);
     this.output = createSiblingBatch(this.input);
     this.batchesPerTurn = options.batchesPerTurn ?? 32;
     this.clock = options.clock ?? Date.now;

@@ -79,7 +79,9 @@ export class TunPlane implements DataPlane {
    */
   open(): void {
     if (this.link !== null) return;
-    this.device = TunLink.open(this.config.device, { persist: true });
+    this.device = TunLink.open(this.config.device, { persist: true, offloads: this.config.tun.offloads });
+    this.logger.info({ event: 'tun_offloads', device: this.device.name, offloads: this.device.offloads },
+      this.device.offloads.length > 0 ? `offloads on ${this.device.name}: ${this.device.offloads.join(', ')}` : `no offloads on ${this.device.name}: one packet per read`);
     this.link = this.device;
   }
 
@@ -140,6 +142,7 @@ export class TunPlane implements DataPlane {
       case 'link.read': return pump?.packetsRead ?? 0;
       case 'link.written': return pump?.packetsWritten ?? 0;
       case 'link.refused': return pump?.writeShortfall ?? 0;
+      case 'link.superPackets': return this.dispatcher.balancer.stats.superPackets;
       default: return null;
     }
   }
