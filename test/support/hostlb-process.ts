@@ -20,9 +20,11 @@
 //   nftCounters(ns, table): Record<string, number>         packets per named counter of `inet <table>`
 //   curlThrough(sandbox, ns, urls, options?): Promise<CurlResult[]>
 //       one curl (--globoff: IPv6 brackets are literal), one new connection per URL, each answer with its peer and local endpoint
+//   metricValue(hostlb, sample): Promise<number>           one sample of GET /metrics over the admin socket, 0 when absent
 
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +38,7 @@ export const HOSTLB_MAIN = fileURLToPath(new URL('../../src/control/cli/main.js'
 // here, but several seconds on a busy machine; only a hang reaches these.
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
+const METRICS_TIMEOUT_MS = 30_000;
 let configCounter = 0;
 
 /** One JSON line hostlb logged; `event` is its `event` field, or its `msg` when it has none. */
@@ -266,4 +269,27 @@ export async function curlThrough(sandbox: NetnsSandbox, ns: Namespace, urls: st
   }
   if (results.length !== urls.length) throw new Error(`curl returned ${results.length} transfers for ${urls.length} URLs: ${result.stdout.slice(0, 2000)} ${result.stderr}`);
   return results;
+}
+
+/**
+ * GET /metrics over hostlb's admin socket (`<stateDir>/admin.sock`): the value
+ * of the line starting with `sample` and a space (a name, with its labels as
+ * hostlb prints them: `name{label="x"}`), 0 when there is none. Rejects on a
+ * non-2xx answer, a socket error or no answer within 30 s.
+ */
+export function metricValue(hostlb: HostlbProcess, sample: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path: '/metrics', timeout: METRICS_TIMEOUT_MS }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => {
+        if ((res.statusCode ?? 0) >= 300) return reject(new Error(`GET /metrics: ${res.statusCode} ${text}`));
+        const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+        resolve(line === undefined ? 0 : Number(line.slice(sample.length + 1)));
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET /metrics: no answer in ${METRICS_TIMEOUT_MS} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -86,6 +86,11 @@ export class TunPump {
         this.packetsWritten += written;
         this.writeShortfall += output.count - written;
       }
+      // A short batch means the read already met an empty device: another
+      // read would only return EAGAIN (one wasted system call per wake-up,
+      // which is most of them under request/response load). The poll is
+      // level-triggered, so packets that arrive now wake us again.
+      if (n < input.capacity) return;
     }
     // More may be waiting: come back after timers and the admin API had their turn.
     this.scheduled = true;
