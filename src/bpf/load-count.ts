@@ -118,7 +118,6 @@ export function emitFlowKey(a: Assembler, ctx: Register, f: FlowFields, at: numb
 }
 
 export interface LeastLoadedMaps {
-  members: number;
   loads: number;
   sockets: number;
   pending: number;
@@ -128,9 +127,15 @@ export interface LeastLoadedMaps {
 export interface LeastLoadedSite {
   /** The sk_lookup context register (callee-saved). */
   ctx: Register;
-  /** fp offsets: the port index (u32), the flow hash (u32), the u32 map key counters use, bpf_sk_assign's result (u64). */
+  /**
+   * fp offsets: the port index (u32), the flow hash (u32), the current window
+   * (u64, ktime_get_ns() >> WINDOW_SHIFT; the caller stores 0, the first to
+   * need it reads the clock), the u32 map key counters use, bpf_sk_assign's
+   * result (u64).
+   */
   index: number;
   hash: number;
+  window: number;
   key: number;
   result: number;
   /** Free stack from here down (STACK_NEEDED bytes). */
@@ -149,7 +154,22 @@ export interface LeastLoadedSite {
 export const STACK_NEEDED = 152;
 
 /**
- * Emits the least-loaded pick (header comment). Jumps to `fallback` or
+ * Emits r1 = the current window, reading the clock only when site.window is
+ * still 0: one helper call per lookup, not one for the pick and another for
+ * the pending count (about 25 ns a connection, kernel.bpf_stats_enabled on
+ * kvm-clock). Clobbers r0-r5.
+ */
+function emitWindow(a: Assembler, site: LeastLoadedSite): void {
+  const known = `window_${a.length}`;
+  a.ldx('dw', R1, R10, site.window).jmp('ne', R1, 0, known);
+  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT).stx('dw', R10, site.window, R0).mov64(R1, R0);
+  a.label(known);
+}
+
+/**
+ * Emits the least-loaded pick (header comment), given the port's `members`
+ * value in r7 (a map value pointer, or null when there is none): the caller
+ * has looked it up already, for the port's mode. Jumps to `fallback` or
  * `pass`; never falls through. Uses r7-r9 and the scratch stack.
  */
 export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
@@ -157,7 +177,6 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
   const N = s - 64;
   const LIMIT = s - 72;
   const STEP = s - 80;
-  const NOW = s - 88;
   const IDX = s - 96;
   const BEST_SLOT = s - 104;
   const BEST_LOAD = s - 112;
@@ -166,11 +185,8 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
   const CAND_WEIGHT = s - 136;
   const MODE = s - 144;
 
-  // members[port index]: no entry, a bucket mode, or no member → the bucket table.
-  a.ldx('w', R1, R10, site.index).stx('w', R10, site.key, R1);
-  a.ldMapFd(R1, maps.members).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
-  a.jmp('eq', R0, 0, site.fallback);
-  a.mov64(R7, R0);
+  // No members entry, a bucket mode, or no member → the bucket table.
+  a.jmp('eq', R7, 0, site.fallback);
   a.ldx('w', R2, R7, 4).stx('dw', R10, MODE, R2);
   a.jmp('eq', R2, PortMode.least, 'll_members').jmp('ne', R2, PortMode.twoChoices, site.fallback);
   a.label('ll_members');
@@ -183,7 +199,7 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
   a.st('dw', R10, LIMIT, 2);
   a.alu64('rsh', R2, 8).mov64(R3, R1).alu64('sub', R3, 1).alu64('mod', R2, R3).alu64('add', R2, 1).stx('dw', R10, STEP, R2);
   a.label('ll_ready');
-  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT).stx('dw', R10, NOW, R0);
+  emitWindow(a, site);
   a.st('dw', R10, BEST_SLOT, 0).st('dw', R10, BEST_LOAD, 0).st('dw', R10, BEST_WEIGHT, 0);
 
   for (let i = 0; i < MAX_MEMBERS; i++) {
@@ -199,7 +215,7 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
     a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
     a.jmp('eq', R0, 0, next);
     // r3 = active + pending of this window and the one before (never below 0: the counts race).
-    a.ldx('dw', R3, R0, LOAD_ACTIVE).ldx('dw', R4, R0, LOAD_WINDOW).ldx('dw', R5, R10, NOW);
+    a.ldx('dw', R3, R0, LOAD_ACTIVE).ldx('dw', R4, R0, LOAD_WINDOW).ldx('dw', R5, R10, site.window);
     a.jmp('eq', R4, R5, `ll_both_${i}`);
     a.alu64('add', R4, 1).jmp('ne', R4, R5, `ll_sum_${i}`);
     a.ldx('dw', R1, R0, LOAD_CURRENT).alu64('add', R3, R1).ja(`ll_sum_${i}`);
@@ -256,7 +272,8 @@ export function emitCountPending(a: Assembler, maps: LeastLoadedMaps, site: Leas
   const FLOW_KEY = s - 40;
   const FLOW_VALUE = s - 56;
   a.ldx('w', R1, site.ctx, SK_LOOKUP_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, site.pass);
-  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT).stx('dw', R10, FLOW_VALUE + 8, R0);
+  emitWindow(a, site);
+  a.stx('dw', R10, FLOW_VALUE + 8, R1);
   emitFlowKey(a, site.ctx, SK_LOOKUP_FLOW, FLOW_KEY, 'pending_key');
   a.ldx('w', R1, R10, site.key).stx('w', R10, FLOW_VALUE, R1).st('w', R10, FLOW_VALUE + 4, 0);
   a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, FLOW_KEY).mov64(R3, R10).alu64('add', R3, FLOW_VALUE);

@@ -130,14 +130,16 @@ const CTX_LOCAL_IP6 = 44;
 const CTX_LOCAL_PORT = 60;
 
 // Stack: the ports key at fp-24..fp-5, a u32 key for the other maps at fp-32,
-// bpf_sk_assign's result at fp-40, the port index at fp-44 and the flow hash
-// at fp-48; the least-loaded pick's scratch below.
+// bpf_sk_assign's result at fp-40, the port index at fp-44, the flow hash
+// at fp-48 and the load-count window at fp-56 (0: not read yet); the least-loaded
+// pick's scratch below.
 const STACK_PORT_KEY = -24;
 const STACK_KEY = -32;
 const STACK_RESULT = -40;
 const STACK_INDEX = -44;
 const STACK_HASH = -48;
-const STACK_SCRATCH = -48;
+const STACK_WINDOW = -56;
+const STACK_SCRATCH = -56;
 /** Flows between a SYN and its handshake's end the least-loaded pick remembers (LRU beyond). */
 const PENDING_FLOWS = 16_384;
 /**
@@ -331,12 +333,13 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   count(TOTAL_MATCHED);
 
   // h = mix(remote address folded, remote port, seed); the port counts as 0
-  // on a port in mode source (sh: one daemon per client address).
+  // on a port in mode source (sh: one daemon per client address). The port's
+  // members entry stays in r7 for the least-loaded pick.
   a.ldx('w', R1, R10, STACK_INDEX).stx('w', R10, STACK_KEY, R1);
   a.ldMapFd(R1, maps.members).mov64(R2, R10).alu64('add', R2, STACK_KEY).call(Helper.mapLookupElem);
-  a.mov64(R9, 0xffff);
-  a.jmp('eq', R0, 0, 'hash');
-  a.ldx('w', R1, R0, 4).jmp('ne', R1, PortMode.source, 'hash');
+  a.mov64(R7, R0).mov64(R9, 0xffff);
+  a.jmp('eq', R7, 0, 'hash');
+  a.ldx('w', R1, R7, 4).jmp('ne', R1, PortMode.source, 'hash');
   a.mov64(R9, 0);
   a.label('hash');
   a.st('w', R10, STACK_KEY, NO_SLOT);
@@ -354,10 +357,11 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   const reg = { a: R2, b: R3, c: R4 };
   for (const [x, y, k] of MIX) mix(reg[x], reg[y], k);
   a.stx('w', R10, STACK_HASH, R4);
+  a.st('dw', R10, STACK_WINDOW, 0);
 
   const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
   const site: LeastLoadedSite = {
-    ctx: R6, index: STACK_INDEX, hash: STACK_HASH, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
+    ctx: R6, index: STACK_INDEX, hash: STACK_HASH, window: STACK_WINDOW, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
     count: (field) => count(fields[field]), fallback: 'buckets', assigned: 'assigned', pass: 'pass',
   };
   emitLeastLoaded(a, maps, site);
