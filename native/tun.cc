@@ -295,26 +295,52 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, count);
 }
 
-Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// The arguments writeBatch and writeVnetBatch share: (fd, buffer, offsets,
+// lengths, count). `max` is count clamped to both arrays.
+struct WriteArgs {
   int fd;
   uint8_t* buffer;
-  size_t bufferLength, offsetsLength, lengthsLength;
-  uint32_t *offsets, *lengths, count;
-  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &offsets, &offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &lengths, &lengthsLength) ||
-      !GetUint32(info, 4, "count must be a non-negative integer", &count)) {
-    return env.Undefined();
-  }
-  size_t max = count;
-  if (offsetsLength < max) max = offsetsLength;
-  if (lengthsLength < max) max = lengthsLength;
+  size_t bufferLength, max;
+  uint32_t *offsets, *lengths;
+};
 
+bool GetWriteArgs(const Napi::CallbackInfo& info, WriteArgs* a) {
+  size_t offsetsLength, lengthsLength;
+  uint32_t count;
+  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, 1, &a->buffer, &a->bufferLength) ||
+      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &a->offsets, &offsetsLength) ||
+      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &a->lengths, &lengthsLength) ||
+      !GetUint32(info, 4, "count must be a non-negative integer", &count)) {
+    return false;
+  }
+  a->max = count;
+  if (offsetsLength < a->max) a->max = offsetsLength;
+  if (lengthsLength < a->max) a->max = lengthsLength;
+  return true;
+}
+
+// What a packet's failed write means for the batch.
+enum class WriteFailure { kDropRest, kDropOne, kFatal };
+
+WriteFailure ClassifyWriteError(int err) {
+  // EAGAIN/ENOBUFS: no memory for more skbs now. EIO: the device is
+  // administratively down (tun_get_user). Either way the rest of the batch
+  // is dropped, as a full NIC queue would drop it.
+  if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS || err == EIO) return WriteFailure::kDropRest;
+  // EINVAL/EMSGSIZE/EFAULT: the kernel refused this one packet (not IPv4 or
+  // IPv6, too large, too short, a header it cannot use); drop it alone.
+  if (err == EINVAL || err == EMSGSIZE || err == EFAULT) return WriteFailure::kDropOne;
+  return WriteFailure::kFatal;
+}
+
+Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  WriteArgs a;
+  if (!GetWriteArgs(info, &a)) return env.Undefined();
   uint32_t accepted = 0;
-  for (size_t i = 0; i < max; i++) {
-    size_t offset = offsets[i], length = lengths[i];
-    if (offset > bufferLength || length > bufferLength - offset) {
+  for (size_t i = 0; i < a.max; i++) {
+    size_t offset = a.offsets[i], length = a.lengths[i];
+    if (offset > a.bufferLength || length > a.bufferLength - offset) {
       ThrowRange(env, "writeBatch: packet lies outside the buffer");
       return env.Undefined();
     }
@@ -322,20 +348,16 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
     // (tun_get_user), so writev would not batch anything either.
     ssize_t n;
     do {
-      n = write(fd, buffer + offset, length);
+      n = write(a.fd, a.buffer + offset, length);
     } while (n < 0 && errno == EINTR);
     if (n >= 0) {
       accepted++;
       continue;
     }
-    // EAGAIN/ENOBUFS: no memory for more skbs now. EIO: the device is
-    // administratively down (tun_get_user). Either way the rest of the batch
-    // is dropped, as a full NIC queue would drop it.
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EIO) break;
-    // EINVAL/EMSGSIZE/EFAULT: the kernel refused this one packet (not IPv4 or
-    // IPv6, too large, too short); drop it and send the next.
-    if (errno == EINVAL || errno == EMSGSIZE || errno == EFAULT) continue;
-    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(fd), "write");
+    WriteFailure failure = ClassifyWriteError(errno);
+    if (failure == WriteFailure::kDropRest) break;
+    if (failure == WriteFailure::kDropOne) continue;
+    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(a.fd), "write");
     return env.Undefined();
   }
   return Napi::Number::New(env, accepted);
@@ -450,16 +472,11 @@ Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
 // complete checksums) behind a zero header: one packet, checksums done.
 Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd;
-  uint8_t* buffer;
-  size_t bufferLength, offsetsLength, lengthsLength;
-  uint32_t *offsets, *lengths, count, slotSize;
+  WriteArgs a;
+  uint32_t slotSize;
   void *flagsData, *headersData;
   size_t flagsLength, headersLength;
-  if (!GetFd(info, 0, &fd) || !GetBytes(info, 1, &buffer, &bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &offsets, &offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &lengths, &lengthsLength) ||
-      !GetUint32(info, 4, "count must be a non-negative integer", &count) ||
+  if (!GetWriteArgs(info, &a) ||
       !GetTyped(info, 5, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
       !GetTyped(info, 6, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
       !GetUint32(info, 7, "slotSize must be a non-negative integer", &slotSize)) {
@@ -471,16 +488,13 @@ Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
   }
   uint8_t* flags = static_cast<uint8_t*>(flagsData);
   uint8_t* headers = static_cast<uint8_t*>(headersData);
-  size_t max = count;
-  if (offsetsLength < max) max = offsetsLength;
-  if (lengthsLength < max) max = lengthsLength;
-  if (flagsLength < max) max = flagsLength;
+  size_t max = a.max < flagsLength ? a.max : flagsLength;
 
   static const uint8_t kZeroHeader[kVnetHeaderLen] = {0};
   uint32_t accepted = 0;
   for (size_t i = 0; i < max; i++) {
-    size_t offset = offsets[i], length = lengths[i];
-    if (offset > bufferLength || length > bufferLength - offset) {
+    size_t offset = a.offsets[i], length = a.lengths[i];
+    if (offset > a.bufferLength || length > a.bufferLength - offset) {
       ThrowRange(env, "writeVnetBatch: packet lies outside the buffer");
       return env.Undefined();
     }
@@ -489,20 +503,19 @@ Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
       size_t at = (offset / slotSize) * kVnetHeaderLen;
       if (at + kVnetHeaderLen <= headersLength) header = headers + at;
     }
-    struct iovec iov[2] = {{const_cast<uint8_t*>(header), kVnetHeaderLen}, {buffer + offset, length}};
+    struct iovec iov[2] = {{const_cast<uint8_t*>(header), kVnetHeaderLen}, {a.buffer + offset, length}};
     ssize_t n;
     do {
-      n = writev(fd, iov, 2);
+      n = writev(a.fd, iov, 2);
     } while (n < 0 && errno == EINTR);
     if (n >= 0) {
       accepted++;
       continue;
     }
-    // As in WriteBatch: a full queue or a down device drops the rest; a packet
-    // (or header) the kernel refuses is dropped alone.
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EIO) break;
-    if (errno == EINVAL || errno == EMSGSIZE || errno == EFAULT) continue;
-    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(fd), "writev");
+    WriteFailure failure = ClassifyWriteError(errno);
+    if (failure == WriteFailure::kDropRest) break;
+    if (failure == WriteFailure::kDropOne) continue;
+    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(a.fd), "writev");
     return env.Undefined();
   }
   return Napi::Number::New(env, accepted);
