@@ -10,6 +10,8 @@
 // the other planes need one address, given with --address.
 
 import { basename } from 'node:path';
+import type { PlaneKind } from '../dataplane/data-plane.js';
+import type { HostlbConfig } from './config-schema.js';
 import { SCHEDULER_NAMES } from '../dispatch/schedulers/scheduler.js';
 import { ConfigError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
@@ -29,7 +31,7 @@ export interface RunOptions {
   name: string | null;
   /** The cluster address; null: 0.0.0.0 on the socket plane, else required. */
   address: string | null;
-  dataplane: 'auto' | 'socket' | 'netfilter' | 'tun';
+  dataplane: HostlbConfig['dataplane'];
   /** Pass each instance its listening socket (LISTEN_FDS). */
   listenFds: boolean;
   stopTimeout: string;
@@ -39,7 +41,7 @@ export interface RunOptions {
 
 export interface RunContext {
   /** The plane that will run (choosePlane of options.dataplane). */
-  plane: 'socket' | 'netfilter' | 'tun';
+  plane: PlaneKind;
   /** $SUDO_USER when hostlb was started with sudo. */
   sudoUser: string | undefined;
   stateDir: string;

@@ -55,15 +55,16 @@ export function addRunCommand(program: Command, version: string, fail: (e: unkno
       try {
         // Loaded here, not at the top: every other command starts without them.
         const { stringify } = await import('yaml');
-        const { choosePlane } = await import('../../dataplane/data-plane.js');
+        const { choosePlane, PLANE_KINDS } = await import('../../dataplane/data-plane.js');
         const { validateConfig } = await import('../config-file.js');
         const { runConfig } = await import('../run-config.js');
         const { runForeground } = await import('./serve.js');
         const [command, ...args] = words;
         const port = Number(flags.port);
-        if (!['auto', 'socket', 'netfilter', 'tun'].includes(flags.dataplane)) {
+        const planes: readonly string[] = ['auto', ...PLANE_KINDS];
+        if (!planes.includes(flags.dataplane)) {
           const { ConfigError } = await import('../../errors.js');
-          throw new ConfigError('--dataplane', `"${flags.dataplane}" is not auto, socket, netfilter or tun`);
+          throw new ConfigError('--dataplane', `"${flags.dataplane}" is not ${planes.slice(0, -1).join(', ')} or ${planes.at(-1)}`);
         }
         const plane = choosePlane(flags.dataplane);
         const stateDir = flags.stateDir ?? `/run/hostlb/run-${flags.port}`;
