@@ -257,42 +257,65 @@ bool GetBatchArgs(const Napi::CallbackInfo& info, BatchArgs* a) {
   return true;
 }
 
-Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  BatchArgs a;
-  if (!GetBatchArgs(info, &a)) return env.Undefined();
-  int fd = a.fd;
-  uint8_t* buffer = a.buffer;
-  size_t bufferLength = a.bufferLength;
-  uint32_t *offsets = a.offsets, *lengths = a.lengths, slotSize = a.slotSize;
-  size_t max = a.max;
+// Per-packet flags, as src/link/link.ts names them (PACKET_FLAG_*).
+constexpr uint8_t kFlagPartialCsum = 1;
+constexpr uint8_t kFlagGsoTcpV4 = 2;
+constexpr uint8_t kFlagGsoTcpV6 = 4;
+constexpr uint8_t kFlagGsoUdp = 8;
+constexpr uint8_t kFlagBadVnet = 16;
+// A packet whose header says more than "complete checksums, one packet": its
+// header goes back with it on write (the slot's copy), otherwise a zero one.
+constexpr uint8_t kFlagsKeepHeader = kFlagPartialCsum | kFlagGsoTcpV4 | kFlagGsoTcpV6 | kFlagGsoUdp;
+// struct virtio_net_hdr (linux/virtio_net.h, which does not compile as C++):
+// flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+constexpr size_t kVnetHeaderLen = 10;
+constexpr uint8_t kVnetNeedsCsum = 1;
+constexpr uint8_t kVnetGsoNone = 0, kVnetGsoTcpV4 = 1, kVnetGsoTcpV6 = 4, kVnetGsoUdpL4 = 5, kVnetGsoEcn = 0x80;
 
+// Reads packets into their slots until EAGAIN or `max`: one read(2) each, or,
+// with `headers`, one readv(2) that puts packet i's virtio-net header at
+// headers[i * 10] and the packet in its slot. Returns the count, or -1 with
+// an exception pending. `name` names the caller in errors.
+int64_t ReadIntoSlots(Napi::Env env, const BatchArgs& a, size_t max, uint8_t* headers, const char* name) {
+  size_t prefix = headers == nullptr ? 0 : kVnetHeaderLen;
   uint32_t count = 0;
   while (count < max) {
-    size_t offset = offsets[count];
-    if (offset >= bufferLength) {
-      ThrowRange(env, "readBatch: offsets[i] lies outside the buffer");
-      return env.Undefined();
+    size_t offset = a.offsets[count];
+    if (offset >= a.bufferLength) {
+      ThrowRange(env, (std::string(name) + ": offsets[i] lies outside the buffer").c_str());
+      return -1;
     }
-    size_t room = bufferLength - offset < slotSize ? bufferLength - offset : slotSize;
-    ssize_t n = read(fd, buffer + offset, room);
+    size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+    struct iovec iov[2] = {{headers + count * prefix, prefix}, {a.buffer + offset, room}};
+    ssize_t n = headers == nullptr ? read(a.fd, a.buffer + offset, room) : readv(a.fd, iov, 2);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       // Hand over what was read; a lasting error (EBADFD: device deleted)
       // comes back on the next call with nothing read before it.
       if (count > 0) break;
-      ThrowSystemError(env, errno, "read from fd " + std::to_string(fd), "read");
-      return env.Undefined();
+      ThrowSystemError(env, errno, "read from fd " + std::to_string(a.fd), headers == nullptr ? "read" : "readv");
+      return -1;
     }
     if (n == 0) break;
+    if (static_cast<size_t>(n) <= prefix) continue;  // a header without a packet: nothing to hand over
     // tun_put_user() returns the packet's full length even when the slot was
     // too small and it copied less; clamp so the length never exceeds the
     // bytes present. The wire layer then sees totalLen > length: truncated.
-    lengths[count] = static_cast<uint32_t>(static_cast<size_t>(n) > room ? room : static_cast<size_t>(n));
+    size_t length = static_cast<size_t>(n) - prefix;
+    a.lengths[count] = static_cast<uint32_t>(length > room ? room : length);
     count++;
   }
-  return Napi::Number::New(env, count);
+  return count;
+}
+
+Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BatchArgs a;
+  if (!GetBatchArgs(info, &a)) return env.Undefined();
+  int64_t count = ReadIntoSlots(env, a, a.max, nullptr, "readBatch");
+  if (count < 0) return env.Undefined();
+  return Napi::Number::New(env, static_cast<double>(count));
 }
 
 // The arguments writeBatch and writeVnetBatch share: (fd, buffer, offsets,
@@ -365,20 +388,6 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
 
 // ---- batches behind a virtio-net header --------------------------------------
 
-// Per-packet flags, as src/link/link.ts names them (PACKET_FLAG_*).
-constexpr uint8_t kFlagPartialCsum = 1;
-constexpr uint8_t kFlagGsoTcpV4 = 2;
-constexpr uint8_t kFlagGsoTcpV6 = 4;
-constexpr uint8_t kFlagGsoUdp = 8;
-constexpr uint8_t kFlagBadVnet = 16;
-// A packet whose header says more than "complete checksums, one packet": its
-// header goes back with it on write (the slot's copy), otherwise a zero one.
-constexpr uint8_t kFlagsKeepHeader = kFlagPartialCsum | kFlagGsoTcpV4 | kFlagGsoTcpV6 | kFlagGsoUdp;
-// struct virtio_net_hdr (linux/virtio_net.h, which does not compile as C++):
-// flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
-constexpr size_t kVnetHeaderLen = 10;
-constexpr uint8_t kVnetNeedsCsum = 1;
-constexpr uint8_t kVnetGsoNone = 0, kVnetGsoTcpV4 = 1, kVnetGsoTcpV6 = 4, kVnetGsoUdpL4 = 5, kVnetGsoEcn = 0x80;
 
 // Headers are little-endian (virtio 1.0, and the legacy native order on the
 // little-endian hosts this runs on).
@@ -438,31 +447,10 @@ Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
   if (gsoLength < max) max = gsoLength;
   if (csumLength < max) max = csumLength;
 
-  uint32_t count = 0;
-  while (count < max) {
-    size_t offset = a.offsets[count];
-    if (offset >= a.bufferLength) {
-      ThrowRange(env, "readVnetBatch: offsets[i] lies outside the buffer");
-      return env.Undefined();
-    }
-    size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
-    struct iovec iov[2] = {{headers + count * kVnetHeaderLen, kVnetHeaderLen}, {a.buffer + offset, room}};
-    ssize_t n = readv(a.fd, iov, 2);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      if (count > 0) break;
-      ThrowSystemError(env, errno, "read from fd " + std::to_string(a.fd), "readv");
-      return env.Undefined();
-    }
-    if (n == 0) break;
-    if (static_cast<size_t>(n) <= kVnetHeaderLen) continue;
-    size_t length = static_cast<size_t>(n) - kVnetHeaderLen;
-    a.lengths[count] = static_cast<uint32_t>(length > room ? room : length);
-    flags[count] = DecodeVnet(headers + count * kVnetHeaderLen, &gsoSizes[count], &csumAt[count]);
-    count++;
-  }
-  return Napi::Number::New(env, count);
+  int64_t count = ReadIntoSlots(env, a, max, headers, "readVnetBatch");
+  if (count < 0) return env.Undefined();
+  for (int64_t i = 0; i < count; i++) flags[i] = DecodeVnet(headers + i * kVnetHeaderLen, &gsoSizes[i], &csumAt[i]);
+  return Napi::Number::New(env, static_cast<double>(count));
 }
 
 // writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet.

@@ -19,13 +19,12 @@ import { VERDICT_DROP, VERDICT_FORWARD } from '../../src/dispatch/verdict.js';
 import { ConfigError } from '../../src/errors.js';
 import { PACKET_FLAG_PARTIAL_CSUM, createBatch, createSiblingBatch } from '../../src/link/link.js';
 import { parseIp } from '../../src/wire/address.js';
-import { fold, pseudoSumV4, pseudoSumV6 } from '../../src/wire/checksum.js';
-import { IP_PROTO_TCP, IPV4_CHECKSUM, IPV4_PROTOCOL, IPV4_TOTAL_LEN, Ipv4Packet } from '../../src/wire/ipv4.js';
-import { IPV6_PAYLOAD_LEN, Ipv6Packet } from '../../src/wire/ipv6.js';
-import { TCP_CHECKSUM, TCP_DATA_OFFSET } from '../../src/wire/tcp.js';
-import { UDP_CHECKSUM, UDP_LENGTH } from '../../src/wire/udp.js';
+import { IPV4_CHECKSUM, IPV4_PROTOCOL, IPV4_TOTAL_LEN, Ipv4Packet } from '../../src/wire/ipv4.js';
+import { IPV6_PAYLOAD_LEN } from '../../src/wire/ipv6.js';
+import { TCP_DATA_OFFSET } from '../../src/wire/tcp.js';
+import { UDP_LENGTH } from '../../src/wire/udp.js';
 import {
-  buildIcmpEcho, buildTcp, buildUdp, checksumsValid, describe as describePacket, toHex,
+  buildIcmpEcho, buildTcp, buildUdp, checksumsValid, describe as describePacket, toHex, toPartialChecksum,
   type PacketDescription, type TcpOptions, type UdpOptions,
 } from '../support/packet-builder.js';
 
@@ -114,25 +113,6 @@ function edit(packet: Uint8Array, change: (p: Uint8Array) => void, fixIpChecksum
   return p;
 }
 
-/** The transport checksum field's offset in a built packet. */
-function transportChecksumAt(p: Uint8Array): { at: number; pseudo: number } {
-  if (p[0] >>> 4 === 4) {
-    const ip = new Ipv4Packet();
-    assert.equal(ip.wrap(p, 0, p.length), 0);
-    const l4Len = ip.totalLen - ip.headerLen;
-    return {
-      at: ip.payloadOffset + (ip.protocol === IP_PROTO_TCP ? TCP_CHECKSUM : UDP_CHECKSUM),
-      pseudo: pseudoSumV4(ip.srcAddr, ip.dstAddr, ip.protocol, l4Len),
-    };
-  }
-  const ip = new Ipv6Packet();
-  assert.equal(ip.wrap(p, 0, p.length), 0);
-  return {
-    at: ip.transportOffset + (ip.transportProtocol === IP_PROTO_TCP ? TCP_CHECKSUM : UDP_CHECKSUM),
-    pseudo: pseudoSumV6(p, 8, 24, ip.transportProtocol, ip.transportLen),
-  };
-}
-
 /** The IPv4 packet with 4 bytes of IP options (four NOPs, RFC 791) after the fixed header: IHL 6. */
 function withIpv4Options(packet: Uint8Array): Uint8Array {
   const p = new Uint8Array(packet.length + 4);
@@ -145,18 +125,7 @@ function withIpv4Options(packet: Uint8Array): Uint8Array {
   return edit(p, () => {});
 }
 
-/**
- * The packet as a virtio NEEDS_CSUM read delivers it: the transport checksum
- * field holds the folded pseudo-header sum, not complemented (DESIGN.md).
- */
-function toPartial(packet: Uint8Array): Uint8Array {
-  const p = packet.slice();
-  const { at, pseudo } = transportChecksumAt(p);
-  const v = fold(pseudo);
-  p[at] = v >>> 8;
-  p[at + 1] = v & 0xff;
-  return p;
-}
+const toPartial = (packet: Uint8Array): Uint8Array => toPartialChecksum(packet).bytes;
 
 // ---------------------------------------------------------------------------
 // Sending one packet, through processPacket() or through a batch.
@@ -188,7 +157,7 @@ function send(d: Dispatcher, packet: Uint8Array, now: number, mode: Mode = 'batc
   batch.lengths[0] = packet.length + padding;
   batch.flags[0] = linkFlags;
   // Where a virtio-net header puts a partial checksum: the transport's checksum field.
-  batch.csumAt[0] = linkFlags & PACKET_FLAG_PARTIAL_CSUM ? transportChecksumAt(packet).at : 0;
+  batch.csumAt[0] = linkFlags & PACKET_FLAG_PARTIAL_CSUM ? toPartialChecksum(packet).csumAt : 0;
   batch.count = 1;
   const n = d.process(batch, outBatch, now);
   assert.equal(outBatch.count, n);

@@ -13,9 +13,8 @@ import {
   createBatch, createSiblingBatch, PACKET_FLAG_BAD_VNET, PACKET_FLAG_GSO_TCPV4, PACKET_FLAG_GSO_TCPV6, PACKET_FLAG_GSO_UDP,
   PACKET_FLAG_PARTIAL_CSUM,
 } from '../../src/link/link.js';
-import { fold, pseudoSumV4, pseudoSumV6 } from '../../src/wire/checksum.js';
 import { IP_PROTO_TCP, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
-import { buildIcmpEcho, buildTcp, buildUdp, describe as describePacket, toHex } from '../support/packet-builder.js';
+import { buildIcmpEcho, buildTcp, buildUdp, describe as describePacket, toHex, toPartialChecksum } from '../support/packet-builder.js';
 
 const V4 = '198.18.100.1';
 const V6 = '2001:db8::100';
@@ -44,22 +43,7 @@ const OUT4: Ends = { src: V4, dst: C4, srcPort: 80, dstPort: 40001 };
 const IN6: Ends = { src: C6, dst: V6, srcPort: 50001, dstPort: 443 };
 const FWD6: Ends = { src: C6, dst: D6, srcPort: 50001, dstPort: 8443 };
 
-/** Where the transport checksum lives and the packet as NEEDS_CSUM delivers it: the folded pseudo-header sum, not complemented. */
-function partial(packet: Uint8Array): { bytes: Uint8Array; csumAt: number } {
-  const p = packet.slice();
-  const v4 = p[0] >>> 4 === 4;
-  const l4 = v4 ? (p[0] & 0x0f) * 4 : 40;
-  const protocol = v4 ? p[9] : p[6];
-  const l4Len = p.length - l4;
-  const pseudo = v4
-    ? pseudoSumV4(((p[12] << 24) | (p[13] << 16) | (p[14] << 8) | p[15]) >>> 0, ((p[16] << 24) | (p[17] << 16) | (p[18] << 8) | p[19]) >>> 0, protocol, l4Len)
-    : pseudoSumV6(p, 8, 24, protocol, l4Len);
-  const csumAt = l4 + (protocol === IP_PROTO_TCP ? 16 : 6);
-  const v = fold(pseudo);
-  p[csumAt] = v >>> 8;
-  p[csumAt + 1] = v & 0xff;
-  return { bytes: p, csumAt };
-}
+const partial = toPartialChecksum;
 
 const payload = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 7) & 0xff);
 

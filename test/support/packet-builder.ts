@@ -6,7 +6,7 @@
 
 import { IpAddress, formatIpv4, formatIpv6, ipv4ToU32, parseIp } from '../../src/wire/address.js';
 import { write16, write32 } from '../../src/wire/bytes.js';
-import { pseudoSumV4, pseudoSumV6 } from '../../src/wire/checksum.js';
+import { fold, pseudoSumV4, pseudoSumV6 } from '../../src/wire/checksum.js';
 import {
   ICMPV4_DEST_UNREACHABLE, ICMPV4_ECHO_REPLY, ICMPV4_ECHO_REQUEST, ICMPV4_TIME_EXCEEDED, ICMPV4_CODE_FRAG_NEEDED,
   ICMPV4_CODE_PORT_UNREACHABLE, ICMPV6_CODE_PORT_UNREACHABLE, ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY,
@@ -443,4 +443,31 @@ function mustWrap(err: WireError, what: string): void {
 function bytesOf(payload: Uint8Array | string | undefined): Uint8Array {
   if (payload === undefined) return new Uint8Array(0);
   return typeof payload === 'string' ? new TextEncoder().encode(payload) : payload;
+}
+
+/**
+ * The TCP or UDP packet as a virtio-net NEEDS_CSUM read delivers it: the
+ * transport checksum field holds the folded pseudo-header sum, not
+ * complemented (DESIGN.md). `csumAt` is where that field is (bytes from the
+ * IP header: csum_start + csum_offset). A copy; throws on another protocol.
+ */
+export function toPartialChecksum(packet: Uint8Array): { bytes: Uint8Array; csumAt: number } {
+  const p = packet.slice();
+  let csumAt: number;
+  let pseudo: number;
+  if (p[0] >>> 4 === 4) {
+    const ip = new Ipv4Packet();
+    if (ip.wrap(p, 0, p.length) !== 0) throw new Error('toPartialChecksum: not a valid IPv4 packet');
+    csumAt = ip.payloadOffset + (ip.protocol === IP_PROTO_TCP ? 16 : 6);
+    pseudo = pseudoSumV4(ip.srcAddr, ip.dstAddr, ip.protocol, ip.totalLen - ip.headerLen);
+  } else {
+    const ip = new Ipv6Packet();
+    if (ip.wrap(p, 0, p.length) !== 0) throw new Error('toPartialChecksum: not a valid IPv6 packet');
+    csumAt = ip.transportOffset + (ip.transportProtocol === IP_PROTO_TCP ? 16 : 6);
+    pseudo = pseudoSumV6(p, 8, 24, ip.transportProtocol, ip.transportLen);
+  }
+  const v = fold(pseudo);
+  p[csumAt] = v >>> 8;
+  p[csumAt + 1] = v & 0xff;
+  return { bytes: p, csumAt };
 }
