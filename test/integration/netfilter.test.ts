@@ -11,13 +11,12 @@
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
 import { assertSameDaemons, HeldConnections, names } from '../support/held-connections.js';
 import { assertPlaneGone, assertPlaneSetUp, iptablesChain, iptablesJumps, nftDaemons, nftTable } from '../support/dataplanes.js';
-import { CLUSTER_V4, curlThrough, HostlbProcess, type CurlResult } from '../support/hostlb-process.js';
+import { CLUSTER_V4, curlThrough, HostlbProcess, metricValue, type CurlResult } from '../support/hostlb-process.js';
 import { type Namespace, skipUnlessRoot } from '../support/netns.js';
 import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, TCP_CLIENT, type HealthTopo } from './health-harness.js';
 
@@ -51,23 +50,6 @@ function spread(results: CurlResult[]): Record<string, number> {
 function queueRules(ns: Namespace): { rules: string[]; chain: string } {
   const chain = iptablesChain(ns) ?? [];
   return { rules: chain.filter((l) => l.includes('NFQUEUE')), chain: chain.join('\n') };
-}
-
-/** GET /metrics over the admin socket: the value of one sample line ("name{labels}"), 0 when absent. */
-function metric(hostlb: HostlbProcess, sample: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path: '/metrics', timeout: 30_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c));
-      res.on('end', () => {
-        const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-        resolve(line === undefined ? 0 : Number(line.slice(sample.length + 1)));
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('GET /metrics: no answer in 5 s')));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 /** Nginx daemons on ENDPOINTS (or some of them) in the server namespace, stopped after the test. */
@@ -170,11 +152,11 @@ test('[netfilter] hostlb killed: new connections are still served by the kernel-
     const records = (JSON.parse(status.stdout) as { table: { records: number } }).table.records;
     assert.ok(records >= 30, `hostlb status counts conntrack's flows: ${records}`);
 
-    const decidedBefore = await metric(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
+    const decidedBefore = await metricValue(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
     const after = await curlThrough(topo.sandbox, topo.client, urls(6));
     assert.deepEqual(after.map((r) => r.httpCode), after.map(() => 200), 'new requests after the restart');
     assert.deepEqual(Object.keys(spread(after)).sort(), ['d1', 'd2', 'd3'], 'rr again over the three daemons');
-    const decidedAfter = await metric(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
+    const decidedAfter = await metricValue(h, 'hostlb_queue_verdicts_total{outcome="daemon"}');
     assert.ok(decidedAfter - decidedBefore >= 6, `hostlb decided the new connections again (queue verdicts ${decidedBefore} → ${decidedAfter})`);
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
@@ -242,7 +224,7 @@ test('[netfilter] start --takeover: the old hostlb hands over and exits 0, held 
     assert.ok(recounted !== undefined && (recounted.flows as number) >= 4, `the new hostlb counted the held flows from conntrack: ${JSON.stringify(recounted)}\n${second.describe()}`);
     const fresh = await curlThrough(topo.sandbox, topo.client, Array.from({ length: 6 }, () => `http://${CLUSTER_V4}/`));
     assert.deepEqual(fresh.map((r) => r.httpCode), fresh.map(() => 200), 'new connections after the takeover');
-    assert.ok(await metric(second, 'hostlb_queue_verdicts_total{outcome="daemon"}') >= 6, 'the new hostlb decided them');
+    assert.ok(await metricValue(second, 'hostlb_queue_verdicts_total{outcome="daemon"}') >= 6, 'the new hostlb decided them');
     await held.close();
     const stopped = await second.stop();
     assert.deepEqual(stopped, { code: 0, signal: null }, `hostlb stopped cleanly:\n${second.describe()}`);
@@ -335,7 +317,7 @@ test('[netfilter] whenAllDown: reject — with every daemon stopped and down, a 
     await stopDaemons(daemons);
     await pollUntil('both daemons down', () => admin.health(), (h) => h.length === 2 && h.every((d) => d.state === 'down'), 60_000);
 
-    const rejectedBefore = await metric(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
+    const rejectedBefore = await metricValue(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
     const started = Date.now();
     const curl = await topo.sandbox.run(topo.client, ['curl', '-sS', '--max-time', '5', `http://${CLUSTER_V4}/`], { timeoutMs: 30_000 });
     const ms = Date.now() - started;
@@ -346,7 +328,7 @@ test('[netfilter] whenAllDown: reject — with every daemon stopped and down, a 
     const refused = JSON.parse(tcp.stdout.trim().split('\n').pop() ?? '{}') as { result: string; code?: string; ms: number };
     assert.deepEqual([refused.result, refused.code], ['error', 'ECONNREFUSED'], `connection refused (RST): ${tcp.stdout}${tcp.stderr}`);
     // Refused by hostlb's decision (the reject mark), not by a daemon address nobody listens on.
-    const rejectedAfter = await metric(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
+    const rejectedAfter = await metricValue(hostlb, 'hostlb_queue_verdicts_total{outcome="rejected"}');
     assert.ok(rejectedAfter - rejectedBefore >= 2, `hostlb rejected both connections (queue verdicts rejected ${rejectedBefore} → ${rejectedAfter})${await admin.evidence(hostlb)}`);
     const exit = await hostlb.stop();
     assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
