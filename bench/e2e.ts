@@ -33,6 +33,7 @@
 // note; without iperf3 every bulk run is. BENCH_SECONDS (default 10) sets each
 // wrk and iperf3 run's length; BENCH_PATHS (comma-separated path names,
 // default all) measures only some paths, the others show as "skipped";
+// BENCH_MODES (keep-alive, new-conn, bulk; default all) likewise for modes;
 // BENCH_ROUNDS (default 2) runs every path that many times, every other round
 // in reverse order, so a machine that speeds up or slows down during the
 // benchmark favours no path: each figure is the median over the rounds, and
@@ -100,6 +101,8 @@ type Mode = (typeof MODES)[number];
 type Dataplane = 'tun' | 'netfilter' | 'socket';
 /** BENCH_PATHS=nftables,hostlb-netfilter measures only those paths (the others show as "skipped"); default all. */
 const SELECTED = new Set<string>((process.env.BENCH_PATHS ?? PATHS.join(',')).split(',').map((p) => p.trim()).filter((p) => p !== ''));
+/** BENCH_MODES=new-conn measures only those modes (keep-alive, new-conn, bulk; the others show as "skipped"); default all. */
+const SELECTED_MODES = new Set<string>((process.env.BENCH_MODES ?? MODES.join(',')).split(',').map((m) => m.trim()).filter((m) => m !== ''));
 const HOSTLB_PATH: Record<Dataplane, PathName> = { tun: 'hostlb-tun', netfilter: 'hostlb-netfilter', socket: 'hostlb-socket' };
 
 /**
@@ -980,6 +983,10 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
       return;
     }
     for (const mode of MODES) {
+      if (!SELECTED_MODES.has(mode)) {
+        outcome.measurements.push({ path, round, mode, report: null, error: 'not in BENCH_MODES', skipped: true, otherCpus: Number.NaN });
+        continue;
+      }
       if (mode === 'bulk' && !tools.iperf) {
         outcome.measurements.push({ path, round, mode, report: null, error: 'iperf3 not installed', skipped: true, otherCpus: Number.NaN });
         continue;
@@ -1259,6 +1266,11 @@ async function main(): Promise<number> {
   const unknown = [...SELECTED].filter((p) => !(PATHS as readonly string[]).includes(p));
   if (unknown.length > 0 || SELECTED.size === 0) {
     console.error(`bench:e2e: BENCH_PATHS names no path or unknown paths (${unknown.join(', ')}); known: ${PATHS.join(', ')}`);
+    return 1;
+  }
+  const unknownModes = [...SELECTED_MODES].filter((m) => !(MODES as readonly string[]).includes(m));
+  if (unknownModes.length > 0 || SELECTED_MODES.size === 0) {
+    console.error(`bench:e2e: BENCH_MODES names no mode or unknown modes (${unknownModes.join(', ')}); known: ${MODES.join(', ')}`);
     return 1;
   }
   if (!Number.isInteger(SECONDS) || SECONDS < 1) {

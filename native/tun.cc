@@ -890,16 +890,24 @@ bool GetSized(const Napi::CallbackInfo& info, size_t i, uint32_t need, const cha
   return true;
 }
 
-// bpfMapCreate(type, keySize, valueSize, maxEntries, flags, name) -> fd
+// bpfMapCreate(type, keySize, valueSize, maxEntries, flags, name[, btfFd,
+// btfKeyTypeId, btfValueTypeId]) -> fd. The BTF arguments describe key and
+// value (a socket-storage map refuses to exist without them); -1 or absent: none.
 Napi::Value BpfMapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint32_t type, keySize, valueSize, maxEntries, flags;
+  uint32_t type, keySize, valueSize, maxEntries, flags, keyTypeId = 0, valueTypeId = 0;
+  int btfFd = -1;
   char name[BPF_OBJ_NAME_LEN];
   if (!GetUint32(info, 0, "type must be a non-negative integer", &type) ||
       !GetUint32(info, 1, "keySize must be a non-negative integer", &keySize) ||
       !GetUint32(info, 2, "valueSize must be a non-negative integer", &valueSize) ||
       !GetUint32(info, 3, "maxEntries must be a non-negative integer", &maxEntries) ||
       !GetUint32(info, 4, "flags must be a non-negative integer", &flags) || !GetObjName(info, 5, &name)) {
+    return env.Undefined();
+  }
+  bool withBtf = info.Length() > 6 && info[6].IsNumber() && info[6].As<Napi::Number>().Int32Value() >= 0;
+  if (withBtf && (!GetFd(info, 6, &btfFd) || !GetUint32(info, 7, "btfKeyTypeId must be a non-negative integer", &keyTypeId) ||
+                  !GetUint32(info, 8, "btfValueTypeId must be a non-negative integer", &valueTypeId))) {
     return env.Undefined();
   }
   union bpf_attr attr;
@@ -909,6 +917,11 @@ Napi::Value BpfMapCreate(const Napi::CallbackInfo& info) {
   attr.value_size = valueSize;
   attr.max_entries = maxEntries;
   attr.map_flags = flags;
+  if (withBtf) {
+    attr.btf_fd = static_cast<uint32_t>(btfFd);
+    attr.btf_key_type_id = keyTypeId;
+    attr.btf_value_type_id = valueTypeId;
+  }
   memcpy(attr.map_name, name, sizeof(name));
   long fd = Bpf(BPF_MAP_CREATE, &attr);
   if (fd < 0) {
@@ -1005,6 +1018,17 @@ Napi::Value BpfMapNextKey(const Napi::CallbackInfo& info) {
   return MapFound(env, BPF_MAP_GET_NEXT_KEY, &attr, "BPF_MAP_GET_NEXT_KEY", fd);
 }
 
+// Throws the system error of a failed load with the kernel's log (what it
+// wrote into `log`, or '' without one) as the error's `log`. Returns undefined.
+Napi::Value ThrowWithLog(Napi::Env env, int err, const std::string& what, const uint8_t* log, size_t logLength) {
+  Napi::Error error = SystemError(env, err, what, "bpf");
+  std::string text;
+  if (log != nullptr) text.assign(reinterpret_cast<const char*>(log), strnlen(reinterpret_cast<const char*>(log), logLength));
+  error.Set("log", Napi::String::New(env, text));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
 // bpfProgLoad(type, expectedAttachType, instructions, license, name, logLevel, log | null) -> fd
 // `instructions` is struct bpf_insn[] as bytes (8 each). With a log buffer and
 // logLevel > 0 the verifier writes its log there; on failure the thrown error
@@ -1050,15 +1074,36 @@ Napi::Value BpfProgLoad(const Napi::CallbackInfo& info) {
     attr.log_size = static_cast<uint32_t>(logLength);
   }
   long fd = Bpf(BPF_PROG_LOAD, &attr);
-  if (fd < 0) {
-    int err = errno;
-    Napi::Error error = SystemError(env, err, std::string("BPF_PROG_LOAD ") + (name[0] ? name : "(unnamed)"), "bpf");
-    std::string text;
-    if (attr.log_buf != 0) text.assign(reinterpret_cast<char*>(log), strnlen(reinterpret_cast<char*>(log), logLength));
-    error.Set("log", Napi::String::New(env, text));
-    error.ThrowAsJavaScriptException();
+  if (fd < 0) return ThrowWithLog(env, errno, std::string("BPF_PROG_LOAD ") + (name[0] ? name : "(unnamed)"), attr.log_buf != 0 ? log : nullptr, logLength);
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// bpfBtfLoad(bytes, log) -> fd: BPF_BTF_LOAD of a BTF blob (type
+// descriptions maps can name). With a `log` buffer the kernel explains a
+// refusal there; the thrown error carries it as `log`, as BpfProgLoad's does.
+Napi::Value BpfBtfLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t *blob, *log = nullptr;
+  size_t blobLength, logLength = 0;
+  if (!GetBytes(info, 0, &blob, &blobLength)) return env.Undefined();
+  if (blobLength == 0 || blobLength > 0xffffffffu) {
+    ThrowRange(env, "a BTF blob must be non-empty");
     return env.Undefined();
   }
+  if (!info[1].IsNull() && !info[1].IsUndefined() && !GetBytes(info, 1, &log, &logLength)) return env.Undefined();
+  if (logLength > 0xffffffffu) logLength = 0xffffffffu;
+  if (log != nullptr && logLength > 0) log[0] = '\0';
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.btf = Pointer(blob);
+  attr.btf_size = static_cast<uint32_t>(blobLength);
+  if (log != nullptr && logLength > 0) {
+    attr.btf_log_level = 1;
+    attr.btf_log_buf = Pointer(log);
+    attr.btf_log_size = static_cast<uint32_t>(logLength);
+  }
+  long fd = Bpf(BPF_BTF_LOAD, &attr);
+  if (fd < 0) return ThrowWithLog(env, errno, "BPF_BTF_LOAD", attr.btf_log_buf != 0 ? log : nullptr, logLength);
   return Napi::Number::New(env, static_cast<double>(fd));
 }
 
@@ -1306,6 +1351,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
   exports.Set("bpfMapNextKey", Napi::Function::New(env, BpfMapNextKey, "bpfMapNextKey"));
   exports.Set("bpfProgLoad", Napi::Function::New(env, BpfProgLoad, "bpfProgLoad"));
+  exports.Set("bpfBtfLoad", Napi::Function::New(env, BpfBtfLoad, "bpfBtfLoad"));
   exports.Set("bpfLinkCreate", Napi::Function::New(env, BpfLinkCreate, "bpfLinkCreate"));
   exports.Set("bpfLinkDetach", Napi::Function::New(env, BpfLinkDetach, "bpfLinkDetach"));
   exports.Set("bpfObjPin", Napi::Function::New(env, BpfObjPin, "bpfObjPin"));

@@ -92,6 +92,7 @@ export const Helper = {
   getPrandomU32: 7,
   sockOpsCbFlagsSet: 59,
   skRelease: 86,
+  skStorageGet: 107,
   skAssign: 124,
 } as const;
 

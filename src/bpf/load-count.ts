@@ -10,32 +10,34 @@
 //                      picks among and their weights. Modes hash and source
 //                      leave the port to the bucket table; the plane writes it.
 //   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64}:
-//                      connections established through this dispatch and
-//                      not yet closed; connections handed over but not yet
+//                      connections the slot's socket accepted and not yet
+//                      closed; connections handed over but not yet
 //                      established, counted in the window (ktime >> 30,
 //                      about a second) of their SYN and the one before.
-//   pending     LRU_HASH flow key → {slot u32, 0 u32, window u64}: a SYN the
-//                      pick handed to a slot, until its handshake completes.
-//   established HASH   flow key → {slot u32, 0 u32}: a connection counted in
-//                      its slot's `active`, until it closes.
-//
-// Flow key (40 bytes): remote port (network-order u16 in the low half of a
-// little-endian u32) | local port (host order) << 16; local address (16
-// bytes, IPv4 in the first 4); remote address (16); family u32.
+//   slots       SK_STORAGE (BPF_F_CLONE) socket → {slot u32, counted u32}:
+//                      written by hostlb on each daemon's listening socket
+//                      when it takes it; the kernel copies it to every
+//                      connection that socket accepts, so a connection knows
+//                      its daemon with no per-flow table.
 //
 // Counting, for every TCP cluster port whatever its scheduler (the counts are
-// also hostlb's active connections per daemon). The sk_lookup program, having handed a SYN to slot s, inserts its
-// flow in `pending` (only if absent: a retransmitted SYN is one connection)
-// and adds one to s's `current`. The SOCK_OPS program, attached to the cgroup
-// v2 root so it sees every TCP socket on the host, answers two events: a
-// passive connection established (its flow found in `pending`: moved to
-// `established`, `current` or `previous` less one, `active` plus one, and the
-// socket asked for state-change callbacks), and a socket reaching TCP_CLOSE
-// (found in `established`: `active` less one). A SYN that never completes
-// (a scan, a spoofed source) stops counting when its window is two old, and an
-// LRU eviction of `pending` forgets it: nothing a client sends leaves a count
-// that does not decay. A connection established before this dispatch existed
-// (adopted or not) is not counted.
+// also hostlb's active connections per daemon). The sk_lookup program, having
+// handed a SYN to slot s, adds one to s's `current`. The SOCK_OPS program,
+// attached to the cgroup v2 root so it sees every TCP socket on the host,
+// answers two events: a passive connection established (it carries a `slots`
+// value: `counted` set, `current` less one, `active` plus one, and the socket
+// asked for state-change callbacks), and a socket reaching TCP_CLOSE (counted:
+// `active` less one). A SYN that never completes (a scan, a spoofed source)
+// stops counting when its window is two old: nothing a client sends leaves a
+// count that does not decay. A connection accepted before hostlb took its
+// daemon's socket carries no value and is not counted; one that reached the
+// daemon's own address directly is (it is the daemon's load all the same).
+//
+// Before this, a `pending` LRU hash (flow → slot, from the SYN) and an
+// `established` hash (flow → slot, until close) told a connection's daemon:
+// two inserts, two deletes and a 40-byte key per connection, about 5% of a
+// new connection's cost on the bench's two CPUs. Socket storage costs one
+// small copy when the connection is accepted and nothing to look up.
 //
 // Picking (emitLeastLoaded): load = active + the pending of the last two
 // windows; the pick is the member with the least (load + 1) / weight, scanning
@@ -62,13 +64,12 @@ const LOAD_ACTIVE = 0;
 const LOAD_CURRENT = 8;
 const LOAD_PREVIOUS = 16;
 const LOAD_WINDOW = 24;
-export const FLOW_KEY_SIZE = 40;
-export const PENDING_VALUE_SIZE = 16;
-export const ESTABLISHED_VALUE_SIZE = 8;
+/** A `slots` value: {slot u32, counted u32}. */
+export const SLOT_VALUE_SIZE = 8;
+const SLOT_COUNTED = 4;
 /** ktime_get_ns() >> WINDOW_SHIFT: about one second per window. */
 const WINDOW_SHIFT = 30;
 
-const AF_INET6 = 10;
 const IPPROTO_TCP = 6;
 const SK_LOOKUP_PROTOCOL = 12;
 const TCP_CLOSE = 7;
@@ -76,51 +77,15 @@ const SOCK_OPS_PASSIVE_ESTABLISHED = 5;
 const SOCK_OPS_STATE = 10;
 const SOCK_OPS_STATE_CB_FLAG = 4;
 
-/** Where a program's context keeps a flow's fields (struct bpf_sk_lookup or struct bpf_sock_ops). */
-interface FlowFields {
-  family: number;
-  remoteIp4: number;
-  localIp4: number;
-  remoteIp6: number;
-  localIp6: number;
-  remotePort: number;
-  localPort: number;
-  /** Right shift that brings the network-order remote port to the low 16 bits. */
-  remotePortShift: number;
-}
-
-// struct bpf_sk_lookup: remote_port is a __be16 at the start of its u32.
-export const SK_LOOKUP_FLOW: FlowFields = { family: 8, remoteIp4: 16, remoteIp6: 20, remotePort: 36, localIp4: 40, localIp6: 44, localPort: 60, remotePortShift: 0 };
-// struct bpf_sock_ops: remote_port is read as the __be16 shifted left by 16.
-const SOCK_OPS_FLOW: FlowFields = { family: 20, remoteIp4: 24, localIp4: 28, remoteIp6: 32, localIp6: 48, remotePort: 64, localPort: 68, remotePortShift: 16 };
+// struct bpf_sock_ops
 const SOCK_OPS_OP = 0;
 const SOCK_OPS_NEW_STATE = 8; // args[1]
 const SOCK_OPS_CB_FLAGS = 84;
-
-/** Writes the flow key of the context in `ctx` at fp + `at` (40 bytes). Clobbers r1-r4. */
-export function emitFlowKey(a: Assembler, ctx: Register, f: FlowFields, at: number, prefix: string): void {
-  a.ldx('w', R2, ctx, f.family).stx('w', R10, at + 36, R2);
-  a.ldx('w', R3, ctx, f.localPort).alu32('lsh', R3, 16);
-  a.ldx('w', R4, ctx, f.remotePort);
-  if (f.remotePortShift > 0) a.alu32('rsh', R4, f.remotePortShift);
-  a.alu32('and', R4, 0xffff).alu32('or', R3, R4).stx('w', R10, at, R3);
-  a.jmp32('eq', R2, AF_INET6, `${prefix}_v6`);
-  a.ldx('w', R1, ctx, f.localIp4).stx('w', R10, at + 4, R1);
-  a.ldx('w', R1, ctx, f.remoteIp4).stx('w', R10, at + 20, R1);
-  for (let i = 1; i < 4; i++) a.st('w', R10, at + 4 + 4 * i, 0).st('w', R10, at + 20 + 4 * i, 0);
-  a.ja(`${prefix}_done`);
-  a.label(`${prefix}_v6`);
-  for (let i = 0; i < 4; i++) {
-    a.ldx('w', R1, ctx, f.localIp6 + 4 * i).stx('w', R10, at + 4 + 4 * i, R1);
-    a.ldx('w', R1, ctx, f.remoteIp6 + 4 * i).stx('w', R10, at + 20 + 4 * i, R1);
-  }
-  a.label(`${prefix}_done`);
-}
+const SOCK_OPS_SK = 184; // struct bpf_sock *, Linux 5.10
 
 export interface LeastLoadedMaps {
   loads: number;
   sockets: number;
-  pending: number;
 }
 
 /** What the sk_lookup program gives the least-loaded pick. */
@@ -262,30 +227,24 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
 
 /**
  * Emits the pending count of a TCP connection just handed to the slot at
- * fp + site.key (header comment: once per flow, in the current window), for
- * every port, whatever picked the slot: the counts are also every daemon's
- * active connections for hostlb. A UDP datagram is not counted (no handshake
- * would ever end its pending). Jumps to site.pass.
+ * fp + site.key (header comment: in the current window), for every port,
+ * whatever picked the slot: the counts are also every daemon's active
+ * connections for hostlb. A UDP datagram is not counted (no handshake would
+ * ever end its pending). Jumps to site.pass.
  */
 export function emitCountPending(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
-  const s = site.scratch;
-  const FLOW_KEY = s - 40;
-  const FLOW_VALUE = s - 56;
+  const WINDOW_NOW = site.scratch - 8;
   a.ldx('w', R1, site.ctx, SK_LOOKUP_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, site.pass);
   emitWindow(a, site);
-  a.stx('dw', R10, FLOW_VALUE + 8, R1);
-  emitFlowKey(a, site.ctx, SK_LOOKUP_FLOW, FLOW_KEY, 'pending_key');
-  a.ldx('w', R1, R10, site.key).stx('w', R10, FLOW_VALUE, R1).st('w', R10, FLOW_VALUE + 4, 0);
-  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, FLOW_KEY).mov64(R3, R10).alu64('add', R3, FLOW_VALUE);
-  a.mov64(R4, 1 /* BPF_NOEXIST */).call(Helper.mapUpdateElem);
-  a.jmp('ne', R0, 0, site.pass);
+  a.stx('dw', R10, WINDOW_NOW, R1);
   a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
   a.jmp('eq', R0, 0, site.pass);
-  // A new window: the current one becomes the previous (or, after a gap, nothing does).
-  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, FLOW_VALUE + 8);
+  // A new window: the current one becomes the previous (or, after a gap, nothing does). A count
+  // below zero (handshakes that ended after their SYN's window turned) starts the previous at zero.
+  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, WINDOW_NOW);
   a.jmp('eq', R3, R4, 'pending_count');
   a.mov64(R5, 0).alu64('add', R3, 1).jmp('ne', R3, R4, 'pending_rotate');
-  a.ldx('dw', R5, R0, LOAD_CURRENT);
+  a.ldx('dw', R5, R0, LOAD_CURRENT).jmp('sge', R5, 0, 'pending_rotate').mov64(R5, 0);
   a.label('pending_rotate');
   a.stx('dw', R0, LOAD_PREVIOUS, R5).st('dw', R0, LOAD_CURRENT, 0).stx('dw', R0, LOAD_WINDOW, R4);
   a.label('pending_count');
@@ -296,19 +255,23 @@ export function emitCountPending(a: Assembler, maps: LeastLoadedMaps, site: Leas
 /** The maps the SOCK_OPS program counts in. */
 export interface CountMaps {
   loads: number;
-  pending: number;
-  established: number;
+  slots: number;
 }
 
 /** The SOCK_OPS program (header comment), assembled. Pure. */
 export function buildCountProgram(maps: CountMaps): Uint8Array {
   const a = new Assembler();
-  const KEY = -40;
-  const VALUE = -56;
-  const SLOT = -64;
+  const SLOT = -8;
+  // r0 = the socket's `slots` value, or out when it has none.
+  const storage = (): void => {
+    a.ldx('dw', R2, R6, SOCK_OPS_SK).jmp('eq', R2, 0, 'out');
+    a.ldMapFd(R1, maps.slots).mov64(R3, 0).mov64(R4, 0).call(Helper.skStorageGet);
+    a.jmp('eq', R0, 0, 'out');
+  };
   const lookupLoads = (): void => {
     a.stx('w', R10, SLOT, R7);
     a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, SLOT).call(Helper.mapLookupElem);
+    a.jmp('eq', R0, 0, 'out');
   };
 
   a.mov64(R6, R1);
@@ -317,43 +280,28 @@ export function buildCountProgram(maps: CountMaps): Uint8Array {
   a.jmp('ne', R2, SOCK_OPS_STATE, 'out');
   a.ldx('w', R2, R6, SOCK_OPS_NEW_STATE).jmp('ne', R2, TCP_CLOSE, 'out');
 
-  // Closed: a counted connection leaves its slot's `active`.
-  emitFlowKey(a, R6, SOCK_OPS_FLOW, KEY, 'close_key');
-  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapLookupElem);
-  a.jmp('eq', R0, 0, 'out');
-  a.ldx('w', R7, R0, 0);
-  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapDeleteElem);
-  a.jmp('ne', R0, 0, 'out'); // another CPU took it
+  // Closed: a counted connection leaves its slot's `active` (once: the mark is taken off).
+  storage();
+  a.ldx('w', R1, R0, SLOT_COUNTED).jmp('eq', R1, 0, 'out');
+  a.st('w', R0, SLOT_COUNTED, 0).ldx('w', R7, R0, 0);
   lookupLoads();
-  a.jmp('eq', R0, 0, 'out');
   a.mov64(R1, -1).atomic('add', 'dw', R0, LOAD_ACTIVE, R1);
   a.ja('out');
 
-  // Established: a flow the pick handed over moves from pending to active.
+  // Established: a connection of a daemon's socket moves from its slot's pending to active.
   a.label('established');
-  emitFlowKey(a, R6, SOCK_OPS_FLOW, KEY, 'est_key');
-  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapLookupElem);
-  a.jmp('eq', R0, 0, 'out');
-  a.ldx('w', R7, R0, 0).ldx('dw', R8, R0, 8);
-  a.ldMapFd(R1, maps.pending).mov64(R2, R10).alu64('add', R2, KEY).call(Helper.mapDeleteElem);
-  a.jmp('ne', R0, 0, 'out');
+  storage();
+  a.ldx('w', R1, R0, SLOT_COUNTED).jmp('ne', R1, 0, 'out');
+  a.st('w', R0, SLOT_COUNTED, 1).ldx('w', R7, R0, 0);
   lookupLoads();
-  a.jmp('eq', R0, 0, 'out');
-  a.mov64(R9, R0);
-  a.ldx('dw', R3, R9, LOAD_WINDOW).mov64(R1, -1);
-  a.jmp('ne', R3, R8, 'est_older');
-  a.atomic('add', 'dw', R9, LOAD_CURRENT, R1).ja('est_active');
-  a.label('est_older');
-  a.alu64('add', R8, 1).jmp('ne', R3, R8, 'est_active');
-  a.atomic('add', 'dw', R9, LOAD_PREVIOUS, R1);
-  a.label('est_active');
-  a.mov64(R1, 1).atomic('add', 'dw', R9, LOAD_ACTIVE, R1);
-  a.stx('w', R10, VALUE, R7).st('w', R10, VALUE + 4, 0);
-  a.ldMapFd(R1, maps.established).mov64(R2, R10).alu64('add', R2, KEY).mov64(R3, R10).alu64('add', R3, VALUE);
-  a.mov64(R4, 0 /* BPF_ANY */).call(Helper.mapUpdateElem);
-  a.jmp('eq', R0, 0, 'est_watch');
-  // No room to remember it: it could never be taken off, so it is not counted.
-  a.mov64(R1, -1).atomic('add', 'dw', R9, LOAD_ACTIVE, R1).ja('out');
+  a.mov64(R8, R0);
+  a.mov64(R1, 1).atomic('add', 'dw', R8, LOAD_ACTIVE, R1);
+  // Its SYN was counted in this window or the one before, both summed as pending while
+  // `window` is at most one behind now: take one off `current` (a sum below zero reads as 0).
+  a.ldx('dw', R1, R8, LOAD_CURRENT).jmp('sle', R1, 0, 'est_watch');
+  a.call(Helper.ktimeGetNs).alu64('rsh', R0, WINDOW_SHIFT);
+  a.ldx('dw', R1, R8, LOAD_WINDOW).alu64('add', R1, 1).jmp('lt', R1, R0, 'est_watch');
+  a.mov64(R1, -1).atomic('add', 'dw', R8, LOAD_CURRENT, R1);
   a.label('est_watch');
   // Its close must call back: state changes on, the socket's other callbacks kept.
   a.ldx('w', R2, R6, SOCK_OPS_CB_FLAGS).alu32('or', R2, SOCK_OPS_STATE_CB_FLAG);
@@ -362,6 +310,13 @@ export function buildCountProgram(maps: CountMaps): Uint8Array {
   a.label('out');
   a.mov64(R0, 1).exit();
   return a.assemble();
+}
+
+/** The `slots` value hostlb writes on the listening socket of the daemon in `slot` (not yet counted). */
+export function encodeSlotValue(slot: number): Uint8Array {
+  const bytes = new Uint8Array(SLOT_VALUE_SIZE);
+  new DataView(bytes.buffer).setUint32(0, slot, true);
+  return bytes;
 }
 
 /** One member of a least-loaded port. */

@@ -19,7 +19,7 @@
 //                     bound UDP socket; updated with its fd, read back as its
 //                     cookie). Slot 0 is never a daemon. A socket whose last fd
 //                     closes leaves the map by itself.
-//   members, loads, pending, established: the least-loaded pick's (load-count.ts).
+//   members, loads, slots: the least-loaded pick's and the counts' (load-count.ts).
 //   counters  ARRAY  slot → {assigned, noSocket, refused} u64 each, atomic adds:
 //                     lookups handed to the slot's socket, lookups that found
 //                     the slot empty (the daemon's socket closed), and
@@ -63,12 +63,13 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
+import { BtfBuilder } from './btf.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
-import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, nowWindow, ESTABLISHED_VALUE_SIZE, FLOW_KEY_SIZE, LOAD_SIZE, MEMBERS_SIZE, PENDING_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
+import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
-  BPF_F_NO_COMMON_LRU,
+  BPF_F_CLONE,
   BPF_F_NO_PREALLOC,
   MapType,
   ProgramType,
@@ -78,6 +79,7 @@ import {
   deleteElement,
   detachLink,
   linkInfo,
+  loadBtf,
   loadProgram,
   lookupElement,
   mapInfo,
@@ -140,18 +142,12 @@ const STACK_INDEX = -44;
 const STACK_HASH = -48;
 const STACK_WINDOW = -56;
 const STACK_SCRATCH = -56;
-/** Flows between a SYN and its handshake's end the least-loaded pick remembers (LRU beyond). */
-const PENDING_FLOWS = 16_384;
-/**
- * Open connections the kernel counts; one more is not counted (never
- * miscounted). Preallocated (about 100 bytes each): an insert per connection
- * then costs no allocation.
- */
-const COUNTED_FLOWS = 1 << 17;
 
 const JHASH_INITVAL = 0xdeadbeef;
 
-const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters', 'members', 'loads', 'pending', 'established', 'count'] as const;
+const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters', 'members', 'loads', 'slots', 'count'] as const;
+/** Pins a dispatch may lack: a kernel that cannot count has no `slots` nor `count`. */
+const OPTIONAL_PINS: ReadonlySet<(typeof PIN_NAMES)[number]> = new Set(['slots', 'count'] as const);
 const PIN_LINK = 'link';
 const PIN_COUNT_LINK = 'count-link';
 
@@ -207,8 +203,7 @@ export interface MapFds {
   counters: number;
   members: number;
   loads: number;
-  pending: number;
-  established: number;
+  slots: number;
 }
 
 function fail(code: string, message: string, cause?: unknown): never {
@@ -411,6 +406,28 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
   return a.assemble();
 }
 
+/**
+ * The `slots` socket storage (load-count.ts): the kernel creates one only
+ * with BTF describing its key and value, loaded here and dropped once the
+ * map holds it. BPF_F_CLONE copies a listening socket's value to each
+ * connection it accepts.
+ */
+function createSlotStorage(): number {
+  const btf = new BtfBuilder();
+  const key = btf.addInt('int', 4, true);
+  const u32Type = btf.addInt('unsigned int', 4, false);
+  const value = btf.addStruct('hlb_slot', [{ name: 'slot', type: u32Type }, { name: 'counted', type: u32Type }]);
+  const btfFd = loadBtf(btf.build());
+  try {
+    return createMap({
+      type: MapType.skStorage, keySize: 4, valueSize: SLOT_VALUE_SIZE, maxEntries: 0, flags: BPF_F_NO_PREALLOC | BPF_F_CLONE,
+      name: 'hlb_slots', btf: { fd: btfFd, keyTypeId: key, valueTypeId: value },
+    });
+  } finally {
+    closeFd(btfFd);
+  }
+}
+
 function closeAll(fds: number[]): void {
   for (const fd of fds) {
     if (fd < 0) continue;
@@ -436,6 +453,8 @@ export class SkLookupDispatch {
   readonly hashSeed: number | null;
   private readonly f: DispatchFds;
   private closed = false;
+  /** Why create() could not load the counting program (its maps or the program), or null. */
+  private countError: Error | null = null;
 
   private constructor(fds: DispatchFds, maxPorts: number, maxSlots: number, hashSeed: number | null) {
     this.f = fds;
@@ -466,12 +485,17 @@ export class SkLookupDispatch {
       made.push(members);
       const loads = createMap({ type: MapType.array, keySize: 4, valueSize: LOAD_SIZE, maxEntries: maxSlots, name: 'hlb_loads' });
       made.push(loads);
-      // Per-CPU LRU lists: the pick inserts on the CPU that took the SYN, with no lock shared between CPUs.
-      const pending = createMap({ type: MapType.lruHash, keySize: FLOW_KEY_SIZE, valueSize: PENDING_VALUE_SIZE, maxEntries: PENDING_FLOWS, flags: BPF_F_NO_COMMON_LRU, name: 'hlb_pending' });
-      made.push(pending);
-      const established = createMap({ type: MapType.hash, keySize: FLOW_KEY_SIZE, valueSize: ESTABLISHED_VALUE_SIZE, maxEntries: COUNTED_FLOWS, name: 'hlb_established' });
-      made.push(established);
-      const maps: MapFds = { ports, buckets, sockets, counters, members, loads, pending, established };
+      // Counting is an extra: a kernel that cannot count (socket storage, Linux 5.2; the socket in a
+      // SOCK_OPS program, 5.10) still dispatches, and attachCounting says why it cannot count.
+      let slots = -1;
+      let countError: Error | null = null;
+      try {
+        slots = createSlotStorage();
+        made.push(slots);
+      } catch (error) {
+        countError = error as Error;
+      }
+      const maps: MapFds = { ports, buckets, sockets, counters, members, loads, slots };
       const program = loadProgram({
         type: ProgramType.skLookup,
         expectedAttachType: AttachType.skLookup,
@@ -481,14 +505,17 @@ export class SkLookupDispatch {
         name: 'hlb_sk_lookup',
       });
       made.push(program);
-      const count = loadProgram({
-        type: ProgramType.sockOps,
-        expectedAttachType: AttachType.cgroupSockOps,
-        instructions: buildCountProgram(maps),
-        license: 'GPL',
-        name: 'hlb_count',
-      });
-      return new SkLookupDispatch({ ...maps, program, count, link: -1, countLink: -1 }, maxPorts, maxSlots, hashSeed);
+      let count = -1;
+      if (slots >= 0) {
+        try {
+          count = loadProgram({ type: ProgramType.sockOps, expectedAttachType: AttachType.cgroupSockOps, instructions: buildCountProgram(maps), license: 'GPL', name: 'hlb_count' });
+        } catch (error) {
+          countError = error as Error;
+        }
+      }
+      const dispatch = new SkLookupDispatch({ ...maps, program, count, link: -1, countLink: -1 }, maxPorts, maxSlots, hashSeed);
+      dispatch.countError = countError;
+      return dispatch;
     } catch (error) {
       closeAll(made);
       throw error;
@@ -505,10 +532,12 @@ export class SkLookupDispatch {
     try {
       const fds = {} as DispatchFds;
       for (const name of PIN_NAMES) {
+        if (OPTIONAL_PINS.has(name)) continue;
         fds[name] = openPinned(join(dir, name));
         opened.push(fds[name]);
       }
-      for (const [field, name] of [['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]] as const) {
+      const optional: Array<readonly [keyof DispatchFds, string]> = [...[...OPTIONAL_PINS].map((name) => [name, name] as const), ['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]];
+      for (const [field, name] of optional) {
         fds[field] = -1;
         try {
           fds[field] = openPinned(join(dir, name));
@@ -530,12 +559,10 @@ export class SkLookupDispatch {
       expect(fds.counters, 'counters', MapType.array, 4, COUNTER_SIZE);
       expect(fds.members, 'members', MapType.array, 4, MEMBERS_SIZE);
       expect(fds.loads, 'loads', MapType.array, 4, LOAD_SIZE);
-      expect(fds.pending, 'pending', MapType.lruHash, FLOW_KEY_SIZE, PENDING_VALUE_SIZE);
-      expect(fds.established, 'established', MapType.hash, FLOW_KEY_SIZE, ESTABLISHED_VALUE_SIZE);
+      if (fds.slots >= 0) expect(fds.slots, 'slots', MapType.skStorage, 4, SLOT_VALUE_SIZE);
       const program = programInfo(fds.program);
       if (program.type !== ProgramType.skLookup) fail('BPF_FAILED', `${join(dir, 'program')} is a BPF program of type ${program.type}, not sk_lookup`);
-      const count = programInfo(fds.count);
-      if (count.type !== ProgramType.sockOps) fail('BPF_FAILED', `${join(dir, 'count')} is a BPF program of type ${count.type}, not sock_ops`);
+      if (fds.count >= 0 && programInfo(fds.count).type !== ProgramType.sockOps) fail('BPF_FAILED', `${join(dir, 'count')} is a BPF program of type ${programInfo(fds.count).type}, not sock_ops`);
       return new SkLookupDispatch(fds, Math.floor(bucketEntries / BUCKETS), maxSlots, null);
     } catch (error) {
       closeAll(opened);
@@ -643,6 +670,7 @@ export class SkLookupDispatch {
   attachCounting(cgroupFd: number): void {
     this.checkOpen();
     if (this.f.countLink >= 0) return;
+    if (this.f.count < 0) fail('BPF_UNSUPPORTED', `the counting program could not be loaded: ${this.countError?.message ?? 'an adopted dispatch without one'}`, this.countError ?? undefined);
     this.f.countLink = createLink(this.f.count, cgroupFd, AttachType.cgroupSockOps);
   }
 
@@ -672,6 +700,9 @@ export class SkLookupDispatch {
     const value = new Uint8Array(8);
     new DataView(value.buffer).setBigUint64(0, BigInt(fd), true);
     try {
+      // First the mark, so no connection the dispatch hands it goes uncounted: the connections it
+      // accepts from now on carry the slot (load-count.ts). A UDP socket's is never read.
+      if (this.f.slots >= 0) updateElement(this.f.slots, u32(fd), encodeSlotValue(slot), BPF_ANY);
       updateElement(this.f.sockets, u32(slot), value, BPF_ANY);
     } catch (error) {
       const errno = ((error as HostlbError).cause as { code?: string } | undefined)?.code;
@@ -771,7 +802,7 @@ export class SkLookupDispatch {
     mkdirSync(dir, { recursive: true });
     const made: string[] = [];
     try {
-      const objects: Array<[string, number]> = PIN_NAMES.map((name) => [name, this.f[name]]);
+      const objects: Array<[string, number]> = PIN_NAMES.filter((name) => this.f[name] >= 0).map((name) => [name, this.f[name]]);
       if (this.f.link >= 0) objects.push([PIN_LINK, this.f.link]);
       if (this.f.countLink >= 0) objects.push([PIN_COUNT_LINK, this.f.countLink]);
       for (const [name, fd] of objects) {
@@ -805,7 +836,7 @@ export class SkLookupDispatch {
     if (this.closed) return;
     this.closed = true;
     const f = this.f;
-    closeAll([f.link, f.countLink, f.program, f.count, f.ports, f.buckets, f.sockets, f.counters, f.members, f.loads, f.pending, f.established]);
+    closeAll([f.link, f.countLink, f.program, f.count, f.ports, f.buckets, f.sockets, f.counters, f.members, f.loads, f.slots]);
     f.link = f.countLink = -1;
   }
 

@@ -15,7 +15,7 @@ import { HostlbError } from '../errors.js';
 import { loadBpfAddon, type BpfAddon, type NativeBpfLoadError, type NativeSystemError } from '../native/addon.js';
 
 /** enum bpf_map_type values used here. */
-export const MapType = { hash: 1, array: 2, lruHash: 9, sockmap: 15, sockhash: 18 } as const;
+export const MapType = { hash: 1, array: 2, lruHash: 9, sockmap: 15, sockhash: 18, skStorage: 24 } as const;
 /** enum bpf_prog_type values used here. */
 export const ProgramType = { sockOps: 13, skLookup: 30 } as const;
 /** enum bpf_attach_type values used here. */
@@ -32,6 +32,8 @@ export const BPF_EXIST = 2;
 export const BPF_F_NO_PREALLOC = 1;
 /** BPF_F_NO_COMMON_LRU: an LRU_HASH keeps a free list per CPU instead of one shared. */
 export const BPF_F_NO_COMMON_LRU = 2;
+/** BPF_F_CLONE: a socket-storage value is copied to the sockets a listening socket accepts (Linux 5.4). */
+export const BPF_F_CLONE = 512;
 
 /** How many verifier log lines a BPF_VERIFIER message quotes; the whole log is on the error. */
 const LOG_TAIL_LINES = 12;
@@ -114,13 +116,42 @@ export interface MapSpec {
   flags?: number;
   /** At most 15 bytes of [A-Za-z0-9_.]; shown by bpftool. */
   name: string;
+  /** The BTF object (loadBtf) and the ids of the key's and value's types in it. */
+  btf?: { fd: number; keyTypeId: number; valueTypeId: number };
 }
 
 /** BPF_MAP_CREATE; returns the map's fd (the caller closes it). */
 export function createMap(spec: MapSpec): number {
+  const btf = spec.btf;
   return call(`create BPF map ${spec.name}`, (a) =>
-    a.bpfMapCreate(spec.type, spec.keySize, spec.valueSize, spec.maxEntries, spec.flags ?? 0, spec.name),
+    btf === undefined
+      ? a.bpfMapCreate(spec.type, spec.keySize, spec.valueSize, spec.maxEntries, spec.flags ?? 0, spec.name)
+      : a.bpfMapCreate(spec.type, spec.keySize, spec.valueSize, spec.maxEntries, spec.flags ?? 0, spec.name, btf.fd, btf.keyTypeId, btf.valueTypeId),
   );
+}
+
+/**
+ * BPF_BTF_LOAD of `blob` (btf.ts); returns the BTF object's fd. A refusal is
+ * retried with a log, whose last lines the BPF_FAILED message quotes.
+ */
+export function loadBtf(blob: Uint8Array): number {
+  const a = native();
+  try {
+    return a.bpfBtfLoad(blob, null);
+  } catch (error) {
+    const errno = (error as NativeSystemError).code;
+    if (typeof errno !== 'string') throw error;
+    if (errno !== 'EINVAL' && errno !== 'EACCES') {
+      const code = codeFor(errno);
+      throw new HostlbError(code, `load BTF: ${(error as Error).message}${hintFor(code)}`, { cause: error });
+    }
+  }
+  try {
+    return a.bpfBtfLoad(blob, new Uint8Array(LOG_SIZES[0]));
+  } catch (error) {
+    const log = ((error as NativeBpfLoadError).log ?? '').trimEnd().split('\n').slice(-LOG_TAIL_LINES).join('\n');
+    throw new HostlbError('BPF_FAILED', `load BTF: ${(error as Error).message}${log === '' ? '' : `; the kernel's log ends:\n${log}`}`, { cause: error });
+  }
 }
 
 /** BPF_MAP_UPDATE_ELEM. `key` and `value` are at least the map's sizes (RangeError otherwise). */

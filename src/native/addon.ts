@@ -155,8 +155,20 @@ export interface NativeBpfLoadError extends NativeSystemError {
  * above closes them.
  */
 export interface BpfAddon {
-  /** BPF_MAP_CREATE. `name` is at most 15 bytes of [A-Za-z0-9_.]. Returns the map fd. */
-  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, flags: number, name: string): number;
+  /**
+   * BPF_MAP_CREATE. `name` is at most 15 bytes of [A-Za-z0-9_.]. With a BTF fd
+   * (bpfBtfLoad) the key and value are described by those type ids; a
+   * socket-storage map needs them. Returns the map fd.
+   */
+  bpfMapCreate(
+    type: number, keySize: number, valueSize: number, maxEntries: number, flags: number, name: string,
+    btfFd?: number, btfKeyTypeId?: number, btfValueTypeId?: number,
+  ): number;
+  /**
+   * BPF_BTF_LOAD of a BTF blob (btf.ts); with a `log` buffer a refusal throws
+   * a NativeBpfLoadError whose `log` says why. Returns the BTF object's fd.
+   */
+  bpfBtfLoad(blob: Uint8Array, log: Uint8Array | null): number;
   /**
    * BPF_MAP_UPDATE_ELEM with flags BPF_ANY (0), BPF_NOEXIST (1) or BPF_EXIST (2).
    * For a SOCKMAP the value is the socket's fd. Throws RangeError when `key` or

@@ -161,7 +161,7 @@ test('sk-lookup: candidates are the hash bytes, low first, then the buckets afte
 });
 
 test('sk-lookup: the program loads each map by fd and ends in exit', () => {
-  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104, members: 105, loads: 106, pending: 107, established: 108 };
+  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104, members: 105, loads: 106, slots: 107 };
   const bytes = buildProgram(maps, 1);
   assert.equal(bytes.length % 8, 0);
   const fds = new Set<number>();
@@ -169,21 +169,21 @@ test('sk-lookup: the program loads each map by fd and ends in exit', () => {
   for (let i = 0; i < bytes.length; i += 8) {
     if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
   }
-  // Every map but `established`, which only the counting program touches.
-  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106, 107]);
+  // Every map but `slots`, which only the counting program touches.
+  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106]);
   assert.equal(hex(bytes.subarray(bytes.length - 8)), '9500000000000000');
   // The least-loaded scan is unrolled (MAX_MEMBERS copies): past the unprivileged 4096, far below the 1M a root load allows.
   assert.ok(bytes.length / 8 < 8192, `${bytes.length / 8} instructions`);
 });
 
-test('load-count: the counting program names its three maps and returns 1; members and loads encode as the programs read them', () => {
-  const bytes = buildCountProgram({ loads: 201, pending: 202, established: 203 });
+test('load-count: the counting program names its two maps and returns 1; members and loads encode as the programs read them', () => {
+  const bytes = buildCountProgram({ loads: 201, slots: 202 });
   const fds = new Set<number>();
   const view = new DataView(bytes.buffer);
   for (let i = 0; i < bytes.length; i += 8) {
     if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
   }
-  assert.deepEqual([...fds].sort(), [201, 202, 203]);
+  assert.deepEqual([...fds].sort(), [201, 202]);
   assert.equal(hex(bytes.subarray(bytes.length - 16)), 'b700000001000000' + '9500000000000000', 'r0 = 1; exit');
 
   const members = encodeMembers(PortMode.twoChoices, [{ slot: 3, weight: 2.4 }, { slot: 9, weight: 0 }]);
