@@ -17,6 +17,7 @@ import { checkNetAdmin } from '../net/privileges.js';
 import { probeHost } from '../net/probe.js';
 import { addMissing, removeUnwanted } from '../net/reconcile.js';
 import { repairMissing, type RepairReport } from '../net/repair.js';
+import type { CheckSchedule } from '../net/repair-schedule.js';
 import { ensureStateDir, readBaseline, writeFileAtomic } from '../net/state-files.js';
 import type { HostlbConfig } from './config-schema.js';
 import type { Logger } from './logger.js';
@@ -35,8 +36,12 @@ export interface HostSetup {
   add(plan: Planner): number;
   /** Undoes applied steps `plan` no longer wants; returns how many. */
   remove(plan: Planner): number;
-  /** Puts back host objects that vanished; null when there is nothing to check. */
-  repair(signal: AbortSignal): Promise<RepairReport | null>;
+  /**
+   * Puts back host objects that vanished; null when there is nothing to check.
+   * The checks that spawn a child process run when `schedule` has them due
+   * (without one: every call).
+   */
+  repair(signal: AbortSignal, schedule?: CheckSchedule): Promise<RepairReport | null>;
   /** Undoes the whole set-up. Throws NetError NET_UNDO_FAILED; the journal then keeps what is left. */
   undo(): number;
   /** After a deliberate stop and a complete undo: nothing is left to adopt. */
@@ -126,10 +131,10 @@ export class SystemHost implements HostSetup {
     return removeUnwanted(plan(this.facts()), this.journal);
   }
 
-  async repair(signal: AbortSignal): Promise<RepairReport | null> {
+  async repair(signal: AbortSignal, schedule?: CheckSchedule): Promise<RepairReport | null> {
     const journal = readJournal(this.journal);
     if (journal === null) return null;
-    return repairMissing(journal.steps, signal);
+    return repairMissing(journal.steps, signal, schedule);
   }
 
   undo(): number {

@@ -8,6 +8,8 @@ import { createDataPlane, planeConfigProblem, type DataPlane, type PlaneContext 
 import { Balancer } from '../dispatch/balancer.js';
 import { ConfigError, HostlbError } from '../errors.js';
 import type { HostSpec } from '../net/host-spec.js';
+import { HostWatch } from '../net/host-watch.js';
+import { RepairSchedule } from '../net/repair-schedule.js';
 import { parseEndpoint, parseIp } from '../wire/address.js';
 import type { Controlled } from './api/controlled.js';
 import type { HostlbConfig } from './config-schema.js';
@@ -91,7 +93,12 @@ const RELEASE_CHECK_MS = 10_000;
  */
 const STOP_DRAIN_MS = 5_000;
 
-/** How often the host set-up is checked for objects that vanished (ms): noticed within 2 s. */
+/**
+ * How often the host set-up is checked for objects that vanished (ms): noticed
+ * within 2 s. The checks that spawn a child process (ip, nft, iptables) run
+ * only when netlink said their objects changed, or every 30 s
+ * (net/repair-schedule.ts); sysctls and bpffs mounts on every tick.
+ */
 const REPAIR_MS = 1_000;
 
 /** How often retired daemons are checked for their last flow ending (ms). */
@@ -160,6 +167,8 @@ export class Instance implements Controlled {
   private repairTimer: NodeJS.Timeout | null = null;
   private releaseTimer: NodeJS.Timeout | null = null;
   private readonly repairAbort = new AbortController();
+  /** Which checks spawn on a tick; its netlink sockets close with stopRepairs(). */
+  private repairSchedule: RepairSchedule | null = null;
   private repairing = false;
   private readonly repairErrorsLogged = new Map<string, number>();
   /** Host objects put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables): hostlb_repairs_total. */
@@ -368,6 +377,10 @@ export class Instance implements Controlled {
 
   /** Checks the host set-up every REPAIR_MS and puts back what vanished (repair.ts). */
   private startRepairs(): void {
+    const watch = new HostWatch((problem) => {
+      this.log.warn({ event: 'host_watch_unavailable', problem }, `${problem}; the host set-up's checks that depend on it (ip, nft, iptables) run every second instead`);
+    });
+    this.repairSchedule = new RepairSchedule(watch);
     this.repairTimer = setInterval(() => void this.repairOnce(), REPAIR_MS);
     this.repairTimer.unref();
   }
@@ -376,7 +389,7 @@ export class Instance implements Controlled {
     if (this.repairing || this.stopped) return;
     this.repairing = true;
     try {
-      const report = await this.host.repair(this.repairAbort.signal);
+      const report = await this.host.repair(this.repairAbort.signal, this.repairSchedule ?? undefined);
       if (report === null || this.stopped) return;
       for (const [kind, n] of Object.entries(report.repaired)) this.repairs[kind] = (this.repairs[kind] ?? 0) + n;
       if (Object.keys(report.repaired).length > 0) {
@@ -404,6 +417,8 @@ export class Instance implements Controlled {
     if (this.releaseTimer !== null) clearInterval(this.releaseTimer);
     this.repairTimer = this.releaseTimer = null;
     this.repairAbort.abort();
+    this.repairSchedule?.close();
+    this.repairSchedule = null;
   }
 
   /**

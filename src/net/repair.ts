@@ -1,16 +1,18 @@
 // Puts back host objects that vanish underneath a running hostlb: an
 // `nft flush ruleset` (what `systemctl restart nftables` does), an
 // `iptables -t mangle -F`, a deleted route or rule, a sysctl set back, an
-// unmounted bpffs. Every second the journaled steps are checked (child
-// processes, never a blocking call on the packet path's thread) and the
-// missing ones applied again; the journal is not touched: it already lists
-// them, and stop undoes them.
+// unmounted bpffs. Sysctls and bpffs mounts are checked in-process on every
+// call; the checks that need a child process (ip, nft, iptables: never a
+// blocking call on the packet path's thread) run when a CheckSchedule says so
+// (repair-schedule.ts). The missing steps are applied again; the journal is
+// not touched: it already lists them, and stop undoes them.
 
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { bpffsMountTarget } from './apply.js';
 import type { NetStep } from './net-step.js';
+import type { CheckSchedule, SpawnCheck } from './repair-schedule.js';
 
 const TIMEOUT_MS = 10_000;
 
@@ -36,6 +38,10 @@ function run(signal: AbortSignal, argv: readonly string[], input?: string): Prom
     const child = execFile(argv[0], argv.slice(1), { timeout: TIMEOUT_MS, encoding: 'utf8', signal, killSignal: 'SIGKILL' }, (error, _stdout, stderr) => {
       resolve({ ok: error === null, stderr: String(stderr ?? (error as Error | null)?.message ?? '') });
     });
+    // A child that exits before reading its input (killed at abort, crashed)
+    // makes the write fail with EPIPE: its exit already says what went wrong,
+    // and an unhandled stream error would take the process down.
+    child.stdin?.on('error', () => {});
     if (input !== undefined) child.stdin?.end(input);
   });
 }
@@ -60,6 +66,20 @@ function rerunnable(step: NetStep): boolean {
 /** iproute2's answer when a step's effect is already there (add) or already gone (del). */
 const PRESENT = /File exists|No such file or directory|No such process|Cannot find device/;
 
+/** The nft table of the journal's first nft step ("inet hostlb_hlb0"), if any. */
+function nftTable(nft: readonly NetStep[]): string | undefined {
+  return nft.length > 0 ? /^add table (\S+ \S+)$/m.exec(nft[0].apply[1])?.[1] : undefined;
+}
+
+/** The checks that spawn a child process which `steps` have something for. */
+export function spawnChecksOf(steps: readonly NetStep[]): Set<SpawnCheck> {
+  const out = new Set<SpawnCheck>();
+  if (steps.some(rerunnable)) out.add('ip');
+  if (nftTable(steps.filter((s) => s.apply[0] === 'nft')) !== undefined) out.add('nft');
+  if (steps.some((s) => (s.apply[0] === 'iptables' || s.apply[0] === 'ip6tables') && s.apply.includes('-N'))) out.add('iptables');
+  return out;
+}
+
 /**
  * Checks `steps` (a journal's, in order) against the host and applies the
  * missing ones again. `nft` steps are judged by their table (a flush removes
@@ -69,13 +89,25 @@ const PRESENT = /File exists|No such file or directory|No such process|Cannot fi
  * sysctls by their value; bpffs mounts by /proc/self/mountinfo (a bpffs
  * mounted on the step's directory). Never throws.
  *
+ * Sysctls and bpffs mounts are checked on every call (no child process unless
+ * one is missing); ip, nft and iptables only when `schedule` has them due
+ * (without a schedule: always), and those that failed are handed back to it.
+ *
  * `abort` kills the commands in flight synchronously (SIGKILL) and starts no
  * more: call it before undoing the journal, so nothing is put back after.
  */
-export async function repairMissing(steps: readonly NetStep[], abort: AbortSignal): Promise<RepairReport> {
+export async function repairMissing(steps: readonly NetStep[], abort: AbortSignal, schedule?: CheckSchedule): Promise<RepairReport> {
   const report: RepairReport = { repaired: {}, errors: [] };
   const count = (kind: string, n: number): void => {
     if (n > 0) report.repaired[kind] = (report.repaired[kind] ?? 0) + n;
+  };
+  const present = spawnChecksOf(steps);
+  const due = present.size === 0 ? present : schedule?.due(present) ?? present;
+  // A check that failed proved nothing: it runs again on the next tick.
+  const unsettled = new Set<SpawnCheck>();
+  const fail = (check: SpawnCheck, error: string): void => {
+    report.errors.push(error);
+    unsettled.add(check);
   };
 
   for (const step of steps) {
@@ -116,25 +148,25 @@ export async function repairMissing(steps: readonly NetStep[], abort: AbortSigna
   }
 
   const nft = steps.filter((s) => s.apply[0] === 'nft');
-  const table = nft.length > 0 ? /^add table (\S+ \S+)$/m.exec(nft[0].apply[1])?.[1] : undefined;
-  if (table !== undefined) {
+  const table = nftTable(nft);
+  if (table !== undefined && due.has('nft')) {
     const listed = await run(abort, ['nft', 'list', 'table', ...table.split(' ')]);
     if (!listed.ok) {
       for (const step of nft) {
         const r = await run(abort, ['nft', '-f', '-'], step.apply[1]);
         if (r.ok) count('nft', 1);
-        else report.errors.push(`${step.description}: ${r.stderr.trim()}`);
+        else fail('nft', `${step.description}: ${r.stderr.trim()}`);
       }
     }
   }
 
-  for (const tool of ['iptables', 'ip6tables']) {
+  for (const tool of due.has('iptables') ? ['iptables', 'ip6tables'] : []) {
     const own = steps.filter((s) => s.apply[0] === tool);
     const chain = own.find((s) => s.apply.includes('-N'))?.apply.at(-1);
     if (chain === undefined) continue;
     const listed = await runOut(abort, [tool, '-w', '5', '-t', 'mangle', '-S']);
     if (!listed.ok) {
-      report.errors.push(`${tool} -t mangle -S: ${listed.stderr.trim()}`);
+      fail('iptables', `${tool} -t mangle -S: ${listed.stderr.trim()}`);
       continue;
     }
     const lines = listed.stdout.split('\n');
@@ -150,14 +182,14 @@ export async function repairMissing(steps: readonly NetStep[], abort: AbortSigna
     for (const step of own) {
       const r = await run(abort, step.apply);
       if (r.ok) applied++;
-      else report.errors.push(`${step.description}: ${r.stderr.trim()}`);
+      else fail('iptables', `${step.description}: ${r.stderr.trim()}`);
     }
     count(tool, applied);
   }
 
   // One `ip -batch` per family: a line that fails with "File exists" (or, for a del, "No such
   // file") was present; a line that succeeds was missing and is back.
-  for (const family of ['-4', '-6', null]) {
+  for (const family of due.has('ip') ? ['-4', '-6', null] : []) {
     const own = steps.filter((s) => rerunnable(s) && (family === null ? s.apply[1] !== '-4' && s.apply[1] !== '-6' : s.apply[1] === family));
     if (own.length === 0) continue;
     const lines = own.map((s) => s.apply.slice(family === null ? 1 : 2).join(' '));
@@ -168,11 +200,17 @@ export async function repairMissing(steps: readonly NetStep[], abort: AbortSigna
       const m = /^Command failed -:(\d+)/.exec(text[i]);
       if (m !== null) failed.set(Number(m[1]) - 1, text.slice(Math.max(0, i - 2), i).join(' '));
     }
+    // A failure that names no line (ip missing, killed at the timeout) says nothing of the steps.
+    if (!r.ok && failed.size === 0) {
+      fail('ip', `ip${family === null ? '' : ` ${family}`} -batch: ${r.stderr.trim() || 'failed'}`);
+      continue;
+    }
     own.forEach((step, i) => {
       const why = failed.get(i);
       if (why === undefined) count('ip', 1);
-      else if (!PRESENT.test(why)) report.errors.push(`${step.description}: ${why.trim()}`);
+      else if (!PRESENT.test(why)) fail('ip', `${step.description}: ${why.trim()}`);
     });
   }
+  if (due.size > 0) schedule?.settled([...unsettled]);
   return report;
 }

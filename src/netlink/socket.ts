@@ -50,10 +50,14 @@ export class NetlinkSocket {
   readonly lengths: Uint32Array;
   /** Reads that found the receive queue had overflowed (messages lost). */
   overruns = 0;
+  /** Poll errors (an overrun's POLLERR) after which the watch was armed again. */
+  pollErrors = 0;
   private readonly addon: TunAddon;
   private readonly writeOffsets = new Uint32Array(1);
   private readonly writeLengths = new Uint32Array(1);
   private closed = false;
+  /** onReadable calls so far: a re-arm after a poll error belongs to the latest only. */
+  private watches = 0;
 
   /**
    * Opens a netlink socket (NETLINK_NETFILTER unless options.protocol says
@@ -178,10 +182,31 @@ export class NetlinkSocket {
     }
   }
 
+  /**
+   * Calls `callback` whenever the socket is readable, until onReadable(null)
+   * or close(). An overrun sets an error on the socket, which polls as
+   * POLLERR, and libuv stops a poll handle after POLLERR: the watch is armed
+   * again after the callback (whose read took the error off the socket), or
+   * one burst of events, a SYN flood's conntrack events say, would leave the
+   * socket unread for good.
+   */
   onReadable(callback: (() => void) | null): void {
     if (this.closed) return;
-    if (callback === null) this.addon.unwatch(this.fd);
-    else this.addon.watch(this.fd, () => callback());
+    const watch = ++this.watches;
+    if (callback === null) {
+      this.addon.unwatch(this.fd);
+      return;
+    }
+    const arm = (): void => this.addon.watch(this.fd, (error) => {
+      callback();
+      if (error === undefined) return;
+      this.pollErrors++;
+      // On the next turn, not inside the poll handle's own callback; unless closed or watched anew meanwhile.
+      setImmediate(() => {
+        if (!this.closed && this.watches === watch) arm();
+      });
+    });
+    arm();
   }
 
   close(): void {
