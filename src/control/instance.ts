@@ -171,7 +171,7 @@ export class Instance implements Controlled {
   private repairSchedule: RepairSchedule | null = null;
   private repairing = false;
   private readonly repairErrorsLogged = new Map<string, number>();
-  /** Host objects put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables): hostlb_repairs_total. */
+  /** Host objects put back after they vanished, by kind (ip, sysctl, nft, iptables, ip6tables, bpffs): hostlb_repairs_total. */
   readonly repairs: Record<string, number> = {};
 
   private constructor(config: HostlbConfig, options: InstanceOptions, parts: { balancer: Balancer; plane: DataPlane; host: HostSetup }) {

@@ -71,7 +71,7 @@ export class NetlinkSocket {
       opened = this.addon.netlinkOpen(options.protocol ?? NETLINK_NETFILTER, groups, options.receiveBuffer);
     } catch (e) {
       const errno = Math.abs((e as NativeSystemError).errno ?? 0);
-      throw new NetlinkError(`open a netfilter netlink socket: ${errno !== 0 ? errnoText(errno) : (e as Error).message}`, errno);
+      throw new NetlinkError(`open a netlink socket (protocol ${options.protocol ?? NETLINK_NETFILTER}): ${errno !== 0 ? errnoText(errno) : (e as Error).message}`, errno);
     }
     const { fd, portId } = opened;
     this.fd = fd;
