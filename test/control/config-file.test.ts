@@ -612,6 +612,22 @@ describe('hostlb check --config', () => {
     }
   });
 
+  it('prints admin.token and supervise.env values redacted: its output goes to terminals and logs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hostlb-check-'));
+    try {
+      const file = join(dir, 'secret.yaml');
+      const token = 'not-for-the-ci-log-0123456789';
+      writeFileSync(file, `admin:\n  listen: 127.0.0.1:9180\n  token: ${token}\n${CLUSTERS}`);
+      const run = await check(['-c', file]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.ok(!run.stdout.includes(token) && !run.stderr.includes(token), 'the token appears nowhere');
+      assert.equal((JSON.parse(run.stdout) as { admin: { token: string; listen: string } }).admin.token, '(redacted)');
+      assert.equal((JSON.parse(run.stdout) as { admin: { listen: string } }).admin.listen, '127.0.0.1:9180', 'the rest as it is');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prints every problem of a file as FILE:LINE: key: message, in line order, then how many; exits 2 and prints no configuration', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hostlb-check-'));
     try {

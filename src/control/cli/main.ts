@@ -53,7 +53,7 @@ program.command('start')
   });
 
 program.command('check')
-  .description('validate a configuration file and print it with defaults filled in, or every problem of it; changes nothing')
+  .description('validate a configuration file and print it with defaults filled in (admin.token and supervise.env values redacted), or every problem of it; changes nothing')
   .requiredOption('-c, --config <file>', 'YAML configuration file')
   .action(async (opts: { config: string }) => {
     try {
@@ -68,7 +68,9 @@ program.command('check')
         process.exitCode = EXIT.usage;
         return;
       }
-      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      // What `start` would run, but not its secrets: this output ends up in terminals, CI logs and tickets.
+      const { redactSecrets } = await import('../api/secrets.js');
+      process.stdout.write(`${JSON.stringify(redactSecrets(config), null, 2)}\n`);
       const { choosePlane, planeSupport } = await import('../../dataplane/data-plane.js');
       const support = planeSupport();
       const kind = choosePlane(config.dataplane);
