@@ -23,7 +23,7 @@
 // data connections must meet the same server, and a per-connection balancer
 // would split them. Reuseport's bulk stream meets one of its listeners either
 // way: an iperf3 server on the cluster address stands for it.
-// hostlb's HTTP port runs its default scheduler (wlc), as a user's would: with
+// hostlb's HTTP port runs its default scheduler (wlc; BENCH_SCHEDULER names another), as a user's would: with
 // the kernel's own counts on the socket plane the 32 keep-alive connections
 // split 16/16 over the two daemons, where a hash (rr's buckets, or
 // SO_REUSEPORT's pick) may leave one daemon with more.
@@ -34,6 +34,7 @@
 // wrk and iperf3 run's length; BENCH_PATHS (comma-separated path names,
 // default all) measures only some paths, the others show as "skipped";
 // BENCH_MODES (keep-alive, new-conn, bulk; default all) likewise for modes;
+// BENCH_SCHEDULER runs hostlb's HTTP port on another scheduler;
 // BENCH_ROUNDS (default 2) runs every path that many times, every other round
 // in reverse order, so a machine that speeds up or slows down during the
 // benchmark favours no path: each figure is the median over the rounds, and
@@ -60,11 +61,14 @@ import { BPFFS_ROOT } from '../src/net/net-step.js';
 import { cpuSecondsBetween, mainThreadSchedSeconds, netnsInode, otherProcessesCpu, processCpuSeconds, topConsumers } from './support/cpu.js';
 import { conntrackDelta, conntrackStats, describeConntrack, parsePrometheus, queueDelta, queueStats, type ConntrackStats, type QueueStats } from './support/netfilter-stats.js';
 import { parseIperf, type IperfReport } from './support/iperf.js';
+import { SCHEDULER_NAMES } from '../src/dispatch/schedulers/scheduler.js';
 import { parseWrk, socketErrorCount, type WrkReport } from './support/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 /** Rounds over every path (BENCH_ROUNDS, default 2), every other one in reverse order; figures are medians over rounds. */
 const ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_ROUNDS ?? 2)));
+/** BENCH_SCHEDULER=rr gives hostlb's HTTP port that scheduler instead of its default (wlc), to measure what the pick costs. */
+const SCHEDULER = process.env.BENCH_SCHEDULER;
 /** BENCH_TUN_OFFLOADS=false runs the tun plane without offloads (tun.offloads), to measure what they bring. */
 const TUN_OFFLOADS = process.env.BENCH_TUN_OFFLOADS !== 'false';
 const THREADS = 2;
@@ -453,7 +457,7 @@ clusters:
     ports:
       - port: ${CLUSTER_PORT}
         protocol: tcp
-        daemons:
+${SCHEDULER === undefined ? '' : `        scheduler: ${SCHEDULER}\n`}        daemons:
 ${DAEMONS.map((d) => `          - { address: ${d}:${DAEMON_PORT} }`).join('\n')}
       - port: ${BULK_PORT}
         protocol: tcp
@@ -1273,6 +1277,10 @@ async function main(): Promise<number> {
     console.error(`bench:e2e: BENCH_MODES names no mode or unknown modes (${unknownModes.join(', ')}); known: ${MODES.join(', ')}`);
     return 1;
   }
+  if (SCHEDULER !== undefined && !(SCHEDULER_NAMES as readonly string[]).includes(SCHEDULER)) {
+    console.error(`bench:e2e: BENCH_SCHEDULER must be one of ${SCHEDULER_NAMES.join(', ')}, not ${JSON.stringify(SCHEDULER)}`);
+    return 1;
+  }
   if (!Number.isInteger(SECONDS) || SECONDS < 1) {
     console.error(`bench:e2e: BENCH_SECONDS must be a whole number of seconds >= 1, not ${JSON.stringify(process.env.BENCH_SECONDS)}`);
     return 1;
@@ -1294,7 +1302,7 @@ async function main(): Promise<number> {
   if (!tools.haproxy) console.log('note: haproxy not found: the HAProxy path is skipped (Debian: apt-get install haproxy)');
   if (!tools.iperf) console.log('note: iperf3 not found: every bulk run is skipped (Debian: apt-get install iperf3)');
   console.log(`machine: load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} before the run (anything else running shares the same ${cpus().length} CPUs)`);
-  console.log(`load: wrk -t${THREADS} -c${CONNECTIONS}, ${SECONDS} s per run (BENCH_SECONDS); new-conn sends "Connection: close"; 2 nginx daemons, 1 worker each (reuseport: 1 nginx, ${REUSEPORT_WORKERS} workers); `
+  console.log(`load: wrk -t${THREADS} -c${CONNECTIONS}, ${SECONDS} s per run (BENCH_SECONDS); new-conn sends "Connection: close"; 2 nginx daemons, 1 worker each (reuseport: 1 nginx, ${REUSEPORT_WORKERS} workers); hostlb's scheduler ${SCHEDULER ?? 'wlc (its default)'}; `
     + `bulk: iperf3 -t${SECONDS}, one stream, client to the first daemon's iperf3 (reuseport: to one on the cluster address); paths in this order: ${PATHS.join(', ')}`);
 
   const sandbox = new NetnsSandbox();

@@ -90,6 +90,7 @@ export const Helper = {
   mapDeleteElem: 3,
   ktimeGetNs: 5,
   getPrandomU32: 7,
+  getSmpProcessorId: 8,
   sockOpsCbFlagsSet: 59,
   skRelease: 86,
   skStorageGet: 107,

@@ -39,7 +39,8 @@
 //      function in TypeScript.
 //   3. A port whose scheduler picks by load (lc, wlc, p2c) picks the daemon
 //      with the least connections per weight from the kernel's own counts
-//      (load-count.ts: emitLeastLoaded); when that daemon's socket is gone,
+//      (load-count.ts: emitLeastLoaded; a tie between busy daemons goes to
+//      the one of the CPU that took the SYN); when that daemon's socket is gone,
 //      or the port has no members, the buckets decide as below.
 //   4. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
 //      then the buckets after the fourth (bucketCandidates): slot = buckets[index *
@@ -60,6 +61,7 @@
 
 import { randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
@@ -283,7 +285,7 @@ export function bucketCandidates(h: number): number[] {
  * The dispatch program for the given maps, assembled. Pure: exported so tests
  * and tools can inspect it without loading it.
  */
-export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
+export function buildProgram(maps: MapFds, hashSeed: number, cpus = availableParallelism()): Uint8Array {
   const a = new Assembler();
   let counterLabels = 0;
 
@@ -356,6 +358,7 @@ export function buildProgram(maps: MapFds, hashSeed: number): Uint8Array {
 
   const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
   const site: LeastLoadedSite = {
+    cpus,
     ctx: R6, index: STACK_INDEX, hash: STACK_HASH, window: STACK_WINDOW, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
     count: (field) => count(fields[field]), fallback: 'buckets', assigned: 'assigned', pass: 'pass',
   };

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Assembler, PSEUDO_MAP_FD, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from '../../src/bpf/asm.js';
 import { BUCKETS, TRIES, bucketCandidates, buildProgram, encodePortKey, flowHash } from '../../src/bpf/sk-lookup.js';
-import { buildCountProgram, decodeLoad, encodeMembers, MAX_MEMBERS, MEMBERS_SIZE, PortMode } from '../../src/bpf/load-count.js';
+import { buildCountProgram, cpuGroupStart, decodeLoad, encodeMembers, MAX_MEMBERS, MEMBERS_SIZE, PortMode } from '../../src/bpf/load-count.js';
 import { findSocketInode } from '../../src/bpf/listener.js';
 
 function hex(bytes: Uint8Array): string {
@@ -222,4 +222,22 @@ test('listener: finds a socket inode in /proc/net text by address, port and stat
   ].join('\n');
   const v6 = new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
   assert.equal(findSocketInode(tcp6, v6, 8080, 0x0a), 777);
+});
+
+test('load-count: the SYN\'s CPU\'s member, the flow hash choosing among a CPU\'s several', () => {
+  // Fewer members than CPUs: the CPU's own, by number.
+  assert.deepEqual([0, 1, 2, 3].map((cpu) => cpuGroupStart(cpu, 12345, 2, 4)), [0, 1, 0, 1]);
+  assert.deepEqual([0, 1].map((cpu) => cpuGroupStart(cpu, 7, 2, 2)), [0, 1]);
+  // More members than CPUs: members i with i mod cpus = cpu, by hash; every member is some CPU's.
+  const seen = new Set<number>();
+  for (let cpu = 0; cpu < 2; cpu++) {
+    for (let h = 0; h < 64; h++) {
+      const member = cpuGroupStart(cpu, h, 5, 2);
+      assert.ok(member >= 0 && member < 5, `member ${member}`);
+      assert.equal(member % 2, cpu, `cpu ${cpu} hash ${h}: member ${member} is of its group`);
+      seen.add(member);
+    }
+  }
+  assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4], 'no member left out');
+  assert.equal(cpuGroupStart(1, 0, 1, 2), 0, 'one member');
 });
