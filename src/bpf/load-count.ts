@@ -295,15 +295,13 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
  * ever end its pending). Jumps to site.pass.
  */
 export function emitCountPending(a: Assembler, maps: LeastLoadedMaps, site: LeastLoadedSite): void {
-  const WINDOW_NOW = site.scratch - 8;
   a.ldx('w', R1, site.ctx, SK_LOOKUP_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, site.pass);
   emitWindow(a, site);
-  a.stx('dw', R10, WINDOW_NOW, R1);
   a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
   a.jmp('eq', R0, 0, site.pass);
   // A new window: the current one becomes the previous (or, after a gap, nothing does). A count
   // below zero (handshakes that ended after their SYN's window turned) starts the previous at zero.
-  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, WINDOW_NOW);
+  a.ldx('dw', R3, R0, LOAD_WINDOW).ldx('dw', R4, R10, site.window);
   a.jmp('eq', R3, R4, 'pending_count');
   a.mov64(R5, 0).alu64('add', R3, 1).jmp('ne', R3, R4, 'pending_rotate');
   a.ldx('dw', R5, R0, LOAD_CURRENT).jmp('sge', R5, 0, 'pending_rotate').mov64(R5, 0);

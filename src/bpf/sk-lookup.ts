@@ -539,7 +539,7 @@ export class SkLookupDispatch {
         fds[name] = openPinned(join(dir, name));
         opened.push(fds[name]);
       }
-      const optional: Array<readonly [keyof DispatchFds, string]> = [...[...OPTIONAL_PINS].map((name) => [name, name] as const), ['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]];
+      const optional: Array<readonly [keyof DispatchFds, string]> = [['slots', 'slots'], ['count', 'count'], ['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]];
       for (const [field, name] of optional) {
         fds[field] = -1;
         try {
