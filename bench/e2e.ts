@@ -35,10 +35,12 @@
 // default all) measures only some paths, the others show as "skipped";
 // BENCH_MODES (keep-alive, new-conn, bulk; default all) likewise for modes;
 // BENCH_SCHEDULER runs hostlb's HTTP port on another scheduler;
-// BENCH_ROUNDS (default 2) runs every path that many times, every other round
+// BENCH_ROUNDS (default 3) runs every path that many times, every other round
 // in reverse order, so a machine that speeds up or slows down during the
 // benchmark favours no path: each figure is the median over the rounds, and
-// each ratio the median of the ratios within a round.
+// each ratio the median of the ratios within a round. Three, not two: of two
+// rounds the median is their mean, which one outlier drags (on this VM one
+// round of a path now and then runs half again as fast as the others).
 //
 // Order (each odd round; even rounds reversed): direct, nftables, hostlb-tun,
 // hostlb-netfilter, hostlb-socket, reuseport, haproxy; keep-alive, new-conn, then bulk in each. Each path has
@@ -65,12 +67,14 @@ import { SCHEDULER_NAMES } from '../src/dispatch/schedulers/scheduler.js';
 import { parseWrk, socketErrorCount, type WrkReport } from './support/wrk.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
-/** Rounds over every path (BENCH_ROUNDS, default 2), every other one in reverse order; figures are medians over rounds. */
-const ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_ROUNDS ?? 2)));
+/** Rounds over every path (BENCH_ROUNDS, default 3), every other one in reverse order; figures are medians over rounds. */
+const ROUNDS = Math.max(1, Math.floor(Number(process.env.BENCH_ROUNDS ?? 3)));
 /** BENCH_SCHEDULER=rr gives hostlb's HTTP port that scheduler instead of its default (wlc), to measure what the pick costs. */
 const SCHEDULER = process.env.BENCH_SCHEDULER;
 /** BENCH_TUN_OFFLOADS=false runs the tun plane without offloads (tun.offloads), to measure what they bring. */
 const TUN_OFFLOADS = process.env.BENCH_TUN_OFFLOADS !== 'false';
+/** BENCH_TUN_IO_URING=false runs the tun plane with one system call per packet (tun.ioUring), to measure what batching brings. */
+const TUN_IO_URING = process.env.BENCH_TUN_IO_URING !== 'false';
 const THREADS = 2;
 const CONNECTIONS = 32;
 const PAUSE_MS = 1_000; // between runs, so one run's closing connections do not land in the next
@@ -450,7 +454,7 @@ async function startHostlb(sandbox: NetnsSandbox, server: Namespace, dir: string
   const configFile = join(dir, `hostlb-${dataplane}.yaml`);
   writeFileSync(configFile, `device: ${DEVICE}
 dataplane: ${dataplane}
-${dataplane === 'netfilter' ? `netfilter: { queue: ${NF_QUEUE} }\n` : ''}${dataplane === 'tun' ? `tun: { offloads: ${TUN_OFFLOADS} }\n` : ''}stateDir: ${stateDir}
+${dataplane === 'netfilter' ? `netfilter: { queue: ${NF_QUEUE} }\n` : ''}${dataplane === 'tun' ? `tun: { offloads: ${TUN_OFFLOADS}, ioUring: ${TUN_IO_URING} }\n` : ''}stateDir: ${stateDir}
 table: { capacity: 262144 }
 clusters:
   - address: ${CLUSTER}

@@ -10,6 +10,8 @@
 //   readVnetBatch(fd, buffer, offsets, lengths, maxPackets, slotSize,
 //                 headers, flags, gsoSizes, csumAt) -> count      (IFF_VNET_HDR: header apart)
 //   writeVnetBatch(fd, buffer, offsets, lengths, count, flags, headers, slotSize) -> accepted
+//   ringAttach(fd)       the vnet batches of this fd through an io_uring (ring.h):
+//                        one system call per batch; throws when io_uring is refused
 //   watch(fd, callback)   unwatch(fd)   close(fd)
 //   netlinkOpen(protocol, groups, receiveBufferBytes) -> { fd, portId }
 //   recvBatch(fd, buffer, offsets, lengths, maxPackets, slotSize) -> count   (sockets: one recvmmsg)
@@ -27,6 +29,8 @@
 
 #include <napi.h>
 #include <uv.h>
+
+#include "ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +50,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 
@@ -231,6 +236,31 @@ Napi::Value SetMtu(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- per-environment state ----------------------------------------------------
+
+struct Watch;
+
+// A TUN fd's io_uring (ringAttach) and how many reads to try at once next time.
+struct RingSlot {
+  hostlb::Ring* ring;
+  unsigned readAhead;
+};
+
+struct AddonState {
+  std::unordered_map<int, Watch*> watches;
+  std::unordered_map<int, RingSlot> rings;
+};
+
+AddonState* State(Napi::Env env) {
+  return env.GetInstanceData<AddonState>();
+}
+
+RingSlot* FindRing(Napi::Env env, int fd) {
+  AddonState* state = State(env);
+  auto found = state->rings.find(fd);
+  return found == state->rings.end() ? nullptr : &found->second;
+}
+
 // ---- batches ----------------------------------------------------------------
 
 // The arguments readBatch and recvBatch share: (fd, buffer, offsets, lengths,
@@ -307,6 +337,75 @@ int64_t ReadIntoSlots(Napi::Env env, const BatchArgs& a, size_t max, uint8_t* he
     count++;
   }
   return count;
+}
+
+// Most operations one RingRun carries (the vectors live on the stack).
+constexpr unsigned kRingBatch = 64;
+// RingReadSlots could not use the ring at all: read per packet instead.
+constexpr int64_t kRingUnavailable = -2;
+
+// ReadIntoSlots with headers, through the fd's ring: the reads of a batch in
+// one io_uring_enter. It tries `readAhead` reads (one more than the last
+// call found, at least two: one packet and the read that finds the device
+// empty), then twice as many again while every one found a packet. Returns
+// the count, -1 with an exception pending, or kRingUnavailable.
+int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t max, uint8_t* headers, const char* name) {
+  struct iovec vectors[2 * kRingBatch];
+  int32_t results[kRingBatch];
+  unsigned limit = std::min(kRingBatch, hostlb::RingEntries(slot->ring));
+  size_t count = 0;
+  unsigned want = slot->readAhead;
+  int firstError = 0;
+  bool empty = false;
+  while (count < max && !empty) {
+    unsigned n = static_cast<unsigned>(std::min<size_t>(std::min(want, limit), max - count));
+    for (unsigned j = 0; j < n; j++) {
+      size_t i = count + j, offset = a.offsets[i];
+      if (offset >= a.bufferLength) {
+        ThrowRange(env, (std::string(name) + ": offsets[i] lies outside the buffer").c_str());
+        return -1;
+      }
+      size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+      vectors[2 * j] = {headers + i * kVnetHeaderLen, kVnetHeaderLen};
+      vectors[2 * j + 1] = {a.buffer + offset, room};
+    }
+    if (hostlb::RingRun(slot->ring, a.fd, false, vectors, 2, n, results) < 0) {
+      if (count == 0) return kRingUnavailable;
+      break;
+    }
+    // Results in submission order. A packet that arrived between a read that
+    // found the device empty and a later one leaves a gap: move it down, so
+    // packets stay in slots 0..count-1 (rare; the copy is one packet).
+    size_t got = 0;
+    for (unsigned j = 0; j < n; j++) {
+      int32_t r = results[j];
+      if (r < 0) {
+        if (r == -EAGAIN) empty = true;
+        else if (r != -EINTR && firstError == 0) firstError = -r;
+        continue;
+      }
+      if (static_cast<size_t>(r) <= kVnetHeaderLen) continue;  // a header without a packet
+      size_t from = count + j, to = count + got;
+      size_t room = std::min(vectors[2 * j + 1].iov_len, vectors[2 * got + 1].iov_len);
+      // tun_put_user() returns the full length even when it copied less (ReadIntoSlots).
+      size_t length = std::min(static_cast<size_t>(r) - kVnetHeaderLen, room);
+      if (from != to) {
+        memmove(a.buffer + a.offsets[to], a.buffer + a.offsets[from], length);
+        memmove(headers + to * kVnetHeaderLen, headers + from * kVnetHeaderLen, kVnetHeaderLen);
+      }
+      a.lengths[to] = static_cast<uint32_t>(length);
+      got++;
+    }
+    count += got;
+    if (got < n) break;
+    want = n * 2;
+  }
+  slot->readAhead = static_cast<unsigned>(std::min<size_t>(std::max<size_t>(count + 1, 2), kRingBatch));
+  if (count == 0 && firstError != 0) {
+    ThrowSystemError(env, firstError, "read from fd " + std::to_string(a.fd), "readv (io_uring)");
+    return -1;
+  }
+  return static_cast<int64_t>(count);
 }
 
 Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
@@ -447,14 +546,17 @@ Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
   if (gsoLength < max) max = gsoLength;
   if (csumLength < max) max = csumLength;
 
-  int64_t count = ReadIntoSlots(env, a, max, headers, "readVnetBatch");
+  RingSlot* ring = FindRing(env, a.fd);
+  int64_t count = ring == nullptr ? kRingUnavailable : RingReadSlots(env, ring, a, max, headers, "readVnetBatch");
+  if (count == kRingUnavailable) count = ReadIntoSlots(env, a, max, headers, "readVnetBatch");
   if (count < 0) return env.Undefined();
   for (int64_t i = 0; i < count; i++) flags[i] = DecodeVnet(headers + i * kVnetHeaderLen, &gsoSizes[i], &csumAt[i]);
   return Napi::Number::New(env, static_cast<double>(count));
 }
 
-// writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet.
-// A packet flagged partial or GSO goes out behind the header read with it
+// writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet,
+// or, with a ring (ringAttach), the whole batch in one io_uring_enter. A
+// packet flagged partial or GSO goes out behind the header read with it
 // (headers[slot * 10], its slot being offset / slotSize: translation changes
 // no length or header offset); any other (answers hostlb built, packets with
 // complete checksums) behind a zero header: one packet, checksums done.
@@ -479,19 +581,52 @@ Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
   size_t max = a.max < flagsLength ? a.max : flagsLength;
 
   static const uint8_t kZeroHeader[kVnetHeaderLen] = {0};
-  uint32_t accepted = 0;
-  for (size_t i = 0; i < max; i++) {
+  // Packet i as the two iovecs of one writev; false (an exception pending) when it lies outside the buffer.
+  auto vector = [&](size_t i, struct iovec* iov) -> bool {
     size_t offset = a.offsets[i], length = a.lengths[i];
     if (offset > a.bufferLength || length > a.bufferLength - offset) {
       ThrowRange(env, "writeVnetBatch: packet lies outside the buffer");
-      return env.Undefined();
+      return false;
     }
     const uint8_t* header = kZeroHeader;
     if (flags[i] & kFlagsKeepHeader) {
       size_t at = (offset / slotSize) * kVnetHeaderLen;
       if (at + kVnetHeaderLen <= headersLength) header = headers + at;
     }
-    struct iovec iov[2] = {{const_cast<uint8_t*>(header), kVnetHeaderLen}, {a.buffer + offset, length}};
+    iov[0] = {const_cast<uint8_t*>(header), kVnetHeaderLen};
+    iov[1] = {a.buffer + offset, length};
+    return true;
+  };
+
+  uint32_t accepted = 0;
+  size_t i = 0;
+  // Through the ring, a chunk at a time; a single packet is one writev either way.
+  RingSlot* ring = max > 1 ? FindRing(env, a.fd) : nullptr;
+  if (ring != nullptr) {
+    struct iovec vectors[2 * kRingBatch];
+    int32_t results[kRingBatch];
+    unsigned limit = std::min(kRingBatch, hostlb::RingEntries(ring->ring));
+    while (i < max) {
+      unsigned n = static_cast<unsigned>(std::min<size_t>(limit, max - i));
+      for (unsigned j = 0; j < n; j++) {
+        if (!vector(i + j, &vectors[2 * j])) return env.Undefined();
+      }
+      if (hostlb::RingRun(ring->ring, a.fd, true, vectors, 2, n, results) < 0) break;  // the rest one by one
+      // Every packet was tried: a refused one (kDropRest, kDropOne) is dropped alone.
+      for (unsigned j = 0; j < n; j++) {
+        if (results[j] >= 0) {
+          accepted++;
+        } else if (ClassifyWriteError(-results[j]) == WriteFailure::kFatal) {
+          ThrowSystemError(env, -results[j], "write to TUN fd " + std::to_string(a.fd), "writev (io_uring)");
+          return env.Undefined();
+        }
+      }
+      i += n;
+    }
+  }
+  for (; i < max; i++) {
+    struct iovec iov[2];
+    if (!vector(i, iov)) return env.Undefined();
     ssize_t n;
     do {
       n = writev(a.fd, iov, 2);
@@ -519,10 +654,6 @@ struct Watch {
   napi_env env;
   napi_ref callback;
   napi_async_context context;
-};
-
-struct AddonState {
-  std::unordered_map<int, Watch*> watches;
 };
 
 void ReleaseJs(Watch* watch) {
@@ -573,10 +704,6 @@ void OnPoll(uv_poll_t* handle, int status, int /*events*/) {
     napi_fatal_exception(env, exception);
   }
   napi_close_handle_scope(env, scope);
-}
-
-AddonState* State(Napi::Env env) {
-  return env.GetInstanceData<AddonState>();
 }
 
 Napi::Value Unwatch(const Napi::CallbackInfo& info) {
@@ -637,6 +764,26 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ringAttach(fd): readVnetBatch and writeVnetBatch on this fd go through an
+// io_uring from now on (ring.h), until close(fd). Throws the system error
+// (code ENOSYS, EPERM, ...) when the kernel or a sandbox refuses io_uring;
+// the fd then keeps working one system call per packet.
+Napi::Value RingAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  AddonState* state = State(env);
+  if (state->rings.count(fd) > 0) return env.Undefined();
+  // Twice a batch: room for a batch's writes, or its reads, with a chunk to spare.
+  hostlb::Ring* ring = hostlb::RingOpen(2 * kRingBatch);
+  if (ring == nullptr) {
+    ThrowSystemError(env, errno, "io_uring for fd " + std::to_string(fd), "io_uring_setup");
+    return env.Undefined();
+  }
+  state->rings[fd] = RingSlot{ring, 2};
+  return env.Undefined();
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -648,6 +795,11 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   if (found != state->watches.end()) {
     StopWatch(found->second);
     state->watches.erase(found);
+  }
+  auto ring = state->rings.find(fd);
+  if (ring != state->rings.end()) {
+    hostlb::RingClose(ring->second.ring);
+    state->rings.erase(ring);
   }
   // No retry on EINTR: Linux releases the fd even when close reports EINTR.
   if (close(fd) < 0 && errno != EINTR) ThrowSystemError(env, errno, "close fd " + std::to_string(fd), "close");
@@ -676,6 +828,7 @@ void Cleanup(void* data) {
   // handles so the loop can close too. The fds themselves belong to the caller.
   AddonState* state = static_cast<AddonState*>(data);
   for (auto& entry : state->watches) StopWatch(entry.second);
+  for (auto& entry : state->rings) hostlb::RingClose(entry.second.ring);
   delete state;
 }
 
@@ -1338,6 +1491,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readVnetBatch", Napi::Function::New(env, ReadVnetBatch, "readVnetBatch"));
   exports.Set("writeVnetBatch", Napi::Function::New(env, WriteVnetBatch, "writeVnetBatch"));
   exports.Set("setOffload", Napi::Function::New(env, SetOffload, "setOffload"));
+  exports.Set("ringAttach", Napi::Function::New(env, RingAttach, "ringAttach"));
   exports.Set("watch", Napi::Function::New(env, WatchFd, "watch"));
   exports.Set("unwatch", Napi::Function::New(env, Unwatch, "unwatch"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));

@@ -183,7 +183,13 @@ export const configSchema = z.strictObject({
      * one read or write then moves a 64 KB super-packet instead of one MTU-sized packet.
      */
     offloads: z.boolean().default(true),
-  }).default({ offloads: true }),
+    /**
+     * Read and write the TUN device a batch at a time through an io_uring (one
+     * system call per batch, not per packet); a kernel or sandbox that refuses
+     * io_uring falls back to one call per packet, with a warning.
+     */
+    ioUring: z.boolean().default(true),
+  }).default({ offloads: true, ioUring: true }),
   /** Where the journal of host changes lives (undone at stop, or at the next start after a crash). */
   stateDir: z.string().regex(/^\//, 'expected an absolute directory path').default('/run/hostlb'),
   /** Policy-routing table hostlb owns for daemon replies. */

@@ -115,7 +115,7 @@ export function checkLiveChange(current: HostlbConfig, next: HostlbConfig): void
     }
   }
   if (JSON.stringify(current.tun) !== JSON.stringify(next.tun)) {
-    throw new ConfigError('tun', 'the TUN device\'s offloads cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');
+    throw new ConfigError('tun', 'the TUN device\'s offloads and io_uring cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');
   }
   if (JSON.stringify(current.netfilter) !== JSON.stringify(next.netfilter)) {
     throw new ConfigError('netfilter', 'the queue and marks of the netfilter data plane cannot change while hostlb runs; restart hostlb to change them', 'CONFIG_NEEDS_RESTART');

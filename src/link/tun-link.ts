@@ -46,6 +46,12 @@ export interface TunLinkOptions {
    * refuses stay off. Default false: one complete packet per read.
    */
   offloads?: boolean;
+  /**
+   * Reads and writes a batch through an io_uring, one system call per batch
+   * instead of one per packet (native/ring.h). A kernel or sandbox that
+   * refuses io_uring leaves it off (`ioUringRefused` says why). Default false.
+   */
+  ioUring?: boolean;
 }
 
 // TUNSETOFFLOAD bits (linux/if_tun.h).
@@ -91,18 +97,24 @@ export class TunLink implements Link {
   readonly maxReadSize: number;
   /** The offloads the kernel accepted ('csum', 'tso4', 'tso6', 'tso-ecn', 'uso4', 'uso6'); empty when off. */
   readonly offloads: readonly string[];
+  /** True when batches go through an io_uring (TunLinkOptions.ioUring, accepted by the kernel). */
+  readonly ioUring: boolean;
+  /** Why io_uring was asked for and is off (the system error), or null. */
+  readonly ioUringRefused: string | null;
   private readonly addon: TunAddon;
   private fd: number;
   private readableCallback: (() => void) | null = null;
   private watching = false;
 
-  private constructor(addon: TunAddon, fd: number, name: string, mtu: number, offloads: readonly string[]) {
+  private constructor(addon: TunAddon, fd: number, name: string, mtu: number, offloads: readonly string[], ioUringRefused: string | null | undefined) {
     this.addon = addon;
     this.fd = fd;
     this.name = name;
     this.mtu = mtu;
     this.offloads = offloads;
     this.maxReadSize = offloads.includes('tso4') ? MAX_IP_PACKET : mtu;
+    this.ioUring = ioUringRefused === null;
+    this.ioUringRefused = ioUringRefused ?? null;
   }
 
   /**
@@ -142,7 +154,8 @@ export class TunLink implements Link {
       if (options.mtu !== undefined) addon.setMtu(opened.name, options.mtu);
       const mtu = addon.getMtu(opened.name);
       if (options.persist !== undefined) addon.setPersist(opened.fd, options.persist);
-      return new TunLink(addon, opened.fd, opened.name, mtu, setOffloads(addon, opened.fd, options.offloads === true));
+      const offloads = setOffloads(addon, opened.fd, options.offloads === true);
+      return new TunLink(addon, opened.fd, opened.name, mtu, offloads, options.ioUring === true ? attachRing(addon, opened.fd) : undefined);
     } catch (cause) {
       addon.close(opened.fd);
       const error = cause as NativeSystemError;
@@ -293,6 +306,21 @@ function openError(name: string, cause: NativeSystemError): LinkError {
 function ioError(name: string, doing: string, cause: NativeSystemError): LinkError {
   // EBADFD: the device was deleted under us (ip link del); EBADF: fd closed elsewhere.
   return new LinkError('TUN_IO_FAILED', name, `${doing} TUN device ${name} failed (${cause.message}); reopen the link`, { cause });
+}
+
+/**
+ * Puts the fd's batches through an io_uring. Returns null when on, or the
+ * refusal (io_uring_setup's error: ENOSYS before Linux 5.1, EPERM under
+ * kernel.io_uring_disabled or a container's seccomp) when not: the device
+ * works as well without it, one system call per packet.
+ */
+function attachRing(addon: TunAddon, fd: number): string | null {
+  try {
+    addon.ringAttach(fd);
+    return null;
+  } catch (cause) {
+    return (cause as Error).message;
+  }
 }
 
 /**

@@ -48,6 +48,13 @@ export interface TunAddon {
     flags: Uint8Array, headers: Uint8Array, slotSize: number,
   ): number;
   /**
+   * From now until close(fd), readVnetBatch and writeVnetBatch on this fd go
+   * through an io_uring: a batch's reads, or its writes, in one system call.
+   * Throws (code ENOSYS, EPERM, ...) when the kernel or a sandbox refuses
+   * io_uring; the fd then keeps reading and writing one call per packet.
+   */
+  ringAttach(fd: number): void;
+  /**
    * flock(fd, LOCK_EX | LOCK_NB): true when this open file now holds the lock,
    * false when another open file does. Released when the fd closes (or the
    * process ends, however it ends).

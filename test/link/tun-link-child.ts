@@ -172,10 +172,12 @@ function writeAt(link: TunLink, batch: PacketBatch, packets: Array<[Uint8Array, 
   return link.write(batch);
 }
 
-async function io(): Promise<Record<string, unknown>> {
+async function io(ioUring = false): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  const link = TunLink.open('hlbt0', { mtu: 1400 });
+  const link = TunLink.open('hlbt0', { mtu: 1400, ioUring });
   out.name = link.name;
+  out.ioUring = link.ioUring;
+  out.ioUringRefused = link.ioUringRefused;
   out.mtu = link.mtu;
   out.busy = errorInfo(() => TunLink.open('hlbt0'));
   out.conflict = errorInfo(() => TunLink.open('lo'));
@@ -240,6 +242,70 @@ async function io(): Promise<Record<string, unknown>> {
   return out;
 }
 
+/**
+ * A burst through the ring: 40 datagrams queued in the device before one read
+ * (more than a batch of 8 holds, and more than the first read-ahead tries),
+ * then 20 replies written as batches of 8, 8 and 4. Reports the payloads in
+ * the order read and the replies the socket got.
+ */
+async function burst(): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  const link = TunLink.open('hlbt3', { ioUring: true });
+  out.ioUring = link.ioUring;
+  out.ioUringRefused = link.ioUringRefused;
+  ip('link', 'set', 'dev', 'hlbt3', 'up');
+  ip('addr', 'add', '198.18.0.1/24', 'dev', 'hlbt3');
+  const batch = createBatch(8, 2048);
+  const socket = await bind('udp4', '198.18.0.1');
+  while (link.read(batch) > 0); // the kernel's own chatter since the device came up
+  const woke = readable(link);
+  for (let i = 0; i < 40; i++) await send(socket, `burst-${i}`, 9999, '198.18.0.2');
+  await woke;
+  const payloads: string[] = [];
+  const counts: number[] = [];
+  const deadline = Date.now() + DEADLINE_MS;
+  while (payloads.length < 40 && Date.now() < deadline) {
+    const count = link.read(batch);
+    if (count === 0) {
+      await readable(link);
+      continue;
+    }
+    counts.push(count);
+    for (let i = 0; i < count; i++) {
+      const p = batch.buffer.subarray(batch.offsets[i], batch.offsets[i] + batch.lengths[i]);
+      if (p[0] >> 4 === 4 && p[9] === 17 && p[22] === 0x27 && p[23] === 0x0f) payloads.push(Buffer.from(p.subarray(28)).toString());
+    }
+  }
+  out.payloads = payloads;
+  out.readCounts = counts;
+
+  const received: string[] = [];
+  const allReceived = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, DEADLINE_MS);
+    socket.on('message', (msg) => {
+      received.push(msg.toString());
+      if (received.length === 20) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  const accepted: number[] = [];
+  for (const [from, to] of [[0, 8], [8, 16], [16, 20]]) {
+    const packets: Array<[Uint8Array, number]> = [];
+    for (let i = from; i < to; i++) {
+      packets.push([ipv4Udp([198, 18, 0, 2], [198, 18, 0, 1], 9999, socket.address().port, Buffer.from(`reply-${i}`)), (i - from) * 2048]);
+    }
+    accepted.push(writeAt(link, batch, packets));
+  }
+  await allReceived;
+  out.accepted = accepted;
+  out.received = received;
+  socket.close();
+  link.close();
+  return out;
+}
+
 function deviceExists(name: string): boolean {
   try {
     ip('link', 'show', 'dev', name);
@@ -267,7 +333,9 @@ function noPrivilege(): Record<string, unknown> {
 }
 
 const scenarios: Record<string, () => Promise<Record<string, unknown>> | Record<string, unknown>> = {
-  io,
+  io: () => io(false),
+  'io-ring': () => io(true),
+  burst,
   persist,
   'no-privilege': noPrivilege,
 };

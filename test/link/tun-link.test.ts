@@ -3,7 +3,7 @@
 // namespace) and asserts on what the child saw. Needs root; name checks do not.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { LinkError, TunLink, checkDeviceName } from '../../src/link/tun-link.js';
@@ -31,6 +31,8 @@ interface DatagramSeen {
 }
 interface IoReport {
   name: string;
+  ioUring: boolean;
+  ioUringRefused: string | null;
   mtu: number;
   busy: ErrorSeen | null;
   conflict: ErrorSeen | null;
@@ -46,6 +48,15 @@ interface IoReport {
   readAfterClose: number;
   writeAfterClose: number;
   deviceAfterClose: boolean;
+}
+
+interface BurstReport {
+  ioUring: boolean;
+  ioUringRefused: string | null;
+  payloads: string[];
+  readCounts: number[];
+  accepted: number[];
+  received: string[];
 }
 
 function parse<T>(result: RunResult): T {
@@ -88,13 +99,42 @@ test('TunLink.open rejects an MTU outside 68..65535 before touching the device',
   assert.throws(() => TunLink.open('hlb0', { mtu: 65536 }), { code: 'TUN_CONFIG_FAILED' });
 });
 
-test('TunLink moves IPv4 and IPv6 packets between the kernel and the caller\'s batch', async (t) => {
-  if (!canRunTun(t)) return;
+/** True when this kernel lets root set up an io_uring (kernel.io_uring_disabled 0 or 1); skips otherwise. */
+function canRunRing(t: TestContext): boolean {
+  const disabled = existsSync(IO_URING_DISABLED) ? Number(readFileSync(IO_URING_DISABLED, 'utf8').trim()) : 0;
+  if (disabled === 2) {
+    t.skip('kernel.io_uring_disabled is 2: no io_uring on this host');
+    return false;
+  }
+  return true;
+}
+const IO_URING_DISABLED = '/proc/sys/kernel/io_uring_disabled';
+
+for (const ring of [false, true]) {
+  test(`TunLink moves IPv4 and IPv6 packets between the kernel and the caller's batch${ring ? ', through io_uring' : ''}`, async (t) => {
+    if (!canRunTun(t) || (ring && !canRunRing(t))) return;
+    const sandbox = NetnsSandbox.forTest(t);
+    const ns = sandbox.namespace();
+    // The child's own waits are bounded at 15 s each (tun-link-child.ts); this bounds the whole child.
+    const out = parse<IoReport>(await sandbox.run(ns, [process.execPath, CHILD, ring ? 'io-ring' : 'io'], { timeoutMs: 120_000 }));
+    assert.equal(out.ioUring, ring, `io_uring ${ring ? 'on' : 'off'} as asked (refused: ${out.ioUringRefused})`);
+    checkIo(out);
+  });
+}
+
+test('TunLink through io_uring reads a burst larger than its batch in order, and writes batches whole', async (t) => {
+  if (!canRunTun(t) || !canRunRing(t)) return;
   const sandbox = NetnsSandbox.forTest(t);
   const ns = sandbox.namespace();
-  // The child's own waits are bounded at 15 s each (tun-link-child.ts); this bounds the whole child.
-  const out = parse<IoReport>(await sandbox.run(ns, [process.execPath, CHILD, 'io'], { timeoutMs: 120_000 }));
+  const out = parse<BurstReport>(await sandbox.run(ns, [process.execPath, CHILD, 'burst'], { timeoutMs: 120_000 }));
+  assert.equal(out.ioUring, true, `io_uring refused: ${out.ioUringRefused}`);
+  assert.deepEqual(out.payloads, Array.from({ length: 40 }, (_, i) => `burst-${i}`), 'every datagram, in the order sent');
+  assert.ok(out.readCounts.every((n) => n >= 1 && n <= 8), `no read returns more than the batch holds: ${out.readCounts.join(',')}`);
+  assert.deepEqual(out.accepted, [8, 8, 4], 'each batch accepted whole');
+  assert.deepEqual([...out.received].sort(), Array.from({ length: 20 }, (_, i) => `reply-${i}`).sort(), 'the socket got every reply');
+});
 
+function checkIo(out: IoReport): void {
   assert.equal(out.name, 'hlbt0');
   assert.equal(out.mtu, 1400, 'the mtu option sets the device MTU and link.mtu reports it');
   assert.equal(out.busy?.code, 'TUN_BUSY', 'a second open of an attached device');
@@ -134,7 +174,7 @@ test('TunLink moves IPv4 and IPv6 packets between the kernel and the caller\'s b
   assert.equal(out.readAfterClose, 0);
   assert.equal(out.writeAfterClose, 0);
   assert.equal(out.deviceAfterClose, false, 'a non-persistent device goes away with its fd');
-});
+}
 
 test('TunLink persist keeps the device after close; setPersist(false) lets it go', async (t) => {
   if (!canRunTun(t)) return;

@@ -79,9 +79,14 @@ export class TunPlane implements DataPlane {
    */
   open(): void {
     if (this.link !== null) return;
-    this.device = TunLink.open(this.config.device, { persist: true, offloads: this.config.tun.offloads });
-    this.logger.info({ event: 'tun_offloads', device: this.device.name, offloads: this.device.offloads },
-      this.device.offloads.length > 0 ? `offloads on ${this.device.name}: ${this.device.offloads.join(', ')}` : `no offloads on ${this.device.name}: one packet per read`);
+    this.device = TunLink.open(this.config.device, { persist: true, offloads: this.config.tun.offloads, ioUring: this.config.tun.ioUring });
+    this.logger.info({ event: 'tun_offloads', device: this.device.name, offloads: this.device.offloads, ioUring: this.device.ioUring },
+      `${this.device.offloads.length > 0 ? `offloads on ${this.device.name}: ${this.device.offloads.join(', ')}` : `no offloads on ${this.device.name}: one packet per read`}; ` +
+      (this.device.ioUring ? 'batches through io_uring' : 'one system call per packet'));
+    if (this.device.ioUringRefused !== null) {
+      this.logger.warn({ event: 'io_uring_unavailable', device: this.device.name, problem: this.device.ioUringRefused },
+        `io_uring refused (${this.device.ioUringRefused}); ${this.device.name} is read and written one system call per packet. Set tun.ioUring: false to say so on purpose`);
+    }
     this.link = this.device;
   }
 
