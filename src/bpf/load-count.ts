@@ -42,8 +42,8 @@
 // Picking (emitLeastLoaded): load = active + the pending of the last two
 // windows; the pick is the member with the least (load + 1) / weight, scanning
 // all n from a start (lc, wlc), or two members drawn by the hash (p2c). A
-// member replaces the best so far only below 7/8 of its (load + 1) / weight,
-// so loads within an eighth are a tie, and the start wins ties. The start is
+// member replaces the best so far only below 15/16 of its (load + 1) / weight,
+// so loads within a sixteenth are a tie, and the start wins ties. The start is
 // the member of the CPU that took the SYN (cpuGroupStart) while that member
 // is busy, and otherwise one the flow hash gives: ties between busy daemons
 // go to the SYN's CPU, idle ones share by hash, so a single client at light
@@ -162,8 +162,9 @@ function emitLoadSum(a: Assembler, site: LeastLoadedSite, prefix: string): void 
  * scheduler then keeps waking there: that CPU runs the accept too. Measured
  * in bench:e2e (new connections, wlc over two nginx on two CPUs): 0.88–0.92×
  * SO_REUSEPORT with every tie by hash, 0.98–1.04× with exact ties to the
- * CPU's member, 1.11–1.13× with loads within an eighth counted as ties, the
- * split between the daemons within 5% throughout.
+ * CPU's member, 1.08–1.16× with loads within a sixteenth counted as ties
+ * (an eighth did as well, and split 32 keep-alive connections 18/15 where a
+ * sixteenth splits them 17/16), the split between the daemons within 10%.
  */
 export function cpuGroupStart(cpu: number, hash: number, n: number, cpus: number): number {
   if (n <= cpus) return cpu % n;
@@ -254,12 +255,12 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
     a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
     a.jmp('eq', R0, 0, next);
     emitLoadSum(a, site, `ll_${i}`);
-    // Better when (load + 1) / weight < 7/8 × (best load + 1) / best weight, without division: loads
-    // within an eighth are a tie, which the start (the SYN's CPU's member, when busy) keeps — without the
-    // eighth, loads that differ by one under steady load moved every other connection off the SYN's CPU.
+    // Better when (load + 1) / weight < 15/16 × (best load + 1) / best weight, without division: loads
+    // within a sixteenth are a tie, which the start (the SYN's CPU's member, when busy) keeps — without it,
+    // loads that differ by one under steady load moved every other connection off the SYN's CPU.
     a.ldx('dw', R1, R10, BEST_SLOT).jmp('eq', R1, 0, take);
-    a.mov64(R4, R3).alu64('add', R4, 1).ldx('dw', R1, R10, BEST_WEIGHT).alu64('mul', R4, R1).alu64('lsh', R4, 3);
-    a.ldx('dw', R5, R10, BEST_LOAD).alu64('add', R5, 1).ldx('dw', R1, R10, CAND_WEIGHT).alu64('mul', R5, R1).alu64('mul', R5, 7);
+    a.mov64(R4, R3).alu64('add', R4, 1).ldx('dw', R1, R10, BEST_WEIGHT).alu64('mul', R4, R1).alu64('lsh', R4, 4);
+    a.ldx('dw', R5, R10, BEST_LOAD).alu64('add', R5, 1).ldx('dw', R1, R10, CAND_WEIGHT).alu64('mul', R5, R1).alu64('mul', R5, 15);
     a.jmp('ge', R4, R5, next);
     a.label(take);
     a.ldx('dw', R1, R10, CAND_SLOT).stx('dw', R10, BEST_SLOT, R1);
