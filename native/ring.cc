@@ -127,6 +127,9 @@ int RingRun(Ring* ring, int fd, bool write, const struct iovec* vectors, unsigne
     ring->sqArray[index] = index;
   }
   __atomic_store_n(ring->sqTail, tail + count, __ATOMIC_RELEASE);
+  // An operation the kernel took but that never reports back (the ring broke
+  // while waiting) reads as -EIO: dropped, never run again by the caller.
+  for (unsigned i = 0; i < count; i++) results[i] = -EIO;
 
   unsigned toSubmit = count, reaped = 0;
   while (reaped < count) {
@@ -139,8 +142,10 @@ int RingRun(Ring* ring, int fd, bool write, const struct iovec* vectors, unsigne
         __atomic_store_n(ring->sqTail, tail, __ATOMIC_RELEASE);
         return -err;
       }
-      // Some ran: they complete whatever happens; wait for them without submitting.
-      if (err != EAGAIN && err != EBUSY) return -err;
+      // Some were taken: wait for them without submitting; if waiting itself
+      // fails, report those not heard from as -EIO rather than an error that
+      // would make the caller do them again.
+      if (err != EAGAIN && err != EBUSY) return 0;
     } else {
       toSubmit -= static_cast<unsigned>(rc) < toSubmit ? static_cast<unsigned>(rc) : toSubmit;
     }

@@ -25,8 +25,9 @@ unsigned RingEntries(const Ring* ring);
 // `perOp` iovecs long) against `fd`, in order, and waits for all of them.
 // Reads carry RWF_NOWAIT: an empty device answers -EAGAIN at once rather
 // than leaving the read armed until a packet comes. results[i] gets each
-// operation's result (bytes, or -errno). Returns 0, or -errno when the batch
-// could not be submitted at all (then nothing ran and results are unset).
+// operation's result (bytes, or -errno; -EIO for one taken by the kernel
+// that never reported back). Returns 0, or -errno when the batch could not
+// be submitted at all (then nothing ran: the caller may do it another way).
 // `count` must not exceed RingEntries.
 int RingRun(Ring* ring, int fd, bool write, const struct iovec* vectors, unsigned perOp, unsigned count, int32_t* results);
 

@@ -306,16 +306,21 @@ constexpr uint8_t kVnetGsoNone = 0, kVnetGsoTcpV4 = 1, kVnetGsoTcpV6 = 4, kVnetG
 // with `headers`, one readv(2) that puts packet i's virtio-net header at
 // headers[i * 10] and the packet in its slot. Returns the count, or -1 with
 // an exception pending. `name` names the caller in errors.
+// Bytes slot i may take (its slot, or less at the buffer's end); false with
+// a RangeError pending when offsets[i] lies outside the buffer.
+bool SlotRoom(Napi::Env env, const BatchArgs& a, size_t i, const char* name, size_t* room) {
+  size_t offset = a.offsets[i];
+  if (offset >= a.bufferLength) return ThrowRange(env, (std::string(name) + ": offsets[i] lies outside the buffer").c_str());
+  *room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+  return true;
+}
+
 int64_t ReadIntoSlots(Napi::Env env, const BatchArgs& a, size_t max, uint8_t* headers, const char* name) {
   size_t prefix = headers == nullptr ? 0 : kVnetHeaderLen;
   uint32_t count = 0;
   while (count < max) {
-    size_t offset = a.offsets[count];
-    if (offset >= a.bufferLength) {
-      ThrowRange(env, (std::string(name) + ": offsets[i] lies outside the buffer").c_str());
-      return -1;
-    }
-    size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+    size_t offset = a.offsets[count], room;
+    if (!SlotRoom(env, a, count, name, &room)) return -1;
     struct iovec iov[2] = {{headers + count * prefix, prefix}, {a.buffer + offset, room}};
     ssize_t n = headers == nullptr ? read(a.fd, a.buffer + offset, room) : readv(a.fd, iov, 2);
     if (n < 0) {
@@ -360,14 +365,10 @@ int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t 
   while (count < max && !empty) {
     unsigned n = static_cast<unsigned>(std::min<size_t>(std::min(want, limit), max - count));
     for (unsigned j = 0; j < n; j++) {
-      size_t i = count + j, offset = a.offsets[i];
-      if (offset >= a.bufferLength) {
-        ThrowRange(env, (std::string(name) + ": offsets[i] lies outside the buffer").c_str());
-        return -1;
-      }
-      size_t room = a.bufferLength - offset < a.slotSize ? a.bufferLength - offset : a.slotSize;
+      size_t i = count + j, room;
+      if (!SlotRoom(env, a, i, name, &room)) return -1;
       vectors[2 * j] = {headers + i * kVnetHeaderLen, kVnetHeaderLen};
-      vectors[2 * j + 1] = {a.buffer + offset, room};
+      vectors[2 * j + 1] = {a.buffer + a.offsets[i], room};
     }
     if (hostlb::RingRun(slot->ring, a.fd, false, vectors, 2, n, results) < 0) {
       if (count == 0) return kRingUnavailable;

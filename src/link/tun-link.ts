@@ -106,15 +106,15 @@ export class TunLink implements Link {
   private readableCallback: (() => void) | null = null;
   private watching = false;
 
-  private constructor(addon: TunAddon, fd: number, name: string, mtu: number, offloads: readonly string[], ioUringRefused: string | null | undefined) {
+  private constructor(addon: TunAddon, fd: number, name: string, mtu: number, offloads: readonly string[], ioUring: boolean, ioUringRefused: string | null) {
     this.addon = addon;
     this.fd = fd;
     this.name = name;
     this.mtu = mtu;
     this.offloads = offloads;
     this.maxReadSize = offloads.includes('tso4') ? MAX_IP_PACKET : mtu;
-    this.ioUring = ioUringRefused === null;
-    this.ioUringRefused = ioUringRefused ?? null;
+    this.ioUring = ioUring;
+    this.ioUringRefused = ioUringRefused;
   }
 
   /**
@@ -155,7 +155,8 @@ export class TunLink implements Link {
       const mtu = addon.getMtu(opened.name);
       if (options.persist !== undefined) addon.setPersist(opened.fd, options.persist);
       const offloads = setOffloads(addon, opened.fd, options.offloads === true);
-      return new TunLink(addon, opened.fd, opened.name, mtu, offloads, options.ioUring === true ? attachRing(addon, opened.fd) : undefined);
+      const refused = options.ioUring === true ? attachRing(addon, opened.fd) : null;
+      return new TunLink(addon, opened.fd, opened.name, mtu, offloads, options.ioUring === true && refused === null, refused);
     } catch (cause) {
       addon.close(opened.fd);
       const error = cause as NativeSystemError;
