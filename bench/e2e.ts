@@ -60,7 +60,7 @@ import { fileURLToPath } from 'node:url';
 import { hasRoot, NetnsSandbox, type Namespace } from '../test/support/netns.js';
 import { parseMountInfo, unmountBpffs } from '../src/net/apply.js';
 import { BPFFS_ROOT } from '../src/net/net-step.js';
-import { cpuSecondsBetween, mainThreadSchedSeconds, netnsInode, otherProcessesCpu, processCpuSeconds, topConsumers } from './support/cpu.js';
+import { cpuSecondsBetween, machineIdleSeconds, mainThreadSchedSeconds, netnsInode, otherProcessesCpu, processCpuSeconds, topConsumers } from './support/cpu.js';
 import { conntrackDelta, conntrackStats, describeConntrack, parsePrometheus, queueDelta, queueStats, type ConntrackStats, type QueueStats } from './support/netfilter-stats.js';
 import { parseIperf, type IperfReport } from './support/iperf.js';
 import { SCHEDULER_NAMES } from '../src/dispatch/schedulers/scheduler.js';
@@ -153,6 +153,8 @@ interface RunFigures {
    * (other work on the machine), in CPUs: 1 = one core all the time.
    */
   otherCpus: number;
+  /** CPU nobody used during the run, in CPUs (/proc/stat): the most more threads could have added. */
+  idleCpus?: number;
   /** The other processes that used the most CPU during the run, in CPUs, when otherCpus is noticeable. */
   otherTop?: string;
   /** CPU time the balancer process (hostlb or HAProxy) used during the run, all its threads, in CPUs (1 = one core all the time). */
@@ -772,9 +774,11 @@ async function measure(bench: Bench, path: PathName, mode: Mode, url: string, ta
   const loopBefore = hostlb && pid !== undefined ? mainThreadSchedSeconds(pid) : null;
   const own = new Set([process.pid]);
   const othersBefore = otherProcessesCpu(bench.ownNetns, own);
+  const idleBefore = machineIdleSeconds();
   const started = Date.now();
   const r = await sandbox.run(client, argv, { timeoutMs: (SECONDS + 15) * 1000 });
   const wallSeconds = (Date.now() - started) / 1000;
+  const idleCpus = (machineIdleSeconds() - idleBefore) / wallSeconds;
   const othersAfter = otherProcessesCpu(bench.ownNetns, own);
   const otherCpus = cpuSecondsBetween(othersBefore, othersAfter) / wallSeconds;
   const otherTop = otherCpus >= NOISY_CPUS
@@ -784,7 +788,7 @@ async function measure(bench: Bench, path: PathName, mode: Mode, url: string, ta
   const loopAfter = hostlb && pid !== undefined ? mainThreadSchedSeconds(pid) : null;
   const hostlbLoop = loopBefore && loopAfter ? { running: (loopAfter.running - loopBefore.running) / wallSeconds, waiting: (loopAfter.waiting - loopBefore.waiting) / wallSeconds } : undefined;
   const tcp = { client: tcpDelta(tcpCounters(client), clientBefore), server: tcpDelta(tcpCounters(server), serverBefore) };
-  const figures: RunFigures = { path, tcp, otherCpus, otherTop, hostlbLoop };
+  const figures: RunFigures = { path, tcp, otherCpus, idleCpus, otherTop, hostlbLoop };
   let result: Measurement;
   if (mode === 'bulk') {
     const report = parseIperf(r.stdout);
@@ -1158,10 +1162,14 @@ function printLog(title: string, lines: string[]): void {
 
 const PATH_WIDTH = Math.max(...PATHS.map((p) => p.length));
 
+function idle(m: Measurement): string {
+  return m.idleCpus === undefined ? '-' : m.idleCpus.toFixed(2);
+}
+
 function printTable(measurements: Measurement[]): void {
-  const header = [pad('path', PATH_WIDTH), pad('mode', 11), pad('req/s', 10, true), pad('requests', 10, true), pad('latency avg/max', 18, true), pad('sock err c/r/w/t', 18, true), pad('non-2xx', 8, true), pad('retrans c/s', 12, true), pad('others cpu', 10, true)];
+  const header = [pad('path', PATH_WIDTH), pad('mode', 11), pad('req/s', 10, true), pad('requests', 10, true), pad('latency avg/max', 18, true), pad('sock err c/r/w/t', 18, true), pad('non-2xx', 8, true), pad('retrans c/s', 12, true), pad('others cpu', 10, true), pad('idle cpu', 8, true)];
   console.log(header.join('  '));
-  const legend = `(latency from wrk; retrans = TCP segments retransmitted in the client/server namespace; others cpu = CPUs used meanwhile by processes outside the benchmark, at least, of ${cpus().length})`;
+  const legend = `(latency from wrk; retrans = TCP segments retransmitted in the client/server namespace; others cpu = CPUs used meanwhile by processes outside the benchmark, at least, of ${cpus().length}; idle cpu = CPUs nobody used meanwhile)`;
   const noReport = (m: Measurement): string => `${pad(m.path, PATH_WIDTH)}  ${pad(m.mode, 11)}  ${pad(m.skipped ? 'skipped' : 'error', 10, true)}  ${m.error ?? ''}`;
   for (const path of PATHS) {
     for (const mode of WRK_MODES) {
@@ -1177,11 +1185,12 @@ function printTable(measurements: Measurement[]): void {
         pad(path, PATH_WIDTH), pad(mode, 11), pad(r.requestsPerSec.toFixed(0), 10, true), pad(String(r.requests), 10, true),
         pad(Number.isNaN(r.latencyMs) ? '-' : `${r.latencyMs.toFixed(2)}/${r.latencyMaxMs.toFixed(1)} ms`, 18, true),
         pad(`${e.connect}/${e.read}/${e.write}/${e.timeout}`, 18, true), pad(String(r.non2xx), 8, true), pad(m.tcp ? `${m.tcp.client.retransSegs}/${m.tcp.server.retransSegs}` : '-', 12, true), pad(m.otherCpus.toFixed(2), 10, true),
+        pad(idle(m), 8, true),
       ].join('  '));
     }
   }
   console.log(legend);
-  console.log([pad('path', PATH_WIDTH), pad('mode', 11), pad('Gbit/s', 10, true), pad('GB', 10, true), pad('retrans c/s', 12, true), pad('others cpu', 10, true)].join('  '));
+  console.log([pad('path', PATH_WIDTH), pad('mode', 11), pad('Gbit/s', 10, true), pad('GB', 10, true), pad('retrans c/s', 12, true), pad('others cpu', 10, true), pad('idle cpu', 8, true)].join('  '));
   for (const path of PATHS) {
     const m = measurements.find((x) => x.path === path && x.mode === 'bulk');
     if (m === undefined || m.mode !== 'bulk') continue;
@@ -1193,9 +1202,10 @@ function printTable(measurements: Measurement[]): void {
     console.log([
       pad(path, PATH_WIDTH), pad(m.mode, 11), pad((r.bitsPerSec / 1e9).toFixed(2), 10, true), pad((r.bytes / 1e9).toFixed(1), 10, true),
       pad(m.tcp ? `${m.tcp.client.retransSegs}/${m.tcp.server.retransSegs}` : '-', 12, true), pad(m.otherCpus.toFixed(2), 10, true),
+      pad(idle(m), 8, true),
     ].join('  '));
   }
-  console.log(`(bulk: one iperf3 stream, client to daemon, ${SECONDS} s, as the server received it; retrans and others cpu as above)`);
+  console.log(`(bulk: one iperf3 stream, client to daemon, ${SECONDS} s, as the server received it; retrans, others cpu and idle cpu as above)`);
   for (const m of measurements) {
     if (m.tcp === undefined || (m.tcp.client.retransSegs === 0 && m.tcp.server.retransSegs === 0 && m.tcp.server.listenOverflows === 0)) continue;
     console.log(`${m.path} ${m.mode}: client ${describeTcp(m.tcp.client)}; server ${describeTcp(m.tcp.server)}`);

@@ -29,6 +29,7 @@ struct Ring {
   unsigned *sqHead, *sqTail, *sqMask, *sqArray;
   unsigned *cqHead, *cqTail, *cqMask;
   io_uring_cqe* cqes;
+  int registeredFd = -1;  // RingRegisterFile's fd: fixed-file slot 0
 };
 
 namespace {
@@ -100,6 +101,10 @@ Ring* RingOpen(unsigned entries) {
 
 void RingClose(Ring* ring) {
   if (ring == nullptr) return;
+  // A ring's teardown runs later, in a kernel worker; a file still registered
+  // would stay open until then (a TUN device outliving close()). Unregistering
+  // drops it now.
+  if (ring->registeredFd >= 0) syscall(__NR_io_uring_register, ring->fd, IORING_UNREGISTER_FILES, nullptr, 0);
   if (ring->sqes != MAP_FAILED) munmap(ring->sqes, ring->sqesSize);
   if (ring->cqMap != MAP_FAILED) munmap(ring->cqMap, ring->cqMapSize);
   if (ring->rings != MAP_FAILED) munmap(ring->rings, ring->ringsSize);
@@ -109,7 +114,13 @@ void RingClose(Ring* ring) {
 
 unsigned RingEntries(const Ring* ring) { return ring->entries; }
 
-int RingRun(Ring* ring, int fd, bool write, const struct iovec* vectors, unsigned perOp, unsigned count, int32_t* results) {
+bool RingRegisterFile(Ring* ring, int fd) {
+  if (syscall(__NR_io_uring_register, ring->fd, IORING_REGISTER_FILES, &fd, 1) < 0) return false;
+  ring->registeredFd = fd;
+  return true;
+}
+
+int RingRun(Ring* ring, int fd, const struct iovec* vectors, unsigned perOp, unsigned writes, unsigned count, int32_t* results) {
   if (count == 0) return 0;
   if (count > ring->entries) return -EINVAL;
   unsigned tail = *ring->sqTail;
@@ -117,8 +128,14 @@ int RingRun(Ring* ring, int fd, bool write, const struct iovec* vectors, unsigne
     unsigned index = (tail + i) & *ring->sqMask;
     io_uring_sqe* sqe = &ring->sqes[index];
     memset(sqe, 0, sizeof *sqe);
+    bool write = i < writes;
     sqe->opcode = write ? IORING_OP_WRITEV : IORING_OP_READV;
-    sqe->fd = fd;
+    if (fd == ring->registeredFd) {
+      sqe->fd = 0;
+      sqe->flags = IOSQE_FIXED_FILE;
+    } else {
+      sqe->fd = fd;
+    }
     sqe->addr = reinterpret_cast<uint64_t>(vectors + i * perOp);
     sqe->len = perOp;
     sqe->off = 0;  // a TUN device ignores positions; -1 ("the file's") would take the position lock

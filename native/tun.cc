@@ -10,6 +10,8 @@
 //   readVnetBatch(fd, buffer, offsets, lengths, maxPackets, slotSize,
 //                 headers, flags, gsoSizes, csumAt) -> count      (IFF_VNET_HDR: header apart)
 //   writeVnetBatch(fd, buffer, offsets, lengths, count, flags, headers, slotSize) -> accepted
+//   cycleVnetBatch(fd, <writeVnetBatch's 7>, <readVnetBatch's 9>) -> read + 65536 * accepted
+//                        one batch out, then the next in (with a ring: one system call)
 //   ringAttach(fd)       the vnet batches of this fd through an io_uring (ring.h):
 //                        one system call per batch; throws when io_uring is refused
 //   watch(fd, callback)   unwatch(fd)   close(fd)
@@ -264,7 +266,8 @@ RingSlot* FindRing(Napi::Env env, int fd) {
 // ---- batches ----------------------------------------------------------------
 
 // The arguments readBatch and recvBatch share: (fd, buffer, offsets, lengths,
-// maxPackets, slotSize). `max` is maxPackets clamped to both arrays.
+// maxPackets, slotSize), the batch's from `base` on (cycleVnetBatch has two
+// batches). `max` is maxPackets clamped to both arrays.
 struct BatchArgs {
   int fd;
   uint8_t* buffer;
@@ -272,12 +275,12 @@ struct BatchArgs {
   uint32_t *offsets, *lengths, maxPackets, slotSize;
 };
 
-bool GetBatchArgs(const Napi::CallbackInfo& info, BatchArgs* a) {
-  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, 1, &a->buffer, &a->bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &a->offsets, &a->offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &a->lengths, &a->lengthsLength) ||
-      !GetUint32(info, 4, "maxPackets must be a non-negative integer", &a->maxPackets) ||
-      !GetUint32(info, 5, "slotSize must be a non-negative integer", &a->slotSize)) {
+bool GetBatchArgs(const Napi::CallbackInfo& info, BatchArgs* a, size_t base = 1) {
+  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, base, &a->buffer, &a->bufferLength) ||
+      !GetUint32Array(info, base + 1, "offsets must be a Uint32Array", &a->offsets, &a->offsetsLength) ||
+      !GetUint32Array(info, base + 2, "lengths must be a Uint32Array", &a->lengths, &a->lengthsLength) ||
+      !GetUint32(info, base + 3, "maxPackets must be a non-negative integer", &a->maxPackets) ||
+      !GetUint32(info, base + 4, "slotSize must be a non-negative integer", &a->slotSize)) {
     return false;
   }
   if (a->slotSize == 0) return ThrowRange(info.Env(), "slotSize must be > 0");
@@ -349,37 +352,56 @@ constexpr unsigned kRingBatch = 64;
 // RingReadSlots could not use the ring at all: read per packet instead.
 constexpr int64_t kRingUnavailable = -2;
 
+// Writes that go into the same io_uring_enter as a ring read, ahead of it
+// (cycleVnetBatch): two iovecs per packet; results[i] gets each one's result.
+struct RingWrites {
+  const struct iovec* vectors;
+  unsigned count;
+  int32_t* results;
+};
+
 // ReadIntoSlots with headers, through the fd's ring: the reads of a batch in
 // one io_uring_enter. It tries `readAhead` reads (one more than the last
 // call found, at least two: one packet and the read that finds the device
-// empty), then twice as many again while every one found a packet. Returns
-// the count, -1 with an exception pending, or kRingUnavailable.
-int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t max, uint8_t* headers, const char* name) {
-  struct iovec vectors[2 * kRingBatch];
-  int32_t results[kRingBatch];
-  unsigned limit = std::min(kRingBatch, hostlb::RingEntries(slot->ring));
+// empty), then twice as many again while every one found a packet. `writes`
+// (optional, at most kRingBatch) go into the first enter, ahead of the reads.
+// Returns the count, -1 with an exception pending, or kRingUnavailable (then
+// nothing ran, the writes neither).
+int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t max, uint8_t* headers, const char* name,
+                      const RingWrites* writes = nullptr) {
+  struct iovec vectors[4 * kRingBatch];
+  int32_t results[2 * kRingBatch];
+  unsigned entries = hostlb::RingEntries(slot->ring);
+  unsigned ahead = writes == nullptr ? 0 : writes->count;
   size_t count = 0;
   unsigned want = slot->readAhead;
   int firstError = 0;
-  bool empty = false;
-  while (count < max && !empty) {
+  bool empty = false, first = true;
+  while ((count < max && !empty) || (first && ahead > 0)) {
+    unsigned limit = std::min(kRingBatch, entries - ahead);
     unsigned n = static_cast<unsigned>(std::min<size_t>(std::min(want, limit), max - count));
+    if (ahead > 0) memcpy(vectors, writes->vectors, 2 * ahead * sizeof(struct iovec));
+    struct iovec* reads = vectors + 2 * ahead;
     for (unsigned j = 0; j < n; j++) {
       size_t i = count + j, room;
       if (!SlotRoom(env, a, i, name, &room)) return -1;
-      vectors[2 * j] = {headers + i * kVnetHeaderLen, kVnetHeaderLen};
-      vectors[2 * j + 1] = {a.buffer + a.offsets[i], room};
+      reads[2 * j] = {headers + i * kVnetHeaderLen, kVnetHeaderLen};
+      reads[2 * j + 1] = {a.buffer + a.offsets[i], room};
     }
-    if (hostlb::RingRun(slot->ring, a.fd, false, vectors, 2, n, results) < 0) {
-      if (count == 0) return kRingUnavailable;
+    if (hostlb::RingRun(slot->ring, a.fd, vectors, 2, ahead, ahead + n, results) < 0) {
+      if (first) return kRingUnavailable;
       break;
     }
+    if (ahead > 0) memcpy(writes->results, results, ahead * sizeof(int32_t));
+    const int32_t* readResults = results + ahead;
+    ahead = 0;
+    first = false;
     // Results in submission order. A packet that arrived between a read that
     // found the device empty and a later one leaves a gap: move it down, so
     // packets stay in slots 0..count-1 (rare; the copy is one packet).
     size_t got = 0;
     for (unsigned j = 0; j < n; j++) {
-      int32_t r = results[j];
+      int32_t r = readResults[j];
       if (r < 0) {
         if (r == -EAGAIN) empty = true;
         else if (r != -EINTR && firstError == 0) firstError = -r;
@@ -387,7 +409,7 @@ int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t 
       }
       if (static_cast<size_t>(r) <= kVnetHeaderLen) continue;  // a header without a packet
       size_t from = count + j, to = count + got;
-      size_t room = std::min(vectors[2 * j + 1].iov_len, vectors[2 * got + 1].iov_len);
+      size_t room = std::min(reads[2 * j + 1].iov_len, reads[2 * got + 1].iov_len);
       // tun_put_user() returns the full length even when it copied less (ReadIntoSlots).
       size_t length = std::min(static_cast<size_t>(r) - kVnetHeaderLen, room);
       if (from != to) {
@@ -419,7 +441,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 }
 
 // The arguments writeBatch and writeVnetBatch share: (fd, buffer, offsets,
-// lengths, count). `max` is count clamped to both arrays.
+// lengths, count), the batch's from `base` on. `max` is count clamped to both arrays.
 struct WriteArgs {
   int fd;
   uint8_t* buffer;
@@ -427,13 +449,13 @@ struct WriteArgs {
   uint32_t *offsets, *lengths;
 };
 
-bool GetWriteArgs(const Napi::CallbackInfo& info, WriteArgs* a) {
+bool GetWriteArgs(const Napi::CallbackInfo& info, WriteArgs* a, size_t base = 1) {
   size_t offsetsLength, lengthsLength;
   uint32_t count;
-  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, 1, &a->buffer, &a->bufferLength) ||
-      !GetUint32Array(info, 2, "offsets must be a Uint32Array", &a->offsets, &offsetsLength) ||
-      !GetUint32Array(info, 3, "lengths must be a Uint32Array", &a->lengths, &lengthsLength) ||
-      !GetUint32(info, 4, "count must be a non-negative integer", &count)) {
+  if (!GetFd(info, 0, &a->fd) || !GetBytes(info, base, &a->buffer, &a->bufferLength) ||
+      !GetUint32Array(info, base + 1, "offsets must be a Uint32Array", &a->offsets, &offsetsLength) ||
+      !GetUint32Array(info, base + 2, "lengths must be a Uint32Array", &a->lengths, &lengthsLength) ||
+      !GetUint32(info, base + 3, "count must be a non-negative integer", &count)) {
     return false;
   }
   a->max = count;
@@ -521,128 +543,226 @@ uint8_t DecodeVnet(const uint8_t* h, uint16_t* gsoSize, uint16_t* csumAt) {
   return flags;
 }
 
+// readVnetBatch's arrays beyond BatchArgs (headers, flags, gsoSizes, csumAt,
+// from `base` on) and `max` clamped to them.
+struct VnetRead {
+  BatchArgs a;
+  uint8_t *headers, *flags;
+  uint16_t *gsoSizes, *csumAt;
+  size_t max;
+};
+
+bool GetVnetRead(const Napi::CallbackInfo& info, size_t base, VnetRead* r) {
+  void *headersData, *flagsData, *gsoData, *csumData;
+  size_t headersLength, flagsLength, gsoLength, csumLength;
+  if (!GetBatchArgs(info, &r->a, base) ||
+      !GetTyped(info, base + 5, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
+      !GetTyped(info, base + 6, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
+      !GetTyped(info, base + 7, napi_uint16_array, "gsoSizes must be a Uint16Array", &gsoData, &gsoLength) ||
+      !GetTyped(info, base + 8, napi_uint16_array, "csumAt must be a Uint16Array", &csumData, &csumLength)) {
+    return false;
+  }
+  r->headers = static_cast<uint8_t*>(headersData);
+  r->flags = static_cast<uint8_t*>(flagsData);
+  r->gsoSizes = static_cast<uint16_t*>(gsoData);
+  r->csumAt = static_cast<uint16_t*>(csumData);
+  r->max = std::min({r->a.max, headersLength / kVnetHeaderLen, flagsLength, gsoLength, csumLength});
+  return true;
+}
+
+// The per-packet reads (no ring, or the ring refused), then the decoding of
+// what was read. Returns the count, or -1 with an exception pending.
+int64_t FinishVnetRead(Napi::Env env, const VnetRead& r, int64_t count, const char* name) {
+  if (count == kRingUnavailable) count = ReadIntoSlots(env, r.a, r.max, r.headers, name);
+  if (count < 0) return -1;
+  for (int64_t i = 0; i < count; i++) r.flags[i] = DecodeVnet(r.headers + i * kVnetHeaderLen, &r.gsoSizes[i], &r.csumAt[i]);
+  return count;
+}
+
 // readBatch for a TUN fd opened with IFF_VNET_HDR: one readv(2) per packet,
 // the header into headers[i * 10], the packet into its slot. Also fills
 // flags[i], gsoSizes[i] and csumAt[i] (DecodeVnet). A read shorter than a
 // header is skipped.
 Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  BatchArgs a;
-  if (!GetBatchArgs(info, &a)) return env.Undefined();
-  void *headersData, *flagsData, *gsoData, *csumData;
-  size_t headersLength, flagsLength, gsoLength, csumLength;
-  if (!GetTyped(info, 6, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
-      !GetTyped(info, 7, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
-      !GetTyped(info, 8, napi_uint16_array, "gsoSizes must be a Uint16Array", &gsoData, &gsoLength) ||
-      !GetTyped(info, 9, napi_uint16_array, "csumAt must be a Uint16Array", &csumData, &csumLength)) {
-    return env.Undefined();
-  }
-  uint8_t* headers = static_cast<uint8_t*>(headersData);
-  uint8_t* flags = static_cast<uint8_t*>(flagsData);
-  uint16_t* gsoSizes = static_cast<uint16_t*>(gsoData);
-  uint16_t* csumAt = static_cast<uint16_t*>(csumData);
-  size_t max = a.max;
-  if (headersLength / kVnetHeaderLen < max) max = headersLength / kVnetHeaderLen;
-  if (flagsLength < max) max = flagsLength;
-  if (gsoLength < max) max = gsoLength;
-  if (csumLength < max) max = csumLength;
-
-  RingSlot* ring = FindRing(env, a.fd);
-  int64_t count = ring == nullptr ? kRingUnavailable : RingReadSlots(env, ring, a, max, headers, "readVnetBatch");
-  if (count == kRingUnavailable) count = ReadIntoSlots(env, a, max, headers, "readVnetBatch");
-  if (count < 0) return env.Undefined();
-  for (int64_t i = 0; i < count; i++) flags[i] = DecodeVnet(headers + i * kVnetHeaderLen, &gsoSizes[i], &csumAt[i]);
+  VnetRead r;
+  if (!GetVnetRead(info, 1, &r)) return env.Undefined();
+  RingSlot* ring = FindRing(env, r.a.fd);
+  int64_t count = ring == nullptr ? kRingUnavailable : RingReadSlots(env, ring, r.a, r.max, r.headers, "readVnetBatch");
+  if (count == -1 || (count = FinishVnetRead(env, r, count, "readVnetBatch")) < 0) return env.Undefined();
   return Napi::Number::New(env, static_cast<double>(count));
 }
 
-// writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet,
-// or, with a ring (ringAttach), the whole batch in one io_uring_enter. A
-// packet flagged partial or GSO goes out behind the header read with it
-// (headers[slot * 10], its slot being offset / slotSize: translation changes
-// no length or header offset); any other (answers hostlb built, packets with
-// complete checksums) behind a zero header: one packet, checksums done.
-Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// writeVnetBatch's arrays beyond WriteArgs (flags, headers, slotSize, from
+// `base` on) and `max` clamped to them.
+struct VnetWrite {
   WriteArgs a;
+  uint8_t *flags, *headers;
+  size_t headersLength, max;
   uint32_t slotSize;
+};
+
+bool GetVnetWrite(const Napi::CallbackInfo& info, size_t base, VnetWrite* w) {
   void *flagsData, *headersData;
-  size_t flagsLength, headersLength;
-  if (!GetWriteArgs(info, &a) ||
-      !GetTyped(info, 5, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
-      !GetTyped(info, 6, napi_uint8_array, "headers must be a Uint8Array", &headersData, &headersLength) ||
-      !GetUint32(info, 7, "slotSize must be a non-negative integer", &slotSize)) {
-    return env.Undefined();
+  size_t flagsLength;
+  if (!GetWriteArgs(info, &w->a, base) ||
+      !GetTyped(info, base + 4, napi_uint8_array, "flags must be a Uint8Array", &flagsData, &flagsLength) ||
+      !GetTyped(info, base + 5, napi_uint8_array, "headers must be a Uint8Array", &headersData, &w->headersLength) ||
+      !GetUint32(info, base + 6, "slotSize must be a non-negative integer", &w->slotSize)) {
+    return false;
   }
-  if (slotSize == 0) {
-    ThrowRange(env, "slotSize must be > 0");
-    return env.Undefined();
-  }
-  uint8_t* flags = static_cast<uint8_t*>(flagsData);
-  uint8_t* headers = static_cast<uint8_t*>(headersData);
-  size_t max = a.max < flagsLength ? a.max : flagsLength;
+  if (w->slotSize == 0) return ThrowRange(info.Env(), "slotSize must be > 0");
+  w->flags = static_cast<uint8_t*>(flagsData);
+  w->headers = static_cast<uint8_t*>(headersData);
+  w->max = std::min(w->a.max, flagsLength);
+  return true;
+}
 
+// Packet i of a vnet write as the two iovecs of one writev: a packet flagged
+// partial or GSO behind the header read with it (headers[slot * 10], its
+// slot being offset / slotSize: translation changes no length or header
+// offset); any other (answers hostlb built, packets with complete checksums)
+// behind a zero header: one packet, checksums done. False with a RangeError
+// pending when the packet lies outside the buffer.
+bool VnetWriteVector(Napi::Env env, const VnetWrite& w, size_t i, struct iovec* iov) {
   static const uint8_t kZeroHeader[kVnetHeaderLen] = {0};
-  // Packet i as the two iovecs of one writev; false (an exception pending) when it lies outside the buffer.
-  auto vector = [&](size_t i, struct iovec* iov) -> bool {
-    size_t offset = a.offsets[i], length = a.lengths[i];
-    if (offset > a.bufferLength || length > a.bufferLength - offset) {
-      ThrowRange(env, "writeVnetBatch: packet lies outside the buffer");
-      return false;
-    }
-    const uint8_t* header = kZeroHeader;
-    if (flags[i] & kFlagsKeepHeader) {
-      size_t at = (offset / slotSize) * kVnetHeaderLen;
-      if (at + kVnetHeaderLen <= headersLength) header = headers + at;
-    }
-    iov[0] = {const_cast<uint8_t*>(header), kVnetHeaderLen};
-    iov[1] = {a.buffer + offset, length};
-    return true;
-  };
+  size_t offset = w.a.offsets[i], length = w.a.lengths[i];
+  if (offset > w.a.bufferLength || length > w.a.bufferLength - offset) {
+    return ThrowRange(env, "writeVnetBatch: packet lies outside the buffer");
+  }
+  const uint8_t* header = kZeroHeader;
+  if (w.flags[i] & kFlagsKeepHeader) {
+    size_t at = (offset / w.slotSize) * kVnetHeaderLen;
+    if (at + kVnetHeaderLen <= w.headersLength) header = w.headers + at;
+  }
+  iov[0] = {const_cast<uint8_t*>(header), kVnetHeaderLen};
+  iov[1] = {w.a.buffer + offset, length};
+  return true;
+}
 
-  uint32_t accepted = 0;
-  size_t i = 0;
-  // Through the ring, a chunk at a time; a single packet is one writev either way.
-  RingSlot* ring = max > 1 ? FindRing(env, a.fd) : nullptr;
-  if (ring != nullptr) {
-    struct iovec vectors[2 * kRingBatch];
-    int32_t results[kRingBatch];
-    unsigned limit = std::min(kRingBatch, hostlb::RingEntries(ring->ring));
-    while (i < max) {
-      unsigned n = static_cast<unsigned>(std::min<size_t>(limit, max - i));
-      for (unsigned j = 0; j < n; j++) {
-        if (!vector(i + j, &vectors[2 * j])) return env.Undefined();
-      }
-      if (hostlb::RingRun(ring->ring, a.fd, true, vectors, 2, n, results) < 0) break;  // the rest one by one
-      // Every packet was tried: a refused one (kDropRest, kDropOne) is dropped alone.
-      for (unsigned j = 0; j < n; j++) {
-        if (results[j] >= 0) {
-          accepted++;
-        } else if (ClassifyWriteError(-results[j]) == WriteFailure::kFatal) {
-          ThrowSystemError(env, -results[j], "write to TUN fd " + std::to_string(a.fd), "writev (io_uring)");
-          return env.Undefined();
-        }
-      }
-      i += n;
+// Counts the ring's results for `n` writes into `accepted`: a refused packet
+// (kDropRest, kDropOne) is dropped alone, every packet having been tried.
+// False with an exception pending on a fatal error.
+bool CountRingWrites(Napi::Env env, int fd, const int32_t* results, unsigned n, uint32_t* accepted) {
+  for (unsigned j = 0; j < n; j++) {
+    if (results[j] >= 0) {
+      (*accepted)++;
+    } else if (ClassifyWriteError(-results[j]) == WriteFailure::kFatal) {
+      return ThrowSystemError(env, -results[j], "write to TUN fd " + std::to_string(fd), "writev (io_uring)");
     }
   }
-  for (; i < max; i++) {
+  return true;
+}
+
+// Writes packets [i, w.max) one writev each, adding to `accepted`. False
+// with an exception pending on a fatal error.
+bool WriteVnetEach(Napi::Env env, const VnetWrite& w, size_t i, uint32_t* accepted) {
+  for (; i < w.max; i++) {
     struct iovec iov[2];
-    if (!vector(i, iov)) return env.Undefined();
+    if (!VnetWriteVector(env, w, i, iov)) return false;
     ssize_t n;
     do {
-      n = writev(a.fd, iov, 2);
+      n = writev(w.a.fd, iov, 2);
     } while (n < 0 && errno == EINTR);
     if (n >= 0) {
-      accepted++;
+      (*accepted)++;
       continue;
     }
     WriteFailure failure = ClassifyWriteError(errno);
     if (failure == WriteFailure::kDropRest) break;
     if (failure == WriteFailure::kDropOne) continue;
-    ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(a.fd), "writev");
+    return ThrowSystemError(env, errno, "write to TUN fd " + std::to_string(w.a.fd), "writev");
+  }
+  return true;
+}
+
+// Writes packets [i, w.max) through the ring a chunk at a time, then what
+// the ring could not take one by one. Returns the count accepted in all, or
+// -1 with an exception pending.
+int64_t WriteVnet(Napi::Env env, const VnetWrite& w, size_t i, uint32_t accepted) {
+  // A single packet is one writev either way.
+  RingSlot* ring = w.max - i > 1 ? FindRing(env, w.a.fd) : nullptr;
+  if (ring != nullptr) {
+    struct iovec vectors[2 * kRingBatch];
+    int32_t results[kRingBatch];
+    unsigned limit = std::min(kRingBatch, hostlb::RingEntries(ring->ring));
+    while (i < w.max) {
+      unsigned n = static_cast<unsigned>(std::min<size_t>(limit, w.max - i));
+      for (unsigned j = 0; j < n; j++) {
+        if (!VnetWriteVector(env, w, i + j, &vectors[2 * j])) return -1;
+      }
+      if (hostlb::RingRun(ring->ring, w.a.fd, vectors, 2, n, n, results) < 0) break;  // the rest one by one
+      if (!CountRingWrites(env, w.a.fd, results, n, &accepted)) return -1;
+      i += n;
+    }
+  }
+  if (!WriteVnetEach(env, w, i, &accepted)) return -1;
+  return accepted;
+}
+
+// writeBatch for a TUN fd opened with IFF_VNET_HDR: one writev(2) per packet,
+// or, with a ring (ringAttach), the whole batch in one io_uring_enter; each
+// packet behind the header VnetWriteVector gives it.
+Napi::Value WriteVnetBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VnetWrite w;
+  if (!GetVnetWrite(info, 1, &w)) return env.Undefined();
+  int64_t accepted = WriteVnet(env, w, 0, 0);
+  if (accepted < 0) return env.Undefined();
+  return Napi::Number::New(env, static_cast<double>(accepted));
+}
+
+// cycleVnetBatch(fd, <writeVnetBatch's batch: 7 arguments>, <readVnetBatch's:
+// 9>): writes one batch, then reads into another, with a ring in one
+// io_uring_enter (the last chunk of a long write goes into it). The two
+// batches must not share a buffer: the kernel need not run the writes
+// before the reads. Returns read + 65536 * written.
+Napi::Value CycleVnetBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VnetWrite w;
+  VnetRead r;
+  if (!GetVnetWrite(info, 1, &w) || !GetVnetRead(info, 8, &r)) return env.Undefined();
+  auto overlap = [](const uint8_t* a, size_t aLength, const uint8_t* b, size_t bLength) { return a < b + bLength && b < a + aLength; };
+  if (overlap(w.a.buffer, w.a.bufferLength, r.a.buffer, r.a.bufferLength) ||
+      overlap(w.headers, w.headersLength, r.headers, r.max * kVnetHeaderLen)) {
+    ThrowRange(env, "cycleVnetBatch: the written and the read batch share a buffer");
     return env.Undefined();
   }
-  return Napi::Number::New(env, accepted);
+  if (w.max > 0xffff || r.max > 0xffff) {
+    ThrowRange(env, "cycleVnetBatch: at most 65535 packets a batch");
+    return env.Undefined();
+  }
+  RingSlot* ring = FindRing(env, w.a.fd);
+  uint32_t accepted = 0;
+  int64_t count = kRingUnavailable;
+  if (ring != nullptr) {
+    // Every chunk but the last on its own; the last ahead of the reads.
+    size_t last = w.max > kRingBatch ? w.max - kRingBatch : 0;
+    int64_t early = last > 0 ? WriteVnet(env, VnetWrite{w.a, w.flags, w.headers, w.headersLength, last, w.slotSize}, 0, 0) : 0;
+    if (early < 0) return env.Undefined();
+    accepted = static_cast<uint32_t>(early);
+    struct iovec vectors[2 * kRingBatch];
+    int32_t results[kRingBatch];
+    unsigned n = static_cast<unsigned>(w.max - last);
+    for (unsigned j = 0; j < n; j++) {
+      if (!VnetWriteVector(env, w, last + j, &vectors[2 * j])) return env.Undefined();
+    }
+    RingWrites writes{vectors, n, results};
+    count = RingReadSlots(env, ring, r.a, r.max, r.headers, "cycleVnetBatch", &writes);
+    if (count == -1) return env.Undefined();
+    if (count != kRingUnavailable && !CountRingWrites(env, w.a.fd, results, n, &accepted)) return env.Undefined();
+    if (count == kRingUnavailable) {
+      int64_t rest = WriteVnet(env, w, last, accepted);
+      if (rest < 0) return env.Undefined();
+      accepted = static_cast<uint32_t>(rest);
+    }
+  } else {
+    int64_t all = WriteVnet(env, w, 0, 0);
+    if (all < 0) return env.Undefined();
+    accepted = static_cast<uint32_t>(all);
+  }
+  if ((count = FinishVnetRead(env, r, count, "cycleVnetBatch")) < 0) return env.Undefined();
+  return Napi::Number::New(env, static_cast<double>(count) + 65536.0 * accepted);
 }
 
 // ---- readiness --------------------------------------------------------------
@@ -781,6 +901,8 @@ Napi::Value RingAttach(const Napi::CallbackInfo& info) {
     ThrowSystemError(env, errno, "io_uring for fd " + std::to_string(fd), "io_uring_setup");
     return env.Undefined();
   }
+  // Without the registration (a kernel that refuses it) every operation looks the fd up.
+  hostlb::RingRegisterFile(ring, fd);
   state->rings[fd] = RingSlot{ring, 2};
   return env.Undefined();
 }
@@ -1491,6 +1613,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeBatch", Napi::Function::New(env, WriteBatch, "writeBatch"));
   exports.Set("readVnetBatch", Napi::Function::New(env, ReadVnetBatch, "readVnetBatch"));
   exports.Set("writeVnetBatch", Napi::Function::New(env, WriteVnetBatch, "writeVnetBatch"));
+  exports.Set("cycleVnetBatch", Napi::Function::New(env, CycleVnetBatch, "cycleVnetBatch"));
   exports.Set("setOffload", Napi::Function::New(env, SetOffload, "setOffload"));
   exports.Set("ringAttach", Napi::Function::New(env, RingAttach, "ringAttach"));
   exports.Set("watch", Napi::Function::New(env, WatchFd, "watch"));

@@ -79,6 +79,17 @@ export function otherProcessesCpu(excludeNetns: ReadonlySet<number>, excludePids
 }
 
 /**
+ * Seconds all CPUs together have spent idle since boot (/proc/stat's first
+ * line: idle + iowait, in USER_HZ ticks, 100 a second on Linux). The
+ * difference over a run says how much CPU nobody wanted: what more threads
+ * (a second TUN queue, say) could have used at most.
+ */
+export function machineIdleSeconds(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/);
+  return (Number(fields[4]) + Number(fields[5])) / 100;
+}
+
+/**
  * CPU seconds used between two otherProcessesCpu snapshots. A process that
  * appeared in between counts in full; one that started and ended in between is
  * missed, so this is a lower bound.

@@ -101,10 +101,24 @@ export interface Link {
    * accepted; a packet the carrier refuses (full queue) is dropped, not retried.
    */
   write(batch: PacketBatch): number;
+  /**
+   * Optional: write(output), then read(input), in one step where the carrier
+   * batches both (TUN through io_uring: one system call where the pair took
+   * two, plus the poll that would have found `input`'s packets). `output` and
+   * `input` must be batches over different buffers (RangeError otherwise).
+   * Sets `result.written` and `result.read` to what the pair would return.
+   */
+  cycle?(output: PacketBatch, input: PacketBatch, result: CycleResult): void;
   /** Calls `onReadable` whenever packets may be ready; replaces an earlier callback. */
   onReadable(onReadable: (() => void) | null): void;
   /** Releases the carrier. Further reads return 0; further writes accept 0. */
   close(): void;
+}
+
+/** What Link.cycle wrote and read; the caller owns one and passes it each time (no allocation per call). */
+export interface CycleResult {
+  written: number;
+  read: number;
 }
 
 /**

@@ -3,7 +3,7 @@
 // LinkError codes (once, here); routes and rules for the device live in src/net/.
 
 import { HostlbError } from '../errors.js';
-import type { Link, PacketBatch } from './link.js';
+import type { CycleResult, Link, PacketBatch } from './link.js';
 import { loadTunAddon, type NativeSystemError, type TunAddon } from '../native/addon.js';
 
 /** Stable codes for every way opening or using a TUN device fails. */
@@ -191,13 +191,10 @@ export class TunLink implements Link {
       batch.count = 0;
       return 0;
     }
-    // The contract puts packet i in slot i; a previous write may have pointed
-    // offsets elsewhere, so restore them (capacity integer stores, no allocation).
-    const { offsets, slotSize, capacity } = batch;
-    for (let i = 0; i < capacity; i++) offsets[i] = i * slotSize;
+    resetSlots(batch);
     let count: number;
     try {
-      count = this.addon.readVnetBatch(this.fd, batch.buffer, offsets, batch.lengths, capacity, slotSize,
+      count = this.addon.readVnetBatch(this.fd, batch.buffer, batch.offsets, batch.lengths, batch.capacity, batch.slotSize,
         batch.vnetHeaders, batch.flags, batch.gsoSizes, batch.csumAt);
     } catch (cause) {
       throw ioError(this.name, 'reading from', cause as NativeSystemError);
@@ -214,6 +211,34 @@ export class TunLink implements Link {
     } catch (cause) {
       throw ioError(this.name, 'writing to', cause as NativeSystemError);
     }
+  }
+
+  /**
+   * write(output) then read(input) in one addon call; through the ring, the
+   * writes and the first reads share one io_uring_enter. A failed write of a
+   * packet drops it (as write() does); a failed device throws LinkError.
+   */
+  cycle(output: PacketBatch, input: PacketBatch, result: CycleResult): void {
+    if (this.fd < 0) {
+      input.count = 0;
+      result.written = 0;
+      result.read = 0;
+      return;
+    }
+    resetSlots(input);
+    let packed: number;
+    try {
+      packed = this.addon.cycleVnetBatch(this.fd, output.buffer, output.offsets, output.lengths, output.count,
+        output.flags, output.vnetHeaders, output.slotSize,
+        input.buffer, input.offsets, input.lengths, input.capacity, input.slotSize,
+        input.vnetHeaders, input.flags, input.gsoSizes, input.csumAt);
+    } catch (cause) {
+      if (cause instanceof RangeError) throw cause;
+      throw ioError(this.name, 'writing to and reading from', cause as NativeSystemError);
+    }
+    result.read = packed % 65536;
+    result.written = (packed - result.read) / 65536;
+    input.count = result.read;
   }
 
   /**
@@ -256,6 +281,15 @@ export class TunLink implements Link {
     // A poll error stops libuv's handle; the owner's next read() reports it.
     if (this.readableCallback !== null) this.readableCallback();
   };
+}
+
+/**
+ * The contract puts packet i in slot i; a previous write may have pointed
+ * offsets elsewhere, so restore them (capacity integer stores, no allocation).
+ */
+function resetSlots(batch: PacketBatch): void {
+  const { offsets, slotSize, capacity } = batch;
+  for (let i = 0; i < capacity; i++) offsets[i] = i * slotSize;
 }
 
 function permissionError(name: string, cause: NativeSystemError): LinkError {

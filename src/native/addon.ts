@@ -48,7 +48,19 @@ export interface TunAddon {
     flags: Uint8Array, headers: Uint8Array, slotSize: number,
   ): number;
   /**
-   * From now until close(fd), readVnetBatch and writeVnetBatch on this fd go
+   * writeVnetBatch of one batch, then readVnetBatch into another: with a ring
+   * (ringAttach) the writes and the first reads go in one system call. The
+   * batches must not share a buffer or headers (RangeError): the kernel need
+   * not run the writes first. Returns read + 65536 * accepted.
+   */
+  cycleVnetBatch(
+    fd: number, outBuffer: Uint8Array, outOffsets: Uint32Array, outLengths: Uint32Array, outCount: number,
+    outFlags: Uint8Array, outHeaders: Uint8Array, outSlotSize: number,
+    inBuffer: Uint8Array, inOffsets: Uint32Array, inLengths: Uint32Array, maxPackets: number, inSlotSize: number,
+    inHeaders: Uint8Array, inFlags: Uint8Array, gsoSizes: Uint16Array, csumAt: Uint16Array,
+  ): number;
+  /**
+   * From now until close(fd), readVnetBatch, writeVnetBatch and cycleVnetBatch on this fd go
    * through an io_uring: a batch's reads, or its writes, in one system call.
    * Throws (code ENOSYS, EPERM, ...) when the kernel or a sandbox refuses
    * io_uring; the fd then keeps reading and writing one call per packet.

@@ -5,7 +5,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
-import { createBatch, type PacketBatch } from '../../src/link/link.js';
+import { createBatch, createSiblingBatch, type CycleResult, type PacketBatch } from '../../src/link/link.js';
 import { LinkError, TunLink } from '../../src/link/tun-link.js';
 
 // Bounds every wait for the kernel (a wake-up, a packet, a datagram); each
@@ -162,14 +162,28 @@ function errorInfo(run: () => unknown): { code?: string; name?: string; message?
 }
 
 /** Writes `packets` in one batch, each at the given offset, and returns how many were accepted. */
-function writeAt(link: TunLink, batch: PacketBatch, packets: Array<[Uint8Array, number]>): number {
+function fill(batch: PacketBatch, packets: Array<[Uint8Array, number]>): PacketBatch {
   packets.forEach(([packet, offset], i) => {
     batch.buffer.set(packet, offset);
     batch.offsets[i] = offset;
     batch.lengths[i] = packet.length;
   });
   batch.count = packets.length;
-  return link.write(batch);
+  return batch;
+}
+
+function writeAt(link: TunLink, batch: PacketBatch, packets: Array<[Uint8Array, number]>): number {
+  return link.write(fill(batch, packets));
+}
+
+/** The UDP payloads to port 9999 among a batch's first `count` packets, in slot order. */
+function payloadsTo9999(batch: PacketBatch, count: number): string[] {
+  const found: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const p = batch.buffer.subarray(batch.offsets[i], batch.offsets[i] + batch.lengths[i]);
+    if (p[0] >> 4 === 4 && p[9] === 17 && p[22] === 0x27 && p[23] === 0x0f) found.push(Buffer.from(p.subarray(28)).toString());
+  }
+  return found;
 }
 
 async function io(ioUring = false): Promise<Record<string, unknown>> {
@@ -271,10 +285,7 @@ async function burst(): Promise<Record<string, unknown>> {
       continue;
     }
     counts.push(count);
-    for (let i = 0; i < count; i++) {
-      const p = batch.buffer.subarray(batch.offsets[i], batch.offsets[i] + batch.lengths[i]);
-      if (p[0] >> 4 === 4 && p[9] === 17 && p[22] === 0x27 && p[23] === 0x0f) payloads.push(Buffer.from(p.subarray(28)).toString());
-    }
+    payloads.push(...payloadsTo9999(batch, count));
   }
   out.payloads = payloads;
   out.readCounts = counts;
@@ -303,6 +314,73 @@ async function burst(): Promise<Record<string, unknown>> {
   out.received = received;
   socket.close();
   link.close();
+  return out;
+}
+
+/**
+ * Link.cycle, with io_uring or without: six datagrams wait in the device
+ * while three replies (one of them garbage the kernel refuses) go out of one
+ * batch and the six come into another, in one call. Then a cycle with
+ * nothing either way, and one whose two batches share a buffer.
+ */
+async function cycle(ioUring: boolean): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  const link = TunLink.open('hlbt4', { ioUring });
+  out.ioUring = link.ioUring;
+  out.ioUringRefused = link.ioUringRefused;
+  ip('link', 'set', 'dev', 'hlbt4', 'up');
+  ip('addr', 'add', '198.18.0.1/24', 'dev', 'hlbt4');
+  const outgoing = createBatch(8, 2048);
+  const incoming = createBatch(8, 2048);
+  const socket = await bind('udp4', '198.18.0.1');
+  while (link.read(incoming) > 0); // the kernel's own chatter since the device came up
+  const woke = readable(link);
+  for (let i = 0; i < 6; i++) await send(socket, `cycle-${i}`, 9999, '198.18.0.2');
+  await woke;
+
+  const received: string[] = [];
+  const allReceived = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, DEADLINE_MS);
+    socket.on('message', (msg) => {
+      received.push(msg.toString());
+      if (received.length === 2) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  const reply = (i: number): Uint8Array => ipv4Udp([198, 18, 0, 2], [198, 18, 0, 1], 9999, socket.address().port, Buffer.from(`reply-${i}`));
+  fill(outgoing, [[reply(0), 0], [Uint8Array.of(0x00, 0x01, 0x02), 2048], [reply(1), 4096]]);
+  const result: CycleResult = { written: -1, read: -1 };
+  // The datagrams may reach the device one by one: cycle until all six are in.
+  const payloads: string[] = [];
+  link.cycle(outgoing, incoming, result);
+  out.first = { written: result.written, read: result.read, count: incoming.count };
+  payloads.push(...payloadsTo9999(incoming, result.read));
+  const deadline = Date.now() + DEADLINE_MS;
+  while (payloads.length < 6 && Date.now() < deadline) {
+    outgoing.count = 0;
+    link.cycle(outgoing, incoming, result);
+    if (result.read === 0) await readable(link);
+    payloads.push(...payloadsTo9999(incoming, result.read));
+  }
+  out.payloads = payloads;
+  await allReceived;
+  out.received = received;
+
+  outgoing.count = 0;
+  link.cycle(outgoing, incoming, result);
+  out.idle = { written: result.written, read: result.read, count: incoming.count };
+  try {
+    link.cycle(createSiblingBatch(incoming), incoming, result);
+    out.shared = 'no error';
+  } catch (error) {
+    out.shared = `${(error as Error).name}: ${(error as Error).message}`;
+  }
+  socket.close();
+  link.close();
+  link.cycle(outgoing, incoming, result);
+  out.afterClose = { written: result.written, read: result.read };
   return out;
 }
 
@@ -336,6 +414,8 @@ const scenarios: Record<string, () => Promise<Record<string, unknown>> | Record<
   io: () => io(false),
   'io-ring': () => io(true),
   burst,
+  cycle: () => cycle(false),
+  'cycle-ring': () => cycle(true),
   persist,
   'no-privilege': noPrivilege,
 };

@@ -134,6 +134,35 @@ test('TunLink through io_uring reads a burst larger than its batch in order, and
   assert.deepEqual([...out.received].sort(), Array.from({ length: 20 }, (_, i) => `reply-${i}`).sort(), 'the socket got every reply');
 });
 
+interface CycleReport {
+  ioUring: boolean;
+  ioUringRefused: string | null;
+  first: { written: number; read: number; count: number };
+  payloads: string[];
+  received: string[];
+  idle: { written: number; read: number; count: number };
+  shared: string;
+  afterClose: { written: number; read: number };
+}
+
+for (const ring of [false, true]) {
+  test(`TunLink.cycle writes one batch and reads the next in one call${ring ? ', through io_uring' : ''}`, async (t) => {
+    if (!canRunTun(t) || (ring && !canRunRing(t))) return;
+    const sandbox = NetnsSandbox.forTest(t);
+    const ns = sandbox.namespace();
+    const out = parse<CycleReport>(await sandbox.run(ns, [process.execPath, CHILD, ring ? 'cycle-ring' : 'cycle'], { timeoutMs: 120_000 }));
+    assert.equal(out.ioUring, ring, `io_uring ${ring ? 'on' : 'off'} as asked (refused: ${out.ioUringRefused})`);
+    assert.equal(out.first.written, 2, 'both replies accepted, the garbage packet dropped alone');
+    assert.ok(out.first.read >= 1 && out.first.read <= 8, `the first cycle read what was waiting: ${out.first.read}`);
+    assert.equal(out.first.count, out.first.read, 'the read batch\'s count is what was read');
+    assert.deepEqual(out.payloads, Array.from({ length: 6 }, (_, i) => `cycle-${i}`), 'every datagram, in the order sent');
+    assert.deepEqual([...out.received].sort(), ['reply-0', 'reply-1'], 'the socket got both replies');
+    assert.deepEqual(out.idle, { written: 0, read: 0, count: 0 }, 'nothing out and nothing waiting');
+    assert.match(out.shared, /^RangeError: .*share a buffer/, 'batches over one buffer are refused');
+    assert.deepEqual(out.afterClose, { written: 0, read: 0 });
+  });
+}
+
 function checkIo(out: IoReport): void {
   assert.equal(out.name, 'hlbt0');
   assert.equal(out.mtu, 1400, 'the mtu option sets the device MTU and link.mtu reports it');

@@ -2,9 +2,14 @@
 // let the dispatcher translate it in place, write what it forwards, and repeat
 // until the link is empty. A timer collects expired records in bounded slices.
 // The clock is read here, once per batch, and handed down as a number.
+//
+// A link that can write one batch and read the next in one step (Link.cycle:
+// TUN through io_uring) gets two batches, used in turn: the packets going out
+// are still in one while the next arrive in the other. Under load that step
+// is the only system call per batch; the poll is left for when the link is empty.
 
 import type { Dispatcher } from '../../dispatch/dispatcher.js';
-import { createBatch, createSiblingBatch, type Link, type PacketBatch } from '../../link/link.js';
+import { createBatch, createSiblingBatch, type CycleResult, type Link, type PacketBatch } from '../../link/link.js';
 
 export interface TunPumpOptions {
   /** Packets per batch (one native read and one native write each). Default 64. */
@@ -20,8 +25,13 @@ export interface TunPumpOptions {
 }
 
 export class TunPump {
+  /** The batch read into, and its sibling listing what goes out (the first of two with Link.cycle). */
   readonly input: PacketBatch;
   readonly output: PacketBatch;
+  /** The other pair with Link.cycle, else the same as input and output. */
+  private readonly spareInput: PacketBatch;
+  private readonly spareOutput: PacketBatch;
+  private readonly cycled: CycleResult = { written: 0, read: 0 };
   /** Packets read from and written to the link, and link writes that refused packets. */
   packetsRead = 0;
   packetsWritten = 0;
@@ -34,8 +44,11 @@ export class TunPump {
 
   constructor(readonly link: Link, readonly dispatcher: Dispatcher, private readonly options: TunPumpOptions = {}) {
     // A slot holds the largest read (a 64 KB super-packet with offloads on), rounded up to 64 bytes.
-    this.input = createBatch(options.batchSize ?? 64, Math.ceil(Math.max(link.maxReadSize, 1500) / 64) * 64);
+    const slotSize = Math.ceil(Math.max(link.maxReadSize, 1500) / 64) * 64;
+    this.input = createBatch(options.batchSize ?? 64, slotSize);
     this.output = createSiblingBatch(this.input);
+    this.spareInput = link.cycle === undefined ? this.input : createBatch(this.input.capacity, slotSize);
+    this.spareOutput = link.cycle === undefined ? this.output : createSiblingBatch(this.spareInput);
     this.batchesPerTurn = options.batchesPerTurn ?? 32;
     this.clock = options.clock ?? Date.now;
   }
@@ -75,25 +88,42 @@ export class TunPump {
 
   private readonly drain = (): void => {
     if (!this.running) return;
-    const { input, output, link, dispatcher } = this;
-    for (let turn = 0; turn < this.batchesPerTurn; turn++) {
-      const n = link.read(input);
-      if (n === 0) return;
+    const { link, dispatcher, cycled } = this;
+    let input = this.input;
+    let output = this.output;
+    let n = link.read(input);
+    for (let turn = 1; n > 0; turn++) {
       this.packetsRead += n;
       dispatcher.process(input, output, this.clock());
-      if (output.count > 0) {
-        const written = link.write(output);
-        this.packetsWritten += written;
-        this.writeShortfall += output.count - written;
+      const lastTurn = turn >= this.batchesPerTurn;
+      if (output.count > 0 && link.cycle !== undefined && !lastTurn) {
+        // Out from this pair, in to the other: the next batch, if any came.
+        const next = input === this.input ? this.spareInput : this.input;
+        link.cycle(output, next, cycled);
+        this.count(output, cycled.written);
+        output = next === this.input ? this.output : this.spareOutput;
+        input = next;
+        n = cycled.read;
+        continue;
+      }
+      if (output.count > 0) this.count(output, link.write(output));
+      if (lastTurn) {
+        // More may be waiting: come back after timers and the admin API had their turn.
+        this.scheduled = true;
+        setImmediate(this.yieldThenDrain);
+        return;
       }
       // A short batch means the read already met an empty device: another
       // read would only return EAGAIN (one wasted system call per wake-up,
       // which is most of them under request/response load). The poll is
       // level-triggered, so packets that arrive now wake us again.
       if (n < input.capacity) return;
+      n = link.read(input);
     }
-    // More may be waiting: come back after timers and the admin API had their turn.
-    this.scheduled = true;
-    setImmediate(this.yieldThenDrain);
   };
+
+  private count(output: PacketBatch, written: number): void {
+    this.packetsWritten += written;
+    this.writeShortfall += output.count - written;
+  }
 }
