@@ -42,8 +42,9 @@
 // rounds the median is their mean, which one outlier drags (on this VM one
 // round of a path now and then runs half again as fast as the others).
 //
-// Order (each odd round; even rounds reversed): direct, nftables, hostlb-tun,
-// hostlb-netfilter, hostlb-socket, reuseport, haproxy; keep-alive, new-conn, then bulk in each. Each path has
+// Order (each odd round; even rounds reversed): direct, reuseport,
+// hostlb-socket, nftables, hostlb-tun, hostlb-netfilter, haproxy (RUN_ORDER:
+// the two paths of each ratio side by side); keep-alive, new-conn, then bulk in each. Each path has
 // its own client source address (see CLIENT_SOURCE), and each balancer is gone
 // (rules deleted, process stopped, bpffs unmounted) before the next starts.
 // hostlb with the socket plane runs under `nsenter --net` instead of `ip netns
@@ -100,6 +101,14 @@ const HOSTLB_MAIN = join(REPO, 'dist/src/control/cli/main.js');
 
 /** In the order they are measured. */
 const PATHS = ['direct', 'nftables', 'hostlb-tun', 'hostlb-netfilter', 'hostlb-socket', 'reuseport', 'haproxy'] as const;
+/**
+ * The order paths run in within a round: each ratio's two paths next to each
+ * other (socket beside SO_REUSEPORT and nftables, tun beside nftables) or one
+ * apart (socket and direct for bulk, netfilter and nftables), so a ratio
+ * compares figures taken a minute apart rather than several: on a shared VM
+ * the machine's speed drifts over minutes.
+ */
+const RUN_ORDER: readonly PathName[] = ['direct', 'reuseport', 'hostlb-socket', 'nftables', 'hostlb-tun', 'hostlb-netfilter', 'haproxy'];
 /** wrk's modes, then iperf3's, in the order each path runs them. */
 const WRK_MODES = ['keep-alive', 'new-conn'] as const;
 const MODES = [...WRK_MODES, 'bulk'] as const;
@@ -1018,10 +1027,10 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
     if (failure !== null) throw new Error(`the client cannot reach daemon ${address} directly: ${failure}`);
   }
   let round = 0;
-  const steps: Array<() => Promise<void>> = [];
+  const steps = new Map<PathName, () => Promise<void>>();
 
   // (a) Direct to one daemon.
-  steps.push(() => measurePath('direct', directUrl, 1, NO_TARGET));
+  steps.set('direct', () => measurePath('direct', directUrl, 1, NO_TARGET));
 
   // (b) Kernel nftables DNAT in the server namespace, alternating daemons per
   // connection; the bulk port to the first daemon's iperf3.
@@ -1033,7 +1042,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   }
 }
 `;
-  steps.push(async () => {
+  steps.set('nftables', async () => {
     server.exec(['nft', '-f', '-'], { input: ruleset });
     try {
       await measurePath('nftables', clusterUrl, DAEMONS.length, { ...NO_TARGET, conntrack: true });
@@ -1046,7 +1055,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   // netfilter data plane, then the socket data plane, each started the same
   // way from the same configuration but for `dataplane`, and stopped (SIGTERM:
   // it undoes its host changes) before the next path.
-  for (const dataplane of ['tun', 'netfilter', 'socket'] as const) steps.push(async () => {
+  for (const dataplane of ['tun', 'netfilter', 'socket'] as const) steps.set(HOSTLB_PATH[dataplane], async () => {
     const path = HOSTLB_PATH[dataplane];
     if (!SELECTED.has(path)) {
       failPath(path, 'not in BENCH_PATHS', true);
@@ -1075,7 +1084,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
 
   // (f) SO_REUSEPORT: one nginx whose workers each listen on the cluster
   // address, local to the server namespace, and an iperf3 server there for bulk.
-  steps.push(async () => {
+  steps.set('reuseport', async () => {
   if (SELECTED.has('reuseport')) {
     server.ip('addr', 'add', `${CLUSTER}/32`, 'dev', 'lo');
     try {
@@ -1106,7 +1115,7 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
 
   // (g) HAProxy in TCP mode on the cluster address in the server namespace,
   // which must own that address for HAProxy to bind it.
-  steps.push(async () => {
+  steps.set('haproxy', async () => {
   if (!tools.haproxy || !SELECTED.has('haproxy')) {
     failPath('haproxy', tools.haproxy ? 'not in BENCH_PATHS' : 'haproxy not installed', true);
     return;
@@ -1138,11 +1147,12 @@ async function run(sandbox: NetnsSandbox, dir: string, live: Live, tools: { hapr
   }
   });
 
-  // Every path in each round, the order reversed every other round: a machine
-  // whose speed drifts during the run favours no path.
+  // Every path in each round, in RUN_ORDER, reversed every other round: a
+  // machine whose speed drifts during the run favours no path.
+  const ordered = RUN_ORDER.map((path) => steps.get(path)!);
   for (round = 0; round < ROUNDS; round++) {
     if (ROUNDS > 1) progress(`round ${round + 1} of ${ROUNDS}${round % 2 === 1 ? ' (paths in reverse order)' : ''}`);
-    for (const step of round % 2 === 0 ? steps : [...steps].reverse()) await step();
+    for (const step of round % 2 === 0 ? ordered : [...ordered].reverse()) await step();
   }
   return outcome;
 }
@@ -1317,7 +1327,7 @@ async function main(): Promise<number> {
   if (!tools.iperf) console.log('note: iperf3 not found: every bulk run is skipped (Debian: apt-get install iperf3)');
   console.log(`machine: load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} before the run (anything else running shares the same ${cpus().length} CPUs)`);
   console.log(`load: wrk -t${THREADS} -c${CONNECTIONS}, ${SECONDS} s per run (BENCH_SECONDS); new-conn sends "Connection: close"; 2 nginx daemons, 1 worker each (reuseport: 1 nginx, ${REUSEPORT_WORKERS} workers); hostlb's scheduler ${SCHEDULER ?? 'wlc (its default)'}; `
-    + `bulk: iperf3 -t${SECONDS}, one stream, client to the first daemon's iperf3 (reuseport: to one on the cluster address); paths in this order: ${PATHS.join(', ')}`);
+    + `bulk: iperf3 -t${SECONDS}, one stream, client to the first daemon's iperf3 (reuseport: to one on the cluster address); paths in this order: ${RUN_ORDER.join(', ')}`);
 
   const sandbox = new NetnsSandbox();
   const dir = mkdtempSync(join(tmpdir(), 'hostlb-e2e-'));
