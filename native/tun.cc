@@ -352,49 +352,45 @@ constexpr unsigned kRingBatch = 64;
 // RingReadSlots could not use the ring at all: read per packet instead.
 constexpr int64_t kRingUnavailable = -2;
 
-// Writes that go into the same io_uring_enter as a ring read, ahead of it
-// (cycleVnetBatch): two iovecs per packet; results[i] gets each one's result.
-struct RingWrites {
-  const struct iovec* vectors;
-  unsigned count;
-  int32_t* results;
+// The operations of one RingReadSlots call: room for a chunk of writes
+// ahead of the reads (cycleVnetBatch puts them at the front: two iovecs and
+// one result each) and a chunk of reads after them.
+struct RingScratch {
+  struct iovec vectors[4 * kRingBatch];
+  int32_t results[2 * kRingBatch];
 };
 
 // ReadIntoSlots with headers, through the fd's ring: the reads of a batch in
 // one io_uring_enter. It tries `readAhead` reads (one more than the last
 // call found, at least two: one packet and the read that finds the device
-// empty), then twice as many again while every one found a packet. `writes`
-// (optional, at most kRingBatch) go into the first enter, ahead of the reads.
-// Returns the count, -1 with an exception pending, or kRingUnavailable (then
-// nothing ran, the writes neither).
+// empty), then twice as many again while every one found a packet. The
+// first `writes` operations of `scratch` (at most kRingBatch), already
+// filled in, go into the first enter ahead of the reads and leave their
+// results in place. Returns the count, -1 with an exception pending, or
+// kRingUnavailable (then nothing ran, the writes neither).
 int64_t RingReadSlots(Napi::Env env, RingSlot* slot, const BatchArgs& a, size_t max, uint8_t* headers, const char* name,
-                      const RingWrites* writes = nullptr) {
-  struct iovec vectors[4 * kRingBatch];
-  int32_t results[2 * kRingBatch];
-  unsigned entries = hostlb::RingEntries(slot->ring);
-  unsigned ahead = writes == nullptr ? 0 : writes->count;
+                      RingScratch* scratch, unsigned writes = 0) {
+  unsigned limit = std::min(kRingBatch, hostlb::RingEntries(slot->ring) - writes);
+  // Reads always sit after the writes, so later enters leave the writes' results alone.
+  struct iovec* reads = scratch->vectors + 2 * writes;
+  const int32_t* readResults = scratch->results + writes;
   size_t count = 0;
   unsigned want = slot->readAhead;
   int firstError = 0;
   bool empty = false, first = true;
-  while ((count < max && !empty) || (first && ahead > 0)) {
-    unsigned limit = std::min(kRingBatch, entries - ahead);
+  while ((count < max && !empty) || (first && writes > 0)) {
     unsigned n = static_cast<unsigned>(std::min<size_t>(std::min(want, limit), max - count));
-    if (ahead > 0) memcpy(vectors, writes->vectors, 2 * ahead * sizeof(struct iovec));
-    struct iovec* reads = vectors + 2 * ahead;
     for (unsigned j = 0; j < n; j++) {
       size_t i = count + j, room;
       if (!SlotRoom(env, a, i, name, &room)) return -1;
       reads[2 * j] = {headers + i * kVnetHeaderLen, kVnetHeaderLen};
       reads[2 * j + 1] = {a.buffer + a.offsets[i], room};
     }
-    if (hostlb::RingRun(slot->ring, a.fd, vectors, 2, ahead, ahead + n, results) < 0) {
+    unsigned ahead = first ? writes : 0;
+    if (hostlb::RingRun(slot->ring, a.fd, reads - 2 * ahead, 2, ahead, ahead + n, scratch->results + writes - ahead) < 0) {
       if (first) return kRingUnavailable;
       break;
     }
-    if (ahead > 0) memcpy(writes->results, results, ahead * sizeof(int32_t));
-    const int32_t* readResults = results + ahead;
-    ahead = 0;
     first = false;
     // Results in submission order. A packet that arrived between a read that
     // found the device empty and a later one leaves a gap: move it down, so
@@ -588,7 +584,8 @@ Napi::Value ReadVnetBatch(const Napi::CallbackInfo& info) {
   VnetRead r;
   if (!GetVnetRead(info, 1, &r)) return env.Undefined();
   RingSlot* ring = FindRing(env, r.a.fd);
-  int64_t count = ring == nullptr ? kRingUnavailable : RingReadSlots(env, ring, r.a, r.max, r.headers, "readVnetBatch");
+  RingScratch scratch;
+  int64_t count = ring == nullptr ? kRingUnavailable : RingReadSlots(env, ring, r.a, r.max, r.headers, "readVnetBatch", &scratch);
   if (count == -1 || (count = FinishVnetRead(env, r, count, "readVnetBatch")) < 0) return env.Undefined();
   return Napi::Number::New(env, static_cast<double>(count));
 }
@@ -741,16 +738,14 @@ Napi::Value CycleVnetBatch(const Napi::CallbackInfo& info) {
     int64_t early = last > 0 ? WriteVnet(env, VnetWrite{w.a, w.flags, w.headers, w.headersLength, last, w.slotSize}, 0, 0) : 0;
     if (early < 0) return env.Undefined();
     accepted = static_cast<uint32_t>(early);
-    struct iovec vectors[2 * kRingBatch];
-    int32_t results[kRingBatch];
+    RingScratch scratch;
     unsigned n = static_cast<unsigned>(w.max - last);
     for (unsigned j = 0; j < n; j++) {
-      if (!VnetWriteVector(env, w, last + j, &vectors[2 * j])) return env.Undefined();
+      if (!VnetWriteVector(env, w, last + j, &scratch.vectors[2 * j])) return env.Undefined();
     }
-    RingWrites writes{vectors, n, results};
-    count = RingReadSlots(env, ring, r.a, r.max, r.headers, "cycleVnetBatch", &writes);
+    count = RingReadSlots(env, ring, r.a, r.max, r.headers, "cycleVnetBatch", &scratch, n);
     if (count == -1) return env.Undefined();
-    if (count != kRingUnavailable && !CountRingWrites(env, w.a.fd, results, n, &accepted)) return env.Undefined();
+    if (count != kRingUnavailable && !CountRingWrites(env, w.a.fd, scratch.results, n, &accepted)) return env.Undefined();
     if (count == kRingUnavailable) {
       int64_t rest = WriteVnet(env, w, last, accepted);
       if (rest < 0) return env.Undefined();

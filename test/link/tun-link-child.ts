@@ -176,6 +176,20 @@ function writeAt(link: TunLink, batch: PacketBatch, packets: Array<[Uint8Array, 
   return link.write(fill(batch, packets));
 }
 
+/** Pushes each datagram `socket` receives onto `received`; resolves at `count` of them (or the deadline). */
+function collect(socket: Socket, count: number, received: string[]): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, DEADLINE_MS);
+    socket.on('message', (msg) => {
+      received.push(msg.toString());
+      if (received.length === count) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
 /** The UDP payloads to port 9999 among a batch's first `count` packets, in slot order. */
 function payloadsTo9999(batch: PacketBatch, count: number): string[] {
   const found: string[] = [];
@@ -291,16 +305,7 @@ async function burst(): Promise<Record<string, unknown>> {
   out.readCounts = counts;
 
   const received: string[] = [];
-  const allReceived = new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, DEADLINE_MS);
-    socket.on('message', (msg) => {
-      received.push(msg.toString());
-      if (received.length === 20) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const allReceived = collect(socket, 20, received);
   const accepted: number[] = [];
   for (const [from, to] of [[0, 8], [8, 16], [16, 20]]) {
     const packets: Array<[Uint8Array, number]> = [];
@@ -339,16 +344,7 @@ async function cycle(ioUring: boolean): Promise<Record<string, unknown>> {
   await woke;
 
   const received: string[] = [];
-  const allReceived = new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, DEADLINE_MS);
-    socket.on('message', (msg) => {
-      received.push(msg.toString());
-      if (received.length === 2) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
+  const allReceived = collect(socket, 2, received);
   const reply = (i: number): Uint8Array => ipv4Udp([198, 18, 0, 2], [198, 18, 0, 1], 9999, socket.address().port, Buffer.from(`reply-${i}`));
   fill(outgoing, [[reply(0), 0], [Uint8Array.of(0x00, 0x01, 0x02), 2048], [reply(1), 4096]]);
   const result: CycleResult = { written: -1, read: -1 };

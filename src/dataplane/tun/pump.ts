@@ -31,6 +31,8 @@ export class TunPump {
   /** The other pair with Link.cycle, else the same as input and output. */
   private readonly spareInput: PacketBatch;
   private readonly spareOutput: PacketBatch;
+  /** The link has Link.cycle: then the pump keeps two batches. */
+  private readonly cycles: boolean;
   private readonly cycled: CycleResult = { written: 0, read: 0 };
   /** Packets read from and written to the link, and link writes that refused packets. */
   packetsRead = 0;
@@ -47,8 +49,9 @@ export class TunPump {
     const slotSize = Math.ceil(Math.max(link.maxReadSize, 1500) / 64) * 64;
     this.input = createBatch(options.batchSize ?? 64, slotSize);
     this.output = createSiblingBatch(this.input);
-    this.spareInput = link.cycle === undefined ? this.input : createBatch(this.input.capacity, slotSize);
-    this.spareOutput = link.cycle === undefined ? this.output : createSiblingBatch(this.spareInput);
+    this.cycles = link.cycle !== undefined;
+    this.spareInput = this.cycles ? createBatch(this.input.capacity, slotSize) : this.input;
+    this.spareOutput = this.cycles ? createSiblingBatch(this.spareInput) : this.output;
     this.batchesPerTurn = options.batchesPerTurn ?? 32;
     this.clock = options.clock ?? Date.now;
   }
@@ -96,10 +99,10 @@ export class TunPump {
       this.packetsRead += n;
       dispatcher.process(input, output, this.clock());
       const lastTurn = turn >= this.batchesPerTurn;
-      if (output.count > 0 && link.cycle !== undefined && !lastTurn) {
+      if (output.count > 0 && this.cycles && !lastTurn) {
         // Out from this pair, in to the other: the next batch, if any came.
         const next = input === this.input ? this.spareInput : this.input;
-        link.cycle(output, next, cycled);
+        link.cycle!(output, next, cycled);
         this.count(output, cycled.written);
         output = next === this.input ? this.output : this.spareOutput;
         input = next;
@@ -107,17 +110,17 @@ export class TunPump {
         continue;
       }
       if (output.count > 0) this.count(output, link.write(output));
+      // A short batch means the read already met an empty device: another
+      // read would only return EAGAIN (one wasted system call per wake-up,
+      // which is most of them under request/response load). The poll is
+      // level-triggered, so packets that arrive now wake us again.
+      if (n < input.capacity) return;
       if (lastTurn) {
         // More may be waiting: come back after timers and the admin API had their turn.
         this.scheduled = true;
         setImmediate(this.yieldThenDrain);
         return;
       }
-      // A short batch means the read already met an empty device: another
-      // read would only return EAGAIN (one wasted system call per wake-up,
-      // which is most of them under request/response load). The poll is
-      // level-triggered, so packets that arrive now wake us again.
-      if (n < input.capacity) return;
       n = link.read(input);
     }
   };

@@ -58,16 +58,22 @@ async function until(check: () => boolean): Promise<void> {
   while (!check()) await new Promise((resolve) => setImmediate(resolve));
 }
 
+/** The numbers of the first `count` packets the link was given to write, in order. */
+async function writtenPackets(link: MemoryLink, count: number): Promise<number[]> {
+  const written: number[] = [];
+  await until(() => {
+    for (const p of link.drain()) written.push(p[39]);
+    return written.length >= count;
+  });
+  return written;
+}
+
 test('TunPump with Link.cycle writes every packet in order, out of one batch while reading into the other', async () => {
   const link = new CyclingLink();
   const pump = new TunPump(link, passThrough(), { batchSize: 2 });
   for (let n = 0; n < 5; n++) link.inject(packet(n));
   pump.start();
-  const written: number[] = [];
-  await until(() => {
-    for (const p of link.drain()) written.push(p[39]);
-    return written.length === 5;
-  });
+  const written = await writtenPackets(link, 5);
   pump.stop();
   assert.deepEqual(written, [0, 1, 2, 3, 4]);
   assert.equal(link.reads, 1, 'one read to start; each later batch came in with the write before it');
@@ -93,11 +99,7 @@ test('TunPump with Link.cycle yields after batchesPerTurn and carries on from th
   const pump = new TunPump(link, passThrough(), { batchSize: 2, batchesPerTurn: 2 });
   for (let n = 0; n < 9; n++) link.inject(packet(n));
   pump.start();
-  const written: number[] = [];
-  await until(() => {
-    for (const p of link.drain()) written.push(p[39]);
-    return written.length === 9;
-  });
+  const written = await writtenPackets(link, 9);
   pump.stop();
   assert.deepEqual(written, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
   // Each turn: a read, a cycle (writes the first batch, reads the second), then the second batch written plainly.
