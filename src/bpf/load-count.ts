@@ -9,16 +9,17 @@
 //                      (up to MAX_MEMBERS): the daemons a least-loaded port
 //                      picks among and their weights. Modes hash and source
 //                      leave the port to the bucket table; the plane writes it.
-//   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64}:
-//                      connections the slot's socket accepted and not yet
-//                      closed; connections handed over but not yet
-//                      established, counted in the window (ktime >> 30,
-//                      about a second) of their SYN and the one before.
-//   slots       SK_STORAGE (BPF_F_CLONE) socket → {slot u32, counted u32}:
-//                      written by hostlb on each daemon's listening socket
-//                      when it takes it; the kernel copies it to every
-//                      connection that socket accepts, so a connection knows
-//                      its daemon with no per-flow table.
+//   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64,
+//                      generation u64}: connections the slot's socket
+//                      accepted and not yet closed; connections handed over
+//                      but not yet established, counted in the window
+//                      (ktime >> 30, about a second) of their SYN and the one
+//                      before; which owner of the slot the counts are for.
+//   slots       SK_STORAGE (BPF_F_CLONE) socket → {slot u32, counted u32,
+//                      generation u64}: written by hostlb on each daemon's
+//                      listening socket when it takes it; the kernel copies
+//                      it to every connection that socket accepts, so a
+//                      connection knows its daemon with no per-flow table.
 //
 // Counting, for every TCP cluster port whatever its scheduler (the counts are
 // also hostlb's active connections per daemon). The sk_lookup program, having
@@ -32,6 +33,14 @@
 // count that does not decay. A connection accepted before hostlb took its
 // daemon's socket carries no value and is not counted; one that reached the
 // daemon's own address directly is (it is the daemon's load all the same).
+//
+// Generations. A slot given to another daemon (its first left the
+// configuration) starts a new generation with counts of zero
+// (SkLookupDispatch.releaseSlot). Both events count only when the
+// connection's value and the slot's entry name the same generation: the old
+// daemon may run on outside hostlb, its listening socket still marked with
+// the slot, and neither what it accepts from then on nor the closing of what
+// it accepted before may count against the slot's next owner.
 //
 // Before this, a `pending` LRU hash (flow → slot, from the SYN) and an
 // `established` hash (flow → slot, until close) told a connection's daemon:
@@ -64,14 +73,16 @@ export type PortModeValue = (typeof PortMode)[keyof typeof PortMode];
 
 export const MEMBERS_HEADER = 8;
 export const MEMBERS_SIZE = MEMBERS_HEADER + MAX_MEMBERS * 8;
-export const LOAD_SIZE = 32;
+export const LOAD_SIZE = 40;
 const LOAD_ACTIVE = 0;
 const LOAD_CURRENT = 8;
 const LOAD_PREVIOUS = 16;
 const LOAD_WINDOW = 24;
-/** A `slots` value: {slot u32, counted u32}. */
-export const SLOT_VALUE_SIZE = 8;
+const LOAD_GENERATION = 32;
+/** A `slots` value: {slot u32, counted u32, generation u64}. */
+export const SLOT_VALUE_SIZE = 16;
 const SLOT_COUNTED = 4;
+const SLOT_GENERATION = 8;
 /** ktime_get_ns() >> WINDOW_SHIFT: about one second per window. */
 const WINDOW_SHIFT = 30;
 
@@ -339,6 +350,10 @@ export function buildCountProgram(maps: CountMaps): Uint8Array {
     a.ldMapFd(R1, maps.loads).mov64(R2, R10).alu64('add', R2, SLOT).call(Helper.mapLookupElem);
     a.jmp('eq', R0, 0, 'out');
   };
+  // Out unless the `loads` value at r0 and the `slots` value at r9 name one generation.
+  const sameGeneration = (): void => {
+    a.ldx('dw', R1, R0, LOAD_GENERATION).ldx('dw', R2, R9, SLOT_GENERATION).jmp('ne', R1, R2, 'out');
+  };
 
   a.mov64(R6, R1);
   a.ldx('w', R2, R6, SOCK_OPS_OP);
@@ -346,20 +361,25 @@ export function buildCountProgram(maps: CountMaps): Uint8Array {
   a.jmp('ne', R2, SOCK_OPS_STATE, 'out');
   a.ldx('w', R2, R6, SOCK_OPS_NEW_STATE).jmp('ne', R2, TCP_CLOSE, 'out');
 
-  // Closed: a counted connection leaves its slot's `active` (once: the mark is taken off).
+  // Closed: a counted connection leaves its slot's `active` (once: the mark is taken off),
+  // unless the slot has had another owner since.
   storage();
   a.ldx('w', R1, R0, SLOT_COUNTED).jmp('eq', R1, 0, 'out');
-  a.st('w', R0, SLOT_COUNTED, 0).ldx('w', R7, R0, 0);
+  a.st('w', R0, SLOT_COUNTED, 0).ldx('w', R7, R0, 0).mov64(R9, R0);
   lookupLoads();
+  sameGeneration();
   a.mov64(R1, -1).atomic('add', 'dw', R0, LOAD_ACTIVE, R1);
   a.ja('out');
 
-  // Established: a connection of a daemon's socket moves from its slot's pending to active.
+  // Established: a connection of a daemon's socket moves from its slot's pending to active,
+  // when the socket was marked for the slot's present owner.
   a.label('established');
   storage();
   a.ldx('w', R1, R0, SLOT_COUNTED).jmp('ne', R1, 0, 'out');
-  a.st('w', R0, SLOT_COUNTED, 1).ldx('w', R7, R0, 0);
+  a.ldx('w', R7, R0, 0).mov64(R9, R0);
   lookupLoads();
+  sameGeneration();
+  a.st('w', R9, SLOT_COUNTED, 1);
   a.mov64(R8, R0);
   a.mov64(R1, 1).atomic('add', 'dw', R8, LOAD_ACTIVE, R1);
   // Its SYN was counted in this window or the one before, both summed as pending while
@@ -378,10 +398,19 @@ export function buildCountProgram(maps: CountMaps): Uint8Array {
   return a.assemble();
 }
 
-/** The `slots` value hostlb writes on the listening socket of the daemon in `slot` (not yet counted). */
-export function encodeSlotValue(slot: number): Uint8Array {
+/** The `slots` value hostlb writes on the listening socket of the daemon in `slot`, of the slot's `generation` (not yet counted). */
+export function encodeSlotValue(slot: number, generation: bigint): Uint8Array {
   const bytes = new Uint8Array(SLOT_VALUE_SIZE);
-  new DataView(bytes.buffer).setUint32(0, slot, true);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, slot, true);
+  view.setBigUint64(SLOT_GENERATION, BigInt.asUintN(64, generation), true);
+  return bytes;
+}
+
+/** A `loads` value for a slot's new owner: no connection counted, generation `generation`. */
+export function encodeFreshLoad(generation: bigint): Uint8Array {
+  const bytes = new Uint8Array(LOAD_SIZE);
+  new DataView(bytes.buffer).setBigUint64(LOAD_GENERATION, BigInt.asUintN(64, generation), true);
   return bytes;
 }
 
@@ -411,6 +440,8 @@ export interface SlotLoad {
   active: number;
   /** Handed over, handshake not complete, in the last two windows. */
   pending: number;
+  /** Which owner of the slot these are for (starts at 0, one more per releaseSlot). */
+  generation: bigint;
 }
 
 /** Reads a `loads` value; `nowWindow` is the current window (ktime >> 30), or null to count every pending field. */
@@ -422,7 +453,7 @@ export function decodeLoad(bytes: Uint8Array, nowWindow: bigint | null): SlotLoa
   const window = view.getBigUint64(LOAD_WINDOW, true);
   let pending = current + previous;
   if (nowWindow !== null) pending = window === nowWindow ? current + previous : window + 1n === nowWindow ? current : 0;
-  return { active: Math.max(0, active), pending: Math.max(0, pending) };
+  return { active: Math.max(0, active), pending: Math.max(0, pending), generation: view.getBigUint64(LOAD_GENERATION, true) };
 }
 
 /** The current window as the programs compute it (CLOCK_MONOTONIC is ktime_get_ns). */

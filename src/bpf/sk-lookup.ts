@@ -67,7 +67,7 @@ import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 import { BtfBuilder } from './btf.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
-import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
+import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeFreshLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
@@ -419,7 +419,8 @@ function createSlotStorage(): number {
   const btf = new BtfBuilder();
   const key = btf.addInt('int', 4, true);
   const u32Type = btf.addInt('unsigned int', 4, false);
-  const value = btf.addStruct('hlb_slot', [{ name: 'slot', type: u32Type }, { name: 'counted', type: u32Type }]);
+  const u64Type = btf.addInt('unsigned long long', 8, false);
+  const value = btf.addStruct('hlb_slot', [{ name: 'slot', type: u32Type }, { name: 'counted', type: u32Type }, { name: 'generation', type: u64Type }]);
   const btfFd = loadBtf(btf.build());
   try {
     return createMap({
@@ -552,7 +553,7 @@ export class SkLookupDispatch {
       const expect = (fd: number, name: string, type: number, keySize: number, valueSize: number): number => {
         const info = mapInfo(fd);
         if (info.type !== type || info.keySize !== keySize || info.valueSize !== valueSize) {
-          fail('BPF_FAILED', `${join(dir, name)} is a map of type ${info.type} with ${info.keySize}-byte keys and ${info.valueSize}-byte values, not hostlb's ${name} map`);
+          fail('BPF_FAILED', `${join(dir, name)} is a map of type ${info.type} with ${info.keySize}-byte keys and ${info.valueSize}-byte values, not hostlb's ${name} map as this version lays it out (left by another version of hostlb?): stop that hostlb, or run \`hostlb cleanup\` for its device, then start again`);
         }
         return info.maxEntries;
       };
@@ -705,7 +706,7 @@ export class SkLookupDispatch {
     try {
       // First the mark, so no connection the dispatch hands it goes uncounted: the connections it
       // accepts from now on carry the slot (load-count.ts). A UDP socket's is never read.
-      if (this.f.slots >= 0) updateElement(this.f.slots, u32(fd), encodeSlotValue(slot), BPF_ANY);
+      if (this.f.slots >= 0) updateElement(this.f.slots, u32(fd), encodeSlotValue(slot, this.load(slot).generation), BPF_ANY);
       updateElement(this.f.sockets, u32(slot), value, BPF_ANY);
     } catch (error) {
       const errno = ((error as HostlbError).cause as { code?: string } | undefined)?.code;
@@ -716,6 +717,19 @@ export class SkLookupDispatch {
       }
       throw error;
     }
+  }
+
+  /**
+   * Gives `slot` to a new owner: empties it and starts its counts afresh in
+   * the next generation, so neither what the old socket accepts from now on
+   * nor the closing of what it accepted before counts against the next
+   * daemon (load-count.ts, Generations). The old socket's mark stays: hostlb
+   * no longer holds it, and it may belong to a daemon that runs on.
+   */
+  releaseSlot(slot: number): void {
+    const generation = this.load(slot).generation;
+    this.clearSocket(slot);
+    updateElement(this.f.loads, u32(slot), encodeFreshLoad(generation + 1n), BPF_ANY);
   }
 
   /** Empties `slot`; false when it was already empty. */

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Assembler, PSEUDO_MAP_FD, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from '../../src/bpf/asm.js';
 import { BUCKETS, TRIES, bucketCandidates, buildProgram, encodePortKey, flowHash } from '../../src/bpf/sk-lookup.js';
-import { buildCountProgram, cpuGroupStart, decodeLoad, encodeMembers, MAX_MEMBERS, MEMBERS_SIZE, PortMode } from '../../src/bpf/load-count.js';
+import { buildCountProgram, cpuGroupStart, decodeLoad, encodeFreshLoad, encodeMembers, encodeSlotValue, LOAD_SIZE, MAX_MEMBERS, MEMBERS_SIZE, PortMode, SLOT_VALUE_SIZE } from '../../src/bpf/load-count.js';
 import { findSocketInode } from '../../src/bpf/listener.js';
 
 function hex(bytes: Uint8Array): string {
@@ -193,15 +193,21 @@ test('load-count: the counting program names its two maps and returns 1; members
   const many = encodeMembers(PortMode.least, Array.from({ length: MAX_MEMBERS + 5 }, (_, i) => ({ slot: i + 1, weight: 1 })));
   assert.equal(new DataView(many.buffer).getUint32(0, true), MAX_MEMBERS, 'at most MAX_MEMBERS');
 
-  const load = new Uint8Array(32);
+  const load = new Uint8Array(LOAD_SIZE);
   const l = new DataView(load.buffer);
   l.setBigInt64(0, 5n, true); // active
   l.setBigInt64(8, 2n, true); // current window's pending
   l.setBigInt64(16, 3n, true); // previous window's
   l.setBigUint64(24, 100n, true); // window
-  assert.deepEqual(decodeLoad(load, 100n), { active: 5, pending: 5 }, 'this window: both');
-  assert.deepEqual(decodeLoad(load, 101n), { active: 5, pending: 2 }, 'a window later: the current one only');
-  assert.deepEqual(decodeLoad(load, 102n), { active: 5, pending: 0 }, 'two later: nothing pending counts');
+  l.setBigUint64(32, 7n, true); // generation
+  assert.deepEqual(decodeLoad(load, 100n), { active: 5, pending: 5, generation: 7n }, 'this window: both');
+  assert.deepEqual(decodeLoad(load, 101n), { active: 5, pending: 2, generation: 7n }, 'a window later: the current one only');
+  assert.deepEqual(decodeLoad(load, 102n), { active: 5, pending: 0, generation: 7n }, 'two later: nothing pending counts');
+  assert.deepEqual(decodeLoad(encodeFreshLoad(8n), 100n), { active: 0, pending: 0, generation: 8n }, 'a new owner: nothing counted, the next generation');
+  const slot = encodeSlotValue(3, 8n);
+  const sv = new DataView(slot.buffer);
+  assert.equal(slot.length, SLOT_VALUE_SIZE);
+  assert.deepEqual([sv.getUint32(0, true), sv.getUint32(4, true), sv.getBigUint64(8, true)], [3, 0, 8n], 'slot, not counted, generation');
   l.setBigInt64(0, -1n, true);
   assert.equal(decodeLoad(load, 100n).active, 0, 'a count that raced below 0 reads as 0');
 });

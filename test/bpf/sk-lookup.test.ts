@@ -316,8 +316,8 @@ test('sk-lookup: IPv6 connections go to the daemon the flow hash names', async (
 });
 
 /** A client process holding `count` connections to the cluster port, opened at once. */
-async function holdConnections(sandbox: NetnsSandbox, ns: Namespace, count: number): Promise<{ greetings: string[]; release(): Promise<void> }> {
-  const child = sandbox.spawn(ns, [process.execPath, CHILD, 'tcp-hold', CLUSTER_V4, String(CLUSTER_PORT), CLIENT_V4, String(count)], { stdio: ['pipe', 'pipe', 'pipe'] });
+async function holdConnections(sandbox: NetnsSandbox, ns: Namespace, count: number, host = CLUSTER_V4, port = CLUSTER_PORT): Promise<{ greetings: string[]; release(): Promise<void> }> {
+  const child = sandbox.spawn(ns, [process.execPath, CHILD, 'tcp-hold', host, String(port), CLIENT_V4, String(count)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const lines = new Lines('tcp-hold', child);
   const held = await lines.take((l) => l.event === 'held' || l.event === 'failed', 'held line');
   assert.equal(held.event, 'held', JSON.stringify(held));
@@ -335,6 +335,22 @@ function tally(greetings: string[], names: string[]): number[] {
   return names.map((n) => greetings.filter((g) => g === `hello from ${n}`).length);
 }
 
+/** The cgroup v2 root the counting program attaches to, or null (and `t` skipped) when none is mounted. */
+function cgroupRootOrSkip(t: TestContext): string | null {
+  const root = cgroupRoot();
+  if (root === null) t.skip('no cgroup2 file system is mounted');
+  return root;
+}
+
+function attachCounting(dispatch: SkLookupDispatch, root: string): void {
+  const cgroup = openSync(root, 'r');
+  try {
+    dispatch.attachCounting(cgroup);
+  } finally {
+    closeSync(cgroup);
+  }
+}
+
 /** Polls (every 20 ms, bounded by the hang guard) until `read()` equals `want`; returns the last value. */
 async function settle<T>(read: () => T, want: T): Promise<T> {
   const deadline = Date.now() + EVENT_TIMEOUT_MS;
@@ -348,11 +364,8 @@ async function settle<T>(read: () => T, want: T): Promise<T> {
 
 test('sk-lookup: least-loaded ports pick by the kernel\'s own connection counts, per connection', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces, BPF programs and a cgroup v2 mount')) return;
-  const root = cgroupRoot();
-  if (root === null) {
-    t.skip('no cgroup2 file system is mounted');
-    return;
-  }
+  const root = cgroupRootOrSkip(t);
+  if (root === null) return;
   const names = ['A', 'B', 'C'];
   const addresses = ['198.18.2.1', '198.18.2.2', '198.18.2.3'];
   const { sandbox, ns, netnsFd } = setUp(t, [CLUSTER_V4, CLIENT_V4, ...addresses]);
@@ -363,15 +376,13 @@ test('sk-lookup: least-loaded ports pick by the kernel\'s own connection counts,
   // The buckets name A alone: any connection not on A was placed by load.
   dispatch.setBuckets(0, [1]);
   dispatch.setMembers(0, PortMode.least, [1, 2, 3].map((slot) => ({ slot, weight: 1 })));
-  const cgroup = openSync(root, 'r');
-  try {
-    dispatch.attachCounting(cgroup);
-  } finally {
-    closeSync(cgroup);
-  }
+  attachCounting(dispatch, root);
   assert.equal(dispatch.counting, true);
   dispatch.attach(netnsFd);
-  const loads = (): Array<{ active: number; pending: number }> => [1, 2, 3].map((slot) => dispatch.load(slot));
+  const loads = (): Array<{ active: number; pending: number }> => [1, 2, 3].map((slot) => {
+    const { active, pending } = dispatch.load(slot);
+    return { active, pending };
+  });
 
   // Nine connections opened together: each daemon gets three (lc), and holds them.
   const first = await holdConnections(sandbox, ns, 9);
@@ -407,6 +418,48 @@ test('sk-lookup: least-loaded ports pick by the kernel\'s own connection counts,
   assert.deepEqual(fifth.greetings, ['hello from A', 'hello from A']);
   for (const held of [second, third, fourth, fifth]) await held.release();
   assert.deepEqual(await settle(loads, idle), idle, 'every count back to 0 once the client closed');
+});
+
+test('sk-lookup: a slot given to another daemon counts nothing of its old daemon, which runs on', async (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces, BPF programs and a cgroup v2 mount')) return;
+  const root = cgroupRootOrSkip(t);
+  if (root === null) return;
+  const { sandbox, ns, netnsFd } = setUp(t, [CLUSTER_V4, CLIENT_V4, ...DAEMONS_V4]);
+  const [a, b] = await Promise.all(['A', 'B'].map((n, i) => startDaemon(sandbox, ns, 'tcp', n, DAEMONS_V4[i], DAEMON_PORT, true)));
+  const dispatch = dispatchFor(t);
+  adoptSocket(dispatch, 1, 'tcp', a, DAEMONS_V4[0], DAEMON_PORT);
+  dispatch.setPort({ protocol: 'tcp', family: 4, port: CLUSTER_PORT, address: CLUSTER_V4 }, 0);
+  dispatch.setBuckets(0, [1]);
+  dispatch.setMembers(0, PortMode.least, [{ slot: 1, weight: 1 }]);
+  attachCounting(dispatch, root);
+  dispatch.attach(netnsFd);
+  const active = (): number => dispatch.load(1).active;
+
+  const throughCluster = await holdConnections(sandbox, ns, 2);
+  assert.deepEqual(throughCluster.greetings, ['hello from A', 'hello from A']);
+  assert.equal(await settle(active, 2), 2);
+
+  // A leaves slot 1 but runs on, its listening socket still marked with the slot.
+  dispatch.releaseSlot(1);
+  assert.deepEqual(dispatch.load(1), { active: 0, pending: 0, generation: 1n });
+  assert.equal(dispatch.socketCookie(1), null);
+  const direct = await holdConnections(sandbox, ns, 1, DAEMONS_V4[0], DAEMON_PORT);
+  assert.deepEqual(direct.greetings, ['hello from A']);
+
+  // B takes the slot: its connection counts, A's direct one (accepted above, before B's) does not.
+  adoptSocket(dispatch, 1, 'tcp', b, DAEMONS_V4[1], DAEMON_PORT);
+  const toB = await holdConnections(sandbox, ns, 1);
+  assert.deepEqual(toB.greetings, ['hello from B']);
+  assert.equal(await settle(active, 1), 1, 'only B\'s connection counts in slot 1');
+
+  // A's connections close (every one of its sockets but the listener gone): B's count stays.
+  await throughCluster.release();
+  await direct.release();
+  const aConnections = (): number => ns.exec(['ss', '-Htna', 'src', DAEMONS_V4[0]]).split('\n').filter((l) => l.trim() !== '' && !l.startsWith('LISTEN') && !l.startsWith('TIME-WAIT')).length;
+  assert.equal(await settle(aConnections, 0), 0, 'A\'s connections closed');
+  assert.equal(active(), 1, 'closing A\'s connections left B\'s count alone');
+  await toB.release();
+  assert.equal(await settle(active, 0), 0);
 });
 
 test('sk-lookup: a port in mode source (sh) sends every connection of a client address to one daemon', async (t) => {

@@ -7,7 +7,9 @@
 //      not one request fails or is refused while hostlb is dead; a new start
 //      on the same config and stateDir adopts the pins (dispatch_adopted,
 //      adopted) with the load still running; a deliberate stop then leaves no
-//      bpffs and no attached program behind.
+//      bpffs and no attached program behind. An adopting start on a changed
+//      configuration (a daemon removed, so the ids shift) gives each slot its
+//      daemon's own socket.
 //   2. an nginx daemon SIGKILLed under load, no advisor: passive health takes
 //      it down (/v1/health, a passive reason); the failed requests are
 //      counted and bounded by what was in flight at the kill plus the new
@@ -377,6 +379,40 @@ test('[socket] kill -9 of hostlb under load: dispatch goes on with no failed req
     }
   } finally {
     await stopAll(loads);
+    for (const h of started) await h.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+test('[socket] an adopting start on a changed configuration gives each daemon its own socket, not the one its id had before', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const endpoints = V4_DAEMONS.slice(0, 3);
+  const topo = healthSetup(t, endpoints.map(addressOf));
+  const { sandbox, client, server } = topo;
+  const daemons = await startNginxDaemons(sandbox, server, topo.dir, endpoints);
+  const started: HostlbProcess[] = [];
+  const servedBy = async (n: number): Promise<string[]> => {
+    const results = await curlThrough(sandbox, client, Array.from({ length: n }, () => URL_V4));
+    for (const r of results) assert.equal(r.httpCode, 200, JSON.stringify(r));
+    return [...new Set(results.map((r) => r.body.split(' ')[0]))].sort();
+  };
+  try {
+    const first = await startHostlb(topo, socketConfig(CLUSTER_V4, endpoints.map((address) => ({ address }))));
+    started.push(first);
+    assert.deepEqual(await servedBy(30), ['d1', 'd2', 'd3'], 'every daemon serves, so each slot holds its socket');
+    assert.equal((await first.kill()).signal, 'SIGKILL');
+
+    // d1 leaves the configuration but runs on: d2 and d3 now have the ids d1 and d2 had, and the
+    // pinned slots still hold d1's and d2's sockets.
+    const second = await startHostlb(topo, socketConfig(CLUSTER_V4, endpoints.slice(1).map((address) => ({ address }))));
+    started.push(second);
+    assert.equal(second.events.filter((e) => e.event === 'dispatch_adopted').length, 1, `the new hostlb adopted the pins:\n${second.describe()}`);
+    const replaced = second.events.filter((e) => e.event === 'adopted_socket_replaced').map((e) => String(e.daemon)).sort();
+    assert.deepEqual(replaced, endpoints.slice(1), `both slots were given their daemon's own socket:\n${second.describe()}`);
+    assert.deepEqual(await servedBy(60), ['d2', 'd3'], 'd1, out of the configuration, gets no connection; d2 and d3 both serve');
+
+    await stopDeliberately(second, server, pinDirOf(server));
+  } finally {
     for (const h of started) await h.stop();
     await stopDaemons(daemons);
   }

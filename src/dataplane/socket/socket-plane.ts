@@ -399,8 +399,8 @@ export class SocketPlane implements DataPlane {
     if (slot >= MAX_SLOTS) return;
     let state = this.slots.get(d.id);
     if (state !== undefined && state.daemon.name !== d.name) {
-      // The id was released and given to another daemon: the old one's socket must not serve it.
-      dispatch.clearSocket(slot);
+      // The id was released and given to another daemon: the old one's socket must not serve it, nor count in it.
+      dispatch.releaseSlot(slot);
       state = undefined;
     }
     if (state === undefined) {
@@ -408,6 +408,14 @@ export class SocketPlane implements DataPlane {
       const c = dispatch.counters(slot);
       state = { daemon: d, assigned: c.assigned, noSocket: c.noSocket, refused: c.refused, cookie: null };
       this.slots.set(d.id, state);
+      const adopted = dispatch.socketCookie(slot);
+      if (adopted !== null) {
+        try {
+          this.checkAdoptedSocket(dispatch, d, adopted);
+        } catch (e) {
+          this.logger.error({ err: e, daemon: d.name }, 'could not check the adopted socket of a daemon; it stays');
+        }
+      }
     }
     state.daemon = d;
     if (d.retired) return;
@@ -429,6 +437,35 @@ export class SocketPlane implements DataPlane {
       // The map holds the socket; this fd would keep it alive after the daemon closes it.
       closeFd(taken.fd);
     }
+  }
+
+  /**
+   * An adopted slot holds the socket an earlier hostlb put there for the
+   * daemon that had this id then; the configuration may have changed while no
+   * hostlb ran (a daemon removed, the list reordered), and the id now names
+   * another daemon. The socket stays only when it is daemon `d`'s own
+   * listener; otherwise the slot starts again for `d` (releaseSlot: the old
+   * daemon's counts go too) and `d`'s socket is taken as for a new daemon.
+   * A UDP socket (no counts) is replaced in place by `d`'s, when it has one.
+   */
+  private checkAdoptedSocket(dispatch: SkLookupDispatch, d: Daemon, cookie: bigint): void {
+    const slot = d.id + 1;
+    if (d.clusterPort.protocol === 'udp') {
+      const own = takeListener({ protocol: 'udp', address: d.address.text, port: d.port });
+      if (own !== null) {
+        try {
+          dispatch.setSocket(slot, own.fd);
+        } finally {
+          closeFd(own.fd);
+        }
+        return;
+      }
+    } else {
+      this.listening ??= this.sockets.read([TCP_LISTEN]);
+      if (this.listening.some((s) => s.localPort === d.port && sameAddress(s.local, d.address.bytes) && diagCookie(s) === cookie)) return;
+    }
+    dispatch.releaseSlot(slot);
+    this.logger.warn({ event: 'adopted_socket_replaced', daemon: d.name, port: d.clusterPort.name }, `the adopted dispatch gave ${d.name}'s slot another socket (the configuration changed while hostlb was not running); taking ${d.name}'s own`);
   }
 
   /**
@@ -508,8 +545,8 @@ export class SocketPlane implements DataPlane {
       const slot = id + 1;
       const daemon = this.balancer.tree.daemonsById[id];
       if (daemon === undefined) {
-        // Released: its slot empties, so nothing of the old daemon waits there for the id's next owner.
-        dispatch.clearSocket(slot);
+        // Released: its slot empties and its counts start again, so nothing of the old daemon waits there for the id's next owner.
+        dispatch.releaseSlot(slot);
         this.slots.delete(id);
         continue;
       }
@@ -634,6 +671,11 @@ function words(bytes: Uint8Array): Uint32Array {
   const w = new Uint32Array(4);
   for (let i = 0; i < bytes.length; i += 4) w[i / 4] = ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0;
   return w;
+}
+
+/** A sock_diag socket's cookie as SO_COOKIE and the sockmap give it (idiag_cookie[0] is the low word). */
+function diagCookie(s: TcpSocket): bigint {
+  return BigInt(s.cookie[0]) | (BigInt(s.cookie[1]) << 32n);
 }
 
 function sameAddress(a: Uint8Array, b: Uint8Array): boolean {
