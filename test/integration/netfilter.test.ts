@@ -204,6 +204,38 @@ test('[netfilter] held keep-alive connections survive a daemon added with new we
   }
 });
 
+test('[netfilter] a restart on a changed configuration counts each held connection for the daemon it reaches, not for the id its mark names', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const { topo, held } = await heldSetup(t);
+  const weighted = (daemons: string[]): Record<string, unknown> => ({
+    device: 'hlb0',
+    dataplane: 'netfilter',
+    clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, protocol: 'tcp', scheduler: 'wrr', daemons: daemons.map((address) => ({ address, weight: ENDPOINTS.indexOf(address) + 1 })) }] }],
+  });
+  let hostlb: HostlbProcess | undefined;
+  try {
+    hostlb = await startHostlb(topo, weighted(ENDPOINTS));
+    const first = await held.open(6);
+    assert.deepEqual(first.map((x) => x.status), first.map(() => 200), `six connections opened: ${JSON.stringify(first)}`);
+    const per = (d: string): number => names(first).filter((n) => n === d).length;
+    // Uneven (weights 1, 2, 3), so counting by the old ids would show other numbers.
+    assert.ok(per('d1') !== per('d2') && per('d2') !== per('d3'), `wrr spread them unevenly: ${names(first).join(' ')}`);
+    await hostlb.kill();
+
+    // d1 leaves the configuration: d2 and d3 now have the ids d1 and d2 had when the marks were set.
+    hostlb = await startHostlb(topo, weighted([D2, D3]));
+    const admin = AdminClient.of(hostlb);
+    const expected = { [D2]: per('d2'), [D3]: per('d3') };
+    await pollUntil(`the held connections counted for the daemons they reach (${JSON.stringify(expected)})`, async () => Object.fromEntries((await admin.daemonsOf(80)).map((d) => [d.address, d.activeFlows])), (v) => JSON.stringify(v) === JSON.stringify(expected), 60_000);
+    assertSameDaemons(await held.ask(), first, 'after the restart (conntrack carries them, d1\'s too)');
+    await held.close();
+    const exit = await hostlb.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, `hostlb stopped cleanly:\n${hostlb.describe()}`);
+  } finally {
+    await hostlb?.stop();
+  }
+});
+
 test('[netfilter] start --takeover: the old hostlb hands over and exits 0, held connections go on, the new one counts them and serves new ones', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
   const { topo, held } = await heldSetup(t);

@@ -24,6 +24,7 @@ export class CtEvent implements FlowEvent {
   get status(): number { return this.ct.status; }
   get tcpState(): number { return this.ct.tcpState; }
   get orig(): CtMessage['orig'] { return this.ct.orig; }
+  get reply(): CtMessage['reply'] | null { return this.ct.hasReply ? this.ct.reply : null; }
   get packetsOrig(): number { return this.ct.packetsOrig; }
   get bytesOrig(): number { return this.ct.bytesOrig; }
   get packetsReply(): number { return this.ct.packetsReply; }

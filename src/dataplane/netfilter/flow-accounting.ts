@@ -9,7 +9,7 @@
 // sequence of events (test/dataplane/netfilter/flow-accounting.test.ts).
 
 import type { Balancer } from '../../dispatch/balancer.js';
-import type { ClusterPort } from '../../dispatch/config-tree.js';
+import type { ClusterPort, Daemon } from '../../dispatch/config-tree.js';
 import { Drop } from '../../dispatch/drop-reason.js';
 import { D_ACTIVE_FLOWS, D_BYTES_IN, D_BYTES_OUT, D_PACKETS_IN, D_PACKETS_OUT, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYN_TIME_MS, D_SYNS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
 import { EVENT_DESTROY, EVENT_NEW, IPS_SEEN_REPLY, TcpCt } from '../../netlink/conntrack.js';
@@ -30,6 +30,8 @@ export interface FlowEvent {
   /** Reads the original tuple into `orig`; false when it is malformed. Asked only when needed: most events are state changes of a known flow. */
   tuples(): boolean;
   readonly orig: ClientTuple;
+  /** The reply tuple tuples() read (its source: the daemon the flow was translated to), or null when the message has none. */
+  readonly reply: ClientTuple | null;
   /** Reads the counters (a destroy event carries them when nf_conntrack_acct is on). */
   counters(): void;
   readonly packetsOrig: number;
@@ -208,17 +210,20 @@ export class FlowAccounting {
     if (id === REJECT_ID) return EVENT_DONE;
     this.events++;
     const stats = this.balancer.stats.daemon;
-    const b = id * DAEMON_COLUMNS;
     let flow = this.flows.get(ev.id);
+    // A flow restored from an earlier run counts for the daemon it was translated to, whatever id its mark names.
+    const b = (flow?.daemonId ?? id) * DAEMON_COLUMNS;
     if (flow === undefined) {
-      if (this.balancer.tree.daemonsById[id] === undefined || !ev.tuples()) return EVENT_DONE;
-      const o = ev.orig;
       if (restoring) {
-        const active = o.protocol !== 6 || !ENDED_TCP.has(ev.tcpState);
-        this.flows.set(ev.id, { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: ev.tcpState, active });
-        if (active) stats[b + D_ACTIVE_FLOWS]++;
+        const owner = ev.tuples() ? this.ownerOf(id, ev.reply) : -1;
+        if (owner < 0) return EVENT_DONE;
+        const active = ev.orig.protocol !== 6 || !ENDED_TCP.has(ev.tcpState);
+        this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active });
+        if (active) stats[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
         return EVENT_DONE;
       }
+      if (this.balancer.tree.daemonsById[id] === undefined || !ev.tuples()) return EVENT_DONE;
+      const o = ev.orig;
       const key = tupleKey(o);
       const pending = this.pending.get(key);
       const decided = pending !== undefined && pending.daemonId === id ? pending : undefined;
@@ -435,6 +440,24 @@ export class FlowAccounting {
     }
   }
 
+  /**
+   * The daemon a conntrack entry left by an earlier run belongs to, or -1
+   * when none of this configuration does. Its mark names the daemon by that
+   * run's id, and ids are per run: with the configuration changed in between
+   * (a daemon removed, the list reordered) the id may name another daemon
+   * now. The reply tuple's source is where conntrack translated the flow
+   * to: the mark's id stands when its daemon is there, else the daemon that
+   * is. Without a reply tuple the mark's id stands.
+   */
+  ownerOf(id: number, reply: ClientTuple | null): number {
+    const daemons = this.balancer.tree.daemonsById;
+    const named = daemons[id];
+    if (reply === null) return named === undefined ? -1 : id;
+    if (named !== undefined && translatedTo(named, reply)) return id;
+    for (const d of daemons) if (d !== undefined && translatedTo(d, reply)) return d.id;
+    return -1;
+  }
+
   /** Daemon ids that a flow hostlb follows, or a handshake it waits for, still names. */
   daemonsHeld(): Set<number> {
     const held = new Set<number>();
@@ -443,4 +466,14 @@ export class FlowAccounting {
     for (const l of this.late.values()) held.add(l.daemonId);
     return held;
   }
+}
+
+/** True when `reply`'s source, the address a flow was translated to, is daemon `d` (same protocol). */
+function translatedTo(d: Daemon, reply: ClientTuple): boolean {
+  const protocol = d.clusterPort.protocol;
+  if (protocol !== 'any' && (protocol === 'tcp') !== (reply.protocol === 6)) return false;
+  if (d.port !== reply.srcPort || d.address.family !== reply.family) return false;
+  const bytes = d.address.bytes;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== reply.src[i]) return false;
+  return true;
 }

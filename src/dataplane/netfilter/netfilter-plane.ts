@@ -505,7 +505,8 @@ export class NetfilterPlane implements DataPlane {
     try {
       socket.dump(this.requests, seq, 'list hostlb\'s live conntrack entries', (m, view) => {
         if (!ct.parse(view, m) || !ct.tuples(socket.buffer, view)) return;
-        live.set(ct.id, { daemonId: ct.mark & ID_MASK, protocol: ct.orig.protocol, key: tupleKey(ct.orig), tcpState: ct.tcpState });
+        const daemonId = this.accounting.ownerOf(ct.mark & ID_MASK, ct.hasReply ? ct.reply : null);
+        live.set(ct.id, { daemonId, protocol: ct.orig.protocol, key: tupleKey(ct.orig), tcpState: ct.tcpState });
       });
     } catch (e) {
       this.options.onError?.(e, 'compare flow counts with conntrack');

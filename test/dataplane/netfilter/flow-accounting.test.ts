@@ -99,6 +99,7 @@ class FakeEvent implements FlowEvent {
     readonly tcpState: number,
     private readonly tuple: ClientTuple | null,
     private readonly counts: readonly [number, number, number, number],
+    readonly reply: ClientTuple | null = null,
   ) {}
 
   tuples(): boolean {
@@ -132,9 +133,24 @@ interface EventSpec {
   counters?: readonly [number, number, number, number];
   /** tuples() fails (a message hostlb cannot read). */
   malformed?: boolean;
+  /** The reply tuple's source: where conntrack translated the flow to (a daemon, or an endpoint no daemon has); none when absent. */
+  natTo?: DaemonName | typeof NOBODY;
 }
 
-type EventMore = Partial<Pick<EventSpec, 'seenReply' | 'bits' | 'markBase' | 'counters' | 'malformed' | 'state'>>;
+type EventMore = Partial<Pick<EventSpec, 'seenReply' | 'bits' | 'markBase' | 'counters' | 'malformed' | 'state' | 'natTo'>>;
+
+/** An endpoint no daemon of SPEC has. */
+const NOBODY = '198.18.9.9:8080';
+
+/** The reply tuple of `flow` translated to `endpoint`: from there back to the client. */
+function replyOf(flow: Client, endpoint: string): ClientTuple {
+  const at = endpoint.lastIndexOf(':');
+  const address = parseIp(endpoint.slice(0, at).replace(/^\[|\]$/g, ''))!;
+  const t: ClientTuple = { family: address.family, protocol: flow.protocol, src: new Uint8Array(16), dst: new Uint8Array(16), srcPort: Number(endpoint.slice(at + 1)), dstPort: flow.srcPort };
+  t.src.set(address.bytes);
+  t.dst.set(parseIp(flow.src)!.bytes);
+  return t;
+}
 
 const ENDED = new Set<number>([TcpCt.FinWait, TcpCt.CloseWait, TcpCt.LastAck, TcpCt.TimeWait, TcpCt.Close]);
 
@@ -565,6 +581,19 @@ const ROWS: Row[] = [
     end: { counts: {}, flows: 0, pending: 0, swept: 1 },
   },
   {
+    // Ids are per run: with a daemon removed or the list reordered, an earlier run's mark may name another daemon.
+    name: 'restoring: a flow counts for the daemon conntrack translated it to, whatever id its mark names; one translated to no daemon not at all',
+    steps: [
+      restore(update(1, f1, 'a', TcpCt.Established, { natTo: 'b' })),
+      restore(update(2, f2, 'b', TcpCt.Established, { natTo: 'b' })),
+      restore(update(3, f3, 'a', TcpCt.Established, { natTo: NOBODY })),
+      check({ counts: { b: { active: 2 } }, flows: 2, held: ['b'] }),
+      event(destroyed(1, f1, 'a', { seenReply: true, counters: [2, 200, 3, 300] })),
+      event(destroyed(3, f3, 'a', { seenReply: true, counters: [1, 60, 1, 60] })),
+    ],
+    end: { counts: { b: { active: 1, packetsIn: 2, bytesIn: 200, packetsOut: 3, bytesOut: 300 } }, flows: 1, pending: 0 },
+  },
+  {
     name: 'forgetDaemon ends every flow of the daemon; their destroys then change nothing',
     steps: [
       decide(f1, 'a'),
@@ -701,7 +730,8 @@ class Harness {
 
   event(e: EventSpec): FakeEvent {
     const mark = ((e.markBase ?? MARK_BASE) | (e.bits ?? 0) | this.id(e.daemon)) >>> 0;
-    return new FakeEvent(e.kind, e.ct, mark, e.seenReply ? IPS_SEEN_REPLY : 0, e.state, e.malformed ? null : tupleOf(e.flow), e.counters ?? [0, 0, 0, 0]);
+    const reply = e.natTo === undefined ? null : replyOf(e.flow, e.natTo === NOBODY ? NOBODY : DAEMONS[e.natTo]);
+    return new FakeEvent(e.kind, e.ct, mark, e.seenReply ? IPS_SEEN_REPLY : 0, e.state, e.malformed ? null : tupleOf(e.flow), e.counters ?? [0, 0, 0, 0], reply);
   }
 
   wanted(want: Want): number {
@@ -829,6 +859,21 @@ describe('flow accounting: fixtures', () => {
 
 // ---------------------------------------------------------------------------
 // Client keys.
+
+describe('flow accounting: the owner of an earlier run\'s entry', () => {
+  it('is the mark\'s daemon when the flow was translated to it, else the daemon it was translated to, else none', () => {
+    const h = new Harness();
+    const acc = h.accounting;
+    const f = tcp(40000);
+    assert.equal(acc.ownerOf(h.id('a'), replyOf(f, DAEMONS.a)), h.id('a'));
+    assert.equal(acc.ownerOf(h.id('a'), replyOf(f, DAEMONS.b)), h.id('b'), 'the id of another run: the daemon at the reply\'s source');
+    assert.equal(acc.ownerOf(h.id('a'), null), h.id('a'), 'no reply tuple: the mark stands');
+    assert.equal(acc.ownerOf(40, null), -1, 'an id no daemon has');
+    assert.equal(acc.ownerOf(h.id('a'), replyOf(f, NOBODY)), -1, 'translated to no daemon of this configuration');
+    assert.equal(acc.ownerOf(h.id('u'), replyOf(f, DAEMONS.u)), -1, 'a TCP flow is never the UDP daemon at that endpoint');
+    assert.equal(acc.ownerOf(h.id('a'), replyOf(tcp6(40000), DAEMONS.s)), h.id('s'), 'IPv6: all 16 bytes compared');
+  });
+});
 
 describe('flow accounting: client keys', () => {
   const h = new Harness();
