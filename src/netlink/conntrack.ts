@@ -229,7 +229,21 @@ export function writeGetFlow(w: NetlinkWriter, t: CtTuple): number {
   return writeFlowRequest(w, IPCTNL_MSG_CT_GET, t, 0);
 }
 
-function writeFlowRequest(w: NetlinkWriter, type: number, t: CtTuple, id: number): number {
+/**
+ * Sets the bits `mask` of the mark of the entry whose original tuple is `t`
+ * to those of `mark`, the others kept (the kernel computes
+ * (old & ~mask) ^ mark, so `mark` must have no bit outside `mask`): an update
+ * (IPCTNL_MSG_CT_NEW without NLM_F_CREATE), ENOENT when the entry is gone.
+ * At most DELETE_FLOW_BYTES.
+ */
+export function writeSetMark(w: NetlinkWriter, t: CtTuple, mark: number, mask: number): number {
+  return writeFlowRequest(w, IPCTNL_MSG_CT_NEW, t, 0, (out) => {
+    out.u32be(CTA_MARK, mark);
+    out.u32be(CTA_MARK_MASK, mask);
+  });
+}
+
+function writeFlowRequest(w: NetlinkWriter, type: number, t: CtTuple, id: number, more?: (w: NetlinkWriter) => void): number {
   const v4 = t.family === 4;
   const seq = w.beginNfMessage(type, NLM_F_REQUEST | NLM_F_ACK, v4 ? 2 : 10, 0);
   w.beginNest(CTA_TUPLE_ORIG);
@@ -244,6 +258,7 @@ function writeFlowRequest(w: NetlinkWriter, type: number, t: CtTuple, id: number
   w.endNest();
   w.endNest();
   if (id !== 0) w.u32be(CTA_ID, id);
+  more?.(w);
   w.endMessage();
   return seq;
 }

@@ -227,6 +227,17 @@ test('[netfilter] a restart on a changed configuration counts each held connecti
     const admin = AdminClient.of(hostlb);
     const expected = { [D2]: per('d2'), [D3]: per('d3') };
     await pollUntil(`the held connections counted for the daemons they reach (${JSON.stringify(expected)})`, async () => Object.fromEntries((await admin.daemonsOf(80)).map((d) => [d.address, d.activeFlows])), (v) => JSON.stringify(v) === JSON.stringify(expected), 60_000);
+    const recounted = hostlb.events.find((e) => e.event === 'flows_recounted');
+    assert.equal(recounted?.remarked, first.length, `every held connection's mark named an id the new configuration gives another daemon: ${JSON.stringify(recounted)}`);
+    // The marks were changed to match: the listing (read by mark) shows d2's and d3's connections at
+    // their daemons, and d1's at none (d1 is out of the configuration).
+    const listed = await admin.get<{ connections: Array<{ client: string; daemon: string }> }>('/v1/connections?limit=100');
+    const listedAt = new Map(listed.connections.map((c) => [c.client.slice(c.client.lastIndexOf(':') + 1), c.daemon]));
+    for (const [i, c] of first.entries()) {
+      const on = names(first)[i];
+      const want = on === 'd1' ? undefined : ENDPOINTS[Number(on.slice(1)) - 1];
+      assert.equal(listedAt.get(String(c.localPort)), want, `client port ${c.localPort} (served by ${on}) listed at ${want ?? 'no daemon'}: ${JSON.stringify(listed.connections)}`);
+    }
     assertSameDaemons(await held.ask(), first, 'after the restart (conntrack carries them, d1\'s too)');
     await held.close();
     const exit = await hostlb.stop();

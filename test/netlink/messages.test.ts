@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { CtMessage, CtTuple, EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, TcpCt, writeDeleteByMark, writeDeleteFlow } from '../../src/netlink/conntrack.js';
+import { CtMessage, CtTuple, EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, TcpCt, DELETE_FLOW_BYTES, writeDeleteByMark, writeDeleteFlow, writeSetMark } from '../../src/netlink/conntrack.js';
 import { MessageReader, NetlinkWriter, NLM_F_ACK, NLM_F_REQUEST } from '../../src/netlink/message.js';
+import { parseIp } from '../../src/wire/address.js';
 import { NF_ACCEPT, NFQNL_MSG_PACKET, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeVerdict } from '../../src/netlink/nfqueue.js';
 
 const NLM_F_CREATE = 0x400;
@@ -214,4 +215,30 @@ test('deleting one flow names its original tuple and id, and reads back as the s
   assert.equal(ct.id, 0xabcdef01);
   assert.deepEqual([...ct.orig.src.subarray(0, 4), ...ct.orig.dst.subarray(0, 4)], [198, 18, 0, 1, 198, 18, 100, 1]);
   assert.deepEqual([ct.orig.protocol, ct.orig.srcPort, ct.orig.dstPort], [6, 40123, 80]);
+});
+
+test('setting a flow\'s mark updates the entry of its original tuple (no create flag) with the mark and the mask of bits to set', () => {
+  const t = new CtTuple();
+  t.family = 6;
+  t.src.set(parseIp('2001:db8:1::10')!.bytes);
+  t.dst.set(parseIp('2001:db8::100')!.bytes);
+  t.protocol = 6;
+  t.srcPort = 40123;
+  t.dstPort = 443;
+  const w = new NetlinkWriter();
+  writeSetMark(w, t, 0x0005, 0x1fff);
+  assert.ok(w.length <= DELETE_FLOW_BYTES, `${w.length} bytes`);
+  const { reader, view } = readAll(w);
+  assert.ok(reader.next());
+  assert.equal(reader.type, IPCTNL_MSG_CT_NEW);
+  assert.equal(reader.flags, NLM_F_REQUEST | NLM_F_ACK, 'an update of an existing entry: neither NLM_F_CREATE nor NLM_F_EXCL');
+  const ct = new CtMessage();
+  assert.ok(ct.parse(view, reader));
+  assert.ok(ct.tuples(new Uint8Array(view.buffer), view));
+  assert.equal(ct.mark, 0x0005);
+  assert.deepEqual([ct.orig.family, ct.orig.protocol, ct.orig.srcPort, ct.orig.dstPort], [6, 6, 40123, 443]);
+  assert.deepEqual(ct.orig.src, t.src);
+  // CTA_MARK_MASK (21), big-endian, right after CTA_MARK in the payload.
+  const maskAt = w.length - 4;
+  assert.deepEqual([view.getUint16(maskAt - 2, true), view.getUint32(maskAt, false)], [21, 0x1fff]);
 });

@@ -19,7 +19,7 @@ import type { HostFacts } from '../../net/host-facts.js';
 import type { HostSpec } from '../../net/host-spec.js';
 import type { NetStep } from '../../net/net-step.js';
 import { checkTools } from '../../net/privileges.js';
-import { CtMessage, CtTuple, DELETE_FLOW_BYTES, IPCTNL_MSG_CT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, writeDeleteByMark, writeDeleteFlow, writeDumpByMark, writeGetFlow } from '../../netlink/conntrack.js';
+import { CtMessage, CtTuple, DELETE_FLOW_BYTES, IPCTNL_MSG_CT_NEW, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, writeDeleteByMark, writeDeleteFlow, writeDumpByMark, writeGetFlow, writeSetMark } from '../../netlink/conntrack.js';
 import { MessageReader, NetlinkWriter } from '../../netlink/message.js';
 import { NF_ACCEPT, QueuedPacket, VERDICT_BYTES, writeQueueBind, writeQueueUnbind, writeVerdict } from '../../netlink/nfqueue.js';
 import { NetlinkSocket } from '../../netlink/socket.js';
@@ -172,11 +172,12 @@ export class NetfilterPlane implements DataPlane {
    */
   start(adopt: boolean): void {
     if (this.running) return;
+    let remarked = 0;
     try {
       this.eventSocket = new NetlinkSocket([NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY], { slots: 64, slotSize: 2048, receiveBuffer: 32 << 20 });
       this.queueSocket = new NetlinkSocket([], { slots: 64, slotSize: 1024, receiveBuffer: 8 << 20 });
       this.controlSocket = new NetlinkSocket([], { slots: 16, slotSize: 65536, receiveBuffer: 0 });
-      this.recount();
+      remarked = this.recount();
       this.syncMaps();
       this.requests.reset();
       const seqs = writeQueueBind(this.requests, this.options.queue, { copyRange: 128, maxLength: this.options.queueLength ?? 4096 });
@@ -188,7 +189,7 @@ export class NetfilterPlane implements DataPlane {
       this.eventSocket = this.queueSocket = this.controlSocket = null;
       throw new HostlbError('NETFILTER_FAILED', `the netfilter data plane could not start: ${(e as Error).message}`, { cause: e });
     }
-    if (adopt) this.options.logger?.info({ event: 'flows_recounted', flows: this.flowCount }, 'flows counted from conntrack');
+    if (adopt) this.options.logger?.info({ event: 'flows_recounted', flows: this.flowCount, remarked }, 'flows counted from conntrack');
     this.running = true;
     this.queueSocket.onReadable(this.drainQueue);
     this.eventSocket.onReadable(this.drainEvents);
@@ -515,15 +516,46 @@ export class NetfilterPlane implements DataPlane {
     this.accounting.reconcile(live);
   }
 
-  /** Counts the flows conntrack already holds with hostlb's marks (left by an earlier run, or carried by the fallback). */
-  private recount(): void {
+  /**
+   * Counts the flows conntrack already holds with hostlb's marks (left by an
+   * earlier run, or carried by the fallback). A mark names its daemon by the
+   * id it had in that run; when this configuration gives the id to another
+   * daemon (FlowAccounting.ownerOf), the entry gets the id of the daemon it
+   * was translated to, or REJECT_ID when no daemon of this configuration is
+   * there, so the listing, drains and resets that go by marks find it where
+   * it is. Returns how many marks were changed.
+   */
+  private recount(): number {
     const socket = this.controlSocket!;
+    const markBase = this.options.markBase >>> 0;
+    const moved: Array<{ tuple: CtTuple; id: number }> = [];
     this.requests.reset();
-    const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
+    const seq = writeDumpByMark(this.requests, markBase, MARK_MASK);
     socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => {
-      if (this.event.parse(socket.buffer, view, m)) this.accounting.onEvent(this.event, true);
+      const ev = this.event;
+      if (!ev.parse(socket.buffer, view, m)) return;
+      this.accounting.onEvent(ev, true);
+      const id = ev.mark & ID_MASK;
+      if (id === REJECT_ID || ((ev.mark & MARK_MASK) >>> 0) !== markBase || !ev.tuples()) return;
+      const owner = this.accounting.ownerOf(id, ev.reply);
+      if (owner !== id) moved.push({ tuple: copyTuple(ev.orig), id: owner < 0 ? REJECT_ID : owner });
     });
+    this.batched(socket, 'give recounted flows the ids of their daemons', null, (write) => {
+      for (const f of moved) write((w) => writeSetMark(w, f.tuple, f.id, ID_MASK));
+    });
+    return moved.length;
   }
+}
+
+function copyTuple(t: CtTuple): CtTuple {
+  const copy = new CtTuple();
+  copy.family = t.family;
+  copy.protocol = t.protocol;
+  copy.srcPort = t.srcPort;
+  copy.dstPort = t.dstPort;
+  copy.src.set(t.src);
+  copy.dst.set(t.dst);
+  return copy;
 }
 
 function addressText(family: number, bytes: Uint8Array): string {
