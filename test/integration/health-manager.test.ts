@@ -105,7 +105,10 @@ async function slowStart(t: TestContext, dataplane: Dataplane): Promise<void> {
       device: 'hlb0',
       dataplane,
       table: { capacity: 1 << 19 },
-      clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, scheduler: 'wrr', manager: { slowStart: '6s' }, daemons: [{ address: D1 }, { address: D2 }, { address: D3 }] }] }],
+      // Slow start alone: with every proportion 0 the manager's factors stay 1. Left on, they follow the
+      // load (active and new connections) and moved D3's final share between 24% and 33% from run to run.
+      // A manager tick a second: the ramp reaches the weights a second after it moves, not two.
+      clusters: [{ address: CLUSTER_V4, ports: [{ port: 80, scheduler: 'wrr', manager: { slowStart: '6s', interval: '1s', proportions: { active: 0, new: 0, response: 0, passive: 0 } }, daemons: [{ address: D1 }, { address: D2 }, { address: D3 }] }] }],
     });
     const admin = AdminClient.of(hostlb);
     const quiesce = await cli(topo.sandbox, topo.server, hostlb, ['daemon', 'quiesce', CLUSTER_V4, '80', D3]);
