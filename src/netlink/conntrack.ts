@@ -67,6 +67,18 @@ export class CtTuple {
   protocol = 0;
   srcPort = 0;
   dstPort = 0;
+
+  /** A copy that outlives the reused message it was read into. */
+  clone(): CtTuple {
+    const copy = new CtTuple();
+    copy.family = this.family;
+    copy.protocol = this.protocol;
+    copy.srcPort = this.srcPort;
+    copy.dstPort = this.dstPort;
+    copy.src.set(this.src);
+    copy.dst.set(this.dst);
+    return copy;
+  }
 }
 
 /** One conntrack message (event or dump entry), parsed into reused fields. */

@@ -200,28 +200,24 @@ export class FlowAccounting {
 
   /**
    * One conntrack message of a flow with hostlb's mark. `restoring`: an entry
-   * of the dump taken at start (flows an earlier run or the fallback hash
-   * left), counted as it stands. Returns EVENT_FORGET when the plane should
-   * delete the entry (a flow the daemon's RST ended), else EVENT_DONE.
+   * of the dump taken at start (restore()). Returns EVENT_FORGET when the
+   * plane should delete the entry (a flow the daemon's RST ended), else
+   * EVENT_DONE.
    */
   onEvent(ev: FlowEvent, restoring: boolean): number {
+    if (restoring) {
+      this.restore(ev);
+      return EVENT_DONE;
+    }
     if (((ev.mark & MARK_MASK) >>> 0) !== this.markBase) return EVENT_DONE;
     const id = ev.mark & ID_MASK;
     if (id === REJECT_ID) return EVENT_DONE;
     this.events++;
     const stats = this.balancer.stats.daemon;
     let flow = this.flows.get(ev.id);
-    // A flow restored from an earlier run counts for the daemon it was translated to, whatever id its mark names.
+    // A restored flow counts for its daemon, whatever id an earlier run's mark named (restore()).
     const b = (flow?.daemonId ?? id) * DAEMON_COLUMNS;
     if (flow === undefined) {
-      if (restoring) {
-        const owner = ev.tuples() ? this.ownerOf(id, ev.reply) : -1;
-        if (owner < 0) return EVENT_DONE;
-        const active = ev.orig.protocol !== 6 || !ENDED_TCP.has(ev.tcpState);
-        this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active });
-        if (active) stats[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
-        return EVENT_DONE;
-      }
       if (this.balancer.tree.daemonsById[id] === undefined || !ev.tuples()) return EVENT_DONE;
       const o = ev.orig;
       const key = tupleKey(o);
@@ -438,6 +434,27 @@ export class FlowAccounting {
       this.flows.set(id, { daemonId: l.daemonId, protocol: l.protocol, created: now, tcpState: l.tcpState, active: true });
       this.swept++;
     }
+  }
+
+  /**
+   * One entry of the dump taken at start (flows an earlier run or the
+   * fallback hash left), counted as it stands for the daemon conntrack
+   * translated it to (ownerOf). Returns the id its mark should name now: that
+   * daemon's, REJECT_ID when no daemon of this configuration is there, or the
+   * mark's own id when the entry is not one to count (another hostlb's mark,
+   * the reject mark, a flow already known, an unreadable message).
+   */
+  restore(ev: FlowEvent): number {
+    const id = ev.mark & ID_MASK;
+    if (((ev.mark & MARK_MASK) >>> 0) !== this.markBase || id === REJECT_ID) return id;
+    this.events++;
+    if (this.flows.has(ev.id) || !ev.tuples()) return id;
+    const owner = this.ownerOf(id, ev.reply);
+    if (owner < 0) return REJECT_ID;
+    const active = ev.orig.protocol !== 6 || !ENDED_TCP.has(ev.tcpState);
+    this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active });
+    if (active) this.balancer.stats.daemon[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
+    return owner;
   }
 
   /**

@@ -506,6 +506,8 @@ export class NetfilterPlane implements DataPlane {
     try {
       socket.dump(this.requests, seq, 'list hostlb\'s live conntrack entries', (m, view) => {
         if (!ct.parse(view, m) || !ct.tuples(socket.buffer, view)) return;
+        // Marks were set right at start (recount); a flow the fallback placed between that dump and
+        // the new maps still carries an earlier run's id.
         const daemonId = this.accounting.ownerOf(ct.mark & ID_MASK, ct.hasReply ? ct.reply : null);
         live.set(ct.id, { daemonId, protocol: ct.orig.protocol, key: tupleKey(ct.orig), tcpState: ct.tcpState });
       });
@@ -520,42 +522,27 @@ export class NetfilterPlane implements DataPlane {
    * Counts the flows conntrack already holds with hostlb's marks (left by an
    * earlier run, or carried by the fallback). A mark names its daemon by the
    * id it had in that run; when this configuration gives the id to another
-   * daemon (FlowAccounting.ownerOf), the entry gets the id of the daemon it
+   * daemon (FlowAccounting.restore), the entry gets the id of the daemon it
    * was translated to, or REJECT_ID when no daemon of this configuration is
    * there, so the listing, drains and resets that go by marks find it where
    * it is. Returns how many marks were changed.
    */
   private recount(): number {
     const socket = this.controlSocket!;
-    const markBase = this.options.markBase >>> 0;
     const moved: Array<{ tuple: CtTuple; id: number }> = [];
     this.requests.reset();
-    const seq = writeDumpByMark(this.requests, markBase, MARK_MASK);
+    const seq = writeDumpByMark(this.requests, this.options.markBase, MARK_MASK);
     socket.dump(this.requests, seq, 'list hostlb\'s conntrack entries', (m, view) => {
       const ev = this.event;
       if (!ev.parse(socket.buffer, view, m)) return;
-      this.accounting.onEvent(ev, true);
-      const id = ev.mark & ID_MASK;
-      if (id === REJECT_ID || ((ev.mark & MARK_MASK) >>> 0) !== markBase || !ev.tuples()) return;
-      const owner = this.accounting.ownerOf(id, ev.reply);
-      if (owner !== id) moved.push({ tuple: copyTuple(ev.orig), id: owner < 0 ? REJECT_ID : owner });
+      const id = this.accounting.restore(ev);
+      if (id !== (ev.mark & ID_MASK)) moved.push({ tuple: ev.orig.clone(), id });
     });
     this.batched(socket, 'give recounted flows the ids of their daemons', null, (write) => {
       for (const f of moved) write((w) => writeSetMark(w, f.tuple, f.id, ID_MASK));
     });
     return moved.length;
   }
-}
-
-function copyTuple(t: CtTuple): CtTuple {
-  const copy = new CtTuple();
-  copy.family = t.family;
-  copy.protocol = t.protocol;
-  copy.srcPort = t.srcPort;
-  copy.dstPort = t.dstPort;
-  copy.src.set(t.src);
-  copy.dst.set(t.dst);
-  return copy;
 }
 
 function addressText(family: number, bytes: Uint8Array): string {
