@@ -41,6 +41,8 @@
 #include <linux/netlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <arpa/inet.h>
 #include <string.h>
 #include <sys/file.h>
@@ -1344,7 +1346,18 @@ Napi::Value BpfProgLoad(const Napi::CallbackInfo& info) {
     attr.log_buf = Pointer(log);
     attr.log_size = static_cast<uint32_t>(logLength);
   }
+  // The verifier gives up with EAGAIN whenever a signal is pending for this
+  // thread, and a large program takes it tens of milliseconds: a profiler's
+  // SIGPROF (every millisecond with node --cpu-prof) would fail every attempt.
+  // Signals are held back for the call and delivered after it; process-wide
+  // ones (SIGCHLD, SIGTERM) go to another thread meanwhile.
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &previous);
   long fd = Bpf(BPF_PROG_LOAD, &attr);
+  int loadErrno = errno;
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  errno = loadErrno;
   if (fd < 0) return ThrowWithLog(env, errno, std::string("BPF_PROG_LOAD ") + (name[0] ? name : "(unnamed)"), attr.log_buf != 0 ? log : nullptr, logLength);
   return Napi::Number::New(env, static_cast<double>(fd));
 }

@@ -8,7 +8,9 @@
 
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmdirSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
@@ -532,6 +534,19 @@ test('sk-lookup: a program the verifier refuses throws BPF_VERIFIER with the log
       return true;
     },
   );
+});
+
+test('sk-lookup: both programs load while a profiler signals the loading thread every 50 µs', async (t) => {
+  if (!skipUnlessRoot(t, 'BPF_PROG_LOAD needs CAP_BPF')) return;
+  // The verifier gives up (EAGAIN) whenever a signal is pending; node --cpu-prof sends its
+  // SIGPROF to the main thread, so every load would be interrupted, every retry too.
+  const profiles = mkdtempSync(join(tmpdir(), 'hlbt-prof-'));
+  t.after(() => rmSync(profiles, { recursive: true, force: true }));
+  const argv = ['--cpu-prof', '--cpu-prof-interval', '50', '--cpu-prof-dir', profiles, CHILD, 'load'];
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, argv, { timeout: EVENT_TIMEOUT_MS }, (error, out, stderr) => (error ? reject(new Error(`load: ${stderr}`, { cause: error })) : resolve(out)));
+  });
+  assert.deepEqual(JSON.parse(stdout), { loaded: true, counting: true });
 });
 
 test('sk-lookup: a pinned dispatch outlives the process that loaded it; unpin and close detach it', async (t) => {

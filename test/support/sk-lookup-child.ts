@@ -21,6 +21,7 @@
 //   loader <pinDir> <netnsPath> <cluster> <port> <daemonPid> <daemonAddress> <daemonPort>
 //                                        creates a dispatch with one daemon, attaches it to the
 //                                        namespace, pins it, closes every fd and exits: {pinned:true}
+//   load                                 loads both programs, closes them: {loaded:true,counting}
 // Every wait is bounded (10 s a connection): a broken run ends, it does not hang.
 
 import dgram from 'node:dgram';
@@ -153,6 +154,13 @@ function loader(dir: string, netnsPath: string, cluster: string, port: number, d
   say({ pinned: true });
 }
 
+function load(): void {
+  const dispatch = SkLookupDispatch.create();
+  const counting = dispatch.fds.count >= 0;
+  dispatch.close();
+  say({ loaded: true, counting });
+}
+
 const [command, ...args] = process.argv.slice(2);
 switch (command) {
   case 'tcp-daemon':
@@ -172,6 +180,9 @@ switch (command) {
     break;
   case 'loader':
     loader(args[0], args[1], args[2], Number(args[3]), Number(args[4]), args[5], Number(args[6]));
+    break;
+  case 'load':
+    load();
     break;
   default:
     say({ error: `unknown command ${String(command)}` });
