@@ -8,7 +8,11 @@
 //   members     ARRAY  port index → {n u32, mode u32, n × {slot u32, weight u32}}
 //                      (up to MAX_MEMBERS): the daemons a least-loaded port
 //                      picks among and their weights. Modes hash and source
-//                      leave the port to the bucket table; the plane writes it.
+//                      leave the port to the bucket table; mode sequence
+//                      (rr, wrr) has n = the length of the order its buckets
+//                      hold and, where the first member would be, the
+//                      cursor u64 that walks it (sk-lookup.ts); the plane
+//                      writes the rest.
 //   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64,
 //                      generation u64}: connections the slot's socket
 //                      accepted and not yet closed; connections handed over
@@ -65,13 +69,16 @@ import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Re
 export const MAX_MEMBERS = 64;
 /**
  * How a port picks: the bucket table by a hash of the client's address and
- * port, least load over all members, the better of two, or the bucket table
- * by the client's address alone (sh: every connection of a client to one daemon).
+ * port, least load over all members, the better of two, the bucket table
+ * by the client's address alone (sh: every connection of a client to one
+ * daemon), or the first n buckets in turn (rr, wrr: a cursor per port).
  */
-export const PortMode = { hash: 0, least: 1, twoChoices: 2, source: 3 } as const;
+export const PortMode = { hash: 0, least: 1, twoChoices: 2, source: 3, sequence: 4 } as const;
 export type PortModeValue = (typeof PortMode)[keyof typeof PortMode];
 
 export const MEMBERS_HEADER = 8;
+/** Mode sequence: the cursor's offset in the members value (u64, 8-byte aligned, as atomic adds need). */
+export const MEMBERS_CURSOR = MEMBERS_HEADER;
 export const MEMBERS_SIZE = MEMBERS_HEADER + MAX_MEMBERS * 8;
 export const LOAD_SIZE = 40;
 const LOAD_ACTIVE = 0;
@@ -432,6 +439,26 @@ export function encodeMembers(mode: PortModeValue, members: readonly Member[]): 
     view.setUint32(MEMBERS_HEADER + 8 * i + 4, Math.max(1, Math.min(0x7fffffff, Math.round(members[i].weight))), true);
   }
   return bytes;
+}
+
+/**
+ * The members value of a port in mode sequence: the first `length` buckets
+ * in turn, from the cursor `cursor` (kept across rewrites, so a change of
+ * weights does not start the order again at its first daemon).
+ */
+export function encodeSequence(length: number, cursor: bigint): Uint8Array {
+  const bytes = new Uint8Array(MEMBERS_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, length, true);
+  view.setUint32(4, PortMode.sequence, true);
+  view.setBigUint64(MEMBERS_CURSOR, BigInt.asUintN(64, cursor), true);
+  return bytes;
+}
+
+/** The cursor of a members value in mode sequence; 0 for any other mode. */
+export function sequenceCursor(value: Uint8Array): bigint {
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  return view.getUint32(4, true) === PortMode.sequence ? view.getBigUint64(MEMBERS_CURSOR, true) : 0n;
 }
 
 /** A slot's counts as `loads` holds them. */

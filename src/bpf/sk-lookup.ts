@@ -42,14 +42,24 @@
 //      (load-count.ts: emitLeastLoaded; a tie between busy daemons goes to
 //      the one of the CPU that took the SYN); when that daemon's socket is gone,
 //      or the port has no members, the buckets decide as below.
-//   4. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
+//   4. A TCP port in mode sequence (rr, wrr) walks its first n buckets in
+//      turn instead: the port's cursor (members value) goes up by one per
+//      lookup, an atomic fetch-and-add, so concurrent SYNs on two CPUs take
+//      two turns (Linux 5.12+; an older kernel gets a load and an add, and two
+//      SYNs at the same instant may take one turn); its candidates are
+//      position cursor mod n and the ones after it, wrapping at n. A SYN
+//      retransmitted finds its request socket before any listener lookup; the
+//      ACK of a SYN-cookie handshake takes the next turn, and any daemon's
+//      listener checks the cookie (the secret is the kernel's, not the
+//      socket's) while its own queue overflowed lately, as in a flood they all do.
+//   5. Up to TRIES (16) candidates — bucket i = byte i of h for the first four,
 //      then the buckets after the fourth (bucketCandidates): slot = buckets[index *
 //      BUCKETS + bucket]; skip a 0; take the slot's socket from `sockets`;
 //      bpf_sk_assign(ctx, sk, 0), bpf_sk_release(sk); on success count
 //      `assigned` and return SK_PASS (the kernel uses the assigned socket). An
 //      empty slot counts `noSocket`, a refusal `refused`, and the next candidate
 //      is tried.
-//   5. No candidate took it: count counters[0].unassigned and return SK_PASS
+//   6. No candidate took it: count counters[0].unassigned and return SK_PASS
 //      without a socket. The kernel's own lookup then runs: with nothing
 //      listening on the cluster address a TCP client is refused (RST) and a UDP
 //      datagram draws ICMP port unreachable.
@@ -67,12 +77,13 @@ import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 import { BtfBuilder } from './btf.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
-import { emitCountPending, emitLeastLoaded, encodeMembers, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeFreshLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
+import { emitCountPending, emitLeastLoaded, encodeMembers, encodeSequence, sequenceCursor, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeFreshLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_CURSOR, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
   BPF_F_CLONE,
   BPF_F_NO_PREALLOC,
+  BpfVerifierError,
   MapType,
   ProgramType,
   closeFd,
@@ -135,15 +146,17 @@ const CTX_LOCAL_PORT = 60;
 
 // Stack: the ports key at fp-24..fp-5, a u32 key for the other maps at fp-32,
 // bpf_sk_assign's result at fp-40, the port index at fp-44, the flow hash
-// at fp-48 and the load-count window at fp-56 (0: not read yet); the least-loaded
-// pick's scratch below.
+// (mode sequence: the cursor's position) at fp-48, the load-count window at
+// fp-56 (0: not read yet), the sequence length at fp-64 (0: the buckets go by
+// hash); the least-loaded pick's scratch below.
 const STACK_PORT_KEY = -24;
 const STACK_KEY = -32;
 const STACK_RESULT = -40;
 const STACK_INDEX = -44;
 const STACK_HASH = -48;
 const STACK_WINDOW = -56;
-const STACK_SCRATCH = -56;
+const STACK_SEQUENCE = -64;
+const STACK_SCRATCH = -64;
 
 const JHASH_INITVAL = 0xdeadbeef;
 
@@ -163,6 +176,8 @@ export interface DispatchOptions {
   maxSlots?: number;
   /** The hash's seed (u32). Default: random, so clients cannot aim at one daemon. */
   hashSeed?: number;
+  /** False: rr's and wrr's turns without an atomic fetch-and-add, as on Linux before 5.12 (tests). Default: with it when the kernel takes it. */
+  atomicFetch?: boolean;
 }
 
 /** A cluster port as the program matches it. `address` omitted: this port on any local address of the family. */
@@ -283,9 +298,10 @@ export function bucketCandidates(h: number): number[] {
 
 /**
  * The dispatch program for the given maps, assembled. Pure: exported so tests
- * and tools can inspect it without loading it.
+ * and tools can inspect it without loading it. `atomicFetch` false: the
+ * sequence cursor without BPF_FETCH (Linux before 5.12; header comment, 4).
  */
-export function buildProgram(maps: MapFds, hashSeed: number, cpus = availableParallelism()): Uint8Array {
+export function buildProgram(maps: MapFds, hashSeed: number, cpus = availableParallelism(), atomicFetch = true): Uint8Array {
   const a = new Assembler();
   let counterLabels = 0;
 
@@ -355,6 +371,21 @@ export function buildProgram(maps: MapFds, hashSeed: number, cpus = availablePar
   for (const [x, y, k] of MIX) mix(reg[x], reg[y], k);
   a.stx('w', R10, STACK_HASH, R4);
   a.st('dw', R10, STACK_WINDOW, 0);
+  a.st('dw', R10, STACK_SEQUENCE, 0);
+
+  // Mode sequence: the cursor's turn, as the position the buckets are walked from.
+  a.jmp('eq', R7, 0, 'least');
+  a.ldx('w', R1, R7, 4).jmp('ne', R1, PortMode.sequence, 'least');
+  a.ldx('w', R1, R6, CTX_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, 'least');
+  a.ldx('w', R1, R7, 0).jmp('eq', R1, 0, 'least').jmp('gt', R1, BUCKETS, 'least');
+  a.stx('dw', R10, STACK_SEQUENCE, R1);
+  a.mov64(R2, 1);
+  if (atomicFetch) a.atomic('add', 'dw', R7, MEMBERS_CURSOR, R2, true);
+  else a.ldx('dw', R3, R7, MEMBERS_CURSOR).atomic('add', 'dw', R7, MEMBERS_CURSOR, R2).mov64(R2, R3);
+  a.alu64('mod', R2, R1).stx('w', R10, STACK_HASH, R2);
+  a.ja('buckets');
+
+  a.label('least');
 
   const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
   const site: LeastLoadedSite = {
@@ -371,9 +402,14 @@ export function buildProgram(maps: MapFds, hashSeed: number, cpus = availablePar
   for (let t = 0; t < TRIES; t++) {
     const next = `next_${t}`;
     a.mov32(R1, R8).alu32('and', R1, BUCKETS - 1).alu32('add', R1, R7).stx('w', R10, STACK_KEY, R1);
-    // The hash's next byte, and after the last one the bucket after it (bucketCandidates).
+    // Mode sequence: the next position, wrapping at the length. Else the hash's next byte, and after
+    // the last one the bucket after it (bucketCandidates).
+    a.ldx('dw', R1, R10, STACK_SEQUENCE).jmp('eq', R1, 0, `by_hash_${t}`);
+    a.alu64('add', R8, 1).jmp('lt', R8, R1, `stepped_${t}`).mov64(R8, 0).ja(`stepped_${t}`);
+    a.label(`by_hash_${t}`);
     if (t < HASH_TRIES - 1) a.alu32('rsh', R8, 8);
     else a.alu32('add', R8, 1);
+    a.label(`stepped_${t}`);
     a.ldMapFd(R1, maps.buckets).mov64(R2, R10).alu64('add', R2, STACK_KEY).call(Helper.mapLookupElem);
     a.jmp('eq', R0, 0, next);
     a.ldx('w', R1, R0, 0);
@@ -459,6 +495,12 @@ export class SkLookupDispatch {
   private closed = false;
   /** Why create() could not load the counting program (its maps or the program), or null. */
   private countError: Error | null = null;
+  /**
+   * False when the program takes rr's and wrr's turns without an atomic
+   * fetch-and-add (Linux before 5.12): SYNs at the same instant on two CPUs
+   * may take one turn. True for an adopted program (unknown; it ran here before).
+   */
+  exactTurns = true;
 
   private constructor(fds: DispatchFds, maxPorts: number, maxSlots: number, hashSeed: number | null) {
     this.f = fds;
@@ -500,14 +542,25 @@ export class SkLookupDispatch {
         countError = error as Error;
       }
       const maps: MapFds = { ports, buckets, sockets, counters, members, loads, slots };
-      const program = loadProgram({
+      const load = (atomicFetch: boolean): number => loadProgram({
         type: ProgramType.skLookup,
         expectedAttachType: AttachType.skLookup,
-        instructions: buildProgram(maps, hashSeed),
+        instructions: buildProgram(maps, hashSeed, availableParallelism(), atomicFetch),
         // GPL: bpf_sk_assign and bpf_sk_release are offered to GPL programs only.
         license: 'GPL',
         name: 'hlb_sk_lookup',
       });
+      const fetch = options.atomicFetch ?? true;
+      let program: number;
+      let exactTurns = fetch;
+      try {
+        program = load(fetch);
+      } catch (error) {
+        // Linux before 5.12 has no atomic fetch-and-add for BPF: rr and wrr take turns by a load and an add.
+        if (!fetch || !(error instanceof BpfVerifierError)) throw error;
+        program = load(false);
+        exactTurns = false;
+      }
       made.push(program);
       let count = -1;
       if (slots >= 0) {
@@ -519,6 +572,7 @@ export class SkLookupDispatch {
       }
       const dispatch = new SkLookupDispatch({ ...maps, program, count, link: -1, countLink: -1 }, maxPorts, maxSlots, hashSeed);
       dispatch.countError = countError;
+      dispatch.exactTurns = exactTurns;
       return dispatch;
     } catch (error) {
       closeAll(made);
@@ -649,6 +703,20 @@ export class SkLookupDispatch {
     this.checkIndex(index);
     for (const m of members) this.checkSlot(m.slot);
     updateElement(this.f.members, u32(index), encodeMembers(mode, members), BPF_ANY);
+  }
+
+  /**
+   * Puts port `index` in mode sequence: new TCP connections take its first
+   * `length` buckets in turn (setBuckets writes them; 0 leaves the port to
+   * the buckets by hash). The cursor carries on where it was.
+   */
+  setSequence(index: number, length: number): void {
+    this.checkOpen();
+    this.checkIndex(index);
+    if (!Number.isInteger(length) || length < 0 || length > BUCKETS) fail('CONFIG_INVALID', `sequence length ${length} is not in 0..${BUCKETS}`);
+    const value = new Uint8Array(MEMBERS_SIZE);
+    lookupElement(this.f.members, u32(index), value);
+    updateElement(this.f.members, u32(index), encodeSequence(length, sequenceCursor(value)), BPF_ANY);
   }
 
   /** Slot `slot`'s connection counts as the least-loaded pick sees them now. */

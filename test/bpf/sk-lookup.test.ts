@@ -464,6 +464,68 @@ test('sk-lookup: a slot given to another daemon counts nothing of its old daemon
   assert.equal(await settle(active, 0), 0);
 });
 
+/**
+ * Mode sequence (rr, wrr): sequential connections take the order the first n
+ * buckets hold, in turn; a rewrite keeps the cursor; a daemon whose socket
+ * closed is skipped for the next in the order.
+ */
+async function takesTurns(t: TestContext, atomicFetch: boolean): Promise<void> {
+  const names = ['A', 'B', 'C'];
+  const addresses = ['198.18.2.1', '198.18.2.2', '198.18.2.3'];
+  const { sandbox, ns, netnsFd } = setUp(t, [CLUSTER_V4, CLIENT_V4, ...addresses]);
+  const daemons = await Promise.all(names.map((n, i) => startDaemon(sandbox, ns, 'tcp', n, addresses[i], DAEMON_PORT)));
+  const dispatch = SkLookupDispatch.create({ maxPorts: 4, maxSlots: 8, hashSeed: SEED, atomicFetch });
+  t.after(() => dispatch.close());
+  assert.equal(dispatch.exactTurns, atomicFetch);
+  daemons.forEach((d, i) => adoptSocket(dispatch, i + 1, 'tcp', d, addresses[i], DAEMON_PORT));
+  dispatch.setPort({ protocol: 'tcp', family: 4, port: CLUSTER_PORT, address: CLUSTER_V4 }, 0);
+  dispatch.setBuckets(0, [1, 2, 3]);
+  dispatch.setSequence(0, 3);
+  dispatch.attach(netnsFd);
+  const served = async (n: number): Promise<string[]> => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = await tcpClient(sandbox, ns, CLUSTER_V4, CLIENT_V4);
+      assert.equal(r.ok, true, JSON.stringify(r));
+      out.push(String(r.greeting).replace('hello from ', ''));
+    }
+    return out;
+  };
+
+  // rr: in turn, from the first.
+  assert.deepEqual(await served(7), ['A', 'B', 'C', 'A', 'B', 'C', 'A']);
+  // Written again (a weight changed elsewhere): the order carries on at B, not back at A.
+  dispatch.setSequence(0, 3);
+  assert.deepEqual(await served(1), ['B']);
+
+  // wrr 2:1:1 (wrr.ts's smooth order A B C A): of every four, A takes two. The cursor is at 8: position 0.
+  dispatch.setBuckets(0, [1, 2, 3, 1]);
+  dispatch.setSequence(0, 4);
+  assert.deepEqual(await served(4), ['A', 'B', 'C', 'A']);
+
+  // C closes its socket: its turn goes to the next in the order.
+  daemons[2].child.stdin!.write('close\n');
+  await daemons[2].lines.take((l) => l.event === 'closed', 'closed line');
+  assert.deepEqual(await served(4), ['A', 'B', 'A', 'A']);
+  assert.deepEqual(dispatch.counters(3), { assigned: 3, noSocket: 1, refused: 0 });
+  assert.deepEqual(dispatch.totals(), { matched: 16, unassigned: 0 });
+
+  // Length 0: the port goes by hash over the buckets again (all A's now).
+  dispatch.setBuckets(0, [1]);
+  dispatch.setSequence(0, 0);
+  assert.deepEqual(await served(3), ['A', 'A', 'A']);
+}
+
+test('sk-lookup: a TCP port in mode sequence (rr, wrr) hands connections out in turn; a closed socket\'s turn goes to the next', (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces and BPF programs')) return;
+  return takesTurns(t, true);
+});
+
+test('sk-lookup: mode sequence as built for Linux before 5.12 (no atomic fetch-and-add) takes the same turns one connection at a time', (t) => {
+  if (!skipUnlessRoot(t, 'network namespaces and BPF programs')) return;
+  return takesTurns(t, false);
+});
+
 test('sk-lookup: a port in mode source (sh) sends every connection of a client address to one daemon', async (t) => {
   if (!skipUnlessRoot(t, 'network namespaces and BPF programs')) return;
   const { sandbox, ns, netnsFd, dispatch } = await twoTcpDaemons(t, 4);

@@ -27,6 +27,8 @@
 //      configuration of the moment allows them (access logs).
 //   5. an IPv6 cluster [2001:db8::100]:80 in front of IPv6 daemons: every
 //      daemon serves, each sees the client's real address and port.
+//   6. rr and wrr take turns: one curl after another meets d1, d2, d3, d1, ...
+//      (rr), and d1 twice in every four (wrr 2:1:1), as with the other planes.
 //
 // Nothing here is timed: every phase lasts until a counted number of requests
 // was served (so a slow machine makes it longer, never failing it), and each
@@ -40,7 +42,7 @@ import { once } from 'node:events';
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
 import { CLIENT_V4, CLIENT_V6, CLUSTER_V4, curlThrough, HostlbProcess, SERVER_V6 } from '../support/hostlb-process.js';
@@ -277,6 +279,21 @@ async function frozenThenPhase(what: string, tails: LogTail[], i: number, others
   return { atFreeze: last, atEnd: end[i], othersDuring: sum(others.map((k) => end[k])) - othersFrom };
 }
 
+/** Three nginx daemons, on the first three of V4_DAEMONS, in a topology of their own. */
+async function threeDaemons(t: TestContext): Promise<{ endpoints: string[]; topo: HealthTopo; daemons: NginxDaemon[] }> {
+  const endpoints = V4_DAEMONS.slice(0, 3);
+  const topo = healthSetup(t, endpoints.map(addressOf));
+  const daemons = await startNginxDaemons(topo.sandbox, topo.server, topo.dir, endpoints);
+  return { endpoints, topo, daemons };
+}
+
+/** `n` requests through the cluster, one after another (curl, a connection each): who served each, in order; every one answered 200. */
+async function servedInOrder(topo: HealthTopo, n: number): Promise<string[]> {
+  const results = await curlThrough(topo.sandbox, topo.client, Array.from({ length: n }, () => URL_V4));
+  for (const r of results) assert.equal(r.httpCode, 200, JSON.stringify(r));
+  return results.map((r) => r.body.split(' ')[0]);
+}
+
 function socketConfig(cluster: string, daemons: Array<{ address: string; weight?: number }>): Record<string, unknown> {
   // No advisor: passive signals (on by default) are the only health input.
   return { device: DEVICE, dataplane: 'socket', clusters: [{ address: cluster, ports: [{ port: 80, protocol: 'tcp', scheduler: 'wlc', daemons }] }] };
@@ -386,16 +403,10 @@ test('[socket] kill -9 of hostlb under load: dispatch goes on with no failed req
 
 test('[socket] an adopting start on a changed configuration gives each daemon its own socket, not the one its id had before', async (t) => {
   if (!skipUnlessRoot(t, WHY_ROOT)) return;
-  const endpoints = V4_DAEMONS.slice(0, 3);
-  const topo = healthSetup(t, endpoints.map(addressOf));
-  const { sandbox, client, server } = topo;
-  const daemons = await startNginxDaemons(sandbox, server, topo.dir, endpoints);
+  const { endpoints, topo, daemons } = await threeDaemons(t);
+  const { server } = topo;
   const started: HostlbProcess[] = [];
-  const servedBy = async (n: number): Promise<string[]> => {
-    const results = await curlThrough(sandbox, client, Array.from({ length: n }, () => URL_V4));
-    for (const r of results) assert.equal(r.httpCode, 200, JSON.stringify(r));
-    return [...new Set(results.map((r) => r.body.split(' ')[0]))].sort();
-  };
+  const servedBy = async (n: number): Promise<string[]> => [...new Set(await servedInOrder(topo, n))].sort();
   try {
     const first = await startHostlb(topo, socketConfig(CLUSTER_V4, endpoints.map((address) => ({ address }))));
     started.push(first);
@@ -656,6 +667,42 @@ test('[socket] HTTP through [2001:db8::100]:80 reaches every IPv6 daemon with th
   } finally {
     await stopAll([load]);
     await hostlb?.stop();
+    await stopDaemons(daemons);
+  }
+});
+
+// ---------------------------------------------------------------- 6. rr and wrr in turn
+
+test('[socket] rr and wrr hand new connections out in turn: one request after another cycles through the daemons, by weight', async (t) => {
+  if (!skipUnlessRoot(t, WHY_ROOT)) return;
+  const { endpoints, topo, daemons } = await threeDaemons(t);
+  const { server } = topo;
+  const started: HostlbProcess[] = [];
+  // The manager's factors held at 1 and no slow start: wrr's weights stay the configured ones.
+  const config = (scheduler: string, weights: number[]): Record<string, unknown> => ({
+    device: DEVICE, dataplane: 'socket',
+    clusters: [{ address: CLUSTER_V4, ports: [{
+      port: 80, protocol: 'tcp', scheduler,
+      manager: { slowStart: '0s', proportions: { active: 0, new: 0, response: 0, passive: 0 } },
+      daemons: endpoints.map((address, i) => ({ address, weight: weights[i] })),
+    }] }],
+  });
+  try {
+    const rr = await startHostlb(topo, config('rr', [1, 1, 1]));
+    started.push(rr);
+    const names = await servedInOrder(topo, 12);
+    assert.deepEqual([...names.slice(0, 3)].sort(), ['d1', 'd2', 'd3'], `three requests, three daemons: ${names.join(' ')}`);
+    names.forEach((name, i) => assert.equal(name, names[i % 3], `request ${i + 1} meets the daemon request ${(i % 3) + 1} met: ${names.join(' ')}`));
+    await stopDeliberately(rr, server, pinDirOf(server));
+
+    const wrr = await startHostlb(topo, config('wrr', [2, 1, 1]));
+    started.push(wrr);
+    const weighted = await servedInOrder(topo, 12);
+    assert.deepEqual(weighted.slice(0, 4), ['d1', 'd2', 'd3', 'd1'], `wrr's smooth order for 2:1:1: ${weighted.join(' ')}`);
+    weighted.forEach((name, i) => assert.equal(name, weighted[i % 4], `request ${i + 1} meets the daemon request ${(i % 4) + 1} met: ${weighted.join(' ')}`));
+    await stopDeliberately(wrr, server, pinDirOf(server));
+  } finally {
+    for (const h of started) await h.stop();
     await stopDaemons(daemons);
   }
 });

@@ -30,7 +30,7 @@ import type { HostlbConfig } from '../../control/config-schema.js';
 import type { Balancer } from '../../dispatch/balancer.js';
 import type { ClusterPort, Daemon } from '../../dispatch/config-tree.js';
 import { ConnectionPage, type ConnectionFilter } from '../../dispatch/record-view.js';
-import { weightedBuckets } from '../../dispatch/schedulers/weighted-buckets.js';
+import { weightedBuckets, weightedSequence } from '../../dispatch/schedulers/weighted-buckets.js';
 import { D_ACTIVE_FLOWS, D_NEW_FLOWS, D_SYN_ANSWERED, D_SYN_REFUSED, D_SYNS, DAEMON_COLUMNS } from '../../dispatch/stats.js';
 import { HostlbError } from '../../errors.js';
 import type { HostFacts } from '../../net/host-facts.js';
@@ -59,6 +59,8 @@ const COUNT_MS = 1_000;
  * count, as fresh as COUNT_MS.
  */
 const LOAD_SCHEDULERS = new Set(['lc', 'wlc', 'p2c']);
+/** Schedulers whose TCP connections take turns (mode sequence); over UDP a turn per datagram would split flows, so they hash. */
+const TURN_SCHEDULERS = new Set(['rr', 'wrr']);
 /** Scales weight / (1 + load) to integers the bucket table takes. */
 const LOAD_SCALE = 1000;
 
@@ -166,6 +168,10 @@ export class SocketPlane implements DataPlane {
     if (wildcardUdp.length > 0) {
       // host-plan.ts gives UDP replies the cluster's address; a port alone has no one address to give.
       this.logger.warn({ event: 'socket_plane_udp', ports: wildcardUdp }, `UDP on any local address with the socket data plane: the daemons of ${wildcardUdp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address`);
+    }
+    const turning = this.balancer.tree.clusters.flatMap((c) => c.ports.filter((p) => TURN_SCHEDULERS.has(p.scheduler) && p.protocol !== 'udp').map((p) => p.name));
+    if (!this.dispatch.exactTurns && turning.length > 0) {
+      this.logger.warn({ event: 'socket_plane_turns', ports: turning }, `rr and wrr on ${turning.join(', ')} take turns without an atomic fetch-and-add (Linux 5.12+): connections that arrive at the same instant on two CPUs may go to the same daemon`);
     }
     this.count();
     // Health's weights reach the buckets at once, with the socket of a daemon that just came up
@@ -512,7 +518,8 @@ export class SocketPlane implements DataPlane {
     }
     const byLoad = LOAD_SCHEDULERS.has(port.scheduler);
     const inKernel = byLoad && dispatch.counting && live.length <= MAX_MEMBERS;
-    const mode: PortModeValue = inKernel ? (port.scheduler === 'p2c' ? PortMode.twoChoices : PortMode.least) : port.scheduler === 'sh' ? PortMode.source : PortMode.hash;
+    const turns = TURN_SCHEDULERS.has(port.scheduler) && port.protocol !== 'udp';
+    const mode: PortModeValue = inKernel ? (port.scheduler === 'p2c' ? PortMode.twoChoices : PortMode.least) : turns ? PortMode.sequence : port.scheduler === 'sh' ? PortMode.source : PortMode.hash;
     // lc ignores weights (a daemon of weight 0 is out all the same); wlc and p2c divide by them.
     const members: Member[] = inKernel ? live.map((m) => ({ slot: m.id + 1, weight: port.scheduler === 'lc' ? 1 : m.weight })) : [];
     // Without the kernel's counts: new connections in proportion to weight over load, recounted every COUNT_MS.
@@ -520,11 +527,14 @@ export class SocketPlane implements DataPlane {
     const weighted = byLoad && !inKernel
       ? live.map((m) => ({ id: m.id, weight: Math.max(1, Math.round(((port.scheduler === 'lc' ? 1 : m.weight) * LOAD_SCALE) / (1 + (this.active.get(m.id) ?? 0)))) }))
       : port.scheduler === 'rr' ? live.map((m) => ({ id: m.id, weight: 1 })) : live;
-    const slots = weightedBuckets(weighted, BUCKETS).map((id) => (id < 0 ? NO_SLOT : id + 1));
+    // Turns: wrr's order, repeated over every bucket, so the table is right by hash as well (an
+    // older program adopted, or a lookup between the two writes below).
+    const slots = (turns ? weightedSequence(weighted, BUCKETS) : weightedBuckets(weighted, BUCKETS)).map((id) => (id < 0 ? NO_SLOT : id + 1));
     const text = `${mode} ${members.map((m) => `${m.slot}:${m.weight}`).join(',')} ${slots.join(',')}`;
     if (this.written.get(port.id) === text) return;
     // Members first: a port turning least-loaded never picks among stale members.
-    dispatch.setMembers(port.id, mode, members);
+    if (turns) dispatch.setSequence(port.id, slots.length);
+    else dispatch.setMembers(port.id, mode, members);
     dispatch.setBuckets(port.id, slots);
     this.written.set(port.id, text);
     this.bucketSlots.set(port.id, new Set([...slots.filter((slot) => slot !== NO_SLOT), ...members.map((m) => m.slot)]));

@@ -81,7 +81,8 @@ export class WeightedRoundRobinScheduler implements Scheduler {
   }
 }
 
-function gcd(a: number, b: number): number {
+/** Greatest common divisor of two non-negative integers (gcd(0, b) = b). */
+export function gcd(a: number, b: number): number {
   while (b !== 0) {
     const t = a % b;
     a = b;
