@@ -10,9 +10,12 @@
 //                      picks among and their weights. Modes hash and source
 //                      leave the port to the bucket table; mode sequence
 //                      (rr, wrr) has n = the length of the order its buckets
-//                      hold and, where the first member would be, the
-//                      cursor u64 that walks it (sk-lookup.ts); the plane
-//                      writes the rest.
+//                      hold (sk-lookup.ts). The plane writes it.
+//   turns       ARRAY  port index → u64: the port's turns so far, one per
+//                      connection of a port in mode sequence and per scan a
+//                      least-loaded port starts by turn (below). Only the
+//                      program writes it, so a rewrite of the members never
+//                      starts the order again at its first daemon.
 //   loads       ARRAY  slot → {active s64, current s64, previous s64, window u64,
 //                      generation u64}: connections the slot's socket
 //                      accepted and not yet closed; connections handed over
@@ -58,9 +61,10 @@
 // member replaces the best so far only below 15/16 of its (load + 1) / weight,
 // so loads within a sixteenth are a tie, and the start wins ties. The start is
 // the member of the CPU that took the SYN (cpuGroupStart) while that member
-// is busy, and otherwise one the flow hash gives: ties between busy daemons
-// go to the SYN's CPU, idle ones share by hash, so a single client at light
-// load still meets every daemon. When the chosen socket is gone or the port
+// is busy, and otherwise the port's next turn (turns mod n): ties between
+// busy daemons go to the SYN's CPU, idle ones take turns, as nginx's
+// least_conn breaks its ties by round robin, so one request after another at
+// light load meets d1, d2, d3, … When the chosen socket is gone or the port
 // has no members, the bucket table decides as for the other schedulers.
 
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
@@ -71,14 +75,12 @@ export const MAX_MEMBERS = 64;
  * How a port picks: the bucket table by a hash of the client's address and
  * port, least load over all members, the better of two, the bucket table
  * by the client's address alone (sh: every connection of a client to one
- * daemon), or the first n buckets in turn (rr, wrr: a cursor per port).
+ * daemon), or the first n buckets in turn (rr, wrr: a count of turns per port).
  */
 export const PortMode = { hash: 0, least: 1, twoChoices: 2, source: 3, sequence: 4 } as const;
 export type PortModeValue = (typeof PortMode)[keyof typeof PortMode];
 
 export const MEMBERS_HEADER = 8;
-/** Mode sequence: the cursor's offset in the members value (u64, 8-byte aligned, as atomic adds need). */
-export const MEMBERS_CURSOR = MEMBERS_HEADER;
 export const MEMBERS_SIZE = MEMBERS_HEADER + MAX_MEMBERS * 8;
 export const LOAD_SIZE = 40;
 const LOAD_ACTIVE = 0;
@@ -109,6 +111,7 @@ const SOCK_OPS_SK = 184; // struct bpf_sock *, Linux 5.10
 export interface LeastLoadedMaps {
   loads: number;
   sockets: number;
+  turns: number;
 }
 
 /** What the sk_lookup program gives the least-loaded pick. */
@@ -128,6 +131,8 @@ export interface LeastLoadedSite {
   result: number;
   /** CPUs the host runs on (os.availableParallelism()): cpuGroupStart's. */
   cpus: number;
+  /** The kernel has BPF_FETCH (Linux 5.12+): emitTurn's. */
+  atomicFetch: boolean;
   /** Free stack from here down (STACK_NEEDED bytes). */
   scratch: number;
   /** Counts counters[*(u32 *)(fp + key)]'s field; clobbers r0-r5. */
@@ -171,6 +176,27 @@ function emitLoadSum(a: Assembler, site: LeastLoadedSite, prefix: string): void 
   a.jmp('sge', R3, 0, `${prefix}_positive`).mov64(R3, 0);
   a.label(`${prefix}_positive`);
 }
+
+/**
+ * Emits r2 = the port's next turn (its `turns` before this one), which goes
+ * up by one: an atomic fetch-and-add, or, without BPF_FETCH (Linux before
+ * 5.12), a load and an add, so that two lookups at the same instant may take
+ * one turn. No entry (never, for a port index in range): the flow hash.
+ * Clobbers r0-r5.
+ */
+export function emitTurn(a: Assembler, maps: LeastLoadedMaps, site: TurnSite): void {
+  const done = `turn_${a.length}`;
+  a.ldx('w', R1, R10, site.index).stx('w', R10, site.key, R1);
+  a.ldMapFd(R1, maps.turns).mov64(R2, R10).alu64('add', R2, site.key).call(Helper.mapLookupElem);
+  a.ldx('w', R2, R10, site.hash).jmp('eq', R0, 0, done);
+  a.mov64(R2, 1);
+  if (site.atomicFetch) a.atomic('add', 'dw', R0, 0, R2, true);
+  else a.ldx('dw', R3, R0, 0).atomic('add', 'dw', R0, 0, R2).mov64(R2, R3);
+  a.label(done);
+}
+
+/** What emitTurn needs of the program: fp offsets of the port index (u32), the flow hash (u32) and a free u32 map key; BPF_FETCH or not. */
+export type TurnSite = Pick<LeastLoadedSite, 'index' | 'hash' | 'key' | 'atomicFetch'>;
 
 /**
  * The member of the CPU that took a SYN: with n members over `cpus` CPUs,
@@ -249,7 +275,9 @@ export function emitLeastLoaded(a: Assembler, maps: LeastLoadedMaps, site: Least
   a.jmp('sle', R3, 0, 'll_hash_start');
   a.ldx('dw', R1, R10, CPU_IDX).stx('dw', R10, IDX, R1).ja('ll_start');
   a.label('ll_hash_start');
-  a.ldx('dw', R1, R10, N).ldx('w', R2, R10, site.hash).mov64(R3, R2).alu64('mod', R3, R1).stx('dw', R10, IDX, R3);
+  // Idle (or no CPU member): the port's next turn.
+  emitTurn(a, maps, site);
+  a.ldx('dw', R1, R10, N).alu64('mod', R2, R1).stx('dw', R10, IDX, R2);
   a.label('ll_start');
   a.ldx('dw', R1, R10, N).ldx('w', R2, R10, site.hash);
   // p2c: two members, the second 1..n-1 after the first (the hash's upper bits).
@@ -441,24 +469,11 @@ export function encodeMembers(mode: PortModeValue, members: readonly Member[]): 
   return bytes;
 }
 
-/**
- * The members value of a port in mode sequence: the first `length` buckets
- * in turn, from the cursor `cursor` (kept across rewrites, so a change of
- * weights does not start the order again at its first daemon).
- */
-export function encodeSequence(length: number, cursor: bigint): Uint8Array {
-  const bytes = new Uint8Array(MEMBERS_SIZE);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, length, true);
-  view.setUint32(4, PortMode.sequence, true);
-  view.setBigUint64(MEMBERS_CURSOR, BigInt.asUintN(64, cursor), true);
+/** The members value of a port in mode sequence: the first `length` buckets in turn. */
+export function encodeSequence(length: number): Uint8Array {
+  const bytes = encodeMembers(PortMode.sequence, []);
+  new DataView(bytes.buffer).setUint32(0, length, true);
   return bytes;
-}
-
-/** The cursor of a members value in mode sequence; 0 for any other mode. */
-export function sequenceCursor(value: Uint8Array): bigint {
-  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-  return view.getUint32(4, true) === PortMode.sequence ? view.getBigUint64(MEMBERS_CURSOR, true) : 0n;
 }
 
 /** A slot's counts as `loads` holds them. */

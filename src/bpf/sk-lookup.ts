@@ -19,7 +19,8 @@
 //                     bound UDP socket; updated with its fd, read back as its
 //                     cookie). Slot 0 is never a daemon. A socket whose last fd
 //                     closes leaves the map by itself.
-//   members, loads, slots: the least-loaded pick's and the counts' (load-count.ts).
+//   members, loads, slots, turns: the least-loaded pick's, the counts' and
+//                     the turns rr and wrr take (load-count.ts).
 //   counters  ARRAY  slot → {assigned, noSocket, refused} u64 each, atomic adds:
 //                     lookups handed to the slot's socket, lookups that found
 //                     the slot empty (the daemon's socket closed), and
@@ -43,11 +44,11 @@
 //      the one of the CPU that took the SYN); when that daemon's socket is gone,
 //      or the port has no members, the buckets decide as below.
 //   4. A TCP port in mode sequence (rr, wrr) walks its first n buckets in
-//      turn instead: the port's cursor (members value) goes up by one per
-//      lookup, an atomic fetch-and-add, so concurrent SYNs on two CPUs take
+//      turn instead: the port's `turns` goes up by one per lookup, an
+//      atomic fetch-and-add, so concurrent SYNs on two CPUs take
 //      two turns (Linux 5.12+; an older kernel gets a load and an add, and two
 //      SYNs at the same instant may take one turn); its candidates are
-//      position cursor mod n and the ones after it, wrapping at n. A SYN
+//      position turns mod n and the ones after it, wrapping at n. A SYN
 //      retransmitted finds its request socket before any listener lookup; the
 //      ACK of a SYN-cookie handshake takes the next turn, and any daemon's
 //      listener checks the cookie (the secret is the kernel's, not the
@@ -77,7 +78,7 @@ import { HostlbError } from '../errors.js';
 import { parseIp } from '../wire/address.js';
 import { BtfBuilder } from './btf.js';
 import { Assembler, Helper, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from './asm.js';
-import { emitCountPending, emitLeastLoaded, encodeMembers, encodeSequence, sequenceCursor, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeFreshLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_CURSOR, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
+import { emitCountPending, emitLeastLoaded, emitTurn, encodeMembers, encodeSequence, PortMode, type LeastLoadedSite, buildCountProgram, decodeLoad, encodeFreshLoad, encodeSlotValue, nowWindow, LOAD_SIZE, MEMBERS_SIZE, SLOT_VALUE_SIZE, type Member, type PortModeValue, type SlotLoad } from './load-count.js';
 import {
   AttachType,
   BPF_ANY,
@@ -146,7 +147,7 @@ const CTX_LOCAL_PORT = 60;
 
 // Stack: the ports key at fp-24..fp-5, a u32 key for the other maps at fp-32,
 // bpf_sk_assign's result at fp-40, the port index at fp-44, the flow hash
-// (mode sequence: the cursor's position) at fp-48, the load-count window at
+// (mode sequence: the turn's position) at fp-48, the load-count window at
 // fp-56 (0: not read yet), the sequence length at fp-64 (0: the buckets go by
 // hash); the least-loaded pick's scratch below.
 const STACK_PORT_KEY = -24;
@@ -160,9 +161,13 @@ const STACK_SCRATCH = -64;
 
 const JHASH_INITVAL = 0xdeadbeef;
 
-const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters', 'members', 'loads', 'slots', 'count'] as const;
-/** Pins a dispatch may lack: a kernel that cannot count has no `slots` nor `count`. */
-const OPTIONAL_PINS: ReadonlySet<(typeof PIN_NAMES)[number]> = new Set(['slots', 'count'] as const);
+const PIN_NAMES = ['program', 'ports', 'buckets', 'sockets', 'counters', 'members', 'loads', 'slots', 'count', 'turns'] as const;
+/**
+ * Pins a dispatch may lack: a kernel that cannot count has no `slots` nor
+ * `count`; a dispatch an older hostlb pinned has no `turns` (its program
+ * takes no turns, and its buckets still share by weight).
+ */
+const OPTIONAL_PINS: ReadonlySet<(typeof PIN_NAMES)[number]> = new Set(['slots', 'count', 'turns'] as const);
 const PIN_LINK = 'link';
 const PIN_COUNT_LINK = 'count-link';
 
@@ -221,6 +226,8 @@ export interface MapFds {
   members: number;
   loads: number;
   slots: number;
+  /** -1 in a dispatch an older hostlb pinned (adopt). */
+  turns: number;
 }
 
 function fail(code: string, message: string, cause?: unknown): never {
@@ -299,7 +306,7 @@ export function bucketCandidates(h: number): number[] {
 /**
  * The dispatch program for the given maps, assembled. Pure: exported so tests
  * and tools can inspect it without loading it. `atomicFetch` false: the
- * sequence cursor without BPF_FETCH (Linux before 5.12; header comment, 4).
+ * turns taken without BPF_FETCH (Linux before 5.12; header comment, 4).
  */
 export function buildProgram(maps: MapFds, hashSeed: number, cpus = availableParallelism(), atomicFetch = true): Uint8Array {
   const a = new Assembler();
@@ -373,23 +380,21 @@ export function buildProgram(maps: MapFds, hashSeed: number, cpus = availablePar
   a.st('dw', R10, STACK_WINDOW, 0);
   a.st('dw', R10, STACK_SEQUENCE, 0);
 
-  // Mode sequence: the cursor's turn, as the position the buckets are walked from.
+  // Mode sequence: the port's turn, as the position the buckets are walked from.
   a.jmp('eq', R7, 0, 'least');
   a.ldx('w', R1, R7, 4).jmp('ne', R1, PortMode.sequence, 'least');
   a.ldx('w', R1, R6, CTX_PROTOCOL).jmp32('ne', R1, IPPROTO_TCP, 'least');
   a.ldx('w', R1, R7, 0).jmp('eq', R1, 0, 'least').jmp('gt', R1, BUCKETS, 'least');
   a.stx('dw', R10, STACK_SEQUENCE, R1);
-  a.mov64(R2, 1);
-  if (atomicFetch) a.atomic('add', 'dw', R7, MEMBERS_CURSOR, R2, true);
-  else a.ldx('dw', R3, R7, MEMBERS_CURSOR).atomic('add', 'dw', R7, MEMBERS_CURSOR, R2).mov64(R2, R3);
-  a.alu64('mod', R2, R1).stx('w', R10, STACK_HASH, R2);
+  emitTurn(a, maps, { index: STACK_INDEX, hash: STACK_HASH, key: STACK_KEY, atomicFetch });
+  a.ldx('dw', R1, R10, STACK_SEQUENCE).alu64('mod', R2, R1).stx('w', R10, STACK_HASH, R2);
   a.ja('buckets');
 
   a.label('least');
 
   const fields = { assigned: FIELD_ASSIGNED, noSocket: FIELD_NO_SOCKET, refused: FIELD_REFUSED };
   const site: LeastLoadedSite = {
-    cpus,
+    cpus, atomicFetch,
     ctx: R6, index: STACK_INDEX, hash: STACK_HASH, window: STACK_WINDOW, key: STACK_KEY, result: STACK_RESULT, scratch: STACK_SCRATCH,
     count: (field) => count(fields[field]), fallback: 'buckets', assigned: 'assigned', pass: 'pass',
   };
@@ -531,6 +536,8 @@ export class SkLookupDispatch {
       made.push(members);
       const loads = createMap({ type: MapType.array, keySize: 4, valueSize: LOAD_SIZE, maxEntries: maxSlots, name: 'hlb_loads' });
       made.push(loads);
+      const turns = createMap({ type: MapType.array, keySize: 4, valueSize: 8, maxEntries: maxPorts, name: 'hlb_turns' });
+      made.push(turns);
       // Counting is an extra: a kernel that cannot count (socket storage, Linux 5.2; the socket in a
       // SOCK_OPS program, 5.10) still dispatches, and attachCounting says why it cannot count.
       let slots = -1;
@@ -541,7 +548,7 @@ export class SkLookupDispatch {
       } catch (error) {
         countError = error as Error;
       }
-      const maps: MapFds = { ports, buckets, sockets, counters, members, loads, slots };
+      const maps: MapFds = { ports, buckets, sockets, counters, members, loads, slots, turns };
       const load = (atomicFetch: boolean): number => loadProgram({
         type: ProgramType.skLookup,
         expectedAttachType: AttachType.skLookup,
@@ -594,7 +601,7 @@ export class SkLookupDispatch {
         fds[name] = openPinned(join(dir, name));
         opened.push(fds[name]);
       }
-      const optional: Array<readonly [keyof DispatchFds, string]> = [['slots', 'slots'], ['count', 'count'], ['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]];
+      const optional: Array<readonly [keyof DispatchFds, string]> = [['slots', 'slots'], ['count', 'count'], ['turns', 'turns'], ['link', PIN_LINK], ['countLink', PIN_COUNT_LINK]];
       for (const [field, name] of optional) {
         fds[field] = -1;
         try {
@@ -618,6 +625,7 @@ export class SkLookupDispatch {
       expect(fds.members, 'members', MapType.array, 4, MEMBERS_SIZE);
       expect(fds.loads, 'loads', MapType.array, 4, LOAD_SIZE);
       if (fds.slots >= 0) expect(fds.slots, 'slots', MapType.skStorage, 4, SLOT_VALUE_SIZE);
+      if (fds.turns >= 0) expect(fds.turns, 'turns', MapType.array, 4, 8);
       const program = programInfo(fds.program);
       if (program.type !== ProgramType.skLookup) fail('BPF_FAILED', `${join(dir, 'program')} is a BPF program of type ${program.type}, not sk_lookup`);
       if (fds.count >= 0 && programInfo(fds.count).type !== ProgramType.sockOps) fail('BPF_FAILED', `${join(dir, 'count')} is a BPF program of type ${programInfo(fds.count).type}, not sock_ops`);
@@ -708,15 +716,13 @@ export class SkLookupDispatch {
   /**
    * Puts port `index` in mode sequence: new TCP connections take its first
    * `length` buckets in turn (setBuckets writes them; 0 leaves the port to
-   * the buckets by hash). The cursor carries on where it was.
+   * the buckets by hash). Its turns carry on where they were.
    */
   setSequence(index: number, length: number): void {
     this.checkOpen();
     this.checkIndex(index);
     if (!Number.isInteger(length) || length < 0 || length > BUCKETS) fail('CONFIG_INVALID', `sequence length ${length} is not in 0..${BUCKETS}`);
-    const value = new Uint8Array(MEMBERS_SIZE);
-    lookupElement(this.f.members, u32(index), value);
-    updateElement(this.f.members, u32(index), encodeSequence(length, sequenceCursor(value)), BPF_ANY);
+    updateElement(this.f.members, u32(index), encodeSequence(length), BPF_ANY);
   }
 
   /** Slot `slot`'s connection counts as the least-loaded pick sees them now. */

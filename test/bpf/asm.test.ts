@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Assembler, PSEUDO_MAP_FD, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10, type Register } from '../../src/bpf/asm.js';
 import { BUCKETS, TRIES, bucketCandidates, buildProgram, encodePortKey, flowHash } from '../../src/bpf/sk-lookup.js';
-import { buildCountProgram, cpuGroupStart, decodeLoad, encodeFreshLoad, encodeMembers, encodeSlotValue, LOAD_SIZE, MAX_MEMBERS, MEMBERS_SIZE, PortMode, SLOT_VALUE_SIZE } from '../../src/bpf/load-count.js';
+import { buildCountProgram, cpuGroupStart, decodeLoad, encodeFreshLoad, encodeMembers, encodeSequence, encodeSlotValue, LOAD_SIZE, MAX_MEMBERS, MEMBERS_SIZE, PortMode, SLOT_VALUE_SIZE } from '../../src/bpf/load-count.js';
 import { findSocketInode } from '../../src/bpf/listener.js';
 
 function hex(bytes: Uint8Array): string {
@@ -161,7 +161,7 @@ test('sk-lookup: candidates are the hash bytes, low first, then the buckets afte
 });
 
 test('sk-lookup: the program loads each map by fd and ends in exit', () => {
-  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104, members: 105, loads: 106, slots: 107 };
+  const maps = { ports: 101, buckets: 102, sockets: 103, counters: 104, members: 105, loads: 106, slots: 107, turns: 108 };
   const bytes = buildProgram(maps, 1);
   assert.equal(bytes.length % 8, 0);
   const fds = new Set<number>();
@@ -170,7 +170,7 @@ test('sk-lookup: the program loads each map by fd and ends in exit', () => {
     if (bytes[i] === 0x18 && bytes[i + 1] >> 4 === PSEUDO_MAP_FD) fds.add(view.getInt32(i + 4, true));
   }
   // Every map but `slots`, which only the counting program touches.
-  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106]);
+  assert.deepEqual([...fds].sort(), [101, 102, 103, 104, 105, 106, 108]);
   assert.equal(hex(bytes.subarray(bytes.length - 8)), '9500000000000000');
   // The least-loaded scan is unrolled (MAX_MEMBERS copies): past the unprivileged 4096, far below the 1M a root load allows.
   assert.ok(bytes.length / 8 < 8192, `${bytes.length / 8} instructions`);
@@ -190,6 +190,10 @@ test('load-count: the counting program names its two maps and returns 1; members
   assert.equal(members.length, MEMBERS_SIZE);
   const m = new DataView(members.buffer);
   assert.deepEqual([m.getUint32(0, true), m.getUint32(4, true), m.getUint32(8, true), m.getUint32(12, true), m.getUint32(16, true), m.getUint32(20, true)], [2, 2, 3, 2, 9, 1], 'n, mode, then slot/weight pairs; weights rounded, at least 1');
+  const sequence = encodeSequence(3);
+  assert.equal(sequence.length, MEMBERS_SIZE);
+  const q = new DataView(sequence.buffer);
+  assert.deepEqual([q.getUint32(0, true), q.getUint32(4, true), q.getUint32(8, true)], [3, PortMode.sequence, 0], 'mode sequence: n is the length of the order, no members');
   const many = encodeMembers(PortMode.least, Array.from({ length: MAX_MEMBERS + 5 }, (_, i) => ({ slot: i + 1, weight: 1 })));
   assert.equal(new DataView(many.buffer).getUint32(0, true), MAX_MEMBERS, 'at most MAX_MEMBERS');
 

@@ -396,6 +396,18 @@ test('sk-lookup: least-loaded ports pick by the kernel\'s own connection counts,
   const idle = [0, 0, 0].map((active) => ({ active, pending: 0 }));
   assert.deepEqual(await settle(loads, idle), idle, 'every count back to 0 once the client closed');
 
+  // One connection at a time, each closed before the next: every daemon idle, a tie each time,
+  // which the port's turns break (as nginx's least_conn breaks its ties by round robin).
+  const oneByOne: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const held = await holdConnections(sandbox, ns, 1);
+    oneByOne.push(held.greetings[0].replace('hello from ', ''));
+    await held.release();
+    assert.deepEqual(await settle(loads, idle), idle, `every count back to 0 after connection ${i + 1}`);
+  }
+  assert.deepEqual([...oneByOne.slice(0, 3)].sort(), names, `three ties, three daemons: ${oneByOne.join(' ')}`);
+  assert.deepEqual(oneByOne.slice(3), oneByOne.slice(0, 3), `and again in the same order: ${oneByOne.join(' ')}`);
+
   // wlc: weights 2, 1, 1 → of 8 connections A takes 4.
   dispatch.setMembers(0, PortMode.least, [{ slot: 1, weight: 2 }, { slot: 2, weight: 1 }, { slot: 3, weight: 1 }]);
   const second = await holdConnections(sandbox, ns, 8);
@@ -643,6 +655,14 @@ test('sk-lookup: a pinned dispatch outlives the process that loaded it; unpin an
   assert.equal(adopted.attachedNetnsInode(), statSync(netnsPath).ino);
   assert.equal(adopted.counters(1).assigned, 1);
   assert.equal(adopted.buckets(0)[0], 1);
+  assert.ok(adopted.fds.turns >= 0, 'the turns map is pinned too');
+
+  // Pins an older hostlb left have no `turns` map: still adopted (their program takes no turns).
+  rmSync(`${pinDir}/turns`);
+  const older = SkLookupDispatch.adopt(pinDir);
+  assert.equal(older.fds.turns, -1);
+  assert.equal(older.counters(1).assigned, 1);
+  older.close();
 
   SkLookupDispatch.unpin(pinDir);
   adopted.close();

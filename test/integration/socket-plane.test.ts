@@ -328,7 +328,7 @@ test('[socket] kill -9 of hostlb under load: dispatch goes on with no failed req
     started.push(first);
     assertPlaneSetUp(server, 'socket');
     const pins = pinDirOf(server);
-    assert.deepEqual(pinned(pins), ['buckets', 'count', 'count-link', 'counters', 'link', 'loads', 'members', 'ports', 'program', 'slots', 'sockets'], `the programs, their maps and links are pinned in ${pins}`);
+    assert.deepEqual(pinned(pins), ['buckets', 'count', 'count-link', 'counters', 'link', 'loads', 'members', 'ports', 'program', 'slots', 'sockets', 'turns'], `the programs, their maps and links are pinned in ${pins}`);
     const tails = tailsOf(daemons, CLIENT_V4);
 
     const a = startLoad(topo, URL_V4);
