@@ -44,11 +44,11 @@
 //      the one of the CPU that took the SYN); when that daemon's socket is gone,
 //      or the port has no members, the buckets decide as below.
 //   4. A TCP port in mode sequence (rr, wrr) walks its first n buckets in
-//      turn instead: the port's `turns` goes up by one per lookup, an
-//      atomic fetch-and-add, so concurrent SYNs on two CPUs take
-//      two turns (Linux 5.12+; an older kernel gets a load and an add, and two
-//      SYNs at the same instant may take one turn); its candidates are
-//      position turns mod n and the ones after it, wrapping at n. A SYN
+//      turn instead: the port's `turns` goes up by one per lookup, an atomic
+//      fetch-and-add, so concurrent SYNs on two CPUs take two turns (Linux
+//      5.12+; an older kernel gets a load and an add, and two SYNs at the
+//      same instant may take one turn); its candidates are position turns
+//      mod n and the ones after it, wrapping at n. A SYN
 //      retransmitted finds its request socket before any listener lookup; the
 //      ACK of a SYN-cookie handshake takes the next turn, and any daemon's
 //      listener checks the cookie (the secret is the kernel's, not the
