@@ -215,6 +215,15 @@ export class FlowAccounting {
     this.events++;
     const stats = this.balancer.stats.daemon;
     let flow = this.flows.get(ev.id);
+    if (flow !== undefined && ev.tcpState === TcpCt.SynRecv && flow.tcpState !== TcpCt.SynSent && flow.tcpState !== TcpCt.None && flow.tcpState !== TcpCt.SynRecv) {
+      // A daemon's SYN-ACK under the id of a flow past its handshake: conntrack reopened an earlier
+      // connection's entry on the same addresses for a new SYN, and the new entry took the old one's
+      // place, id included (the id hashes the entry's address and tuples). The old flow ended unseen;
+      // this is the new one's answer, which passive health must hear.
+      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.flows.delete(ev.id);
+      flow = undefined;
+    }
     // A restored flow counts for its daemon, whatever id an earlier run's mark named (restore()).
     const b = (flow?.daemonId ?? id) * DAEMON_COLUMNS;
     if (flow === undefined) {
@@ -451,9 +460,12 @@ export class FlowAccounting {
     if (this.flows.has(ev.id) || !ev.tuples()) return id;
     const owner = this.ownerOf(id, ev.reply);
     if (owner < 0) return REJECT_ID;
-    const active = ev.orig.protocol !== 6 || !ENDED_TCP.has(ev.tcpState);
-    this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active });
-    if (active) this.balancer.stats.daemon[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
+    // An ended connection (TIME_WAIT for two minutes after a run of short ones: thousands) is not
+    // followed: nothing of it is left to count, and a client's new SYN on the same addresses makes
+    // conntrack reopen it as a new entry under the same id (see onEvent).
+    if (ev.orig.protocol === 6 && ENDED_TCP.has(ev.tcpState)) return owner;
+    this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active: true });
+    this.balancer.stats.daemon[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
     return owner;
   }
 
