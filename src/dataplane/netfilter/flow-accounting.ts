@@ -65,13 +65,12 @@ interface Pending {
   asked: boolean;
 }
 
-/** One hostlb flow conntrack has confirmed, by conntrack id (its addresses stay in conntrack: the plane's connections() reads them there). */
+/** One hostlb flow conntrack has confirmed, by conntrack id, counted active for its daemon until it ends (its addresses stay in conntrack: the plane's connections() reads them there). */
 interface Flow {
   daemonId: number;
   protocol: number;
   created: number;
   tcpState: number;
-  active: boolean;
 }
 
 /** What the plane must do after onEvent. */
@@ -220,7 +219,7 @@ export class FlowAccounting {
       // connection's entry on the same addresses for a new SYN, and the new entry took the old one's
       // place, id included (the id hashes the entry's address and tuples). The old flow ended unseen;
       // this is the new one's answer, which passive health must hear.
-      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(ev.id);
       flow = undefined;
     }
@@ -254,7 +253,7 @@ export class FlowAccounting {
         return EVENT_DONE;
       }
       // A TCP flow's first event is the daemon's answer (its SYN-ACK): it began with the SYN hostlb passed on.
-      flow = { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: TcpCt.SynSent, active: true };
+      flow = { daemonId: id, protocol: o.protocol, created: this.clock(), tcpState: TcpCt.SynSent };
       this.flows.set(ev.id, flow);
       if (decided !== undefined) {
         // Counted active when hostlb decided; the SYN's time runs from then, and it reached the daemon.
@@ -269,7 +268,7 @@ export class FlowAccounting {
       if (ev.kind === EVENT_NEW) return EVENT_DONE;
     }
     if (ev.kind === EVENT_DESTROY) {
-      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(ev.id);
       // Counters come with the destroy event when nf_conntrack_acct is on.
       ev.counters();
@@ -291,7 +290,7 @@ export class FlowAccounting {
     }
     if (ENDED_TCP.has(ev.tcpState)) {
       // The flow's last event (host-plan.ts masks the rest): it is no longer active, and forgotten.
-      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(ev.id);
       // Conntrack reopens a closed entry for a new SYN from the same client port only when the
       // client sent the RST; after the daemon's RST the SYN would ride the old entry's NAT to the
@@ -388,7 +387,7 @@ export class FlowAccounting {
     }
     if (ev.tcpState === TcpCt.Close) return true;
     stats[b + D_ACTIVE_FLOWS]++;
-    const flow: Flow = { daemonId: id, protocol: 6, created: l.decided, tcpState: TcpCt.SynSent, active: true };
+    const flow: Flow = { daemonId: id, protocol: 6, created: l.decided, tcpState: TcpCt.SynSent };
     this.flows.set(ev.id, flow);
     if (ANSWERED_TCP.has(ev.tcpState)) {
       stats[b + D_SYN_ANSWERED]++;
@@ -408,7 +407,7 @@ export class FlowAccounting {
     for (const [ctId, flow] of this.flows) {
       if (flow.daemonId !== id) continue;
       ended++;
-      if (flow.active) this.balancer.flowEnded(id);
+      this.balancer.flowEnded(id);
       this.flows.delete(ctId);
     }
     return ended;
@@ -425,7 +424,7 @@ export class FlowAccounting {
     const stats = this.balancer.stats.daemon;
     for (const [id, flow] of this.flows) {
       if (live.has(id) || now - flow.created < SWEEP_GRACE_MS) continue;
-      if (flow.active) this.balancer.flowEnded(flow.daemonId);
+      this.balancer.flowEnded(flow.daemonId);
       this.flows.delete(id);
       this.swept++;
     }
@@ -440,7 +439,7 @@ export class FlowAccounting {
       if (pending !== undefined && now - pending.decided < SWEEP_GRACE_MS) continue;
       if (pending !== undefined) this.pending.delete(l.key);
       else stats[l.daemonId * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
-      this.flows.set(id, { daemonId: l.daemonId, protocol: l.protocol, created: now, tcpState: l.tcpState, active: true });
+      this.flows.set(id, { daemonId: l.daemonId, protocol: l.protocol, created: now, tcpState: l.tcpState });
       this.swept++;
     }
   }
@@ -464,7 +463,7 @@ export class FlowAccounting {
     // followed: nothing of it is left to count, and a client's new SYN on the same addresses makes
     // conntrack reopen it as a new entry under the same id (see onEvent).
     if (ev.orig.protocol === 6 && ENDED_TCP.has(ev.tcpState)) return owner;
-    this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState, active: true });
+    this.flows.set(ev.id, { daemonId: owner, protocol: ev.orig.protocol, created: this.clock(), tcpState: ev.tcpState });
     this.balancer.stats.daemon[owner * DAEMON_COLUMNS + D_ACTIVE_FLOWS]++;
     return owner;
   }
