@@ -61,6 +61,11 @@ const COUNT_MS = 1_000;
 const LOAD_SCHEDULERS = new Set(['lc', 'wlc', 'p2c']);
 /** Schedulers whose TCP connections take turns (mode sequence); over UDP a turn per datagram would split flows, so they hash. */
 const TURN_SCHEDULERS = new Set(['rr', 'wrr']);
+
+/** True when `port`'s connections take turns in the kernel (mode sequence). */
+function takesTurns(port: ClusterPort): boolean {
+  return TURN_SCHEDULERS.has(port.scheduler) && port.protocol !== 'udp';
+}
 /** Scales weight / (1 + load) to integers the bucket table takes. */
 const LOAD_SCALE = 1000;
 
@@ -169,7 +174,7 @@ export class SocketPlane implements DataPlane {
       // host-plan.ts gives UDP replies the cluster's address; a port alone has no one address to give.
       this.logger.warn({ event: 'socket_plane_udp', ports: wildcardUdp }, `UDP on any local address with the socket data plane: the daemons of ${wildcardUdp.join(', ')} must answer from the address each datagram was sent to (bind the wildcard address and reply with IP_PKTINFO / IPV6_PKTINFO), or clients see replies from the daemon's own address`);
     }
-    const turning = this.balancer.tree.clusters.flatMap((c) => c.ports.filter((p) => TURN_SCHEDULERS.has(p.scheduler) && p.protocol !== 'udp').map((p) => p.name));
+    const turning = this.balancer.tree.clusters.flatMap((c) => c.ports.filter(takesTurns).map((p) => p.name));
     if (!this.dispatch.exactTurns && turning.length > 0) {
       this.logger.warn({ event: 'socket_plane_turns', ports: turning }, `rr and wrr on ${turning.join(', ')} take turns without an atomic fetch-and-add (Linux 5.12+): connections that arrive at the same instant on two CPUs may go to the same daemon`);
     }
@@ -518,7 +523,7 @@ export class SocketPlane implements DataPlane {
     }
     const byLoad = LOAD_SCHEDULERS.has(port.scheduler);
     const inKernel = byLoad && dispatch.counting && live.length <= MAX_MEMBERS;
-    const turns = TURN_SCHEDULERS.has(port.scheduler) && port.protocol !== 'udp';
+    const turns = takesTurns(port);
     const mode: PortModeValue = inKernel ? (port.scheduler === 'p2c' ? PortMode.twoChoices : PortMode.least) : turns ? PortMode.sequence : port.scheduler === 'sh' ? PortMode.source : PortMode.hash;
     // lc ignores weights (a daemon of weight 0 is out all the same); wlc and p2c divide by them.
     const members: Member[] = inKernel ? live.map((m) => ({ slot: m.id + 1, weight: port.scheduler === 'lc' ? 1 : m.weight })) : [];
