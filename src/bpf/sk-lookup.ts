@@ -488,8 +488,8 @@ function closeAll(fds: number[]): void {
  * One dispatch program with its maps. Created (create) or taken over from a
  * bpffs directory another process pinned (adopt); attached to a network
  * namespace with attach(). Map updates take effect for the next lookup; a
- * setBuckets() is 256 single updates, so lookups during it may see a mix of
- * the old and new tables (each still a valid daemon). Not thread-safe.
+ * setBuckets() is up to 256 single updates, so lookups during it may see a
+ * mix of the old and new tables (each still a valid daemon). Not thread-safe.
  */
 export class SkLookupDispatch {
   readonly maxPorts: number;
@@ -500,6 +500,14 @@ export class SkLookupDispatch {
   private closed = false;
   /** Why create() could not load the counting program (its maps or the program), or null. */
   private countError: Error | null = null;
+  /**
+   * Each port's buckets as this object last wrote them: setBuckets writes
+   * only the buckets that differ. Slow start and health change weights every
+   * tick, which moves a few buckets; 256 bpf() calls each time were most of
+   * hostlb's own CPU under load. Only setBuckets writes the buckets map; a
+   * port not written yet (an adopted program's) is written whole.
+   */
+  private readonly written = new Map<number, Uint32Array>();
   /**
    * False when the program takes rr's and wrr's turns without an atomic
    * fetch-and-add (Linux before 5.12): SYNs at the same instant on two CPUs
@@ -696,10 +704,16 @@ export class SkLookupDispatch {
       const slot = slots[i];
       if (!Number.isInteger(slot) || slot < 0 || slot >= this.maxSlots) fail('CONFIG_INVALID', `slot ${slot} is not in 0..${this.maxSlots - 1}`);
     }
+    const before = this.written.get(index);
+    const after = new Uint32Array(BUCKETS);
+    for (let b = 0; b < BUCKETS; b++) after[b] = slots.length === 0 ? NO_SLOT : slots[b % slots.length];
+    // Forgotten first: a write that fails part-way leaves the map unknown, so the next one writes all.
+    this.written.delete(index);
     for (let b = 0; b < BUCKETS; b++) {
-      const slot = slots.length === 0 ? NO_SLOT : slots[b % slots.length];
-      updateElement(this.f.buckets, u32(index * BUCKETS + b), u32(slot), BPF_ANY);
+      if (before !== undefined && before[b] === after[b]) continue;
+      updateElement(this.f.buckets, u32(index * BUCKETS + b), u32(after[b]), BPF_ANY);
     }
+    this.written.set(index, after);
   }
 
   /**

@@ -19,7 +19,7 @@ import { takeListener } from '../../src/bpf/listener.js';
 import { BUCKETS, SkLookupDispatch, TRIES, bucketCandidates, flowHash } from '../../src/bpf/sk-lookup.js';
 import { PortMode } from '../../src/bpf/load-count.js';
 import { cgroupRoot } from '../../src/dataplane/socket/cgroup-root.js';
-import { AttachType, BpfVerifierError, ProgramType, closeFd, loadProgram } from '../../src/bpf/syscalls.js';
+import { AttachType, BpfVerifierError, ProgramType, closeFd, loadProgram, updateElement } from '../../src/bpf/syscalls.js';
 import { parseIp } from '../../src/wire/address.js';
 import { NetnsSandbox, skipUnlessRoot, type Namespace } from '../support/netns.js';
 
@@ -593,6 +593,28 @@ test('sk-lookup: the sockmap takes only sockets; anything else is BPF_BAD_SOCKET
   assert.throws(() => dispatch.setSocket(0, file), { code: 'CONFIG_INVALID' }, 'slot 0 is never a daemon');
   assert.equal(dispatch.socketCookie(1), null);
   assert.equal(dispatch.clearSocket(1), false);
+});
+
+test('sk-lookup: setBuckets writes only the buckets that changed, and every table written reads back whole', (t) => {
+  if (!skipUnlessRoot(t, 'BPF maps need CAP_BPF')) return;
+  const dispatch = dispatchFor(t);
+  const expand = (slots: number[]): number[] => Array.from({ length: BUCKETS }, (_, b) => (slots.length === 0 ? 0 : slots[b % slots.length]));
+  for (const table of [[1, 2], [1, 2, 3], [3], [], [2, 1], expand([1, 2]).map((s, b) => (b === 7 ? 3 : s))]) {
+    dispatch.setBuckets(1, table);
+    assert.deepEqual(dispatch.buckets(1), expand(table), JSON.stringify(table));
+  }
+  // Behind its back (no other writer does this): bucket 100 of port 1 and all of port 2, which it has not written.
+  const key = (b: number): Uint8Array => new Uint8Array(new Uint32Array([b]).buffer);
+  const value = (slot: number): Uint8Array => new Uint8Array(new Uint32Array([slot]).buffer);
+  updateElement(dispatch.fds.buckets, key(BUCKETS + 100), value(5), 0);
+  for (let b = 0; b < BUCKETS; b++) updateElement(dispatch.fds.buckets, key(2 * BUCKETS + b), value(6), 0);
+  // Port 1: one bucket differs from the last write, and only it is written; port 2 is written whole.
+  const last = expand([1, 2]).map((s, b) => (b === 7 ? 3 : s));
+  dispatch.setBuckets(1, last.map((s, b) => (b === 8 ? 4 : s)));
+  assert.equal(dispatch.buckets(1)[8], 4);
+  assert.equal(dispatch.buckets(1)[100], 5, 'a bucket that did not change is not written again');
+  dispatch.setBuckets(2, [1]);
+  assert.deepEqual(dispatch.buckets(2), expand([1]));
 });
 
 test('sk-lookup: a program the verifier refuses throws BPF_VERIFIER with the log in the message', (t) => {
