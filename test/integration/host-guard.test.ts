@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, stopDaemons } from '../support/daemons.js';
-import { CLUSTER_V4, HostlbProcess } from '../support/hostlb-process.js';
+import { CLUSTER_V4, HostlbProcess, metricsText } from '../support/hostlb-process.js';
 import { nftTable, type Dataplane } from '../support/dataplanes.js';
 import { skipUnlessRoot } from '../support/netns.js';
 import { healthSetup, startHostlb, type HealthTopo } from './health-harness.js';
@@ -41,16 +41,7 @@ async function untilServed(topo: HealthTopo, limitMs: number): Promise<number | 
 }
 
 async function repairsTotal(hostlb: HostlbProcess): Promise<Record<string, number>> {
-  const text = await new Promise<string>((resolve, reject) => {
-    void import('node:http').then(({ request }) => {
-      const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path: '/metrics' }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve(body));
-      });
-      req.on('error', reject);
-      req.end();
-    });
-  });
+  const text = await metricsText(join(hostlb.stateDir, 'admin.sock'));
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^hostlb_repairs_total\{kind="([^"]+)"\} (\d+)/gm)) out[m[1]] = Number(m[2]);
   return out;

@@ -40,12 +40,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginxDaemons, stopDaemons, type NginxDaemon } from '../support/daemons.js';
-import { CLIENT_V4, CLIENT_V6, CLUSTER_V4, curlThrough, HostlbProcess, SERVER_V6 } from '../support/hostlb-process.js';
+import { CLIENT_V4, CLIENT_V6, CLUSTER_V4, curlThrough, HostlbProcess, metricsText, SERVER_V6 } from '../support/hostlb-process.js';
 import { assertPlaneGone, assertPlaneSetUp, planeObjects } from '../support/dataplanes.js';
 import { skipUnlessRoot, type Namespace } from '../support/netns.js';
 import { AdminClient, cli, describeCli, healthSetup, pollUntil, startHostlb, startWrk, type HealthTopo, type HealthView, type RunningWrk, type WrkSummary } from './health-harness.js';
@@ -142,20 +141,6 @@ function pinned(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((f) => !f.endsWith('.debug')).sort() : [];
 }
 
-/** GET `path` over the admin socket as text (GET /metrics is not JSON). */
-function adminText(socket: string, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path, method: 'GET', timeout: 30_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => ((res.statusCode ?? 0) >= 300 ? reject(new Error(`GET ${path}: ${res.statusCode} ${text}`)) : resolve(text)));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in 30 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 /** The socket plane's counters from GET /metrics. */
 interface SocketMetrics {
   taken: number;
@@ -165,7 +150,7 @@ interface SocketMetrics {
 }
 
 async function socketMetrics(admin: AdminClient): Promise<SocketMetrics> {
-  const text = await adminText(admin.socket, '/metrics');
+  const text = await metricsText(admin.socket);
   const value = (pattern: RegExp): number => {
     const m = pattern.exec(text);
     if (m === null) throw new Error(`no ${pattern.source} in GET /metrics:\n${text.split('\n').filter((l) => l.includes('socket')).join('\n')}`);
@@ -186,6 +171,9 @@ async function evidence(hostlb: HostlbProcess): Promise<string> {
   const metrics = await socketMetrics(admin).then((m) => m.text, (e: Error) => String(e));
   return `${await admin.evidence(hostlb)}\n--- GET /metrics (socket plane):\n${metrics}`;
 }
+
+/** Batches of 30 sequential requests after an adopting start before every daemon must have served (a bound, not a wait). */
+const ADOPTED_BATCHES = 20;
 
 const WRK_SCRIPT = `-- A bound on the run in requests: each thread stops after ${LOAD_LIMIT} responses (-d bounds its time).
 local served = 0
@@ -371,14 +359,22 @@ test('[socket] kill -9 of hostlb under load: dispatch goes on with no failed req
     const metrics = await socketMetrics(admin);
     t.diagnostic(`after the adopting start: ${metrics.text.replace(/\n/g, '; ')}`);
 
-    // New connections after the adoption: every daemon, the client's real address on each.
-    const results = await curlThrough(sandbox, client, Array.from({ length: 60 }, () => URL_V4));
-    for (const r of results) {
-      assert.equal(r.httpCode, 200, JSON.stringify(r));
-      assert.equal(r.remoteIp, CLUSTER_V4);
-      assert.equal(r.body.split(' ')[1], `${CLIENT_V4}:${r.localPort}`, `the daemon saw the client's real address and port: ${r.body}`);
+    // New connections after the adoption: every daemon, the client's real address on each. In
+    // batches until all three have served, at most ADOPTED_BATCHES: wrk was stopped with handshakes
+    // in flight, and a SYN handed to a daemon that never completes counts as its load for up to two
+    // windows (about two seconds, load-count.ts), so until then wlc rightly prefers the others.
+    const seen = new Set<string>();
+    let batches = 0;
+    for (; batches < ADOPTED_BATCHES && seen.size < 3; batches++) {
+      for (const r of await curlThrough(sandbox, client, Array.from({ length: 30 }, () => URL_V4))) {
+        assert.equal(r.httpCode, 200, JSON.stringify(r));
+        assert.equal(r.remoteIp, CLUSTER_V4);
+        assert.equal(r.body.split(' ')[1], `${CLIENT_V4}:${r.localPort}`, `the daemon saw the client's real address and port: ${r.body}`);
+        seen.add(r.body.split(' ')[0]);
+      }
     }
-    assert.deepEqual([...new Set(results.map((r) => r.body.split(' ')[0]))].sort(), ['d1', 'd2', 'd3'], 'every daemon serves after the adoption');
+    t.diagnostic(`every daemon served within ${batches} batch(es) of 30 requests after the adoption`);
+    assert.deepEqual([...seen].sort(), ['d1', 'd2', 'd3'], `every daemon serves after the adoption (${ADOPTED_BATCHES} batches of 30 requests)`);
     for (const tail of tails) {
       tail.read();
       assert.deepEqual(tail.badSample, [], `${tail.path}: every request answered 200 and from the client's real address`);

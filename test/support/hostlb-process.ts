@@ -272,24 +272,30 @@ export async function curlThrough(sandbox: NetnsSandbox, ns: Namespace, urls: st
 }
 
 /**
- * GET /metrics over hostlb's admin socket (`<stateDir>/admin.sock`): the value
- * of the line starting with `sample` and a space (a name, with its labels as
- * hostlb prints them: `name{label="x"}`), 0 when there is none. Rejects on a
- * non-2xx answer, a socket error or no answer within 30 s.
+ * GET /metrics over the admin socket at `socketPath` (hostlb's
+ * `<stateDir>/admin.sock`), as text. Rejects on a non-2xx answer, a socket
+ * error or no answer within 30 s.
  */
-export function metricValue(hostlb: HostlbProcess, sample: string): Promise<number> {
+export function metricsText(socketPath: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: join(hostlb.stateDir, 'admin.sock'), path: '/metrics', timeout: METRICS_TIMEOUT_MS }, (res) => {
+    const req = request({ socketPath, path: '/metrics', timeout: METRICS_TIMEOUT_MS }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => {
-        if ((res.statusCode ?? 0) >= 300) return reject(new Error(`GET /metrics: ${res.statusCode} ${text}`));
-        const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
-        resolve(line === undefined ? 0 : Number(line.slice(sample.length + 1)));
-      });
+      res.on('end', () => ((res.statusCode ?? 0) >= 300 ? reject(new Error(`GET /metrics: ${res.statusCode} ${text}`)) : resolve(text)));
     });
     req.on('timeout', () => req.destroy(new Error(`GET /metrics: no answer in ${METRICS_TIMEOUT_MS} ms`)));
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * The value of hostlb's /metrics line starting with `sample` and a space (a
+ * name, with its labels as hostlb prints them: `name{label="x"}`), 0 when
+ * there is none. Rejects as metricsText does.
+ */
+export async function metricValue(hostlb: HostlbProcess, sample: string): Promise<number> {
+  const text = await metricsText(join(hostlb.stateDir, 'admin.sock'));
+  const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+  return line === undefined ? 0 : Number(line.slice(sample.length + 1));
 }
