@@ -504,8 +504,9 @@ export class SkLookupDispatch {
    * Each port's buckets as this object last wrote them: setBuckets writes
    * only the buckets that differ. Slow start and health change weights every
    * tick, which moves a few buckets; 256 bpf() calls each time were most of
-   * hostlb's own CPU under load. Only setBuckets writes the buckets map; a
-   * port not written yet (an adopted program's) is written whole.
+   * what hostlb's timers cost under load (a CPU profile: 117 of 228 ms in
+   * 20 s). Only setBuckets writes the buckets map; a port not written yet
+   * (an adopted program's) is written whole.
    */
   private readonly written = new Map<number, Uint32Array>();
   /**
