@@ -90,6 +90,8 @@ const ENDED_TCP = new Set<number>([TcpCt.FinWait, TcpCt.CloseWait, TcpCt.LastAck
  * closes an unanswered SYN too.
  */
 const ANSWERED_TCP = new Set<number>([TcpCt.SynRecv, TcpCt.Established, TcpCt.FinWait, TcpCt.CloseWait, TcpCt.LastAck, TcpCt.TimeWait]);
+/** A followed flow's states while its handshake is still on: a SYN-ACK then is its own answer, not a reopened entry's. */
+const HANDSHAKE_TCP = new Set<number>([TcpCt.None, TcpCt.SynSent, TcpCt.SynRecv]);
 
 /** How young a flow may be to be left out of a comparison with conntrack (reconcile), ms. */
 export const SWEEP_GRACE_MS = 5_000;
@@ -214,7 +216,7 @@ export class FlowAccounting {
     this.events++;
     const stats = this.balancer.stats.daemon;
     let flow = this.flows.get(ev.id);
-    if (flow !== undefined && ev.tcpState === TcpCt.SynRecv && flow.tcpState !== TcpCt.SynSent && flow.tcpState !== TcpCt.None && flow.tcpState !== TcpCt.SynRecv) {
+    if (flow !== undefined && ev.tcpState === TcpCt.SynRecv && !HANDSHAKE_TCP.has(flow.tcpState)) {
       // A daemon's SYN-ACK under the id of a flow past its handshake: conntrack reopened an earlier
       // connection's entry on the same addresses for a new SYN, and the new entry took the old one's
       // place, id included (the id hashes the entry's address and tuples). The old flow ended unseen;
